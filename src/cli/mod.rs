@@ -1,0 +1,84 @@
+//! The command line: clap definitions and one module per subcommand, each an `Args` struct
+//! and a `run` function. Commands only parse, call library code and print; they hold no
+//! business rules.
+
+mod config_cmd;
+mod db;
+mod doctor;
+mod migrate;
+mod setup;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// trawl: a code indexer whose indexing runs as a durable task queue on Postgres.
+///
+/// With no database configured, trawl runs its own PostgreSQL under its home directory
+/// (TRAWL_HOME), started on demand. Run `trawl setup` once to install it and the local
+/// embedding model.
+#[derive(Debug, Parser)]
+#[command(name = "trawl", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Config file (TOML); defaults to $TRAWL_CONFIG when set.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// trawl's home directory (overrides TRAWL_HOME and the config file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Postgres URL (overrides TRAWL_DATABASE_URL / DATABASE_URL); none means the embedded
+    /// cluster.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Setup(setup::Args),
+    Db(db::Args),
+    Migrate(migrate::Args),
+    Config(config_cmd::Args),
+    Doctor(doctor::Args),
+}
+
+impl Cli {
+    /// The default log filter for this command: quiet for commands whose stdout is the
+    /// point, informative for long-running ones.
+    pub fn default_log_filter(&self) -> &'static str {
+        "trawl=warn,sqlx=warn,tantivy=warn"
+    }
+
+    /// Loads and validates the configuration from the process environment and the flags.
+    fn load_config(&self) -> anyhow::Result<Config> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let mut overrides: Vec<(&str, String)> = Vec::new();
+        if let Some(home) = &self.home {
+            let home = std::path::absolute(home).with_context(|| format!("--home {}", home.display()))?;
+            overrides.push(("home", home.to_string_lossy().into_owned()));
+        }
+        if let Some(url) = &self.database_url {
+            overrides.push(("database.url", url.clone()));
+        }
+        let config = Config::load(self.config.as_deref(), &env, &overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the parsed command; the returned code is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.load_config()?;
+    match cli.command {
+        Command::Setup(args) => setup::run(args, &config).await,
+        Command::Db(args) => db::run(args, &config).await,
+        Command::Migrate(args) => migrate::run(args, &config).await,
+        Command::Config(args) => config_cmd::run(args, &config),
+        Command::Doctor(args) => doctor::run(args, &config).await,
+    }
+}

@@ -1,0 +1,484 @@
+//! The one typed configuration of trawl, and how it is put together.
+//!
+//! Precedence, lowest first: built-in defaults (named constants below) < `trawl.toml`
+//! (path from `--config` or `TRAWL_CONFIG`) < `TRAWL_*` environment variables < command-line
+//! flags. Every layer is merged as a TOML value tree and the result is deserialised once,
+//! with unknown keys refused, so each layer is checked by the same rules.
+//!
+//! This module never reads the process environment itself: [`Config::load`] takes the
+//! environment as a parameter, so tests pin the precedence without touching global state.
+//! It does no I/O beyond reading the config file it is pointed at.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default name of the local embedding model (the directory under `<home>/models`).
+pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+/// Files above this size are skipped by SYNC, with the reason recorded.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// Connections per process; workers and the API share one pool.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// How long to wait for a database connection before saying it is unreachable.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+/// Stage jobs one worker process runs at once.
+pub const DEFAULT_WORKER_CONCURRENCY: usize = 2;
+/// A job whose worker stopped sending heartbeats is taken up again after this long.
+pub const DEFAULT_ORPHAN_TIMEOUT_SECS: u64 = 30;
+/// The interval of `trawl scheduler` between background syncs of one repository.
+pub const DEFAULT_SCHEDULE_EVERY_SECS: u64 = 3600;
+
+/// Environment variables that set a config key, and the key they set.
+///
+/// `DATABASE_URL` is read only when `TRAWL_DATABASE_URL` is absent (see [`Config::load`]).
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("TRAWL_HOME", "home"),
+    ("TRAWL_DATABASE_URL", "database.url"),
+    ("TRAWL_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+    ("TRAWL_DATABASE_CONNECT_TIMEOUT_SECS", "database.connect_timeout_secs"),
+    ("TRAWL_PG_BIN", "database.pg_bin"),
+    ("TRAWL_INDEX_DIR", "index.dir"),
+    ("TRAWL_MAX_FILE_SIZE", "sync.max_file_size"),
+    ("TRAWL_EMBEDDING_PROVIDER", "embedding.provider"),
+    ("TRAWL_EMBEDDING_MODEL", "embedding.model"),
+    ("TRAWL_MODEL_DIR", "embedding.model_dir"),
+    ("TRAWL_EMBEDDING_BASE_URL", "embedding.base_url"),
+    ("TRAWL_EMBEDDING_API_KEY", "embedding.api_key"),
+    ("TRAWL_LLM_BASE_URL", "enrich.base_url"),
+    ("TRAWL_LLM_MODEL", "enrich.model"),
+    ("TRAWL_LLM_API_KEY", "enrich.api_key"),
+    ("TRAWL_WORKER_CONCURRENCY", "worker.concurrency"),
+    ("TRAWL_ORPHAN_TIMEOUT_SECS", "worker.orphan_timeout_secs"),
+    ("TRAWL_SCHEDULE_EVERY_SECS", "scheduler.every_secs"),
+];
+
+/// Keys whose values are secrets: `trawl config` prints them redacted.
+const SECRET_KEYS: &[&str] = &["embedding.api_key", "enrich.api_key"];
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// trawl's home: the embedded cluster, models, the tantivy index, git working copies.
+    pub home: PathBuf,
+    pub database: DatabaseConfig,
+    pub index: IndexConfig,
+    pub sync: SyncConfig,
+    pub embedding: EmbeddingConfig,
+    pub enrich: EnrichConfig,
+    pub worker: WorkerConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A Postgres URL; empty means the embedded cluster under `home`.
+    #[serde(default)]
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+    /// Directory holding `initdb`, `pg_ctl` and `postgres` for the embedded cluster;
+    /// empty means where `trawl setup` installed them.
+    #[serde(default)]
+    pub pg_bin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// The tantivy index directory; empty means `<home>/index`.
+    #[serde(default)]
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Files larger than this many bytes are skipped.
+    pub max_file_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingProvider {
+    /// In-process inference on the model under `model_dir`.
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` endpoint at `base_url`.
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    pub provider: EmbeddingProvider,
+    pub model: String,
+    /// Directory with config.json, tokenizer.json and model.safetensors; empty means
+    /// `<home>/models/<model>`.
+    #[serde(default)]
+    pub model_dir: String,
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// An OpenAI-compatible chat endpoint; empty means heuristic summaries.
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub orphan_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    pub every_secs: u64,
+}
+
+/// Why a configuration could not be loaded. Always permanent: fix the input and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin} sets {key} to {value:?}, which is not valid: {message}")]
+    BadValue { origin: String, key: String, value: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error(
+        "no home directory: set TRAWL_HOME to the directory trawl should keep its data in"
+    )]
+    NoHome,
+}
+
+/// Where the config file comes from when `--config` is not given.
+pub const CONFIG_ENV: &str = "TRAWL_CONFIG";
+
+impl Config {
+    /// Built-in defaults, given trawl's home directory.
+    pub fn defaults(home: PathBuf) -> Config {
+        Config {
+            home,
+            database: DatabaseConfig {
+                url: String::new(),
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
+                pg_bin: String::new(),
+            },
+            index: IndexConfig { dir: String::new() },
+            sync: SyncConfig { max_file_size: DEFAULT_MAX_FILE_SIZE },
+            embedding: EmbeddingConfig {
+                provider: EmbeddingProvider::Local,
+                model: DEFAULT_MODEL.to_string(),
+                model_dir: String::new(),
+                base_url: String::new(),
+                api_key: String::new(),
+            },
+            enrich: EnrichConfig { base_url: String::new(), model: String::new(), api_key: String::new() },
+            worker: WorkerConfig {
+                concurrency: DEFAULT_WORKER_CONCURRENCY,
+                orphan_timeout_secs: DEFAULT_ORPHAN_TIMEOUT_SECS,
+            },
+            scheduler: SchedulerConfig { every_secs: DEFAULT_SCHEDULE_EVERY_SECS },
+        }
+    }
+
+    /// Loads the configuration: defaults < file < environment < `overrides` (flags, as
+    /// dotted keys). `env` is the process environment as pairs; `file` is the `--config`
+    /// flag. The result is not yet validated: call [`Config::validate`].
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        overrides: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
+        let home = default_home(env).ok_or(ConfigError::NoHome)?;
+        let mut tree = toml::Value::try_from(Config::defaults(home)).expect("defaults serialise");
+
+        let file = file.map(Path::to_path_buf).or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let layer: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?;
+            merge(&mut tree, layer);
+            // Catch unknown keys and wrong types here, naming the file.
+            Config::deserialize(tree.clone())
+                .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?;
+        }
+
+        let mut env_layer: Vec<(String, &str, &String)> = ENV_KEYS
+            .iter()
+            .filter_map(|(var, key)| env.get(*var).map(|v| (var.to_string(), *key, v)))
+            .collect();
+        if !env.contains_key("TRAWL_DATABASE_URL") {
+            if let Some(url) = env.get("DATABASE_URL") {
+                env_layer.push(("DATABASE_URL".to_string(), "database.url", url));
+            }
+        }
+        for (var, key, value) in env_layer {
+            set_key(&mut tree, key, value, &format!("environment variable {var}"))?;
+        }
+        for (key, value) in overrides {
+            set_key(&mut tree, key, value, "command-line flag")?;
+        }
+        Config::deserialize(tree).map_err(|e| ConfigError::Invalid(e.message().to_string()))
+    }
+
+    /// Checks what types alone cannot: ranges and required companions.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if !self.home.is_absolute() {
+            return bad("home must be an absolute path");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be at least 1");
+        }
+        if self.worker.concurrency == 0 {
+            return bad("worker.concurrency must be at least 1");
+        }
+        if self.sync.max_file_size == 0 {
+            return bad("sync.max_file_size must be at least 1 byte");
+        }
+        if self.embedding.provider == EmbeddingProvider::Http && self.embedding.base_url.is_empty() {
+            return bad("embedding.provider is http but embedding.base_url is empty: set TRAWL_EMBEDDING_BASE_URL");
+        }
+        for (name, url) in [
+            ("embedding.base_url", &self.embedding.base_url),
+            ("enrich.base_url", &self.enrich.base_url),
+        ] {
+            if !url.is_empty() && url::Url::parse(url).is_err() {
+                return Err(ConfigError::Invalid(format!("{name} is not a URL: {url:?}")));
+            }
+        }
+        if !self.enrich.base_url.is_empty() && self.enrich.model.is_empty() {
+            return bad("enrich.base_url is set but enrich.model is empty: set TRAWL_LLM_MODEL");
+        }
+        Ok(())
+    }
+
+    /// True when trawl runs its own local cluster (no database URL configured).
+    pub fn uses_embedded_database(&self) -> bool {
+        self.database.url.is_empty()
+    }
+
+    /// The tantivy index directory.
+    pub fn index_dir(&self) -> PathBuf {
+        non_empty_or(&self.index.dir, || self.home.join("index"))
+    }
+
+    /// The local embedding model's directory.
+    pub fn model_dir(&self) -> PathBuf {
+        non_empty_or(&self.embedding.model_dir, || self.home.join("models").join(&self.embedding.model))
+    }
+
+    /// The configuration as TOML, with secrets and database passwords redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut tree = toml::Value::try_from(self).expect("config serialises");
+        for key in SECRET_KEYS {
+            if let Some(toml::Value::String(s)) = get_mut(&mut tree, key) {
+                if !s.is_empty() {
+                    *s = "<redacted>".to_string();
+                }
+            }
+        }
+        if let Some(toml::Value::String(s)) = get_mut(&mut tree, "database.url") {
+            *s = redact_url(s);
+        }
+        toml::to_string_pretty(&tree).expect("config serialises")
+    }
+}
+
+fn non_empty_or(s: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    if s.is_empty() { default() } else { PathBuf::from(s) }
+}
+
+/// trawl's home when `TRAWL_HOME` is not set: `/var/lib/trawl` for root (the embedded
+/// cluster then runs as an unprivileged user, who cannot enter `/root`), otherwise
+/// `$XDG_DATA_HOME/trawl` or `~/.local/share/trawl`.
+fn default_home(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    if let Some(home) = env.get("TRAWL_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from("/var/lib/trawl"));
+    }
+    if let Some(xdg) = env.get("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(xdg).join("trawl"));
+    }
+    env.get("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/share/trawl"))
+}
+
+/// Replaces the password of a URL with `***`; text that is not a URL passes unchanged.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(b), toml::Value::Table(l)) => {
+            for (k, v) in l {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, l) => *b = l,
+    }
+}
+
+fn get_mut<'a>(tree: &'a mut toml::Value, dotted: &str) -> Option<&'a mut toml::Value> {
+    dotted.split('.').try_fold(tree, |node, part| node.get_mut(part))
+}
+
+/// Sets a dotted key from a string, parsed as the type the key already has.
+fn set_key(tree: &mut toml::Value, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+    let bad = |message: String| ConfigError::BadValue {
+        origin: origin.to_string(),
+        key: key.to_string(),
+        value: raw.to_string(),
+        message,
+    };
+    let slot = get_mut(tree, key).ok_or_else(|| bad("unknown key".to_string()))?;
+    *slot = match slot {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim().parse().map_err(|_| bad("expected a whole number".to_string()))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(bad("expected true or false".to_string())),
+        }),
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| bad("expected a number".to_string()))?)
+        }
+        _ => toml::Value::String(raw.to_string()),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("trawl.toml");
+        std::fs::write(
+            &file,
+            "[worker]\nconcurrency = 3\n[sync]\nmax_file_size = 10\n[database]\nmax_connections = 4\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("TRAWL_HOME", "/h"),
+            ("TRAWL_WORKER_CONCURRENCY", "5"),
+            ("TRAWL_DATABASE_MAX_CONNECTIONS", "6"),
+        ]);
+        let c = Config::load(Some(&file), &e, &[("database.max_connections", "7".into())]).unwrap();
+        assert_eq!(c.home, PathBuf::from("/h"));
+        assert_eq!(c.sync.max_file_size, 10, "file beats default");
+        assert_eq!(c.worker.concurrency, 5, "env beats file");
+        assert_eq!(c.database.max_connections, 7, "flag beats env");
+        assert_eq!(c.scheduler.every_secs, DEFAULT_SCHEDULE_EVERY_SECS, "default stays");
+    }
+
+    #[test]
+    fn config_file_comes_from_trawl_config_when_no_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.toml");
+        std::fs::write(&file, "[worker]\nconcurrency = 9\n").unwrap();
+        let e = env(&[("TRAWL_HOME", "/h"), ("TRAWL_CONFIG", file.to_str().unwrap())]);
+        assert_eq!(Config::load(None, &e, &[]).unwrap().worker.concurrency, 9);
+    }
+
+    #[test]
+    fn trawl_database_url_wins_over_database_url() {
+        let e = env(&[("TRAWL_HOME", "/h"), ("DATABASE_URL", "postgres://a/b")]);
+        assert_eq!(Config::load(None, &e, &[]).unwrap().database.url, "postgres://a/b");
+        let e = env(&[
+            ("TRAWL_HOME", "/h"),
+            ("DATABASE_URL", "postgres://a/b"),
+            ("TRAWL_DATABASE_URL", "postgres://c/d"),
+        ]);
+        let c = Config::load(None, &e, &[]).unwrap();
+        assert_eq!(c.database.url, "postgres://c/d");
+        assert!(!c.uses_embedded_database());
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("trawl.toml");
+        std::fs::write(&file, "[worker]\nconcurency = 3\n").unwrap();
+        let err = Config::load(Some(&file), &env(&[("TRAWL_HOME", "/h")]), &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("trawl.toml") && msg.contains("concurency"), "{msg}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let e = env(&[("TRAWL_HOME", "/h"), ("TRAWL_WORKER_CONCURRENCY", "many")]);
+        let msg = Config::load(None, &e, &[]).unwrap_err().to_string();
+        assert!(msg.contains("TRAWL_WORKER_CONCURRENCY") && msg.contains("whole number"), "{msg}");
+    }
+
+    #[test]
+    fn validate_refuses_zero_and_missing_companions() {
+        let mut c = Config::defaults(PathBuf::from("/h"));
+        c.validate().unwrap();
+        c.worker.concurrency = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::defaults(PathBuf::from("/h"));
+        c.embedding.provider = EmbeddingProvider::Http;
+        assert!(c.validate().unwrap_err().to_string().contains("TRAWL_EMBEDDING_BASE_URL"));
+        let c = Config::defaults(PathBuf::from("relative"));
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets_and_passwords() {
+        let mut c = Config::defaults(PathBuf::from("/h"));
+        c.database.url = "postgres://user:hunter2@db:5432/trawl".into();
+        c.embedding.api_key = "sk-secret".into();
+        let out = c.to_redacted_toml();
+        assert!(!out.contains("hunter2") && !out.contains("sk-secret"), "{out}");
+        assert!(out.contains("user:***@db:5432"), "{out}");
+        assert!(out.contains("<redacted>"), "{out}");
+    }
+
+    #[test]
+    fn derived_paths_default_under_home() {
+        let c = Config::defaults(PathBuf::from("/h"));
+        assert_eq!(c.index_dir(), PathBuf::from("/h/index"));
+        assert_eq!(c.model_dir(), PathBuf::from("/h/models/all-MiniLM-L6-v2"));
+    }
+}

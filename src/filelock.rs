@@ -1,0 +1,31 @@
+//! An exclusive advisory lock on a file (flock), for work that several trawl processes on
+//! one machine may start at once: creating or starting the embedded cluster, installing.
+//! The kernel drops the lock when the holder dies, so a crash never leaves it held.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Held until dropped.
+pub struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    /// Blocks until the lock on `path` (created when missing) is ours.
+    pub fn acquire(path: &Path) -> io::Result<FileLock> {
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        loop {
+            // SAFETY: flock on a file descriptor we own for as long as the call lasts.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(FileLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The store: the only modules that speak SQL.
+//!
+//! It opens the connection pool, migrates trawl's schema and apalis' queue schema, and
+//! (in later modules) reads and writes repositories, files, snippets, vectors, runs and the
+//! audit log. It knows nothing of the embedded cluster: it is handed a URL.
+
+pub mod admin;
+mod error;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+pub use error::{StoreError, is_retryable_sqlstate};
+
+/// trawl's own migrations (`migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How to open a pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+/// A handle on the database: cheap to clone, shared by every part of a process.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects to `url` and brings both schemas up to date. Safe to run from several
+    /// processes at once: migrations serialise on an advisory lock.
+    pub async fn open(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
+        let pool = connect_pool(url, settings).await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs trawl's migrations, then apalis-postgres' own.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(migrate_error)?;
+        apalis_postgres::PostgresStorage::<()>::setup(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(format!("apalis queue schema: {e}")))?;
+        Ok(())
+    }
+
+    /// Applied vs. known migrations of trawl's own schema.
+    pub async fn migration_state(&self) -> Result<MigrationState, StoreError> {
+        let applied: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        let pending = known.iter().filter(|v| !applied.iter().any(|(a, ok)| a == *v && *ok)).count();
+        let unknown = applied.iter().filter(|(a, _)| !known.contains(a)).count();
+        Ok(MigrationState { known: known.len(), pending, unknown })
+    }
+
+    pub async fn server_version(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SHOW server_version").fetch_one(&self.pool).await?)
+    }
+
+    /// The installed version of an extension, when installed in this database.
+    pub async fn extension_version(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Which of `tables` (schema-qualified) are missing.
+    pub async fn missing_tables(&self, tables: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut missing = Vec::new();
+        for t in tables {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT to_regclass($1)::text").bind(*t).fetch_one(&self.pool).await?;
+            if found.is_none() {
+                missing.push((*t).to_string());
+            }
+        }
+        Ok(missing)
+    }
+}
+
+/// How far trawl's schema is from what this build expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationState {
+    pub known: usize,
+    pub pending: usize,
+    /// Applied by a newer trawl than this one.
+    pub unknown: usize,
+}
+
+/// Opens a pool; an unreachable server is reported with its host and port, never the password.
+pub async fn connect_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, StoreError> {
+    let target = describe_target(url);
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| StoreError::Unreachable { target: target.clone(), cause: format!("the URL is not valid: {e}") })?;
+    let options = options.log_statements(tracing::log::LevelFilter::Trace).application_name("trawl");
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Unreachable { target, cause: connect_cause(&e) })
+}
+
+fn connect_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::PoolTimedOut => "no answer in time".to_string(),
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `host:port (url with the password redacted)`, or the socket for unix-socket URLs.
+pub fn describe_target(url: &str) -> String {
+    let redacted = crate::config::redact_url(url);
+    match url.parse::<PgConnectOptions>() {
+        Ok(o) => match o.get_socket() {
+            Some(dir) => format!("socket {} ({redacted})", dir.display()),
+            None => format!("{}:{} ({redacted})", o.get_host(), o.get_port()),
+        },
+        Err(_) => redacted,
+    }
+}
+
+fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    if let sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) = &e {
+        let msg = db.message();
+        for ext in ["vector", "hstore"] {
+            if msg.contains(&format!("extension \"{ext}\"")) {
+                if db.code().as_deref() == Some("42501") {
+                    return StoreError::ExtensionNotPermitted { extension: ext.into() };
+                }
+                if msg.contains("not available") || db.code().as_deref() == Some("0A000") {
+                    let hint = if ext == "vector" {
+                        "install pgvector on the server (the pgvector/pgvector Docker image has it), or use trawl's embedded database"
+                    } else {
+                        "install PostgreSQL's contrib extensions on the server, or use trawl's embedded database"
+                    };
+                    return StoreError::ExtensionMissing { extension: ext.into(), hint: hint.into() };
+                }
+            }
+        }
+    }
+    StoreError::Migrate(e.to_string())
+}

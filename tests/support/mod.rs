@@ -1,0 +1,250 @@
+//! Shared test support: a real PostgreSQL with pgvector for the whole suite, and one
+//! freshly migrated database per test.
+//!
+//! The suite's cluster lives in `$TMPDIR/trawl-test-<uid>` (or `TRAWL_TEST_HOME`), run with
+//! the binaries `trawl setup` installs (the suite runs set-up itself, idempotently). Each
+//! test database is a copy of a migrated template, named `trawl_t_<random>`, and is dropped
+//! when the test's [`TestDb`] is dropped. Set `TRAWL_TEST_DATABASE_URL` to an admin URL of
+//! another server (the docker-compose one, say) to run the suite there instead.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tokio::sync::OnceCell;
+use trawl::cluster::Cluster;
+use trawl::config::Config;
+use trawl::store::{self, PoolSettings, Store};
+
+/// Prefix of every test database, so leftovers of a crashed run can be found.
+pub const TEST_DB_PREFIX: &str = "trawl_t_";
+
+/// What the whole suite shares.
+pub struct Suite {
+    /// A URL of a database on the test server from which others are created and dropped.
+    pub admin_url: String,
+    /// The template every test database copies.
+    pub template: String,
+    /// The default configuration set-up installed into (binaries and model live there).
+    pub installed: Config,
+}
+
+static SUITE: OnceCell<Suite> = OnceCell::const_new();
+
+/// The process environment as a map (tests pass it to `Config::load`).
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// The configuration `trawl setup` installs into by default (TRAWL_HOME honoured).
+pub fn installed_config() -> Config {
+    let mut env = process_env();
+    // The suite must not install into a database-URL-shaped nowhere: set-up decides what to
+    // install from the embedded default.
+    env.remove("TRAWL_DATABASE_URL");
+    env.remove("DATABASE_URL");
+    let c = Config::load(None, &env, &[]).expect("default config loads");
+    c.validate().expect("default config is valid");
+    c
+}
+
+/// Root of the suite's scratch space: short (unix socket paths are limited to 107 bytes) and
+/// reachable by the unprivileged server user when the suite runs as root.
+pub fn scratch_root() -> PathBuf {
+    if let Ok(p) = std::env::var("TRAWL_TEST_HOME") {
+        return PathBuf::from(p);
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("trawl-test-{uid}"))
+}
+
+/// A new empty directory for one test (removed when dropped).
+pub fn temp_home() -> tempfile::TempDir {
+    let root = scratch_root().join("homes");
+    std::fs::create_dir_all(&root).unwrap();
+    let dir = tempfile::Builder::new().prefix("h").tempdir_in(&root).unwrap();
+    // The server user must be able to enter it when the suite runs as root.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+pub async fn suite() -> &'static Suite {
+    SUITE
+        .get_or_init(|| async {
+            trawl::install_tls_provider();
+            let installed = installed_config();
+            trawl::setup::run(&installed).await.expect("trawl setup installs the test prerequisites");
+            let admin_url = match std::env::var("TRAWL_TEST_DATABASE_URL") {
+                Ok(url) => url,
+                Err(_) => {
+                    let home = scratch_root().join("cluster");
+                    std::fs::create_dir_all(&home).unwrap();
+                    let cluster = Cluster::new(&home, trawl::setup::pg_bin(&installed)).without_fsync();
+                    tokio::task::spawn_blocking({
+                        let c = cluster.clone();
+                        move || c.start()
+                    })
+                    .await
+                    .unwrap()
+                    .expect("the test cluster starts");
+                    cluster.url_for("postgres")
+                }
+            };
+            let template = ensure_template(&admin_url).await;
+            Suite { admin_url, template, installed }
+        })
+        .await
+}
+
+/// The migrated template database, named after the migrations it holds so a schema change
+/// makes a new one. Created once per server under an advisory lock.
+async fn ensure_template(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let mut fingerprint = 0u64;
+    for m in store::MIGRATOR.iter() {
+        fingerprint = fingerprint.wrapping_mul(31).wrapping_add(m.version as u64);
+        for b in m.checksum.iter() {
+            fingerprint = fingerprint.wrapping_mul(131).wrapping_add(*b as u64);
+        }
+    }
+    let name = format!("trawl_tpl_{:x}", fingerprint & 0xffff_ffff);
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("test server reachable");
+    sqlx::query("SELECT pg_advisory_lock(727272)").execute(&mut conn).await.unwrap();
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    if !exists {
+        store::admin::drop_database(admin_url, &name).await.unwrap();
+        store::admin::create_database_if_missing(admin_url, &name).await.unwrap();
+        let url = db_url(admin_url, &name);
+        let s = Store::open(&url, &settings()).await.expect("template migrates");
+        s.pool().close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" WITH is_template true"))).execute(&mut conn).await.unwrap();
+    }
+    sqlx::query("SELECT pg_advisory_unlock(727272)").execute(&mut conn).await.unwrap();
+    name
+}
+
+pub fn settings() -> PoolSettings {
+    PoolSettings { max_connections: 5, connect_timeout: std::time::Duration::from_secs(10) }
+}
+
+/// The URL of database `db` on the server of `admin_url`.
+pub fn db_url(admin_url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(admin_url).unwrap();
+    u.set_path(db);
+    u.to_string()
+}
+
+/// A migrated database of the test's own, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub store: Store,
+    /// A home directory of the test's own.
+    pub home: tempfile::TempDir,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let suite = suite().await;
+        let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+        store::admin::create_database_from(&suite.admin_url, &name, &suite.template).await.expect("test db created");
+        let url = db_url(&suite.admin_url, &name);
+        let store = Store::open(&url, &settings()).await.expect("test db opens");
+        TestDb { name, url, store, home: temp_home(), admin_url: suite.admin_url.clone() }
+    }
+
+    /// A configuration pointing at this database, with the test's own home and the
+    /// installed model.
+    pub fn config(&self) -> Config {
+        let mut c = Config::defaults(self.home.path().to_path_buf());
+        c.database.url = self.url.clone();
+        c.embedding.model_dir = suite_installed_model_dir();
+        c
+    }
+
+    /// Environment for running the `trawl` binary against this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("TRAWL_HOME".into(), self.home.path().display().to_string()),
+            ("TRAWL_DATABASE_URL".into(), self.url.clone()),
+            ("TRAWL_MODEL_DIR".into(), suite_installed_model_dir()),
+        ]
+    }
+}
+
+fn suite_installed_model_dir() -> String {
+    installed_config().model_dir().display().to_string()
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        let pool = self.store.pool().clone();
+        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                pool.close().await;
+                let _ = store::admin::drop_database(&admin, &name).await;
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// The `trawl` binary with a clean environment: no database URL or home inherited from the
+/// developer's shell.
+pub fn trawl_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
+    for var in ["TRAWL_DATABASE_URL", "DATABASE_URL", "TRAWL_HOME", "TRAWL_CONFIG", "TRAWL_PG_BIN", "TRAWL_MODEL_DIR"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "trawl=warn");
+    cmd
+}
+
+/// Output of a finished command, for assertions.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Ran {
+    let out = cmd.output().expect("trawl runs");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Polls `f` until it returns Some or `secs` pass.
+pub async fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,6 @@
+//! trawl's integration tests: one binary, one module per area, all against a real
+//! PostgreSQL with pgvector (see `support`).
+
+mod support;
+
+mod foundation;
