@@ -42,7 +42,12 @@ pub enum ClusterError {
          are PostgreSQL {expected}; point TRAWL_PG_BIN at PostgreSQL {found} binaries, or move \
          {data} away to start with an empty cluster (trawl never deletes it)"
     )]
-    VersionMismatch { data: PathBuf, found: String, expected: String, bin: PathBuf },
+    VersionMismatch {
+        data: PathBuf,
+        found: String,
+        expected: String,
+        bin: PathBuf,
+    },
     #[error(
         "{data} exists and is not empty but holds no PostgreSQL cluster; move it away or set \
          TRAWL_HOME to another directory (trawl never deletes it)"
@@ -60,7 +65,10 @@ pub enum ClusterError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ClusterError + '_ {
-    move |source| ClusterError::Io { path: path.to_path_buf(), source }
+    move |source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What `trawl db status` reports.
@@ -69,14 +77,21 @@ pub enum Status {
     /// No data directory yet: the first start runs initdb.
     NotInitialized,
     Stopped,
-    Running { pid: u32 },
+    Running {
+        pid: u32,
+    },
 }
 
 /// What [`Cluster::start`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
-    AlreadyRunning { pid: u32 },
-    Started { initialised: bool, recovered_stale_pid: bool },
+    AlreadyRunning {
+        pid: u32,
+    },
+    Started {
+        initialised: bool,
+        recovered_stale_pid: bool,
+    },
 }
 
 /// The embedded cluster: where its binaries and files are.
@@ -129,9 +144,11 @@ impl Cluster {
 
     /// The connection URL of database `db` in this cluster (unix socket, trust auth).
     pub fn url_for(&self, db: &str) -> String {
-        let mut u = url::Url::parse(&format!("postgres://{DB_USER}@localhost:{PORT}/")).expect("static url");
+        let mut u = url::Url::parse(&format!("postgres://{DB_USER}@localhost:{PORT}/"))
+            .expect("static url");
         u.set_path(db);
-        u.query_pairs_mut().append_pair("host", &self.run.to_string_lossy());
+        u.query_pairs_mut()
+            .append_pair("host", &self.run.to_string_lossy());
         u.to_string()
     }
 
@@ -160,10 +177,15 @@ impl Cluster {
     /// Starts the server when it is not running, creating the cluster on first use.
     /// Safe to call from several processes at once: they serialise on a lock file.
     pub fn start(&self) -> Result<Started, ClusterError> {
-        self.check_binaries()?;
-        for dir in [&self.home, &self.run, self.log.parent().expect("log has a parent")] {
+        // The home first: without it nothing else can be fixed, not even by `trawl setup`.
+        for dir in [
+            &self.home,
+            &self.run,
+            self.log.parent().expect("log has a parent"),
+        ] {
             ensure_writable_dir(dir)?;
         }
+        self.check_binaries()?;
         let lock_path = self.home.join("cluster.lock");
         let _lock = FileLock::acquire(&lock_path).map_err(io_err(&lock_path))?;
         let initialised = match self.status() {
@@ -186,10 +208,17 @@ impl Cluster {
             if self.fsync { "on" } else { "off" },
         );
         let mut cmd = self.pg_command("pg_ctl");
-        cmd.arg("start").arg("-D").arg(&self.data).arg("-l").arg(&self.log);
+        cmd.arg("start")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log);
         cmd.args(["-w", "-t", "60", "-s", "-o", &settings]);
         self.run_checked(cmd, "starting PostgreSQL")?;
-        Ok(Started::Started { initialised, recovered_stale_pid })
+        Ok(Started::Started {
+            initialised,
+            recovered_stale_pid,
+        })
     }
 
     /// Stops the server (fast shutdown: open transactions roll back). Returns false when it
@@ -201,15 +230,22 @@ impl Cluster {
         }
         self.check_binaries()?;
         let mut cmd = self.pg_command("pg_ctl");
-        cmd.arg("stop").arg("-D").arg(&self.data).args(["-m", "fast", "-w", "-t", "60", "-s"]);
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "-s"]);
         self.run_checked(cmd, "stopping PostgreSQL")?;
         Ok(true)
     }
 
     fn check_binaries(&self) -> Result<(), ClusterError> {
-        let missing = ["initdb", "pg_ctl", "postgres"].iter().any(|b| !self.bin.join(b).is_file());
+        let missing = ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .any(|b| !self.bin.join(b).is_file());
         if missing {
-            return Err(ClusterError::BinariesMissing { dir: self.bin.clone() });
+            return Err(ClusterError::BinariesMissing {
+                dir: self.bin.clone(),
+            });
         }
         Ok(())
     }
@@ -236,7 +272,10 @@ impl Cluster {
 
     fn check_version(&self) -> Result<(), ClusterError> {
         let path = self.data.join("PG_VERSION");
-        let found = fs::read_to_string(&path).map_err(io_err(&path))?.trim().to_string();
+        let found = fs::read_to_string(&path)
+            .map_err(io_err(&path))?
+            .trim()
+            .to_string();
         let expected = self.binaries_major()?;
         if found != expected {
             return Err(ClusterError::VersionMismatch {
@@ -251,18 +290,32 @@ impl Cluster {
 
     fn initdb(&self) -> Result<(), ClusterError> {
         if self.data.exists() {
-            let empty = fs::read_dir(&self.data).map_err(io_err(&self.data))?.next().is_none();
+            let empty = fs::read_dir(&self.data)
+                .map_err(io_err(&self.data))?
+                .next()
+                .is_none();
             if !empty {
-                return Err(ClusterError::ForeignDataDir { data: self.data.clone() });
+                return Err(ClusterError::ForeignDataDir {
+                    data: self.data.clone(),
+                });
             }
         } else {
             fs::create_dir_all(&self.data).map_err(io_err(&self.data))?;
         }
-        fs::set_permissions(&self.data, fs::Permissions::from_mode(0o700)).map_err(io_err(&self.data))?;
+        fs::set_permissions(&self.data, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&self.data))?;
         self.prepare_os_user_dirs()?;
         let mut cmd = self.pg_command("initdb");
         cmd.arg("-D").arg(&self.data);
-        cmd.args(["-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-instructions"]);
+        cmd.args([
+            "-U",
+            DB_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-instructions",
+        ]);
         if !self.fsync {
             cmd.arg("--no-sync");
         }
@@ -273,14 +326,21 @@ impl Cluster {
     /// When running as root: make sure the server's user exists, owns its directories and can
     /// reach the binaries.
     fn prepare_os_user_dirs(&self) -> Result<(), ClusterError> {
-        let Some(user) = &self.os_user else { return Ok(()) };
+        let Some(user) = &self.os_user else {
+            return Ok(());
+        };
         let (uid, gid) = ensure_os_user(user)?;
-        for dir in [&self.data, &self.run, self.log.parent().expect("log has a parent")] {
+        for dir in [
+            &self.data,
+            &self.run,
+            self.log.parent().expect("log has a parent"),
+        ] {
             if dir.exists() {
                 chown_tree(dir, uid, gid)?;
             }
         }
-        fs::set_permissions(&self.run, fs::Permissions::from_mode(0o700)).map_err(io_err(&self.run))?;
+        fs::set_permissions(&self.run, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&self.run))?;
         for path in [self.bin.join("postgres"), self.data.clone()] {
             let ok = Command::new("runuser")
                 .args(["-u", user, "--", "test", "-r"])
@@ -289,22 +349,36 @@ impl Cluster {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if !ok {
-                return Err(ClusterError::NotReachable { user: user.clone(), path });
+                return Err(ClusterError::NotReachable {
+                    user: user.clone(),
+                    path,
+                });
             }
         }
         Ok(())
     }
 
-    /// Removes a pid file left by a server that is gone (a crash, a reboot). Returns whether
-    /// one was removed.
+    /// Removes the lock files a server that is gone left behind (a crash, a reboot): the
+    /// data directory's pid file and the socket's lock file. PostgreSQL would clear them
+    /// itself, but takes a dead server that nobody has reaped yet (a zombie) for a live one.
+    /// Returns whether any was removed.
     fn remove_stale_pid(&self) -> Result<bool, ClusterError> {
         let pid_file = self.data.join("postmaster.pid");
-        if pid_file.exists() && self.live_pid().is_none() {
-            tracing::warn!(path = %pid_file.display(), "removing stale pid file of a server that is gone");
-            fs::remove_file(&pid_file).map_err(io_err(&pid_file))?;
-            return Ok(true);
+        let socket_lock = self.run.join(format!(".s.PGSQL.{PORT}.lock"));
+        let mut removed = false;
+        for file in [pid_file, socket_lock] {
+            let Ok(text) = fs::read_to_string(&file) else {
+                continue;
+            };
+            let pid: Option<u32> = text.lines().next().and_then(|l| l.trim().parse().ok());
+            if pid.is_some_and(is_postgres_process) {
+                continue;
+            }
+            tracing::warn!(path = %file.display(), "removing a lock file of a server that is gone");
+            fs::remove_file(&file).map_err(io_err(&file))?;
+            removed = true;
         }
-        Ok(false)
+        Ok(removed)
     }
 
     /// A command for a PostgreSQL binary, run as the server's user when we are root.
@@ -334,28 +408,47 @@ impl Cluster {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let mut detail = format!("{} {}", stderr.trim(), stdout.trim()).trim().to_string();
+            let mut detail = format!("{} {}", stderr.trim(), stdout.trim())
+                .trim()
+                .to_string();
             if let Ok(log) = fs::read_to_string(&self.log) {
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                detail.push_str(&format!("; server log {}: {}", self.log.display(), tail.join(" | ")));
+                detail.push_str(&format!(
+                    "; server log {}: {}",
+                    self.log.display(),
+                    tail.join(" | ")
+                ));
             }
-            return Err(ClusterError::Command { what: what.to_string(), detail });
+            return Err(ClusterError::Command {
+                what: what.to_string(),
+                detail,
+            });
         }
         Ok(out)
     }
 }
 
 fn is_postgres_process(pid: u32) -> bool {
-    // /proc/<pid>/comm is "postgres" for the postmaster; a recycled pid names something else.
-    match fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => comm.trim() == "postgres",
-        Err(_) => false,
-    }
+    // /proc/<pid>/stat is "pid (comm) state ...": the postmaster's comm is "postgres"; a
+    // recycled pid names something else, and a killed server nobody has reaped yet is a
+    // zombie (state Z) that holds nothing.
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
+    comm == "postgres" && !matches!(state, "Z" | "X")
 }
 
 fn ensure_writable_dir(dir: &Path) -> Result<(), ClusterError> {
-    let not_writable = |reason: String| ClusterError::NotWritable { path: dir.to_path_buf(), reason };
+    let not_writable = |reason: String| ClusterError::NotWritable {
+        path: dir.to_path_buf(),
+        reason,
+    };
     fs::create_dir_all(dir).map_err(|e| not_writable(e.to_string()))?;
     let probe = dir.join(format!(".trawl-write-test-{}", std::process::id()));
     fs::write(&probe, b"").map_err(|e| not_writable(e.to_string()))?;
@@ -369,7 +462,13 @@ fn ensure_os_user(user: &str) -> Result<(u32, u32), ClusterError> {
         return Ok(ids);
     }
     let out = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"])
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+        ])
         .args(["--shell", "/usr/sbin/nologin", user])
         .output()
         .map_err(|e| ClusterError::Command {
@@ -417,17 +516,27 @@ mod tests {
     fn url_uses_the_socket_directory() {
         let c = Cluster::new(Path::new("/var/lib/trawl"), PathBuf::from("/bin"));
         let url = c.url();
-        assert_eq!(url, "postgres://trawl@localhost:5432/trawl?host=%2Fvar%2Flib%2Ftrawl%2Frun");
+        assert_eq!(
+            url,
+            "postgres://trawl@localhost:5432/trawl?host=%2Fvar%2Flib%2Ftrawl%2Frun"
+        );
         let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-        assert_eq!(opts.get_socket(), Some(&PathBuf::from("/var/lib/trawl/run")));
+        assert_eq!(
+            opts.get_socket(),
+            Some(&PathBuf::from("/var/lib/trawl/run"))
+        );
         assert_eq!(opts.get_database(), Some("trawl"));
     }
 
     #[test]
     fn missing_binaries_name_the_setup_command() {
-        let c = Cluster::new(Path::new("/nonexistent-home"), PathBuf::from("/nonexistent-bin"));
+        let home = tempfile::tempdir().unwrap();
+        let c = Cluster::new(home.path(), PathBuf::from("/nonexistent-bin"));
         let msg = c.start().unwrap_err().to_string();
-        assert!(msg.contains("trawl setup") && msg.contains("/nonexistent-bin"), "{msg}");
+        assert!(
+            msg.contains("trawl setup") && msg.contains("/nonexistent-bin"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRAWL_HOME", "home"),
     ("TRAWL_DATABASE_URL", "database.url"),
     ("TRAWL_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
-    ("TRAWL_DATABASE_CONNECT_TIMEOUT_SECS", "database.connect_timeout_secs"),
+    (
+        "TRAWL_DATABASE_CONNECT_TIMEOUT_SECS",
+        "database.connect_timeout_secs",
+    ),
     ("TRAWL_PG_BIN", "database.pg_bin"),
     ("TRAWL_INDEX_DIR", "index.dir"),
     ("TRAWL_MAX_FILE_SIZE", "sync.max_file_size"),
@@ -153,16 +156,22 @@ pub struct SchedulerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{origin} sets {key} to {value:?}, which is not valid: {message}")]
-    BadValue { origin: String, key: String, value: String, message: String },
+    BadValue {
+        origin: String,
+        key: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error(
-        "no home directory: set TRAWL_HOME to the directory trawl should keep its data in"
-    )]
+    #[error("no home directory: set TRAWL_HOME to the directory trawl should keep its data in")]
     NoHome,
 }
 
@@ -181,7 +190,9 @@ impl Config {
                 pg_bin: String::new(),
             },
             index: IndexConfig { dir: String::new() },
-            sync: SyncConfig { max_file_size: DEFAULT_MAX_FILE_SIZE },
+            sync: SyncConfig {
+                max_file_size: DEFAULT_MAX_FILE_SIZE,
+            },
             embedding: EmbeddingConfig {
                 provider: EmbeddingProvider::Local,
                 model: DEFAULT_MODEL.to_string(),
@@ -189,12 +200,18 @@ impl Config {
                 base_url: String::new(),
                 api_key: String::new(),
             },
-            enrich: EnrichConfig { base_url: String::new(), model: String::new(), api_key: String::new() },
+            enrich: EnrichConfig {
+                base_url: String::new(),
+                model: String::new(),
+                api_key: String::new(),
+            },
             worker: WorkerConfig {
                 concurrency: DEFAULT_WORKER_CONCURRENCY,
                 orphan_timeout_secs: DEFAULT_ORPHAN_TIMEOUT_SECS,
             },
-            scheduler: SchedulerConfig { every_secs: DEFAULT_SCHEDULE_EVERY_SECS },
+            scheduler: SchedulerConfig {
+                every_secs: DEFAULT_SCHEDULE_EVERY_SECS,
+            },
         }
     }
 
@@ -209,16 +226,24 @@ impl Config {
         let home = default_home(env).ok_or(ConfigError::NoHome)?;
         let mut tree = toml::Value::try_from(Config::defaults(home)).expect("defaults serialise");
 
-        let file = file.map(Path::to_path_buf).or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            let layer: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let layer: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.message().to_string(),
+            })?;
             merge(&mut tree, layer);
             // Catch unknown keys and wrong types here, naming the file.
-            Config::deserialize(tree.clone())
-                .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?;
+            Config::deserialize(tree.clone()).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.message().to_string(),
+            })?;
         }
 
         let mut env_layer: Vec<(String, &str, &String)> = ENV_KEYS
@@ -231,7 +256,12 @@ impl Config {
             }
         }
         for (var, key, value) in env_layer {
-            set_key(&mut tree, key, value, &format!("environment variable {var}"))?;
+            set_key(
+                &mut tree,
+                key,
+                value,
+                &format!("environment variable {var}"),
+            )?;
         }
         for (key, value) in overrides {
             set_key(&mut tree, key, value, "command-line flag")?;
@@ -254,15 +284,20 @@ impl Config {
         if self.sync.max_file_size == 0 {
             return bad("sync.max_file_size must be at least 1 byte");
         }
-        if self.embedding.provider == EmbeddingProvider::Http && self.embedding.base_url.is_empty() {
-            return bad("embedding.provider is http but embedding.base_url is empty: set TRAWL_EMBEDDING_BASE_URL");
+        if self.embedding.provider == EmbeddingProvider::Http && self.embedding.base_url.is_empty()
+        {
+            return bad(
+                "embedding.provider is http but embedding.base_url is empty: set TRAWL_EMBEDDING_BASE_URL",
+            );
         }
         for (name, url) in [
             ("embedding.base_url", &self.embedding.base_url),
             ("enrich.base_url", &self.enrich.base_url),
         ] {
             if !url.is_empty() && url::Url::parse(url).is_err() {
-                return Err(ConfigError::Invalid(format!("{name} is not a URL: {url:?}")));
+                return Err(ConfigError::Invalid(format!(
+                    "{name} is not a URL: {url:?}"
+                )));
             }
         }
         if !self.enrich.base_url.is_empty() && self.enrich.model.is_empty() {
@@ -283,7 +318,9 @@ impl Config {
 
     /// The local embedding model's directory.
     pub fn model_dir(&self) -> PathBuf {
-        non_empty_or(&self.embedding.model_dir, || self.home.join("models").join(&self.embedding.model))
+        non_empty_or(&self.embedding.model_dir, || {
+            self.home.join("models").join(&self.embedding.model)
+        })
     }
 
     /// The configuration as TOML, with secrets and database passwords redacted.
@@ -304,7 +341,11 @@ impl Config {
 }
 
 fn non_empty_or(s: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
-    if s.is_empty() { default() } else { PathBuf::from(s) }
+    if s.is_empty() {
+        default()
+    } else {
+        PathBuf::from(s)
+    }
 }
 
 /// trawl's home when `TRAWL_HOME` is not set: `/var/lib/trawl` for root (the embedded
@@ -321,7 +362,9 @@ fn default_home(env: &BTreeMap<String, String>) -> Option<PathBuf> {
     if let Some(xdg) = env.get("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(xdg).join("trawl"));
     }
-    env.get("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/share/trawl"))
+    env.get("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/share/trawl"))
 }
 
 /// Replaces the password of a URL with `***`; text that is not a URL passes unchanged.
@@ -352,7 +395,9 @@ fn merge(base: &mut toml::Value, layer: toml::Value) {
 }
 
 fn get_mut<'a>(tree: &'a mut toml::Value, dotted: &str) -> Option<&'a mut toml::Value> {
-    dotted.split('.').try_fold(tree, |node, part| node.get_mut(part))
+    dotted
+        .split('.')
+        .try_fold(tree, |node, part| node.get_mut(part))
 }
 
 /// Sets a dotted key from a string, parsed as the type the key already has.
@@ -366,16 +411,20 @@ fn set_key(tree: &mut toml::Value, key: &str, raw: &str, origin: &str) -> Result
     let slot = get_mut(tree, key).ok_or_else(|| bad("unknown key".to_string()))?;
     *slot = match slot {
         toml::Value::Integer(_) => toml::Value::Integer(
-            raw.trim().parse().map_err(|_| bad("expected a whole number".to_string()))?,
+            raw.trim()
+                .parse()
+                .map_err(|_| bad("expected a whole number".to_string()))?,
         ),
         toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" => false,
             _ => return Err(bad("expected true or false".to_string())),
         }),
-        toml::Value::Float(_) => {
-            toml::Value::Float(raw.trim().parse().map_err(|_| bad("expected a number".to_string()))?)
-        }
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| bad("expected a number".to_string()))?,
+        ),
         _ => toml::Value::String(raw.to_string()),
     };
     Ok(())
@@ -386,7 +435,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -408,7 +460,10 @@ mod tests {
         assert_eq!(c.sync.max_file_size, 10, "file beats default");
         assert_eq!(c.worker.concurrency, 5, "env beats file");
         assert_eq!(c.database.max_connections, 7, "flag beats env");
-        assert_eq!(c.scheduler.every_secs, DEFAULT_SCHEDULE_EVERY_SECS, "default stays");
+        assert_eq!(
+            c.scheduler.every_secs, DEFAULT_SCHEDULE_EVERY_SECS,
+            "default stays"
+        );
     }
 
     #[test]
@@ -416,14 +471,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x.toml");
         std::fs::write(&file, "[worker]\nconcurrency = 9\n").unwrap();
-        let e = env(&[("TRAWL_HOME", "/h"), ("TRAWL_CONFIG", file.to_str().unwrap())]);
+        let e = env(&[
+            ("TRAWL_HOME", "/h"),
+            ("TRAWL_CONFIG", file.to_str().unwrap()),
+        ]);
         assert_eq!(Config::load(None, &e, &[]).unwrap().worker.concurrency, 9);
     }
 
     #[test]
     fn trawl_database_url_wins_over_database_url() {
         let e = env(&[("TRAWL_HOME", "/h"), ("DATABASE_URL", "postgres://a/b")]);
-        assert_eq!(Config::load(None, &e, &[]).unwrap().database.url, "postgres://a/b");
+        assert_eq!(
+            Config::load(None, &e, &[]).unwrap().database.url,
+            "postgres://a/b"
+        );
         let e = env(&[
             ("TRAWL_HOME", "/h"),
             ("DATABASE_URL", "postgres://a/b"),
@@ -441,14 +502,20 @@ mod tests {
         std::fs::write(&file, "[worker]\nconcurency = 3\n").unwrap();
         let err = Config::load(Some(&file), &env(&[("TRAWL_HOME", "/h")]), &[]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("trawl.toml") && msg.contains("concurency"), "{msg}");
+        assert!(
+            msg.contains("trawl.toml") && msg.contains("concurency"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_env_value_names_the_variable() {
         let e = env(&[("TRAWL_HOME", "/h"), ("TRAWL_WORKER_CONCURRENCY", "many")]);
         let msg = Config::load(None, &e, &[]).unwrap_err().to_string();
-        assert!(msg.contains("TRAWL_WORKER_CONCURRENCY") && msg.contains("whole number"), "{msg}");
+        assert!(
+            msg.contains("TRAWL_WORKER_CONCURRENCY") && msg.contains("whole number"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -459,7 +526,12 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::defaults(PathBuf::from("/h"));
         c.embedding.provider = EmbeddingProvider::Http;
-        assert!(c.validate().unwrap_err().to_string().contains("TRAWL_EMBEDDING_BASE_URL"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("TRAWL_EMBEDDING_BASE_URL")
+        );
         let c = Config::defaults(PathBuf::from("relative"));
         assert!(c.validate().is_err());
     }
@@ -470,7 +542,10 @@ mod tests {
         c.database.url = "postgres://user:hunter2@db:5432/trawl".into();
         c.embedding.api_key = "sk-secret".into();
         let out = c.to_redacted_toml();
-        assert!(!out.contains("hunter2") && !out.contains("sk-secret"), "{out}");
+        assert!(
+            !out.contains("hunter2") && !out.contains("sk-secret"),
+            "{out}"
+        );
         assert!(out.contains("user:***@db:5432"), "{out}");
         assert!(out.contains("<redacted>"), "{out}");
     }

@@ -38,7 +38,9 @@ pub async fn ensure_available(config: &Config) -> Result<String, DatabaseError> 
     let c = cluster(config);
     let started = {
         let c = c.clone();
-        tokio::task::spawn_blocking(move || c.start()).await.expect("cluster start does not panic")?
+        tokio::task::spawn_blocking(move || c.start())
+            .await
+            .expect("cluster start does not panic")?
     };
     if let cluster::Started::Started { initialised, .. } = started {
         tracing::info!(initialised, data = %c.data_dir().display(), "started the embedded PostgreSQL cluster");

@@ -27,10 +27,20 @@ pub struct Check {
 
 impl Check {
     fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-        Check { name, ok: true, detail: detail.into(), fix: String::new() }
+        Check {
+            name,
+            ok: true,
+            detail: detail.into(),
+            fix: String::new(),
+        }
     }
     fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check { name, ok: false, detail: detail.into(), fix: fix.into() }
+        Check {
+            name,
+            ok: false,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -40,7 +50,10 @@ pub async fn run(config: &Config) -> Vec<Check> {
     match database::open(config).await {
         Ok(store) => {
             let where_ = if config.uses_embedded_database() {
-                format!("embedded cluster in {}", database::cluster(config).data_dir().display())
+                format!(
+                    "embedded cluster in {}",
+                    database::cluster(config).data_dir().display()
+                )
             } else {
                 crate::store::describe_target(&config.database.url)
             };
@@ -65,7 +78,11 @@ pub async fn run(config: &Config) -> Vec<Check> {
 async fn database_checks(store: &Store, checks: &mut Vec<Check>) {
     match store.server_version().await {
         Ok(v) => {
-            let major: u32 = v.split(|c: char| !c.is_ascii_digit()).next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            let major: u32 = v
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
             if major >= MIN_SERVER_MAJOR {
                 checks.push(Check::pass("server version", format!("PostgreSQL {v}")));
             } else {
@@ -76,50 +93,97 @@ async fn database_checks(store: &Store, checks: &mut Vec<Check>) {
                 ));
             }
         }
-        Err(e) => checks.push(Check::fail("server version", e.to_string(), "check the database connection")),
+        Err(e) => checks.push(Check::fail(
+            "server version",
+            e.to_string(),
+            "check the database connection",
+        )),
     }
     match store.extension_version("vector").await {
         Ok(Some(v)) => checks.push(Check::pass("pgvector", format!("vector {v}"))),
-        Ok(None) => checks.push(Check::fail("pgvector", "not installed in the database", "run `trawl migrate` as a database superuser")),
-        Err(e) => checks.push(Check::fail("pgvector", e.to_string(), "check the database connection")),
+        Ok(None) => checks.push(Check::fail(
+            "pgvector",
+            "not installed in the database",
+            "run `trawl migrate` as a database superuser",
+        )),
+        Err(e) => checks.push(Check::fail(
+            "pgvector",
+            e.to_string(),
+            "check the database connection",
+        )),
     }
     match store.migration_state().await {
-        Ok(s) if s.pending == 0 && s.unknown == 0 => {
-            checks.push(Check::pass("migrations current", format!("{} applied", s.known)))
-        }
+        Ok(s) if s.pending == 0 && s.unknown == 0 => checks.push(Check::pass(
+            "migrations current",
+            format!("{} applied", s.known),
+        )),
         Ok(s) if s.unknown > 0 => checks.push(Check::fail(
             "migrations current",
             format!("{} migrations were applied by a newer trawl", s.unknown),
             "upgrade trawl to the version that migrated this database",
         )),
-        Ok(s) => checks.push(Check::fail("migrations current", format!("{} pending", s.pending), "run `trawl migrate`")),
-        Err(e) => checks.push(Check::fail("migrations current", e.to_string(), "run `trawl migrate`")),
+        Ok(s) => checks.push(Check::fail(
+            "migrations current",
+            format!("{} pending", s.pending),
+            "run `trawl migrate`",
+        )),
+        Err(e) => checks.push(Check::fail(
+            "migrations current",
+            e.to_string(),
+            "run `trawl migrate`",
+        )),
     }
     match store.missing_tables(QUEUE_TABLES).await {
-        Ok(missing) if missing.is_empty() => checks.push(Check::pass("queue tables", QUEUE_TABLES.join(", "))),
-        Ok(missing) => checks.push(Check::fail("queue tables", format!("missing {}", missing.join(", ")), "run `trawl migrate`")),
-        Err(e) => checks.push(Check::fail("queue tables", e.to_string(), "run `trawl migrate`")),
+        Ok(missing) if missing.is_empty() => {
+            checks.push(Check::pass("queue tables", QUEUE_TABLES.join(", ")))
+        }
+        Ok(missing) => checks.push(Check::fail(
+            "queue tables",
+            format!("missing {}", missing.join(", ")),
+            "run `trawl migrate`",
+        )),
+        Err(e) => checks.push(Check::fail(
+            "queue tables",
+            e.to_string(),
+            "run `trawl migrate`",
+        )),
     }
 }
 
 fn model_check(config: &Config) -> Check {
     if config.embedding.provider != EmbeddingProvider::Local {
-        return Check::pass("embedding model", format!("HTTP embedder {}", config.embedding.base_url));
+        return Check::pass(
+            "embedding model",
+            format!("HTTP embedder {}", config.embedding.base_url),
+        );
     }
     let dir = config.model_dir();
-    match LocalEmbedder::load(&dir).and_then(|m| m.embed(&["fn main() {}"]).map(|v| (m.dimension(), v))) {
-        Ok((dim, v)) if v.first().map(Vec::len) == Some(dim) => {
-            Check::pass("embedding model", format!("{} ({dim}-d) in {}", config.embedding.model, dir.display()))
-        }
-        Ok((dim, _)) => Check::fail("embedding model", format!("the model gave vectors not of {dim} dimensions"), "run `trawl setup` to reinstall it"),
-        Err(e) => Check::fail("embedding model", e.to_string(), "run `trawl setup`, or set TRAWL_MODEL_DIR to the model's directory"),
+    match LocalEmbedder::load(&dir)
+        .and_then(|m| m.embed(&["fn main() {}"]).map(|v| (m.dimension(), v)))
+    {
+        Ok((dim, v)) if v.first().map(Vec::len) == Some(dim) => Check::pass(
+            "embedding model",
+            format!("{} ({dim}-d) in {}", config.embedding.model, dir.display()),
+        ),
+        Ok((dim, _)) => Check::fail(
+            "embedding model",
+            format!("the model gave vectors not of {dim} dimensions"),
+            "run `trawl setup` to reinstall it",
+        ),
+        Err(e) => Check::fail(
+            "embedding model",
+            e.to_string(),
+            "run `trawl setup`, or set TRAWL_MODEL_DIR to the model's directory",
+        ),
     }
 }
 
 fn index_dir_check(config: &Config) -> Check {
     let dir = config.index_dir();
     let probe = dir.join(format!(".trawl-doctor-{}", std::process::id()));
-    let result = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&probe, b"")).and_then(|_| std::fs::remove_file(&probe));
+    let result = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .and_then(|_| std::fs::remove_file(&probe));
     match result {
         Ok(()) => Check::pass("index directory writable", dir.display().to_string()),
         Err(e) => Check::fail(
@@ -132,13 +196,34 @@ fn index_dir_check(config: &Config) -> Check {
 
 async fn provider_checks(config: &Config) -> Vec<Check> {
     let mut out = Vec::new();
-    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
         Ok(c) => c,
-        Err(e) => return vec![Check::fail("HTTP providers", e.to_string(), "check the TLS set-up")],
+        Err(e) => {
+            return vec![Check::fail(
+                "HTTP providers",
+                e.to_string(),
+                "check the TLS set-up",
+            )];
+        }
     };
     let endpoints = [
-        ("embedding provider reachable", config.embedding.provider == EmbeddingProvider::Http, &config.embedding.base_url, &config.embedding.api_key, "TRAWL_EMBEDDING_BASE_URL"),
-        ("LLM provider reachable", !config.enrich.base_url.is_empty(), &config.enrich.base_url, &config.enrich.api_key, "TRAWL_LLM_BASE_URL"),
+        (
+            "embedding provider reachable",
+            config.embedding.provider == EmbeddingProvider::Http,
+            &config.embedding.base_url,
+            &config.embedding.api_key,
+            "TRAWL_EMBEDDING_BASE_URL",
+        ),
+        (
+            "LLM provider reachable",
+            !config.enrich.base_url.is_empty(),
+            &config.enrich.base_url,
+            &config.enrich.api_key,
+            "TRAWL_LLM_BASE_URL",
+        ),
     ];
     for (name, configured, base, key, var) in endpoints {
         if !configured {
@@ -150,13 +235,23 @@ async fn provider_checks(config: &Config) -> Vec<Check> {
             req = req.bearer_auth(key);
         }
         match req.send().await {
-            Ok(r) if r.status().is_success() => out.push(Check::pass(name, format!("{base} answered {}", r.status()))),
+            Ok(r) if r.status().is_success() => {
+                out.push(Check::pass(name, format!("{base} answered {}", r.status())))
+            }
             Ok(r) if r.status().as_u16() == 401 || r.status().as_u16() == 403 => {
-                out.push(Check::fail(name, format!("{base} answered {}", r.status()), "check the API key"))
+                out.push(Check::fail(
+                    name,
+                    format!("{base} answered {}", r.status()),
+                    "check the API key",
+                ))
             }
             // Some servers (TEI) have no /models route: an answer still proves reachability.
             Ok(r) => out.push(Check::pass(name, format!("{base} answered {}", r.status()))),
-            Err(e) => out.push(Check::fail(name, format!("{base}: {e}"), format!("check that the server runs, or fix {var}"))),
+            Err(e) => out.push(Check::fail(
+                name,
+                format!("{base}: {e}"),
+                format!("check that the server runs, or fix {var}"),
+            )),
         }
     }
     out

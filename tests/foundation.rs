@@ -25,14 +25,25 @@ async fn embedded_cluster_starts_once_stops_and_starts_on_demand() {
     let (home, cluster) = own_cluster().await;
     assert_eq!(cluster.status(), Status::NotInitialized);
     let first = start(&cluster).unwrap();
-    assert_eq!(first, Started::Started { initialised: true, recovered_stale_pid: false });
-    let Status::Running { pid } = cluster.status() else { panic!("not running after start") };
+    assert_eq!(
+        first,
+        Started::Started {
+            initialised: true,
+            recovered_stale_pid: false
+        }
+    );
+    let Status::Running { pid } = cluster.status() else {
+        panic!("not running after start")
+    };
     assert_eq!(start(&cluster).unwrap(), Started::AlreadyRunning { pid });
 
     // The CLI sees the same cluster: a second start is not an error.
     let env = [
         ("TRAWL_HOME", support::path_str(home.path())),
-        ("TRAWL_PG_BIN", support::path_str(&trawl::setup::pg_bin(&suite().await.installed))),
+        (
+            "TRAWL_PG_BIN",
+            support::path_str(&trawl::setup::pg_bin(&suite().await.installed)),
+        ),
     ];
     let r = run(trawl_cmd().envs(env.clone()).args(["db", "start"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -49,11 +60,23 @@ async fn embedded_cluster_starts_once_stops_and_starts_on_demand() {
     let r = run(trawl_cmd().envs(env.clone()).args(["migrate"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(matches!(cluster.status(), Status::Running { .. }));
-    let url = run(trawl_cmd().envs(env.clone()).args(["db", "url"])).stdout.trim().to_string();
+    let url = run(trawl_cmd().envs(env.clone()).args(["db", "url"]))
+        .stdout
+        .trim()
+        .to_string();
     let store = Store::open(&url, &support::settings()).await.unwrap();
-    assert_eq!(store.extension_version("vector").await.unwrap().as_deref(), Some("0.8.2"));
+    assert_eq!(
+        store.extension_version("vector").await.unwrap().as_deref(),
+        Some("0.8.2")
+    );
     assert!(store.server_version().await.unwrap().starts_with("18."));
-    assert!(store.missing_tables(trawl::doctor::QUEUE_TABLES).await.unwrap().is_empty());
+    assert!(
+        store
+            .missing_tables(trawl::doctor::QUEUE_TABLES)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.pool().close().await;
     assert!(cluster.stop().unwrap());
 }
@@ -62,30 +85,63 @@ async fn embedded_cluster_starts_once_stops_and_starts_on_demand() {
 async fn stale_pid_file_after_a_crash_is_recovered() {
     let (_home, cluster) = own_cluster().await;
     start(&cluster).unwrap();
-    let Status::Running { pid } = cluster.status() else { panic!("not running") };
+    let Status::Running { pid } = cluster.status() else {
+        panic!("not running")
+    };
+    let children = children_of(pid);
+    assert!(!children.is_empty(), "a running server has child processes");
     // SAFETY: sending a signal to the postmaster we started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    // Its children notice the postmaster's death and exit; wait for the data directory to
-    // be free of them.
+    // The kernel finishes the kill, and the children notice their postmaster's death and exit.
     let data = cluster.data_dir().to_path_buf();
-    let gone = support::eventually(30, || (!server_processes_of(&data)).then_some(())).await;
-    assert!(gone.is_some(), "server processes did not exit after the postmaster was killed");
-    assert!(data.join("postmaster.pid").exists(), "the crash leaves its pid file");
+    let gone = support::eventually(30, || {
+        let all_gone = std::iter::once(pid)
+            .chain(children.iter().copied())
+            .all(|p| !is_alive(p));
+        all_gone.then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "server processes did not exit after the postmaster was killed"
+    );
+    assert!(
+        data.join("postmaster.pid").exists(),
+        "the crash leaves its pid file"
+    );
     assert_eq!(cluster.status(), Status::Stopped);
     let started = start(&cluster).unwrap();
-    assert_eq!(started, Started::Started { initialised: false, recovered_stale_pid: true });
+    assert_eq!(
+        started,
+        Started::Started {
+            initialised: false,
+            recovered_stale_pid: true
+        }
+    );
     assert!(cluster.stop().unwrap());
 }
 
-/// Whether any process runs with `data` on its command line (the postmaster and children
-/// show the data directory in `ps`).
-fn server_processes_of(data: &std::path::Path) -> bool {
-    let needle = data.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-            .unwrap_or(false)
-    })
+/// Pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| stat_fields(*p).is_some_and(|(_, ppid)| ppid == pid))
+        .collect()
+}
+
+/// Whether `pid` is a process that has not exited (zombies count as exited).
+fn is_alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|(state, _)| state != "Z" && state != "X")
+}
+
+/// (state, ppid) from /proc/<pid>/stat.
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.to_string();
+    let ppid = rest.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
 #[tokio::test]
@@ -98,16 +154,34 @@ async fn data_dir_of_another_major_version_is_refused_and_kept() {
     let err = start(&cluster).unwrap_err();
     assert!(matches!(err, ClusterError::VersionMismatch { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("PostgreSQL 17") && msg.contains("PostgreSQL 18") && msg.contains("never deletes"), "{msg}");
+    assert!(
+        msg.contains("PostgreSQL 17")
+            && msg.contains("PostgreSQL 18")
+            && msg.contains("never deletes"),
+        "{msg}"
+    );
 
     let r = run(trawl_cmd()
         .env("TRAWL_HOME", home.path())
-        .env("TRAWL_PG_BIN", trawl::setup::pg_bin(&suite().await.installed))
+        .env(
+            "TRAWL_PG_BIN",
+            trawl::setup::pg_bin(&suite().await.installed),
+        )
         .args(["db", "start"]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("created by PostgreSQL 17"), "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(data.join("precious")).unwrap(), "user data");
-    assert_eq!(std::fs::read_to_string(data.join("PG_VERSION")).unwrap(), "17\n");
+    assert!(
+        r.stderr.contains("created by PostgreSQL 17"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("precious")).unwrap(),
+        "user data"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("PG_VERSION")).unwrap(),
+        "17\n"
+    );
 }
 
 #[tokio::test]
@@ -117,19 +191,36 @@ async fn a_non_empty_foreign_data_dir_is_never_initialised_over() {
     std::fs::write(cluster.data_dir().join("notes.txt"), "mine").unwrap();
     let err = start(&cluster).unwrap_err();
     assert!(matches!(err, ClusterError::ForeignDataDir { .. }), "{err}");
-    assert_eq!(std::fs::read_to_string(cluster.data_dir().join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(cluster.data_dir().join("notes.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[tokio::test]
 async fn missing_binaries_name_the_setup_command() {
     let home = temp_home();
-    let r = run(trawl_cmd().env("TRAWL_HOME", home.path()).env("TRAWL_PG_BIN", "/nonexistent/pg/bin").args(["db", "start"]));
+    let r = run(trawl_cmd()
+        .env("TRAWL_HOME", home.path())
+        .env("TRAWL_PG_BIN", "/nonexistent/pg/bin")
+        .args(["db", "start"]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("trawl setup") && r.stderr.contains("/nonexistent/pg/bin"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("trawl setup") && r.stderr.contains("/nonexistent/pg/bin"),
+        "{}",
+        r.stderr
+    );
     // Doctor says the same, as a failed check with a fix, and exits 1.
-    let r = run(trawl_cmd().env("TRAWL_HOME", home.path()).env("TRAWL_PG_BIN", "/nonexistent/pg/bin").args(["doctor"]));
+    let r = run(trawl_cmd()
+        .env("TRAWL_HOME", home.path())
+        .env("TRAWL_PG_BIN", "/nonexistent/pg/bin")
+        .args(["doctor"]));
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("FAIL database reachable") && r.stdout.contains("trawl setup"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL database reachable") && r.stdout.contains("trawl setup"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[tokio::test]
@@ -138,12 +229,22 @@ async fn a_home_that_cannot_be_written_is_named() {
     let file = home.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let bad_home = file.join("home");
-    let r = run(trawl_cmd().env("TRAWL_HOME", &bad_home).args(["db", "start"]));
+    let r = run(trawl_cmd()
+        .env("TRAWL_HOME", &bad_home)
+        .args(["db", "start"]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains(&support::path_str(&bad_home)) && r.stderr.contains("TRAWL_HOME"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&support::path_str(&bad_home)) && r.stderr.contains("TRAWL_HOME"),
+        "{}",
+        r.stderr
+    );
     let r = run(trawl_cmd().env("TRAWL_HOME", &bad_home).args(["setup"]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains(&support::path_str(&bad_home)), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&support::path_str(&bad_home)),
+        "{}",
+        r.stderr
+    );
 }
 
 #[tokio::test]
@@ -152,25 +253,48 @@ async fn unreachable_database_url_names_host_port_and_hides_the_password() {
     let started = std::time::Instant::now();
     let r = run(trawl_cmd()
         .env("TRAWL_HOME", home.path())
-        .env("TRAWL_DATABASE_URL", "postgres://alice:s3cret-pw@127.0.0.1:1/trawl")
+        .env(
+            "TRAWL_DATABASE_URL",
+            "postgres://alice:s3cret-pw@127.0.0.1:1/trawl",
+        )
         .args(["migrate"]));
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
     assert!(r.stderr.contains("alice:***@"), "{}", r.stderr);
     assert!(!r.stderr.contains("s3cret-pw"), "{}", r.stderr);
-    assert!(r.stderr.contains("TRAWL_DATABASE_URL"), "says what to try: {}", r.stderr);
-    assert!(started.elapsed() < Duration::from_secs(60), "gives up within the connect timeout");
+    assert!(
+        r.stderr.contains("TRAWL_DATABASE_URL"),
+        "says what to try: {}",
+        r.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gives up within the connect timeout"
+    );
 }
 
 #[tokio::test]
 async fn migrations_are_safe_to_run_from_several_processes_at_once() {
     let s = suite().await;
-    let name = format!("{}{}", support::TEST_DB_PREFIX, uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
-    trawl::store::admin::create_database_if_missing(&s.admin_url, &name).await.unwrap();
+    let name = format!(
+        "{}{}",
+        support::TEST_DB_PREFIX,
+        uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+    );
+    trawl::store::admin::create_database_if_missing(&s.admin_url, &name)
+        .await
+        .unwrap();
     let url = support::db_url(&s.admin_url, &name);
     let mut children = Vec::new();
     for _ in 0..4 {
-        children.push(trawl_cmd().env("TRAWL_DATABASE_URL", &url).env("TRAWL_HOME", temp_home().keep()).arg("migrate").spawn().unwrap());
+        children.push(
+            trawl_cmd()
+                .env("TRAWL_DATABASE_URL", &url)
+                .env("TRAWL_HOME", temp_home().keep())
+                .arg("migrate")
+                .spawn()
+                .unwrap(),
+        );
     }
     for mut c in children {
         assert!(c.wait().unwrap().success());
@@ -180,20 +304,44 @@ async fn migrations_are_safe_to_run_from_several_processes_at_once() {
     assert_eq!((state.pending, state.unknown), (0, 0));
     assert_eq!(state.known, trawl::store::MIGRATOR.iter().count());
     store.pool().close().await;
-    trawl::store::admin::drop_database(&s.admin_url, &name).await.unwrap();
+    trawl::store::admin::drop_database(&s.admin_url, &name)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn doctor_is_all_green_on_a_real_database() {
     let db = TestDb::new().await;
     let r = run(trawl_cmd().envs(db.env()).args(["doctor", "--json"]));
-    let checks: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
-    let failed: Vec<_> = checks.as_array().unwrap().iter().filter(|c| c["ok"] != true).collect();
+    let checks: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let failed: Vec<_> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .collect();
     assert!(failed.is_empty(), "failed checks: {failed:#?}");
     assert_eq!(r.code, 0);
-    let names: Vec<&str> = checks.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    for expected in ["database reachable", "server version", "pgvector", "migrations current", "queue tables", "embedding model", "index directory writable"] {
-        assert!(names.contains(&expected), "missing check {expected}: {names:?}");
+    let names: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "database reachable",
+        "server version",
+        "pgvector",
+        "migrations current",
+        "queue tables",
+        "embedding model",
+        "index directory writable",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "missing check {expected}: {names:?}"
+        );
     }
 }
 
@@ -201,42 +349,73 @@ async fn doctor_is_all_green_on_a_real_database() {
 async fn doctor_checks_a_configured_http_provider() {
     let db = TestDb::new().await;
     // Nothing listens on port 1: the check fails and names the variable to fix.
-    let r = run(trawl_cmd().envs(db.env()).env("TRAWL_LLM_BASE_URL", "http://127.0.0.1:1/v1").env("TRAWL_LLM_MODEL", "m").args(["doctor"]));
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .env("TRAWL_LLM_BASE_URL", "http://127.0.0.1:1/v1")
+        .env("TRAWL_LLM_MODEL", "m")
+        .args(["doctor"]));
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("FAIL LLM provider reachable") && r.stdout.contains("TRAWL_LLM_BASE_URL"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL LLM provider reachable") && r.stdout.contains("TRAWL_LLM_BASE_URL"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[tokio::test]
 async fn config_command_shows_layers_and_redacts_secrets() {
     let home = temp_home();
     let file = home.path().join("trawl.toml");
-    std::fs::write(&file, "[worker]\nconcurrency = 3\n[scheduler]\nevery_secs = 60\n").unwrap();
+    std::fs::write(
+        &file,
+        "[worker]\nconcurrency = 3\n[scheduler]\nevery_secs = 60\n",
+    )
+    .unwrap();
     let r = run(trawl_cmd()
         .env("TRAWL_HOME", home.path())
         .env("TRAWL_CONFIG", &file)
         .env("TRAWL_WORKER_CONCURRENCY", "7")
         .env("TRAWL_EMBEDDING_API_KEY", "sk-very-secret")
-        .env("TRAWL_DATABASE_URL", "postgres://bob:pw123@db.example:5432/x")
+        .env(
+            "TRAWL_DATABASE_URL",
+            "postgres://bob:pw123@db.example:5432/x",
+        )
         .args(["config", "--json"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["worker"]["concurrency"], 7);
     assert_eq!(v["scheduler"]["every_secs"], 60);
-    assert!(!r.stdout.contains("sk-very-secret") && !r.stdout.contains("pw123"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("sk-very-secret") && !r.stdout.contains("pw123"),
+        "{}",
+        r.stdout
+    );
     // A bad value is a usage problem named by its source.
-    let r = run(trawl_cmd().env("TRAWL_HOME", home.path()).env("TRAWL_WORKER_CONCURRENCY", "lots").args(["config"]));
+    let r = run(trawl_cmd()
+        .env("TRAWL_HOME", home.path())
+        .env("TRAWL_WORKER_CONCURRENCY", "lots")
+        .args(["config"]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("TRAWL_WORKER_CONCURRENCY"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("TRAWL_WORKER_CONCURRENCY"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[tokio::test]
 async fn each_test_database_is_isolated() {
     let a = TestDb::new().await;
     let b = TestDb::new().await;
-    sqlx::query("INSERT INTO repositories (source_kind, source, name) VALUES ('directory', '/x', 'x')")
-        .execute(a.store.pool())
+    sqlx::query(
+        "INSERT INTO repositories (source_kind, source, name) VALUES ('directory', '/x', 'x')",
+    )
+    .execute(a.store.pool())
+    .await
+    .unwrap();
+    let count_b: i64 = sqlx::query_scalar("SELECT count(*) FROM repositories")
+        .fetch_one(b.store.pool())
         .await
         .unwrap();
-    let count_b: i64 = sqlx::query_scalar("SELECT count(*) FROM repositories").fetch_one(b.store.pool()).await.unwrap();
     assert_eq!(count_b, 0);
 }

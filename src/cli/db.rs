@@ -42,19 +42,33 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             let before = cluster.status();
             database::ensure_available(config).await?;
             match before {
-                Status::Running { pid } => println!("the embedded cluster is already running (pid {pid})"),
-                _ => println!("started the embedded cluster ({})", cluster.data_dir().display()),
+                Status::Running { pid } => {
+                    println!("the embedded cluster is already running (pid {pid})")
+                }
+                _ => println!(
+                    "started the embedded cluster ({})",
+                    cluster.data_dir().display()
+                ),
             }
         }
         Action::Stop => {
             let stopped = tokio::task::spawn_blocking(move || cluster.stop()).await??;
-            println!("{}", if stopped { "stopped the embedded cluster" } else { "the embedded cluster is not running" });
+            println!(
+                "{}",
+                if stopped {
+                    "stopped the embedded cluster"
+                } else {
+                    "the embedded cluster is not running"
+                }
+            );
         }
         Action::Status => {
             let state = match cluster.status() {
                 Status::Running { pid } => format!("running (pid {pid})"),
                 Status::Stopped => "stopped".to_string(),
-                Status::NotInitialized => "not created yet (the first command that needs it creates it)".to_string(),
+                Status::NotInitialized => {
+                    "not created yet (the first command that needs it creates it)".to_string()
+                }
             };
             println!("status: {state}");
             println!("data:   {}", cluster.data_dir().display());
@@ -66,4 +80,3 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
-

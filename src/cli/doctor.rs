@@ -22,12 +22,24 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
-            println!("{} {:<28} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+            println!(
+                "{} {:<28} {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
             if !c.ok {
                 println!("     {:<28} fix: {}", "", c.fix);
             }
         }
-        println!("{}", if ok { "all checks passed" } else { "some checks failed" });
+        println!(
+            "{}",
+            if ok {
+                "all checks passed"
+            } else {
+                "some checks failed"
+            }
+        );
     }
     Ok(if ok { 0 } else { 1 })
 }

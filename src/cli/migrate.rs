@@ -13,6 +13,9 @@ pub struct Args {}
 pub async fn run(_args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     let state = store.migration_state().await?;
-    println!("schema is current: {} migrations applied, queue tables ready", state.known);
+    println!(
+        "schema is current: {} migrations applied, queue tables ready",
+        state.known
+    );
     Ok(0)
 }

@@ -22,7 +22,12 @@ use crate::config::Config;
 /// (TRAWL_HOME), started on demand. Run `trawl setup` once to install it and the local
 /// embedding model.
 #[derive(Debug, Parser)]
-#[command(name = "trawl", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "trawl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Config file (TOML); defaults to $TRAWL_CONFIG when set.
     #[arg(long, global = true, value_name = "FILE")]
@@ -59,7 +64,8 @@ impl Cli {
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let mut overrides: Vec<(&str, String)> = Vec::new();
         if let Some(home) = &self.home {
-            let home = std::path::absolute(home).with_context(|| format!("--home {}", home.display()))?;
+            let home =
+                std::path::absolute(home).with_context(|| format!("--home {}", home.display()))?;
             overrides.push(("home", home.to_string_lossy().into_owned()));
         }
         if let Some(url) = &self.database_url {

@@ -15,7 +15,9 @@ pub async fn run(_args: Args, config: &Config) -> anyhow::Result<i32> {
     for step in steps {
         match step {
             Step::Installed { what, path } => println!("installed {what} in {}", path.display()),
-            Step::AlreadyInstalled { what, path } => println!("{what}: already installed in {}", path.display()),
+            Step::AlreadyInstalled { what, path } => {
+                println!("{what}: already installed in {}", path.display())
+            }
             Step::NotNeeded { what, why } => println!("{what}: not needed ({why})"),
         }
     }

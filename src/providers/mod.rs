@@ -9,7 +9,9 @@ pub mod local;
 /// Errors from a provider, classified for the queue's retry policy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("the model in {dir} cannot be loaded: {detail}; run `trawl setup` to install it, or set TRAWL_MODEL_DIR")]
+    #[error(
+        "the model in {dir} cannot be loaded: {detail}; run `trawl setup` to install it, or set TRAWL_MODEL_DIR"
+    )]
     ModelLoad { dir: String, detail: String },
     #[error("inference failed: {0}")]
     Inference(String),

@@ -23,7 +23,11 @@ pub enum StoreError {
     #[error("migrating the schema failed: {0}")]
     Migrate(String),
     #[error("the database refused the work: {message}")]
-    Database { message: String, code: Option<String>, retryable: bool },
+    Database {
+        message: String,
+        code: Option<String>,
+        retryable: bool,
+    },
     #[error("the database connection failed: {0}")]
     Connection(String),
     #[error("not found: {0}")]
@@ -46,7 +50,10 @@ impl StoreError {
 /// restarting.
 pub fn is_retryable_sqlstate(code: &str) -> bool {
     code.starts_with("08")
-        || matches!(code, "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03" | "58000")
+        || matches!(
+            code,
+            "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03" | "58000"
+        )
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -55,15 +62,27 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => {
                 let code = db.code().map(|c| c.to_string());
                 let retryable = code.as_deref().is_some_and(is_retryable_sqlstate);
-                StoreError::Database { message: db.message().to_string(), code, retryable }
+                StoreError::Database {
+                    message: db.message().to_string(),
+                    code,
+                    retryable,
+                }
             }
             sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
             sqlx::Error::Io(e) => StoreError::Connection(e.to_string()),
-            sqlx::Error::PoolTimedOut => StoreError::Connection("timed out waiting for a connection".into()),
-            sqlx::Error::PoolClosed => StoreError::Connection("the connection pool is closed".into()),
+            sqlx::Error::PoolTimedOut => {
+                StoreError::Connection("timed out waiting for a connection".into())
+            }
+            sqlx::Error::PoolClosed => {
+                StoreError::Connection("the connection pool is closed".into())
+            }
             sqlx::Error::Tls(e) => StoreError::Connection(format!("tls: {e}")),
             sqlx::Error::Protocol(m) => StoreError::Connection(m),
-            other => StoreError::Database { message: other.to_string(), code: None, retryable: false },
+            other => StoreError::Database {
+                message: other.to_string(),
+                code: None,
+                retryable: false,
+            },
         }
     }
 }

@@ -55,34 +55,48 @@ impl Store {
 
     /// Applied vs. known migrations of trawl's own schema.
     pub async fn migration_state(&self) -> Result<MigrationState, StoreError> {
-        let applied: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap_or_default();
+        let applied: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
         let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        let pending = known.iter().filter(|v| !applied.iter().any(|(a, ok)| a == *v && *ok)).count();
+        let pending = known
+            .iter()
+            .filter(|v| !applied.iter().any(|(a, ok)| a == *v && *ok))
+            .count();
         let unknown = applied.iter().filter(|(a, _)| !known.contains(a)).count();
-        Ok(MigrationState { known: known.len(), pending, unknown })
+        Ok(MigrationState {
+            known: known.len(),
+            pending,
+            unknown,
+        })
     }
 
     pub async fn server_version(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar("SHOW server_version").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// The installed version of an extension, when installed in this database.
     pub async fn extension_version(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Which of `tables` (schema-qualified) are missing.
     pub async fn missing_tables(&self, tables: &[&str]) -> Result<Vec<String>, StoreError> {
         let mut missing = Vec::new();
         for t in tables {
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT to_regclass($1)::text").bind(*t).fetch_one(&self.pool).await?;
+            let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(*t)
+                .fetch_one(&self.pool)
+                .await?;
             if found.is_none() {
                 missing.push((*t).to_string());
             }
@@ -103,16 +117,22 @@ pub struct MigrationState {
 /// Opens a pool; an unreachable server is reported with its host and port, never the password.
 pub async fn connect_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, StoreError> {
     let target = describe_target(url);
-    let options: PgConnectOptions = url
-        .parse()
-        .map_err(|e| StoreError::Unreachable { target: target.clone(), cause: format!("the URL is not valid: {e}") })?;
-    let options = options.log_statements(tracing::log::LevelFilter::Trace).application_name("trawl");
+    let options: PgConnectOptions = url.parse().map_err(|e| StoreError::Unreachable {
+        target: target.clone(),
+        cause: format!("the URL is not valid: {e}"),
+    })?;
+    let options = options
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .application_name("trawl");
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
         .connect_with(options)
         .await
-        .map_err(|e| StoreError::Unreachable { target, cause: connect_cause(&e) })
+        .map_err(|e| StoreError::Unreachable {
+            target,
+            cause: connect_cause(&e),
+        })
 }
 
 fn connect_cause(e: &sqlx::Error) -> String {
@@ -141,7 +161,9 @@ fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
         for ext in ["vector", "hstore"] {
             if msg.contains(&format!("extension \"{ext}\"")) {
                 if db.code().as_deref() == Some("42501") {
-                    return StoreError::ExtensionNotPermitted { extension: ext.into() };
+                    return StoreError::ExtensionNotPermitted {
+                        extension: ext.into(),
+                    };
                 }
                 if msg.contains("not available") || db.code().as_deref() == Some("0A000") {
                     let hint = if ext == "vector" {
@@ -149,7 +171,10 @@ fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
                     } else {
                         "install PostgreSQL's contrib extensions on the server, or use trawl's embedded database"
                     };
-                    return StoreError::ExtensionMissing { extension: ext.into(), hint: hint.into() };
+                    return StoreError::ExtensionMissing {
+                        extension: ext.into(),
+                        hint: hint.into(),
+                    };
                 }
             }
         }

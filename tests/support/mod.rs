@@ -65,7 +65,10 @@ pub fn scratch_root() -> PathBuf {
 pub fn temp_home() -> tempfile::TempDir {
     let root = scratch_root().join("homes");
     std::fs::create_dir_all(&root).unwrap();
-    let dir = tempfile::Builder::new().prefix("h").tempdir_in(&root).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("h")
+        .tempdir_in(&root)
+        .unwrap();
     // The server user must be able to enter it when the suite runs as root.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -78,13 +81,16 @@ pub async fn suite() -> &'static Suite {
         .get_or_init(|| async {
             trawl::install_tls_provider();
             let installed = installed_config();
-            trawl::setup::run(&installed).await.expect("trawl setup installs the test prerequisites");
+            trawl::setup::run(&installed)
+                .await
+                .expect("trawl setup installs the test prerequisites");
             let admin_url = match std::env::var("TRAWL_TEST_DATABASE_URL") {
                 Ok(url) => url,
                 Err(_) => {
                     let home = scratch_root().join("cluster");
                     std::fs::create_dir_all(&home).unwrap();
-                    let cluster = Cluster::new(&home, trawl::setup::pg_bin(&installed)).without_fsync();
+                    let cluster =
+                        Cluster::new(&home, trawl::setup::pg_bin(&installed)).without_fsync();
                     tokio::task::spawn_blocking({
                         let c = cluster.clone();
                         move || c.start()
@@ -96,7 +102,11 @@ pub async fn suite() -> &'static Suite {
                 }
             };
             let template = ensure_template(&admin_url).await;
-            Suite { admin_url, template, installed }
+            Suite {
+                admin_url,
+                template,
+                installed,
+            }
         })
         .await
 }
@@ -113,27 +123,49 @@ async fn ensure_template(admin_url: &str) -> String {
         }
     }
     let name = format!("trawl_tpl_{:x}", fingerprint & 0xffff_ffff);
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("test server reachable");
-    sqlx::query("SELECT pg_advisory_lock(727272)").execute(&mut conn).await.unwrap();
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)")
-        .bind(&name)
-        .fetch_one(&mut conn)
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("test server reachable");
+    sqlx::query("SELECT pg_advisory_lock(727272)")
+        .execute(&mut conn)
         .await
         .unwrap();
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
+    )
+    .bind(&name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     if !exists {
         store::admin::drop_database(admin_url, &name).await.unwrap();
-        store::admin::create_database_if_missing(admin_url, &name).await.unwrap();
+        store::admin::create_database_if_missing(admin_url, &name)
+            .await
+            .unwrap();
         let url = db_url(admin_url, &name);
-        let s = Store::open(&url, &settings()).await.expect("template migrates");
+        let s = Store::open(&url, &settings())
+            .await
+            .expect("template migrates");
         s.pool().close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" WITH is_template true"))).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{name}\" WITH is_template true"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     }
-    sqlx::query("SELECT pg_advisory_unlock(727272)").execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(727272)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     name
 }
 
 pub fn settings() -> PoolSettings {
-    PoolSettings { max_connections: 5, connect_timeout: std::time::Duration::from_secs(10) }
+    PoolSettings {
+        max_connections: 5,
+        connect_timeout: std::time::Duration::from_secs(10),
+    }
 }
 
 /// The URL of database `db` on the server of `admin_url`.
@@ -156,11 +188,22 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> TestDb {
         let suite = suite().await;
-        let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
-        store::admin::create_database_from(&suite.admin_url, &name, &suite.template).await.expect("test db created");
+        let name = format!(
+            "{TEST_DB_PREFIX}{}",
+            uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+        );
+        store::admin::create_database_from(&suite.admin_url, &name, &suite.template)
+            .await
+            .expect("test db created");
         let url = db_url(&suite.admin_url, &name);
         let store = Store::open(&url, &settings()).await.expect("test db opens");
-        TestDb { name, url, store, home: temp_home(), admin_url: suite.admin_url.clone() }
+        TestDb {
+            name,
+            url,
+            store,
+            home: temp_home(),
+            admin_url: suite.admin_url.clone(),
+        }
     }
 
     /// A configuration pointing at this database, with the test's own home and the
@@ -190,12 +233,15 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let admin = self.admin_url.clone();
         let name = self.name.clone();
-        let pool = self.store.pool().clone();
-        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
+        // Drop runs inside the test's runtime, which this thread blocks: clean up on a thread
+        // and runtime of its own, without touching the pool (its connections belong to the
+        // blocked runtime). WITH (FORCE) ends those connections.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
-                pool.close().await;
                 let _ = store::admin::drop_database(&admin, &name).await;
             });
         })
@@ -208,7 +254,14 @@ impl Drop for TestDb {
 /// developer's shell.
 pub fn trawl_cmd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-    for var in ["TRAWL_DATABASE_URL", "DATABASE_URL", "TRAWL_HOME", "TRAWL_CONFIG", "TRAWL_PG_BIN", "TRAWL_MODEL_DIR"] {
+    for var in [
+        "TRAWL_DATABASE_URL",
+        "DATABASE_URL",
+        "TRAWL_HOME",
+        "TRAWL_CONFIG",
+        "TRAWL_PG_BIN",
+        "TRAWL_MODEL_DIR",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("RUST_LOG", "trawl=warn");
