@@ -250,10 +250,11 @@ impl Config {
             .iter()
             .filter_map(|(var, key)| env.get(*var).map(|v| (var.to_string(), *key, v)))
             .collect();
-        if !env.contains_key("TRAWL_DATABASE_URL") {
-            if let Some(url) = env.get("DATABASE_URL") {
-                env_layer.push(("DATABASE_URL".to_string(), "database.url", url));
-            }
+        if let (false, Some(url)) = (
+            env.contains_key("TRAWL_DATABASE_URL"),
+            env.get("DATABASE_URL"),
+        ) {
+            env_layer.push(("DATABASE_URL".to_string(), "database.url", url));
         }
         for (var, key, value) in env_layer {
             set_key(
@@ -327,10 +328,10 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut tree = toml::Value::try_from(self).expect("config serialises");
         for key in SECRET_KEYS {
-            if let Some(toml::Value::String(s)) = get_mut(&mut tree, key) {
-                if !s.is_empty() {
-                    *s = "<redacted>".to_string();
-                }
+            if let Some(toml::Value::String(s)) = get_mut(&mut tree, key)
+                && !s.is_empty()
+            {
+                *s = "<redacted>".to_string();
             }
         }
         if let Some(toml::Value::String(s)) = get_mut(&mut tree, "database.url") {
