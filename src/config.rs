@@ -28,6 +28,16 @@ pub const DEFAULT_WORKER_CONCURRENCY: usize = 2;
 pub const DEFAULT_ORPHAN_TIMEOUT_SECS: u64 = 30;
 /// The interval of `trawl scheduler` between background syncs of one repository.
 pub const DEFAULT_SCHEDULE_EVERY_SECS: u64 = 3600;
+/// Attempts a stage gets in all before it fails for good.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The delay before a stage's second attempt; it doubles with each attempt after.
+pub const DEFAULT_BACKOFF_BASE_MS: u64 = 2_000;
+/// No retry waits longer than this.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 300_000;
+/// How often an idle worker looks for retries whose backoff has passed.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
+/// How long a stopping worker lets running stages finish before releasing them.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 /// Environment variables that set a config key, and the key they set.
 ///
@@ -53,6 +63,14 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRAWL_LLM_API_KEY", "enrich.api_key"),
     ("TRAWL_WORKER_CONCURRENCY", "worker.concurrency"),
     ("TRAWL_ORPHAN_TIMEOUT_SECS", "worker.orphan_timeout_secs"),
+    ("TRAWL_MAX_ATTEMPTS", "worker.max_attempts"),
+    ("TRAWL_BACKOFF_BASE_MS", "worker.backoff_base_ms"),
+    ("TRAWL_BACKOFF_MAX_MS", "worker.backoff_max_ms"),
+    ("TRAWL_POLL_INTERVAL_MS", "worker.poll_interval_ms"),
+    (
+        "TRAWL_SHUTDOWN_TIMEOUT_SECS",
+        "worker.shutdown_timeout_secs",
+    ),
     ("TRAWL_SCHEDULE_EVERY_SECS", "scheduler.every_secs"),
 ];
 
@@ -142,8 +160,16 @@ pub struct EnrichConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
+    /// Stage jobs one worker process runs at once.
     pub concurrency: usize,
+    /// A job whose worker sent no heartbeat for this long is taken up by another.
     pub orphan_timeout_secs: u64,
+    /// Attempts per stage, the first included.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub poll_interval_ms: u64,
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +234,11 @@ impl Config {
             worker: WorkerConfig {
                 concurrency: DEFAULT_WORKER_CONCURRENCY,
                 orphan_timeout_secs: DEFAULT_ORPHAN_TIMEOUT_SECS,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+                backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+                poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+                shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             },
             scheduler: SchedulerConfig {
                 every_secs: DEFAULT_SCHEDULE_EVERY_SECS,
@@ -281,6 +312,9 @@ impl Config {
         }
         if self.worker.concurrency == 0 {
             return bad("worker.concurrency must be at least 1");
+        }
+        if self.worker.max_attempts == 0 {
+            return bad("worker.max_attempts must be at least 1");
         }
         if self.sync.max_file_size == 0 {
             return bad("sync.max_file_size must be at least 1 byte");

@@ -15,15 +15,22 @@
 //! - [`store`]: the only modules that speak SQL; migrations of trawl's and apalis' schemas.
 //! - [`providers`]: embedders (local model, HTTP) and enrichers.
 //! - [`doctor`]: the checks behind `trawl doctor`.
+//! - [`domain`]: stages, statuses, priorities, the retry policy; pure.
+//! - [`pipeline`]: the five-stage pipeline on apalis: payloads, workers, stages.
+//! - [`sources`]: working copies (directories; git to come).
 
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod database;
 pub mod doctor;
+pub mod domain;
 pub mod filelock;
+pub mod pipeline;
 pub mod providers;
+pub mod service;
 pub mod setup;
+pub mod sources;
 pub mod store;
 
 /// Installs the process-wide TLS crypto provider (ring) used by the HTTP clients. Safe to

@@ -5,8 +5,11 @@
 mod config_cmd;
 mod db;
 mod doctor;
+mod index;
 mod migrate;
+mod runs;
 mod setup;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,13 +53,19 @@ pub enum Command {
     Migrate(migrate::Args),
     Config(config_cmd::Args),
     Doctor(doctor::Args),
+    Index(index::Args),
+    Worker(worker::Args),
+    Runs(runs::Args),
 }
 
 impl Cli {
     /// The default log filter for this command: quiet for commands whose stdout is the
     /// point, informative for long-running ones.
     pub fn default_log_filter(&self) -> &'static str {
-        "trawl=warn,sqlx=warn,tantivy=warn"
+        match self.command {
+            Command::Worker(_) => "trawl=info,sqlx=warn,tantivy=warn,apalis=warn",
+            _ => "trawl=warn,sqlx=warn,tantivy=warn,apalis=warn",
+        }
     }
 
     /// Loads and validates the configuration from the process environment and the flags.
@@ -86,5 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate(args) => migrate::run(args, &config).await,
         Command::Config(args) => config_cmd::run(args, &config),
         Command::Doctor(args) => doctor::run(args, &config).await,
+        Command::Index(args) => index::run(args, &config).await,
+        Command::Worker(args) => worker::run(args, &config).await,
+        Command::Runs(args) => runs::run(args, &config).await,
     }
 }

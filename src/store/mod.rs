@@ -6,6 +6,8 @@
 
 pub mod admin;
 mod error;
+pub mod files;
+pub mod runs;
 
 use std::time::Duration;
 
@@ -44,12 +46,19 @@ impl Store {
         &self.pool
     }
 
-    /// Runs trawl's migrations, then apalis-postgres' own.
+    /// Runs apalis-postgres' migrations, then trawl's own (whose views join apalis.jobs).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)?;
         apalis_postgres::PostgresStorage::<()>::setup(&self.pool)
             .await
-            .map_err(|e| StoreError::Migrate(format!("apalis queue schema: {e}")))?;
+            .map_err(|e| {
+                if let apalis_postgres::Error::Database(sqlx::Error::Migrate(m)) = &e {
+                    return migrate_error_ref(m).unwrap_or_else(|| {
+                        StoreError::Migrate(format!("apalis queue schema: {e}"))
+                    });
+                }
+                StoreError::Migrate(format!("apalis queue schema: {e}"))
+            })?;
+        MIGRATOR.run(&self.pool).await.map_err(migrate_error)?;
         Ok(())
     }
 
@@ -156,14 +165,19 @@ pub fn describe_target(url: &str) -> String {
 }
 
 fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
-    if let sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) = &e {
+    migrate_error_ref(&e).unwrap_or_else(|| StoreError::Migrate(e.to_string()))
+}
+
+/// A missing or forbidden extension, named; None for other migration errors.
+fn migrate_error_ref(e: &sqlx::migrate::MigrateError) -> Option<StoreError> {
+    if let sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) = e {
         let msg = db.message();
-        for ext in ["vector", "hstore"] {
+        for ext in ["vector", "hstore", "pgcrypto"] {
             if msg.contains(&format!("extension \"{ext}\"")) {
                 if db.code().as_deref() == Some("42501") {
-                    return StoreError::ExtensionNotPermitted {
+                    return Some(StoreError::ExtensionNotPermitted {
                         extension: ext.into(),
-                    };
+                    });
                 }
                 if msg.contains("not available") || db.code().as_deref() == Some("0A000") {
                     let hint = if ext == "vector" {
@@ -171,13 +185,13 @@ fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
                     } else {
                         "install PostgreSQL's contrib extensions on the server, or use trawl's embedded database"
                     };
-                    return StoreError::ExtensionMissing {
+                    return Some(StoreError::ExtensionMissing {
                         extension: ext.into(),
                         hint: hint.into(),
-                    };
+                    });
                 }
             }
         }
     }
-    StoreError::Migrate(e.to_string())
+    None
 }

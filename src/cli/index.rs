@@ -1,0 +1,80 @@
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::database;
+use crate::pipeline::PipelineContext;
+use crate::service::index;
+use crate::store::runs::{Enqueued, Run, StageRun};
+
+/// Index a directory: register it (once) and enqueue a user-initiated run of the five
+/// stages. Prints the run id; with --wait, follows the run until it ends.
+///
+/// With --wait and no worker alive, the run is worked in this process under the same queue
+/// rules; when workers are alive, they do the work.
+///
+/// Example: trawl index ~/src/myproject --wait
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The directory to index.
+    source: String,
+    /// Follow the run until it ends; exit 0 when it succeeds, 1 when it fails.
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON (with --wait: one line per change of the run's state).
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    let requested = index::index(&store, config, &args.source, "cli").await?;
+    let run_id = match &requested.enqueued {
+        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => *run_id,
+    };
+    if args.json && !args.wait {
+        println!("{}", serde_json::to_string(&requested)?);
+    } else if !args.json {
+        println!(
+            "repository {} ({}): run {run_id} queued",
+            requested.repository.id, requested.repository.source
+        );
+    }
+    if !args.wait {
+        if !args.json {
+            println!("follow it with: trawl runs show {run_id}");
+        }
+        return Ok(0);
+    }
+    let ctx = PipelineContext::new(store, config.clone());
+    let json = args.json;
+    let run = index::wait_for_run(ctx, run_id, |run, stages| print_progress(run, stages, json))
+        .await
+        .with_context(|| format!("waiting for run {run_id}"))?;
+    if !json {
+        println!("run {} {}", run.id, run.status);
+        if let Some(e) = &run.error {
+            println!("error: {e}");
+        }
+    }
+    Ok(if run.status == "succeeded" { 0 } else { 1 })
+}
+
+fn print_progress(run: &Run, stages: &[StageRun], json: bool) {
+    if json {
+        let line = serde_json::json!({ "run": run, "stages": stages });
+        println!("{line}");
+        return;
+    }
+    let parts: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            let retry = if s.attempts > 1 {
+                format!(" (attempt {})", s.attempts)
+            } else {
+                String::new()
+            };
+            format!("{} {}{retry}", s.stage, s.status)
+        })
+        .collect();
+    eprintln!("run {} {}: {}", run.id, run.status, parts.join(", "));
+}

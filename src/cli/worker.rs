@@ -1,0 +1,36 @@
+use crate::config::Config;
+use crate::database;
+use crate::pipeline::{PipelineContext, worker};
+
+/// Run stage jobs until stopped (SIGINT or SIGTERM).
+///
+/// On a signal the worker stops taking jobs, lets running stages finish for up to
+/// worker.shutdown_timeout_secs, releases what still runs back to the queue, and exits 0.
+/// Run as many workers, on as many machines, as you like against one database.
+///
+/// Example: trawl worker --concurrency 4
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stage jobs to run at once (default: worker.concurrency).
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    let concurrency = args.concurrency.unwrap_or(config.worker.concurrency).max(1);
+    let ctx = PipelineContext::new(store, config.clone());
+    worker::run(ctx, concurrency, shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

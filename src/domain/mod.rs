@@ -1,0 +1,261 @@
+//! The domain's words and their rules: stages and their order, run and stage statuses,
+//! priorities. Pure: no I/O, no SQL.
+
+pub mod retry;
+
+use serde::{Deserialize, Serialize};
+
+/// One of the five stages of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Sync,
+    Extract,
+    Bm25Index,
+    CodeEmbeddings,
+    Enrich,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Sync,
+        Stage::Extract,
+        Stage::Bm25Index,
+        Stage::CodeEmbeddings,
+        Stage::Enrich,
+    ];
+
+    /// 0 for SYNC .. 4 for ENRICH.
+    pub fn ordinal(self) -> i16 {
+        self as i16
+    }
+
+    pub fn from_ordinal(n: i16) -> Option<Stage> {
+        Stage::ALL.get(usize::try_from(n).ok()?).copied()
+    }
+
+    /// The name stored in `stage_runs.stage` and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Sync => "sync",
+            Stage::Extract => "extract",
+            Stage::Bm25Index => "bm25_index",
+            Stage::CodeEmbeddings => "code_embeddings",
+            Stage::Enrich => "enrich",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        let s = s.to_ascii_lowercase().replace('-', "_");
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s || (s == "bm25" && *st == Stage::Bm25Index))
+    }
+
+    pub fn previous(self) -> Option<Stage> {
+        Stage::from_ordinal(self.ordinal() - 1)
+    }
+
+    pub fn next(self) -> Option<Stage> {
+        Stage::from_ordinal(self.ordinal() + 1)
+    }
+
+    /// The queue priority of this stage in a run whose base is `base`: SYNC base + 40 down
+    /// to ENRICH at the base itself, so within a priority class earlier stages go first.
+    pub fn priority(self, base: i32) -> i32 {
+        base + 40 - 10 * i32::from(self.ordinal())
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who asked for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A person, through the CLI, the HTTP API or MCP.
+    User,
+    /// The scheduler's periodic sync.
+    Background,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::User => "user",
+            Trigger::Background => "background",
+        }
+    }
+}
+
+/// A run's priority class and its numeric base (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityClass {
+    /// Overtakes queued user work: stages 140 .. 100.
+    High,
+    /// User-initiated: stages 90 .. 50.
+    Normal,
+    /// With background work: stages 50 .. 10.
+    Low,
+}
+
+impl PriorityClass {
+    pub fn base(self) -> i32 {
+        match self {
+            PriorityClass::High => 100,
+            PriorityClass::Normal => 50,
+            PriorityClass::Low => 10,
+        }
+    }
+
+    /// The class a trigger gets unless asked otherwise.
+    pub fn default_for(trigger: Trigger) -> PriorityClass {
+        match trigger {
+            Trigger::User => PriorityClass::Normal,
+            Trigger::Background => PriorityClass::Low,
+        }
+    }
+}
+
+/// A run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// A stage run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageStatus {
+    /// Its job may be taken by a worker.
+    Queued,
+    /// Its predecessor has not succeeded yet; its job is parked.
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    /// A predecessor failed for good, or the run was cancelled.
+    Cancelled,
+    /// Nothing to do (SYNC found no change).
+    Skipped,
+}
+
+impl StageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Queued => "queued",
+            StageStatus::Waiting => "waiting",
+            StageStatus::Running => "running",
+            StageStatus::Succeeded => "succeeded",
+            StageStatus::Failed => "failed",
+            StageStatus::Cancelled => "cancelled",
+            StageStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StageStatus> {
+        [
+            StageStatus::Queued,
+            StageStatus::Waiting,
+            StageStatus::Running,
+            StageStatus::Succeeded,
+            StageStatus::Failed,
+            StageStatus::Cancelled,
+            StageStatus::Skipped,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            StageStatus::Succeeded
+                | StageStatus::Failed
+                | StageStatus::Cancelled
+                | StageStatus::Skipped
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_priorities_descend_from_the_base() {
+        let user: Vec<i32> = Stage::ALL
+            .iter()
+            .map(|s| s.priority(PriorityClass::Normal.base()))
+            .collect();
+        assert_eq!(user, [90, 80, 70, 60, 50]);
+        let background: Vec<i32> = Stage::ALL
+            .iter()
+            .map(|s| s.priority(PriorityClass::Low.base()))
+            .collect();
+        assert_eq!(background, [50, 40, 30, 20, 10]);
+        let high: Vec<i32> = Stage::ALL
+            .iter()
+            .map(|s| s.priority(PriorityClass::High.base()))
+            .collect();
+        assert!(
+            high.iter().min() > user.iter().max(),
+            "high overtakes every queued user stage"
+        );
+    }
+
+    #[test]
+    fn stages_know_their_neighbours_and_names() {
+        assert_eq!(Stage::Sync.previous(), None);
+        assert_eq!(Stage::Extract.previous(), Some(Stage::Sync));
+        assert_eq!(Stage::Enrich.next(), None);
+        for s in Stage::ALL {
+            assert_eq!(Stage::parse(s.as_str()), Some(s));
+            assert_eq!(Stage::from_ordinal(s.ordinal()), Some(s));
+        }
+        assert_eq!(Stage::parse("BM25"), Some(Stage::Bm25Index));
+        assert_eq!(Stage::parse("code-embeddings"), Some(Stage::CodeEmbeddings));
+        assert_eq!(Stage::parse("index"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! Test-only fault injection, so tests can make a stage fail or stall on purpose. Read from
+//! `TRAWL_TEST_FAULTS` in debug builds only; release builds never inject anything.
+//!
+//! Format: `;`-separated rules `STAGE:KIND:N`, where KIND is `retryable` (fail with a
+//! retryable error on attempts 1..=N), `permanent` (fail for good on attempt N), or
+//! `sleep` (sleep N milliseconds before the stage's work, on the first attempt only).
+
+use crate::domain::Stage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Retryable { times: u32 },
+    Permanent { on_attempt: u32 },
+    Sleep { millis: u64 },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    rules: Vec<(Stage, Fault)>,
+}
+
+impl Faults {
+    pub fn from_env() -> Faults {
+        if cfg!(debug_assertions) {
+            std::env::var("TRAWL_TEST_FAULTS")
+                .map(|s| Faults::parse(&s))
+                .unwrap_or_default()
+        } else {
+            Faults::default()
+        }
+    }
+
+    pub fn parse(spec: &str) -> Faults {
+        let rules = spec
+            .split(';')
+            .filter_map(|rule| {
+                let mut parts = rule.trim().split(':');
+                let stage = Stage::parse(parts.next()?)?;
+                let kind = parts.next()?;
+                let n: u64 = parts.next()?.parse().ok()?;
+                let fault = match kind {
+                    "retryable" => Fault::Retryable { times: n as u32 },
+                    "permanent" => Fault::Permanent {
+                        on_attempt: n as u32,
+                    },
+                    "sleep" => Fault::Sleep { millis: n },
+                    _ => return None,
+                };
+                Some((stage, fault))
+            })
+            .collect();
+        Faults { rules }
+    }
+
+    /// Applies the rules for `stage` on `attempt` (1-based).
+    pub async fn inject(&self, stage: Stage, attempt: u32) -> Result<(), super::StageError> {
+        for (s, fault) in &self.rules {
+            if *s != stage {
+                continue;
+            }
+            match *fault {
+                Fault::Retryable { times } if attempt <= times => {
+                    return Err(super::StageError::Retryable(format!(
+                        "injected retryable fault (attempt {attempt})"
+                    )));
+                }
+                Fault::Permanent { on_attempt } if attempt == on_attempt => {
+                    return Err(super::StageError::Permanent(
+                        "injected permanent fault".into(),
+                    ));
+                }
+                Fault::Sleep { millis } if attempt == 1 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(millis)).await
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_bad_ones_are_dropped() {
+        let f = Faults::parse(
+            "extract:retryable:2; sync:sleep:500;enrich:permanent:1;bogus:x:1;sync:nope:1",
+        );
+        assert_eq!(
+            f.rules,
+            vec![
+                (Stage::Extract, Fault::Retryable { times: 2 }),
+                (Stage::Sync, Fault::Sleep { millis: 500 }),
+                (Stage::Enrich, Fault::Permanent { on_attempt: 1 }),
+            ]
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! The payload of a stage job, as stored (JSON) in `apalis.jobs.job`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::Stage;
+
+/// One stage of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageJob {
+    pub run_id: i64,
+    pub repository_id: i64,
+    pub stage: Stage,
+    /// The run's scope, as in `runs.scope`.
+    #[serde(default)]
+    pub scope: Value,
+}
+
+impl StageJob {
+    /// Decodes a payload; the error says what is wrong with it, for the job's last result.
+    pub fn decode(value: &Value) -> Result<StageJob, String> {
+        serde_json::from_value(value.clone())
+            .map_err(|e| format!("malformed stage job payload {value}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_and_bad_payloads_are_described() {
+        let job = StageJob {
+            run_id: 1,
+            repository_id: 2,
+            stage: Stage::Bm25Index,
+            scope: serde_json::json!({"kind": "project"}),
+        };
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(v["stage"], "bm25_index");
+        assert_eq!(StageJob::decode(&v).unwrap(), job);
+        let err = StageJob::decode(&serde_json::json!({"run_id": "x"})).unwrap_err();
+        assert!(err.contains("malformed stage job payload"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! The durable five-stage pipeline on apalis' Postgres queue.
+//!
+//! - [`job`]: the typed payload of a stage job.
+//! - [`worker`]: apalis workers that take stage jobs by priority and run them.
+//! - [`stages`]: what each stage does; one module each.
+//! - [`faults`]: test-only fault injection (compiled out of release builds).
+//!
+//! Ordering: all five jobs of a run are enqueued at once; every stage but SYNC is parked
+//! (`run_at` far in the future) until its predecessor's success releases it in the same
+//! transaction. A worker that still finds a predecessor unfinished parks the job again
+//! without spending an attempt. Completion, retries with backoff and failures are written by
+//! the store (see `store::runs`).
+
+pub mod faults;
+pub mod job;
+pub mod stages;
+pub mod worker;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::domain::retry::RetryPolicy;
+use crate::store::Store;
+
+/// What a stage's work needs, shared by every job a worker process runs.
+pub struct PipelineContext {
+    pub store: Store,
+    pub config: Config,
+    pub faults: faults::Faults,
+}
+
+impl PipelineContext {
+    pub fn new(store: Store, config: Config) -> Arc<PipelineContext> {
+        let faults = faults::Faults::from_env();
+        Arc::new(PipelineContext {
+            store,
+            config,
+            faults,
+        })
+    }
+
+    /// The retry policy of every stage.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.config.worker.max_attempts,
+            base: std::time::Duration::from_millis(self.config.worker.backoff_base_ms),
+            max: std::time::Duration::from_millis(self.config.worker.backoff_max_ms),
+        }
+    }
+}
+
+/// A stage's failure, classified for the retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Can succeed when run again: a lost connection, a deadlock, a provider's 429/5xx.
+    #[error("{0}")]
+    Retryable(String),
+    /// Cannot: bad input, an invalid payload. Fails the stage at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<crate::store::StoreError> for StageError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_retryable() {
+            StageError::Retryable(e.to_string())
+        } else {
+            StageError::Permanent(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! SYNC: refresh the working copy's file list, hash what changed, and record each added,
+//! modified and deleted file as an item of the run.
+//!
+//! Idempotent: a re-run after a crash finds the files table already updated, but the run's
+//! items recorded by the first attempt still say what changed, and they decide the outcome.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::StageOutcome;
+use crate::pipeline::{PipelineContext, StageError};
+use crate::sources::directory::{self, Content, ScannedFile};
+use crate::store::files::{FileRow, KnownFile, SyncItem, SyncPlan};
+use crate::store::runs::Run;
+
+pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    let repo = ctx.store.repository(run.repository_id).await?;
+    if repo.source_kind != "directory" {
+        return Err(StageError::Permanent(format!(
+            "{} sources are not supported yet: {}",
+            repo.source_kind, repo.source
+        )));
+    }
+    let root = PathBuf::from(&repo.source);
+    let known = ctx.store.known_files(repo.id).await?;
+    let max_size = ctx.config.sync.max_file_size;
+    let full = run.full_reindex;
+    let plan = tokio::task::spawn_blocking(move || plan_sync(&root, &known, max_size, full))
+        .await
+        .map_err(|e| StageError::Retryable(format!("sync task: {e}")))??;
+    let files_seen = plan.upserts.len();
+    let counts = ctx.store.apply_sync(run.id, repo.id, &plan).await?;
+    let changed = counts.added + counts.modified + counts.deleted;
+    Ok(StageOutcome {
+        result: json!({
+            "files_seen": files_seen,
+            "added": counts.added,
+            "modified": counts.modified,
+            "deleted": counts.deleted,
+            "skipped": counts.skipped,
+        }),
+        up_to_date: changed == 0,
+    })
+}
+
+/// Compares a scan of `root` with the files known from the last sync. A file whose size and
+/// mtime are unchanged keeps its hash without being read; the others are read and hashed.
+fn plan_sync(
+    root: &Path,
+    known: &HashMap<String, KnownFile>,
+    max_size: u64,
+    full: bool,
+) -> Result<SyncPlan, StageError> {
+    let scanned = directory::scan(root).map_err(|e| {
+        StageError::Permanent(format!(
+            "cannot read the source directory {}: {e}",
+            root.display()
+        ))
+    })?;
+    let mut plan = SyncPlan::default();
+    let mut seen = std::collections::HashSet::with_capacity(scanned.len());
+    for ScannedFile {
+        path,
+        size,
+        mtime_ns,
+    } in scanned
+    {
+        seen.insert(path.clone());
+        let prior = known.get(&path);
+        let unchanged_stat = prior.is_some_and(|k| k.size == size as i64 && k.mtime_ns == mtime_ns);
+        let (hash, skip_reason) = match prior {
+            Some(k) if unchanged_stat && !full => (k.content_hash.clone(), k.skip_reason.clone()),
+            _ => match directory::read(root, &path, max_size) {
+                Content::Text { hash } => (Some(hash), None),
+                Content::Skipped { reason } => (None, Some(reason)),
+            },
+        };
+        let change = match prior {
+            None => Some("added"),
+            Some(k) if full || k.content_hash != hash => Some("modified"),
+            Some(_) => None,
+        };
+        if let Some(change) = change {
+            plan.items.push(SyncItem {
+                path: path.clone(),
+                change,
+                skip_reason: skip_reason.clone(),
+            });
+        }
+        plan.upserts.push(FileRow {
+            language: directory::language_of(&path).map(str::to_string),
+            path,
+            size: size as i64,
+            mtime_ns,
+            content_hash: hash,
+            skip_reason,
+        });
+    }
+    for path in known.keys() {
+        if !seen.contains(path) {
+            plan.deleted.push(path.clone());
+            plan.items.push(SyncItem {
+                path: path.clone(),
+                change: "deleted",
+                skip_reason: None,
+            });
+        }
+    }
+    Ok(plan)
+}

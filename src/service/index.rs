@@ -1,0 +1,155 @@
+//! Indexing a source: register the repository and enqueue a run; wait for a run to end,
+//! working it in-process when no worker is alive.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::{PriorityClass, Trigger};
+use crate::pipeline::PipelineContext;
+use crate::store::runs::{Enqueued, NewRun, Repository, Run, STAGE_QUEUE};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{path} does not exist: give the path of a directory to index")]
+    NoSuchPath { path: String },
+    #[error("{path} is not a directory: give the path of a directory to index")]
+    NotADirectory { path: String },
+    #[error("git sources are not supported yet ({url}): clone it and index the directory")]
+    GitUnsupported { url: String },
+    #[error(
+        "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl runs list`)"
+    )]
+    UnknownRepository { selector: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `index` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexRequested {
+    pub repository: Repository,
+    pub enqueued: Enqueued,
+}
+
+/// Whether `source` names a git remote rather than a local path.
+fn is_git_url(source: &str) -> bool {
+    source.contains("://")
+        || (source.contains('@') && source.contains(':') && !Path::new(source).exists())
+}
+
+/// Registers `source` (idempotently) and enqueues a user-initiated run of it.
+pub async fn index(
+    store: &Store,
+    config: &crate::config::Config,
+    source: &str,
+    origin: &str,
+) -> Result<IndexRequested, IndexError> {
+    if is_git_url(source) {
+        return Err(IndexError::GitUnsupported {
+            url: crate::config::redact_url(source),
+        });
+    }
+    let path = PathBuf::from(source);
+    let canonical = std::fs::canonicalize(&path).map_err(|_| IndexError::NoSuchPath {
+        path: source.to_string(),
+    })?;
+    if !canonical.is_dir() {
+        return Err(IndexError::NotADirectory {
+            path: source.to_string(),
+        });
+    }
+    let name = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    let repository = store
+        .register_repository("directory", &canonical.to_string_lossy(), "", &name)
+        .await?;
+    let enqueued = store
+        .enqueue_run(&NewRun {
+            repository_id: repository.id,
+            trigger: Trigger::User,
+            origin: origin.to_string(),
+            priority: PriorityClass::default_for(Trigger::User),
+            scope: serde_json::json!({ "kind": "project" }),
+            full: false,
+            max_attempts: [config.worker.max_attempts; 5],
+        })
+        .await?;
+    Ok(IndexRequested {
+        repository,
+        enqueued,
+    })
+}
+
+/// Whether some worker process on the stage queue sent a heartbeat recently.
+pub async fn workers_alive(store: &Store, within: Duration) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM apalis.workers WHERE worker_type = $1 AND last_seen > now() - make_interval(secs => $2))",
+    )
+    .bind(STAGE_QUEUE)
+    .bind(within.as_secs_f64())
+    .fetch_one(store.pool())
+    .await?)
+}
+
+/// Waits until run `run_id` ends, calling `on_change` with its state whenever a stage
+/// changes. When no worker is alive, runs an in-process worker until the run ends.
+pub async fn wait_for_run(
+    ctx: Arc<PipelineContext>,
+    run_id: i64,
+    mut on_change: impl FnMut(&Run, &[crate::store::runs::StageRun]),
+) -> Result<Run, IndexError> {
+    let store = ctx.store.clone();
+    let alive = workers_alive(
+        &store,
+        Duration::from_secs(ctx.config.worker.orphan_timeout_secs),
+    )
+    .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let local = if alive {
+        None
+    } else {
+        tracing::info!("no worker is alive: working the run in this process");
+        let ctx = ctx.clone();
+        let concurrency = ctx.config.worker.concurrency;
+        Some(tokio::spawn(crate::pipeline::worker::run(
+            ctx,
+            concurrency,
+            async move {
+                let _ = stop_rx.await;
+            },
+        )))
+    };
+    let mut last = String::new();
+    let run = loop {
+        let run = store.run(run_id).await?;
+        let stages = store.stage_runs(run_id).await?;
+        let fingerprint = format!(
+            "{}|{}",
+            run.status,
+            stages
+                .iter()
+                .map(|s| format!("{}:{}:{}:{}", s.stage, s.status, s.attempts, s.items_done))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if fingerprint != last {
+            on_change(&run, &stages);
+            last = fingerprint;
+        }
+        if run.run_status().is_finished() {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Some(handle) = local {
+        let _ = stop_tx.send(());
+        let _ = handle.await;
+    }
+    Ok(run)
+}
