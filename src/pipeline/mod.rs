@@ -30,8 +30,17 @@ pub struct PipelineContext {
 }
 
 impl PipelineContext {
+    /// The context of a worker process; test faults come from `TRAWL_TEST_FAULTS` (debug
+    /// builds only).
     pub fn new(store: Store, config: Config) -> Arc<PipelineContext> {
-        let faults = faults::Faults::from_env();
+        PipelineContext::with_faults(store, config, faults::Faults::from_env())
+    }
+
+    pub fn with_faults(
+        store: Store,
+        config: Config,
+        faults: faults::Faults,
+    ) -> Arc<PipelineContext> {
         Arc::new(PipelineContext {
             store,
             config,

@@ -1,0 +1,462 @@
+//! The pipeline's mechanics against the real queue: order, retries, failures, priorities,
+//! pile-up rules, bad payloads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use trawl::domain::{PriorityClass, Trigger};
+use trawl::pipeline::PipelineContext;
+use trawl::pipeline::faults::Faults;
+use trawl::store::runs::{Enqueued, NewRun, Run, STAGE_QUEUE, StageRun};
+
+use crate::support::{TestDb, run, trawl_cmd};
+
+/// A small repository on disk.
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("src/lib.rs"),
+        "/// Adds.\npub fn add(a: i32, b: i32) -> i32 { a + b }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tool.py"),
+        "def main():\n    \"\"\"Entry.\"\"\"\n    print('hi')\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn fast_config(db: &TestDb) -> trawl::config::Config {
+    let mut c = db.config();
+    c.worker.backoff_base_ms = 200;
+    c.worker.backoff_max_ms = 2_000;
+    c.worker.poll_interval_ms = 50;
+    c.worker.shutdown_timeout_secs = 5;
+    c
+}
+
+/// A worker running in this process until the returned sender is dropped or fired.
+fn spawn_worker(
+    ctx: Arc<PipelineContext>,
+    concurrency: usize,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        trawl::pipeline::worker::run(ctx, concurrency, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (tx, handle)
+}
+
+async fn wait_finished(ctx: &PipelineContext, run_id: i64, secs: u64) -> (Run, Vec<StageRun>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let run = ctx.store.run(run_id).await.unwrap();
+        if run.run_status().is_finished() {
+            return (run, ctx.store.stage_runs(run_id).await.unwrap());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run_id} did not finish: {:?}",
+            ctx.store.stage_runs(run_id).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn run_id(e: &Enqueued) -> i64 {
+    match e {
+        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => *run_id,
+    }
+}
+
+async fn repo(ctx: &PipelineContext, dir: &std::path::Path) -> i64 {
+    let path = std::fs::canonicalize(dir).unwrap();
+    ctx.store
+        .register_repository("directory", &path.to_string_lossy(), "", "fixture")
+        .await
+        .unwrap()
+        .id
+}
+
+fn new_run(repository_id: i64, trigger: Trigger) -> NewRun {
+    NewRun {
+        repository_id,
+        trigger,
+        origin: "test".into(),
+        priority: PriorityClass::default_for(trigger),
+        scope: serde_json::json!({ "kind": "project" }),
+        full: false,
+        max_attempts: [5; 5],
+    }
+}
+
+async fn job_row(ctx: &PipelineContext, job_id: &str) -> (String, i32, i32) {
+    sqlx::query_as("SELECT status, attempts, priority FROM apalis.jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(ctx.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_date() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let dir = fixture();
+    let requested = trawl::service::index::index(
+        &ctx.store,
+        &ctx.config,
+        dir.path().to_str().unwrap(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let id = run_id(&requested.enqueued);
+
+    // All five jobs are in the task table at once; only SYNC may run.
+    let stages = ctx.store.stage_runs(id).await.unwrap();
+    let statuses: Vec<&str> = stages.iter().map(|s| s.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["queued", "waiting", "waiting", "waiting", "waiting"]
+    );
+    let priorities: Vec<i32> =
+        futures::future::join_all(stages.iter().map(|s| job_row(&ctx, &s.job_id)))
+            .await
+            .iter()
+            .map(|j| j.2)
+            .collect();
+    assert_eq!(priorities, [90, 80, 70, 60, 50]);
+
+    let (stop, handle) = spawn_worker(ctx.clone(), 2);
+    let (run_done, stages) = wait_finished(&ctx, id, 60).await;
+    assert_eq!(run_done.status, "succeeded", "{run_done:?}");
+    for pair in stages.windows(2) {
+        assert_eq!(pair[0].status, "succeeded");
+        assert!(
+            pair[1].started_at.unwrap() >= pair[0].finished_at.unwrap(),
+            "{} started before {} finished",
+            pair[1].stage,
+            pair[0].stage
+        );
+    }
+    for s in &stages {
+        assert_eq!(s.attempts, 1, "{}", s.stage);
+        assert_eq!(job_row(&ctx, &s.job_id).await.0, "Done");
+    }
+    assert_eq!(run_done.result["sync"]["added"], 2);
+
+    // Nothing changed: SYNC ends the run as up to date and the rest are skipped.
+    let again = trawl::service::index::index(
+        &ctx.store,
+        &ctx.config,
+        dir.path().to_str().unwrap(),
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again.repository.id, requested.repository.id,
+        "one repository per source"
+    );
+    let (run2, stages2) = wait_finished(&ctx, run_id(&again.enqueued), 60).await;
+    assert_eq!(run2.status, "succeeded");
+    assert_eq!(run2.result["up_to_date"], true);
+    let statuses: Vec<&str> = stages2.iter().map(|s| s.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["succeeded", "skipped", "skipped", "skipped", "skipped"]
+    );
+
+    // An edit is seen.
+    std::fs::write(dir.path().join("tool.py"), "def main():\n    return 2\n").unwrap();
+    let third = trawl::service::index::index(
+        &ctx.store,
+        &ctx.config,
+        dir.path().to_str().unwrap(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let (run3, _) = wait_finished(&ctx, run_id(&third.enqueued), 60).await;
+    assert_eq!(
+        (
+            run3.result["sync"]["modified"].as_i64(),
+            run3.result["sync"]["added"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stage_failing_twice_is_retried_on_its_own_with_backoff() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(
+        db.store.clone(),
+        fast_config(&db),
+        Faults::parse("extract:retryable:2"),
+    );
+    let dir = fixture();
+    let id = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+            .await
+            .unwrap(),
+    );
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (run_done, stages) = wait_finished(&ctx, id, 60).await;
+    assert_eq!(run_done.status, "succeeded", "{run_done:?}");
+    assert_eq!(stages[0].attempts, 1, "SYNC ran once");
+    assert_eq!(
+        stages[1].attempts, 3,
+        "EXTRACT failed twice, then succeeded"
+    );
+    assert_eq!(
+        job_row(&ctx, &stages[1].job_id).await.1,
+        3,
+        "the job's attempts count all three"
+    );
+    // Two backoffs of at least 100 ms and 200 ms (base 200 ms, jitter from 0.5).
+    let spent = stages[1].finished_at.unwrap() - stages[1].started_at.unwrap();
+    assert!(
+        spent >= chrono::Duration::milliseconds(300),
+        "retries were not spaced: {spent}"
+    );
+    assert!(
+        stages[2..]
+            .iter()
+            .all(|s| s.attempts == 1 && s.status == "succeeded")
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_the_run_and_cancels_later_stages() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(
+        db.store.clone(),
+        fast_config(&db),
+        Faults::parse("code_embeddings:permanent:1"),
+    );
+    let dir = fixture();
+    let id = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+            .await
+            .unwrap(),
+    );
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (run_done, stages) = wait_finished(&ctx, id, 60).await;
+    assert_eq!(run_done.status, "failed");
+    assert!(
+        run_done
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("code_embeddings"),
+        "{run_done:?}"
+    );
+    assert_eq!(stages[3].status, "failed");
+    assert_eq!(stages[3].attempts, 1, "a permanent error is not retried");
+    assert_eq!(stages[4].status, "cancelled");
+    assert!(
+        stages[4]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("stage code_embeddings failed"),
+        "{:?}",
+        stages[4]
+    );
+    assert_eq!(job_row(&ctx, &stages[4].job_id).await.0, "Killed");
+    assert_eq!(job_row(&ctx, &stages[3].job_id).await.0, "Killed");
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn queued_user_work_is_taken_before_queued_background_work() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let (a, b) = (fixture(), fixture());
+    // The background run is older, yet the user run must go first.
+    let background = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, a.path()).await, Trigger::Background))
+            .await
+            .unwrap(),
+    );
+    let user = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, b.path()).await, Trigger::User))
+            .await
+            .unwrap(),
+    );
+    let bg_priorities: Vec<i32> = futures::future::join_all(
+        ctx.store
+            .stage_runs(background)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| job_row(&ctx, &s.job_id)),
+    )
+    .await
+    .iter()
+    .map(|j| j.2)
+    .collect();
+    assert_eq!(bg_priorities, [50, 40, 30, 20, 10]);
+
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (_, user_stages) = wait_finished(&ctx, user, 60).await;
+    let (_, bg_stages) = wait_finished(&ctx, background, 60).await;
+    // One slot: every user stage (priorities 90..50) precedes the background SYNC (50)
+    // except ENRICH, which ties with it; ties go to the oldest.
+    let bg_sync_start = bg_stages[0].started_at.unwrap();
+    for s in &user_stages[..4] {
+        assert!(
+            s.finished_at.unwrap() <= bg_sync_start,
+            "user stage {} ran after the background SYNC",
+            s.stage
+        );
+    }
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn background_runs_never_pile_up_and_user_runs_supersede_them() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let dir = fixture();
+    let repo_id = repo(&ctx, dir.path()).await;
+    let first = ctx
+        .store
+        .enqueue_run(&new_run(repo_id, Trigger::Background))
+        .await
+        .unwrap();
+    let Enqueued::Created { run_id: bg, .. } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        ctx.store
+            .enqueue_run(&new_run(repo_id, Trigger::Background))
+            .await
+            .unwrap(),
+        Enqueued::AlreadyPending { run_id: bg }
+    );
+    let user = ctx
+        .store
+        .enqueue_run(&new_run(repo_id, Trigger::User))
+        .await
+        .unwrap();
+    let Enqueued::Created {
+        run_id: user_id,
+        superseded,
+    } = user
+    else {
+        panic!("{user:?}")
+    };
+    assert_eq!(superseded, vec![bg]);
+    let bg_run = ctx.store.run(bg).await.unwrap();
+    assert_eq!(bg_run.status, "cancelled");
+    assert!(
+        bg_run
+            .error
+            .unwrap()
+            .contains(&format!("superseded by user run {user_id}"))
+    );
+    for s in ctx.store.stage_runs(bg).await.unwrap() {
+        assert_eq!(s.status, "cancelled");
+        assert_eq!(job_row(&ctx, &s.job_id).await.0, "Killed");
+    }
+    // While the user run is pending, a background run is not added either.
+    assert_eq!(
+        ctx.store
+            .enqueue_run(&new_run(repo_id, Trigger::Background))
+            .await
+            .unwrap(),
+        Enqueued::AlreadyPending { run_id: user_id }
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_payload_fails_for_good_and_affects_nothing_else() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let bad_id = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         VALUES ($1, $2, convert_to('{\"bogus\": 1}', 'UTF8'), 'Pending', 0, 5, now(), 500)",
+    )
+    .bind(&bad_id)
+    .bind(STAGE_QUEUE)
+    .execute(ctx.store.pool())
+    .await
+    .unwrap();
+    let dir = fixture();
+    let id = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+            .await
+            .unwrap(),
+    );
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (run_done, _) = wait_finished(&ctx, id, 60).await;
+    assert_eq!(run_done.status, "succeeded");
+    let (status, attempts, _) = job_row(&ctx, &bad_id).await;
+    assert_eq!((status.as_str(), attempts), ("Killed", 1));
+    let last: serde_json::Value =
+        sqlx::query_scalar("SELECT last_result FROM apalis.jobs WHERE id = $1")
+            .bind(&bad_id)
+            .fetch_one(ctx.store.pool())
+            .await
+            .unwrap();
+    assert!(
+        last.to_string().contains("malformed stage job payload"),
+        "{last}"
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn index_cli_waits_in_process_and_refuses_bad_sources() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["index", dir.path().to_str().unwrap(), "--wait"]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("succeeded"), "{}", r.stdout);
+
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["index", "/nonexistent/project"]));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("/nonexistent/project does not exist"),
+        "{}",
+        r.stderr
+    );
+    let file = dir.path().join("tool.py");
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["index", file.to_str().unwrap()]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
+    let r = run(trawl_cmd().envs(db.env()).args(["runs", "show", "999999"]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no run 999999"), "{}", r.stderr);
+}
