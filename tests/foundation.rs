@@ -292,6 +292,7 @@ async fn migrations_are_safe_to_run_from_several_processes_at_once() {
                 .env("TRAWL_DATABASE_URL", &url)
                 .env("TRAWL_HOME", temp_home().keep())
                 .arg("migrate")
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
         );
