@@ -1,0 +1,205 @@
+//! Failure of the workers themselves: SIGKILL mid-stage, graceful shutdown on SIGTERM.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::support::{TestDb, trawl_cmd};
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            dir.path().join(format!("m{i}.py")),
+            format!("def f{i}():\n    return {i}\n"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn worker(db: &TestDb, faults: &str, extra: &[(&str, &str)]) -> Child {
+    trawl_cmd()
+        .envs(db.env())
+        .env("TRAWL_TEST_FAULTS", faults)
+        .env("TRAWL_ORPHAN_TIMEOUT_SECS", "3")
+        .env("TRAWL_POLL_INTERVAL_MS", "100")
+        .envs(extra.iter().copied())
+        .args(["worker", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn stage_status(db: &TestDb, run_id: i64, stage: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempts FROM stage_runs WHERE run_id = $1 AND stage = $2")
+        .bind(run_id)
+        .bind(stage)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn enqueue(db: &TestDb, dir: &std::path::Path) -> i64 {
+    let config = db.config();
+    let r = trawl::service::index::index(&db.store, &config, dir.to_str().unwrap(), "test")
+        .await
+        .unwrap();
+    match r.enqueued {
+        trawl::store::runs::Enqueued::Created { run_id, .. } => run_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn files_of(db: &TestDb) -> Vec<(String, Option<String>)> {
+    sqlx::query_as("SELECT path, content_hash FROM files ORDER BY path")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_run() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let run_id = enqueue(&db, dir.path()).await;
+    // The first attempt of SYNC stalls, long enough to be killed in the middle of it.
+    let mut a = worker(&db, "sync:sleep:60000", &[]);
+    wait_for(30, "SYNC to start", || async {
+        stage_status(&db, run_id, "sync").await.0 == "running"
+    })
+    .await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+
+    let killed_at = std::time::Instant::now();
+    let mut b = worker(&db, "sync:sleep:60000", &[]);
+    wait_for(60, "the run to end", || async {
+        db.store
+            .run(run_id)
+            .await
+            .unwrap()
+            .run_status()
+            .is_finished()
+    })
+    .await;
+    let taken_over_in = killed_at.elapsed();
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let run = db.store.run(run_id).await.unwrap();
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(
+        stage_status(&db, run_id, "sync").await,
+        ("succeeded".to_string(), 2),
+        "the rescued SYNC ran a second time"
+    );
+    assert!(
+        taken_over_in < Duration::from_secs(30),
+        "recovery took {taken_over_in:?}"
+    );
+
+    // The same repository indexed cleanly elsewhere leaves the same state.
+    let clean = TestDb::new().await;
+    let clean_run = enqueue(&clean, dir.path()).await;
+    let ctx = trawl::pipeline::PipelineContext::with_faults(
+        clean.store.clone(),
+        clean.config(),
+        Default::default(),
+    );
+    let done = trawl::service::index::wait_for_run(ctx, clean_run, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(files_of(&db).await, files_of(&clean).await);
+    assert_eq!(run.result["sync"], done.result["sync"]);
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_stage_finish_and_exits_zero() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let run_id = enqueue(&db, dir.path()).await;
+    let mut w = worker(
+        &db,
+        "sync:sleep:1500",
+        &[("TRAWL_SHUTDOWN_TIMEOUT_SECS", "30")],
+    );
+    wait_for(30, "SYNC to start", || async {
+        stage_status(&db, run_id, "sync").await.0 == "running"
+    })
+    .await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    let status = w.wait().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+    assert_eq!(
+        stage_status(&db, run_id, "sync").await.0,
+        "succeeded",
+        "the running stage finished"
+    );
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE lock_by IS NOT NULL AND status IN ('Queued', 'Running')")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "nothing is left locked by the stopped worker");
+}
+
+#[tokio::test]
+async fn sigterm_after_the_timeout_releases_the_stage_to_the_queue() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let run_id = enqueue(&db, dir.path()).await;
+    let mut w = worker(
+        &db,
+        "sync:sleep:60000",
+        &[("TRAWL_SHUTDOWN_TIMEOUT_SECS", "1")],
+    );
+    wait_for(30, "SYNC to start", || async {
+        stage_status(&db, run_id, "sync").await.0 == "running"
+    })
+    .await;
+    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    let status = w.wait().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+    let (job_status, lock_by): (String, Option<String>) = sqlx::query_as(
+        "SELECT j.status, j.lock_by FROM apalis.jobs j JOIN stage_runs s ON s.job_id = j.id WHERE s.run_id = $1 AND s.stage = 'sync'",
+    )
+    .bind(run_id)
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (job_status.as_str(), lock_by),
+        ("Pending", None),
+        "released to the queue at once"
+    );
+    // Another worker finishes it (its attempt is not the first, so the stall is not injected).
+    let mut b = worker(&db, "sync:sleep:60000", &[]);
+    wait_for(60, "the run to end", || async {
+        db.store
+            .run(run_id)
+            .await
+            .unwrap()
+            .run_status()
+            .is_finished()
+    })
+    .await;
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert_eq!(db.store.run(run_id).await.unwrap().status, "succeeded");
+}
