@@ -101,7 +101,7 @@ pub enum Enqueued {
 #[derive(Debug, Clone)]
 pub enum Begin {
     /// Do the stage's work: this is attempt `attempt` (1-based).
-    Proceed { run: Run, attempt: i32 },
+    Proceed { run: Box<Run>, attempt: i32 },
     /// The predecessor has not succeeded: the job was parked again, no attempt spent.
     Wait,
     /// Nothing to do: the run was cancelled or is over, or this stage already finished. The
@@ -375,7 +375,7 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Begin::Proceed {
-            run,
+            run: Box::new(run),
             attempt: sr.attempts + 1,
         })
     }
