@@ -221,20 +221,35 @@ impl Cluster {
         })
     }
 
-    /// Stops the server (fast shutdown: open transactions roll back). Returns false when it
-    /// was not running.
+    /// Stops the server (fast shutdown: open transactions roll back) by signalling the
+    /// postmaster, so it works even when the binaries have moved. Returns false when it was
+    /// not running.
     pub fn stop(&self) -> Result<bool, ClusterError> {
-        if !matches!(self.status(), Status::Running { .. }) {
+        let Some(pid) = self.live_pid() else {
             self.remove_stale_pid()?;
             return Ok(false);
+        };
+        // SIGINT is PostgreSQL's "fast" shutdown, what `pg_ctl stop -m fast` sends.
+        // SAFETY: kill with a pid read from the cluster's own pid file, checked to be postgres.
+        if unsafe { libc::kill(pid as i32, libc::SIGINT) } != 0 {
+            return Err(ClusterError::Command {
+                what: "stopping PostgreSQL".into(),
+                detail: format!("cannot signal pid {pid}: {}", io::Error::last_os_error()),
+            });
         }
-        self.check_binaries()?;
-        let mut cmd = self.pg_command("pg_ctl");
-        cmd.arg("stop")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "-t", "60", "-s"]);
-        self.run_checked(cmd, "stopping PostgreSQL")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while is_postgres_process(pid) {
+            if std::time::Instant::now() > deadline {
+                return Err(ClusterError::Command {
+                    what: "stopping PostgreSQL".into(),
+                    detail: format!(
+                        "the server (pid {pid}) did not stop within 60 s; see {}",
+                        self.log.display()
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         Ok(true)
     }
 
