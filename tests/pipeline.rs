@@ -107,6 +107,25 @@ async fn job_row(ctx: &PipelineContext, job_id: &str) -> (String, i32, i32) {
         .unwrap()
 }
 
+/// Enqueues one user run of a fresh fixture and works it with one in-process worker under
+/// `faults`; returns the context (its database stays alive with `db`) and the ended run.
+async fn work_one_run(db: &TestDb, faults: &str) -> (Arc<PipelineContext>, Run, Vec<StageRun>) {
+    let ctx =
+        PipelineContext::with_faults(db.store.clone(), fast_config(db), Faults::parse(faults));
+    let dir = fixture();
+    let id = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+            .await
+            .unwrap(),
+    );
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (run, stages) = wait_finished(&ctx, id, 60).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    (ctx, run, stages)
+}
+
 #[tokio::test]
 async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_date() {
     let db = TestDb::new().await;
@@ -202,20 +221,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
 #[tokio::test]
 async fn a_stage_failing_twice_is_retried_on_its_own_with_backoff() {
     let db = TestDb::new().await;
-    let ctx = PipelineContext::with_faults(
-        db.store.clone(),
-        fast_config(&db),
-        Faults::parse("extract:retryable:2"),
-    );
-    let dir = fixture();
-    let id = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
-            .await
-            .unwrap(),
-    );
-    let (stop, handle) = spawn_worker(ctx.clone(), 1);
-    let (run_done, stages) = wait_finished(&ctx, id, 60).await;
+    let (ctx, run_done, stages) = work_one_run(&db, "extract:retryable:2").await;
     assert_eq!(run_done.status, "succeeded", "{run_done:?}");
     assert_eq!(stages[0].attempts, 1, "SYNC ran once");
     assert_eq!(
@@ -238,27 +244,12 @@ async fn a_stage_failing_twice_is_retried_on_its_own_with_backoff() {
             .iter()
             .all(|s| s.attempts == 1 && s.status == "succeeded")
     );
-    stop.send(()).unwrap();
-    handle.await.unwrap();
 }
 
 #[tokio::test]
 async fn a_permanent_failure_fails_the_run_and_cancels_later_stages() {
     let db = TestDb::new().await;
-    let ctx = PipelineContext::with_faults(
-        db.store.clone(),
-        fast_config(&db),
-        Faults::parse("code_embeddings:permanent:1"),
-    );
-    let dir = fixture();
-    let id = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
-            .await
-            .unwrap(),
-    );
-    let (stop, handle) = spawn_worker(ctx.clone(), 1);
-    let (run_done, stages) = wait_finished(&ctx, id, 60).await;
+    let (ctx, run_done, stages) = work_one_run(&db, "code_embeddings:permanent:1").await;
     assert_eq!(run_done.status, "failed");
     assert!(
         run_done
@@ -282,8 +273,6 @@ async fn a_permanent_failure_fails_the_run_and_cancels_later_stages() {
     );
     assert_eq!(job_row(&ctx, &stages[4].job_id).await.0, "Killed");
     assert_eq!(job_row(&ctx, &stages[3].job_id).await.0, "Killed");
-    stop.send(()).unwrap();
-    handle.await.unwrap();
 }
 
 #[tokio::test]

@@ -389,17 +389,11 @@ impl Store {
         up_to_date: bool,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sr: StageRun = sqlx::query_as(
-            "UPDATE stage_runs SET status = 'succeeded', finished_at = now(), last_error = NULL, current_item = NULL
-             WHERE job_id = $1 RETURNING *",
-        )
-        .bind(job_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        close_job_counting(
+        let sr = finish_attempt(
             &mut tx,
             job_id,
-            "Done",
+            StageStatus::Succeeded,
+            None,
             &serde_json::json!({ "Ok": result }),
         )
         .await?;
@@ -483,18 +477,11 @@ impl Store {
     /// reason, and the run fails.
     pub async fn fail_stage(&self, job_id: &str, error: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sr: StageRun = sqlx::query_as(
-            "UPDATE stage_runs SET status = 'failed', finished_at = now(), last_error = $2, current_item = NULL
-             WHERE job_id = $1 RETURNING *",
-        )
-        .bind(job_id)
-        .bind(error)
-        .fetch_one(&mut *tx)
-        .await?;
-        close_job_counting(
+        let sr = finish_attempt(
             &mut tx,
             job_id,
-            "Killed",
+            StageStatus::Failed,
+            Some(error),
             &serde_json::json!({ "Err": error }),
         )
         .await?;
@@ -535,6 +522,33 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Ends a stage run's last attempt with `status` (succeeded or failed) and closes its job
+/// (Done or Killed), counting the attempt.
+async fn finish_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: &str,
+    status: StageStatus,
+    error: Option<&str>,
+    job_result: &Value,
+) -> Result<StageRun, StoreError> {
+    let sr: StageRun = sqlx::query_as(
+        "UPDATE stage_runs SET status = $2, finished_at = now(), last_error = $3, current_item = NULL
+         WHERE job_id = $1 RETURNING *",
+    )
+    .bind(job_id)
+    .bind(status.as_str())
+    .bind(error)
+    .fetch_one(&mut **tx)
+    .await?;
+    let job_status = if status == StageStatus::Succeeded {
+        "Done"
+    } else {
+        "Killed"
+    };
+    close_job_counting(tx, job_id, job_status, job_result).await?;
+    Ok(sr)
 }
 
 /// Closes a job the worker holds, with the given apalis status and result, without
