@@ -203,3 +203,73 @@ async fn sigterm_after_the_timeout_releases_the_stage_to_the_queue() {
     b.wait().unwrap();
     assert_eq!(db.store.run(run_id).await.unwrap().status, "succeeded");
 }
+
+#[tokio::test]
+async fn stage_order_holds_with_three_worker_processes_and_many_runs() {
+    let db = TestDb::new().await;
+    let dirs: Vec<tempfile::TempDir> = (0..12).map(|_| fixture()).collect();
+    let mut runs = Vec::new();
+    for d in &dirs {
+        runs.push(enqueue(&db, d.path()).await);
+    }
+    let mut workers: Vec<Child> = (0..3).map(|_| worker(&db, "", &[])).collect();
+    for &run_id in &runs {
+        wait_for(120, "every run to end", || async {
+            db.store
+                .run(run_id)
+                .await
+                .unwrap()
+                .run_status()
+                .is_finished()
+        })
+        .await;
+    }
+    for w in &mut workers {
+        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+        assert!(w.wait().unwrap().success());
+    }
+    for &run_id in &runs {
+        let run = db.store.run(run_id).await.unwrap();
+        assert_eq!(run.status, "succeeded", "{run:?}");
+        let stages = db.store.stage_runs(run_id).await.unwrap();
+        for pair in stages.windows(2) {
+            assert!(
+                pair[1].started_at.unwrap() >= pair[0].finished_at.unwrap(),
+                "run {run_id}: {} started before {} finished",
+                pair[1].stage,
+                pair[0].stage
+            );
+        }
+    }
+    let registered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.workers WHERE worker_type = 'trawl::stage'",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(registered, 3, "three worker processes took part");
+}
+
+#[tokio::test]
+async fn two_index_commands_of_one_source_at_once_make_one_repository() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let children: Vec<Child> = (0..4)
+        .map(|_| {
+            trawl_cmd()
+                .envs(db.env())
+                .args(["index", dir.path().to_str().unwrap()])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let repos: i64 = sqlx::query_scalar("SELECT count(*) FROM repositories")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(repos, 1);
+}
