@@ -111,3 +111,8 @@ CREATE TABLE run_items (
     duration_ms INT,
     PRIMARY KEY (run_id, path)
 );
+
+-- Stage names in run order, for sorting.
+CREATE FUNCTION stage_ordinal_of(stage TEXT) RETURNS INT LANGUAGE sql IMMUTABLE AS $$
+    SELECT array_position(ARRAY['sync', 'extract', 'bm25_index', 'code_embeddings', 'enrich'], stage)
+$$;

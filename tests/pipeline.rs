@@ -449,3 +449,99 @@ async fn index_cli_waits_in_process_and_refuses_bad_sources() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no run 999999"), "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn operators_list_retry_and_cancel_tasks() {
+    let db = TestDb::new().await;
+    let (ctx, failed_run, stages) = work_one_run(&db, "code_embeddings:permanent:1").await;
+    assert_eq!(failed_run.status, "failed");
+    let failed_job = stages[3].job_id.clone();
+
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["tasks", "list", "--status", "failed", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["job_id"], failed_job.as_str());
+    assert_eq!(listed[0]["stage"], "code_embeddings");
+
+    // Retrying a succeeded task, or an unknown one, is refused.
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["tasks", "retry", &stages[0].job_id]));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("only failed or cancelled tasks can be retried"),
+        "{}",
+        r.stderr
+    );
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["tasks", "show", "NOSUCHTASK"]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no task NOSUCHTASK"), "{}", r.stderr);
+
+    // Retry the failed stage: it and the cancelled one after it run again, the run succeeds.
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["tasks", "retry", &failed_job]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (again, stages) = wait_finished(&ctx, failed_run.id, 60).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    assert_eq!(again.status, "succeeded", "{again:?}");
+    assert_eq!(stages[0].attempts, 1, "earlier stages did not run again");
+    assert_eq!(stages[4].status, "succeeded");
+
+    // Cancel a queued run's SYNC: the whole run is cancelled; cancelling again is refused.
+    let dir = fixture();
+    let queued = run_id(
+        &ctx.store
+            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+            .await
+            .unwrap(),
+    );
+    let sync_job = ctx.store.stage_runs(queued).await.unwrap()[0]
+        .job_id
+        .clone();
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["tasks", "cancel", &sync_job]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ctx.store.run(queued).await.unwrap().status, "cancelled");
+    assert!(
+        ctx.store
+            .stage_runs(queued)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.status == "cancelled")
+    );
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["tasks", "cancel", &sync_job]));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("only queued, waiting or running tasks can be cancelled"),
+        "{}",
+        r.stderr
+    );
+
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["queue", "stats", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let stats: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let cancelled: i64 = stats["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["stage_status"] == "cancelled")
+        .map(|c| c["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(cancelled, 5);
+}

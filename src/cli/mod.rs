@@ -7,8 +7,10 @@ mod db;
 mod doctor;
 mod index;
 mod migrate;
+mod queue;
 mod runs;
 mod setup;
+mod tasks;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -56,6 +58,8 @@ pub enum Command {
     Index(index::Args),
     Worker(worker::Args),
     Runs(runs::Args),
+    Tasks(tasks::Args),
+    Queue(queue::Args),
 }
 
 impl Cli {
@@ -98,5 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Index(args) => index::run(args, &config).await,
         Command::Worker(args) => worker::run(args, &config).await,
         Command::Runs(args) => runs::run(args, &config).await,
+        Command::Tasks(args) => tasks::run(args, &config).await,
+        Command::Queue(args) => queue::run(args, &config).await,
     }
 }

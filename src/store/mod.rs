@@ -8,6 +8,7 @@ pub mod admin;
 mod error;
 pub mod files;
 pub mod runs;
+pub mod tasks;
 
 use std::time::Duration;
 

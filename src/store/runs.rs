@@ -389,14 +389,17 @@ impl Store {
         up_to_date: bool,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sr = finish_attempt(
+        let Some(sr) = finish_attempt(
             &mut tx,
             job_id,
             StageStatus::Succeeded,
             None,
             &serde_json::json!({ "Ok": result }),
         )
-        .await?;
+        .await?
+        else {
+            return Ok(());
+        };
         let stage_result = serde_json::json!({ sr.stage.clone(): result });
         sqlx::query("UPDATE runs SET result = result || $2 WHERE id = $1")
             .bind(sr.run_id)
@@ -454,6 +457,16 @@ impl Store {
         delay: std::time::Duration,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        let still_running = sqlx::query("UPDATE stage_runs SET status = 'queued', last_error = $2, current_item = NULL WHERE job_id = $1 AND status = 'running'")
+            .bind(job_id)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if still_running == 0 {
+            // Cancelled meanwhile: no retry.
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE apalis.jobs SET status = 'Failed', attempts = attempts + 1, lock_by = NULL, lock_at = NULL,
                     done_at = NULL, run_at = now() + make_interval(secs => $3), last_result = $2
@@ -464,11 +477,6 @@ impl Store {
         .bind(delay.as_secs_f64())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE stage_runs SET status = 'queued', last_error = $2, current_item = NULL WHERE job_id = $1")
-            .bind(job_id)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -477,14 +485,17 @@ impl Store {
     /// reason, and the run fails.
     pub async fn fail_stage(&self, job_id: &str, error: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sr = finish_attempt(
+        let Some(sr) = finish_attempt(
             &mut tx,
             job_id,
             StageStatus::Failed,
             Some(error),
             &serde_json::json!({ "Err": error }),
         )
-        .await?;
+        .await?
+        else {
+            return Ok(());
+        };
         let reason = format!("cancelled: stage {} failed: {error}", sr.stage);
         cancel_later_stages(&mut tx, sr.run_id, sr.ordinal, &reason).await?;
         sqlx::query(
@@ -532,22 +543,26 @@ async fn finish_attempt(
     status: StageStatus,
     error: Option<&str>,
     job_result: &Value,
-) -> Result<StageRun, StoreError> {
-    let sr: StageRun = sqlx::query_as(
+) -> Result<Option<StageRun>, StoreError> {
+    // A stage an operator cancelled while it ran keeps its cancelled status: the outcome of
+    // its last attempt is dropped.
+    let sr: Option<StageRun> = sqlx::query_as(
         "UPDATE stage_runs SET status = $2, finished_at = now(), last_error = $3, current_item = NULL
-         WHERE job_id = $1 RETURNING *",
+         WHERE job_id = $1 AND status IN ('queued', 'waiting', 'running') RETURNING *",
     )
     .bind(job_id)
     .bind(status.as_str())
     .bind(error)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    let job_status = if status == StageStatus::Succeeded {
-        "Done"
-    } else {
-        "Killed"
-    };
-    close_job_counting(tx, job_id, job_status, job_result).await?;
+    if sr.is_some() {
+        let job_status = if status == StageStatus::Succeeded {
+            "Done"
+        } else {
+            "Killed"
+        };
+        close_job_counting(tx, job_id, job_status, job_result).await?;
+    }
     Ok(sr)
 }
 
@@ -614,13 +629,23 @@ async fn cancel_later_stages(
     after: i16,
     reason: &str,
 ) -> Result<(), StoreError> {
+    cancel_stages_from(tx, run_id, after + 1, reason).await
+}
+
+/// Cancels the unfinished stages of a run from ordinal `from` on, and kills their jobs.
+pub(super) async fn cancel_stages_from(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: i64,
+    from: i16,
+    reason: &str,
+) -> Result<(), StoreError> {
     let jobs: Vec<String> = sqlx::query_scalar(
         "UPDATE stage_runs SET status = 'cancelled', finished_at = now(), last_error = $3
-         WHERE run_id = $1 AND ordinal > $2 AND status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+         WHERE run_id = $1 AND ordinal >= $2 AND status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
          RETURNING job_id",
     )
     .bind(run_id)
-    .bind(after)
+    .bind(from)
     .bind(reason)
     .fetch_all(&mut **tx)
     .await?;

@@ -1,0 +1,168 @@
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::database;
+use crate::store::tasks::{Task, TaskFilter};
+
+/// Inspect and steer stage tasks: the jobs in apalis' queue, with the run each belongs to.
+///
+/// Example: trawl tasks list --status failed
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Tasks, newest run first.
+    List {
+        /// A stage status (queued, waiting, running, succeeded, failed, cancelled, skipped)
+        /// or a job status (pending, done, killed, …).
+        #[arg(long)]
+        status: Option<String>,
+        /// sync, extract, bm25_index, code_embeddings or enrich.
+        #[arg(long)]
+        stage: Option<String>,
+        /// A repository id, or the path it was indexed from.
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task with its job row and last result.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed or cancelled task back in the queue with a fresh budget of attempts.
+    Retry { id: String },
+    /// Cancel a task that has not finished, with the later stages and its run.
+    Cancel { id: String },
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    match args.action {
+        Action::List {
+            status,
+            stage,
+            repo,
+            run,
+            limit,
+            json,
+        } => {
+            let stage = match stage {
+                Some(s) => match crate::domain::Stage::parse(&s) {
+                    Some(st) => Some(st.as_str().to_string()),
+                    None => bail!(
+                        "unknown stage {s:?}: use sync, extract, bm25_index, code_embeddings or enrich"
+                    ),
+                },
+                None => None,
+            };
+            let repository_id = match repo {
+                Some(sel) => match store.find_repository(&sel).await? {
+                    Some(r) => Some(r.id),
+                    None => bail!(
+                        "no repository {sel}: give a repository id or the path it was indexed from"
+                    ),
+                },
+                None => None,
+            };
+            let tasks = store
+                .list_tasks(&TaskFilter {
+                    status,
+                    stage,
+                    repository_id,
+                    run_id: run,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tasks)?);
+            } else {
+                println!(
+                    "{:<26} {:>6} {:<16} {:<10} {:<8} {:>4} {:>5}  LAST ERROR",
+                    "TASK", "RUN", "STAGE", "STATUS", "JOB", "PRIO", "TRIES"
+                );
+                for t in tasks {
+                    println!(
+                        "{:<26} {:>6} {:<16} {:<10} {:<8} {:>4} {:>2}/{:<2}  {}",
+                        t.job_id,
+                        t.run_id,
+                        t.stage,
+                        t.stage_status,
+                        t.job_status,
+                        t.priority.unwrap_or(0),
+                        t.attempts,
+                        t.max_attempts,
+                        t.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Action::Show { id, json } => {
+            let Some(t) = store.task(&id).await? else {
+                bail!("no task {id}: see `trawl tasks list` for task ids")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print_task(&t);
+            }
+        }
+        Action::Retry { id } => {
+            let t = store.retry_task(&id).await?;
+            println!(
+                "task {} ({} of run {}) is {} again",
+                t.job_id, t.stage, t.run_id, t.stage_status
+            );
+        }
+        Action::Cancel { id } => {
+            let t = store.cancel_task(&id, "cancelled by an operator").await?;
+            println!(
+                "task {} ({} of run {}) cancelled; run {} is {}",
+                t.job_id, t.stage, t.run_id, t.run_id, t.run_status
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn print_task(t: &Task) {
+    println!("task      {}", t.job_id);
+    println!(
+        "stage     {} of run {} (repository {}, {})",
+        t.stage, t.run_id, t.repository_id, t.trigger
+    );
+    println!(
+        "status    stage {}, job {}, run {}",
+        t.stage_status, t.job_status, t.run_status
+    );
+    println!(
+        "priority  {} ({})",
+        t.priority.unwrap_or(0),
+        t.priority_class
+    );
+    println!("attempts  {}/{}", t.attempts, t.max_attempts);
+    println!("run_at    {}", t.run_at.to_rfc3339());
+    if let Some(w) = &t.lock_by {
+        println!("locked by {w}");
+    }
+    println!(
+        "items     {} done, {} failed, of {}",
+        t.items_done, t.items_failed, t.items_total
+    );
+    if let Some(e) = &t.last_error {
+        println!("error     {e}");
+    }
+    if let Some(r) = &t.last_result {
+        println!("result    {r}");
+    }
+}
