@@ -106,3 +106,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Queue(args) => queue::run(args, &config).await,
     }
 }
+
+/// Resolves `--repo` (a repository id, or the path/URL it was indexed from) to an id.
+async fn repository_id(
+    store: &crate::store::Store,
+    selector: Option<String>,
+) -> anyhow::Result<Option<i64>> {
+    let Some(sel) = selector else { return Ok(None) };
+    match store.find_repository(&sel).await? {
+        Some(r) => Ok(Some(r.id)),
+        None => anyhow::bail!(
+            "no repository {sel}: give a repository id or the path it was indexed from"
+        ),
+    }
+}

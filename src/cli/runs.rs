@@ -36,15 +36,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     match args.action {
         Action::List { repo, limit, json } => {
-            let repository_id = match repo {
-                Some(sel) => match store.find_repository(&sel).await? {
-                    Some(r) => Some(r.id),
-                    None => bail!(
-                        "no repository {sel}: give a repository id or the path it was indexed from"
-                    ),
-                },
-                None => None,
-            };
+            let repository_id = super::repository_id(&store, repo).await?;
             let runs = store.list_runs(repository_id, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);

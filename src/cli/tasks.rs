@@ -66,15 +66,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 },
                 None => None,
             };
-            let repository_id = match repo {
-                Some(sel) => match store.find_repository(&sel).await? {
-                    Some(r) => Some(r.id),
-                    None => bail!(
-                        "no repository {sel}: give a repository id or the path it was indexed from"
-                    ),
-                },
-                None => None,
-            };
+            let repository_id = super::repository_id(&store, repo).await?;
             let tasks = store
                 .list_tasks(&TaskFilter {
                     status,

@@ -329,6 +329,7 @@ impl Store {
                 job_id,
                 "Done",
                 &serde_json::json!({ "Ok": reason }),
+                false,
             )
             .await?;
             tx.commit().await?;
@@ -523,11 +524,12 @@ impl Store {
             return self.fail_stage(job_id, error).await;
         }
         let mut tx = self.pool.begin().await?;
-        close_job_counting(
+        close_job(
             &mut tx,
             job_id,
             "Killed",
             &serde_json::json!({ "Err": error }),
+            true,
         )
         .await?;
         tx.commit().await?;
@@ -561,44 +563,28 @@ async fn finish_attempt(
         } else {
             "Killed"
         };
-        close_job_counting(tx, job_id, job_status, job_result).await?;
+        close_job(tx, job_id, job_status, job_result, true).await?;
     }
     Ok(sr)
 }
 
-/// Closes a job the worker holds, with the given apalis status and result, without
-/// counting an attempt.
+/// Closes a job with the given apalis status and result; `count_attempt` when an attempt
+/// ran (success or final failure), not when the job closes without work.
 async fn close_job(
     tx: &mut Transaction<'_, Postgres>,
     job_id: &str,
     status: &str,
     result: &Value,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = $2, last_result = $3, done_at = now(), lock_by = NULL, lock_at = NULL WHERE id = $1",
-    )
-    .bind(job_id)
-    .bind(status)
-    .bind(result)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Closes a job after an attempt (success or final failure): the attempt is counted.
-async fn close_job_counting(
-    tx: &mut Transaction<'_, Postgres>,
-    job_id: &str,
-    status: &str,
-    result: &Value,
+    count_attempt: bool,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE apalis.jobs SET status = $2, last_result = $3, done_at = now(), lock_by = NULL, lock_at = NULL,
-                attempts = attempts + 1 WHERE id = $1",
+                attempts = attempts + $4::int WHERE id = $1",
     )
     .bind(job_id)
     .bind(status)
     .bind(result)
+    .bind(i32::from(count_attempt))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -612,7 +598,15 @@ async fn release_job(tx: &mut Transaction<'_, Postgres>, job_id: &str) -> Result
     .bind(job_id)
     .execute(&mut **tx)
     .await?;
-    // The same notification apalis' insert trigger sends; delivered on commit.
+    wake_workers(tx, job_id).await
+}
+
+/// Sends the notification apalis' insert trigger sends, so listening workers fetch at once
+/// rather than at their next poll; delivered on commit.
+pub(super) async fn wake_workers(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: &str,
+) -> Result<(), StoreError> {
     sqlx::query(
         "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', $2::text, 'id', $1::text, 'run_at', now())::text)",
     )

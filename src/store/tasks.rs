@@ -172,11 +172,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
-        sqlx::query("SELECT pg_notify('apalis::job::insert', json_build_object('job_type', 'trawl::stage', 'id', $1::text, 'run_at', now())::text)")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        super::runs::wake_workers(&mut tx, job_id).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.task(job_id)
             .await?
