@@ -9,7 +9,7 @@ use trawl::pipeline::PipelineContext;
 use trawl::pipeline::faults::Faults;
 use trawl::store::runs::{Enqueued, NewRun, Run, STAGE_QUEUE, StageRun};
 
-use crate::support::{TestDb, run, trawl_cmd};
+use crate::support::{TestDb, assert_refused, run, trawl_cmd, trawl_in};
 
 /// A small repository on disk.
 fn fixture() -> tempfile::TempDir {
@@ -430,24 +430,16 @@ async fn index_cli_waits_in_process_and_refuses_bad_sources() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("succeeded"), "{}", r.stdout);
 
-    let r = run(trawl_cmd()
-        .envs(db.env())
-        .args(["index", "/nonexistent/project"]));
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("/nonexistent/project does not exist"),
-        "{}",
-        r.stderr
+    assert_refused(
+        &trawl_in(&db, &["index", "/nonexistent/project"]),
+        "/nonexistent/project does not exist",
     );
     let file = dir.path().join("tool.py");
-    let r = run(trawl_cmd()
-        .envs(db.env())
-        .args(["index", file.to_str().unwrap()]));
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
-    let r = run(trawl_cmd().envs(db.env()).args(["runs", "show", "999999"]));
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no run 999999"), "{}", r.stderr);
+    assert_refused(
+        &trawl_in(&db, &["index", file.to_str().unwrap()]),
+        "is not a directory",
+    );
+    assert_refused(&trawl_in(&db, &["runs", "show", "999999"]), "no run 999999");
 }
 
 #[tokio::test]
@@ -467,21 +459,14 @@ async fn operators_list_retry_and_cancel_tasks() {
     assert_eq!(listed[0]["stage"], "code_embeddings");
 
     // Retrying a succeeded task, or an unknown one, is refused.
-    let r = run(trawl_cmd()
-        .envs(db.env())
-        .args(["tasks", "retry", &stages[0].job_id]));
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr
-            .contains("only failed or cancelled tasks can be retried"),
-        "{}",
-        r.stderr
+    assert_refused(
+        &trawl_in(&db, &["tasks", "retry", &stages[0].job_id]),
+        "only failed or cancelled tasks can be retried",
     );
-    let r = run(trawl_cmd()
-        .envs(db.env())
-        .args(["tasks", "show", "NOSUCHTASK"]));
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no task NOSUCHTASK"), "{}", r.stderr);
+    assert_refused(
+        &trawl_in(&db, &["tasks", "show", "NOSUCHTASK"]),
+        "no task NOSUCHTASK",
+    );
 
     // Retry the failed stage: it and the cancelled one after it run again, the run succeeds.
     let r = run(trawl_cmd()
@@ -520,15 +505,9 @@ async fn operators_list_retry_and_cancel_tasks() {
             .iter()
             .all(|s| s.status == "cancelled")
     );
-    let r = run(trawl_cmd()
-        .envs(db.env())
-        .args(["tasks", "cancel", &sync_job]));
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr
-            .contains("only queued, waiting or running tasks can be cancelled"),
-        "{}",
-        r.stderr
+    assert_refused(
+        &trawl_in(&db, &["tasks", "cancel", &sync_job]),
+        "only queued, waiting or running tasks can be cancelled",
     );
 
     let r = run(trawl_cmd()

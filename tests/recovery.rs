@@ -55,6 +55,21 @@ async fn wait_for<F: std::future::Future<Output = bool>>(
     }
 }
 
+async fn wait_until_sync_runs(db: &TestDb, run_id: i64) {
+    wait_for(30, "SYNC to start", || async {
+        stage_status(db, run_id, "sync").await.0 == "running"
+    })
+    .await;
+}
+
+/// SIGTERM, then the worker must exit 0.
+fn stop_gracefully(w: &mut Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    let status = w.wait().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+}
+
 async fn enqueue(db: &TestDb, dir: &std::path::Path) -> i64 {
     let config = db.config();
     let r = trawl::service::index::index(&db.store, &config, dir.to_str().unwrap(), "test")
@@ -80,10 +95,7 @@ async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_r
     let run_id = enqueue(&db, dir.path()).await;
     // The first attempt of SYNC stalls, long enough to be killed in the middle of it.
     let mut a = worker(&db, "sync:sleep:60000", &[]);
-    wait_for(30, "SYNC to start", || async {
-        stage_status(&db, run_id, "sync").await.0 == "running"
-    })
-    .await;
+    wait_until_sync_runs(&db, run_id).await;
     a.kill().unwrap();
     a.wait().unwrap();
 
@@ -139,14 +151,8 @@ async fn sigterm_lets_the_running_stage_finish_and_exits_zero() {
         "sync:sleep:1500",
         &[("TRAWL_SHUTDOWN_TIMEOUT_SECS", "30")],
     );
-    wait_for(30, "SYNC to start", || async {
-        stage_status(&db, run_id, "sync").await.0 == "running"
-    })
-    .await;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
-    let status = w.wait().unwrap();
-    assert!(status.success(), "worker exited with {status}");
+    wait_until_sync_runs(&db, run_id).await;
+    stop_gracefully(&mut w);
     assert_eq!(
         stage_status(&db, run_id, "sync").await.0,
         "succeeded",
@@ -169,13 +175,8 @@ async fn sigterm_after_the_timeout_releases_the_stage_to_the_queue() {
         "sync:sleep:60000",
         &[("TRAWL_SHUTDOWN_TIMEOUT_SECS", "1")],
     );
-    wait_for(30, "SYNC to start", || async {
-        stage_status(&db, run_id, "sync").await.0 == "running"
-    })
-    .await;
-    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
-    let status = w.wait().unwrap();
-    assert!(status.success(), "worker exited with {status}");
+    wait_until_sync_runs(&db, run_id).await;
+    stop_gracefully(&mut w);
     let (job_status, lock_by): (String, Option<String>) = sqlx::query_as(
         "SELECT j.status, j.lock_by FROM apalis.jobs j JOIN stage_runs s ON s.job_id = j.id WHERE s.run_id = $1 AND s.stage = 'sync'",
     )
@@ -225,8 +226,7 @@ async fn stage_order_holds_with_three_worker_processes_and_many_runs() {
         .await;
     }
     for w in &mut workers {
-        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
-        assert!(w.wait().unwrap().success());
+        stop_gracefully(w);
     }
     for &run_id in &runs {
         let run = db.store.run(run_id).await.unwrap();

@@ -56,6 +56,12 @@ pub enum TaskError {
     Store(#[from] StoreError),
 }
 
+impl From<sqlx::Error> for TaskError {
+    fn from(e: sqlx::Error) -> Self {
+        TaskError::Store(e.into())
+    }
+}
+
 /// Counts of one (stage, status, priority class) cell.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct QueueCell {
@@ -112,14 +118,13 @@ impl Store {
     /// Puts a failed or cancelled stage back in the queue with a fresh budget of attempts;
     /// the later stages of its run wait for it again, and the run is running again.
     pub async fn retry_task(&self, job_id: &str) -> Result<Task, TaskError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = self.pool.begin().await?;
         let row: Option<(i64, i16, String)> = sqlx::query_as(
             "SELECT run_id, ordinal, status FROM stage_runs WHERE job_id = $1 FOR UPDATE",
         )
         .bind(job_id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         let Some((run_id, ordinal, status)) = row else {
             return Err(TaskError::Unknown(job_id.into()));
         };
@@ -135,8 +140,7 @@ impl Store {
         .bind(run_id)
         .bind(ordinal)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         // This stage runs now if its predecessors succeeded, else it waits like the later ones.
         let jobs: Vec<(String, i16)> = sqlx::query_as(
             "UPDATE stage_runs SET
@@ -149,8 +153,7 @@ impl Store {
         .bind(ordinal)
         .bind(prev_ok)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         for (id, ord) in &jobs {
             let runnable = *ord == ordinal && prev_ok;
             sqlx::query(
@@ -162,18 +165,16 @@ impl Store {
             .bind(runnable)
             .bind(PARKED_UNTIL_SECS as f64)
             .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         }
         sqlx::query(
             "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE id = $1",
         )
         .bind(run_id)
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         super::runs::wake_workers(&mut tx, job_id).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         self.task(job_id)
             .await?
             .ok_or_else(|| TaskError::Unknown(job_id.into()))
@@ -181,14 +182,13 @@ impl Store {
 
     /// Cancels a stage that has not finished, the later stages of its run, and the run.
     pub async fn cancel_task(&self, job_id: &str, reason: &str) -> Result<Task, TaskError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = self.pool.begin().await?;
         let row: Option<(i64, i16, String)> = sqlx::query_as(
             "SELECT run_id, ordinal, status FROM stage_runs WHERE job_id = $1 FOR UPDATE",
         )
         .bind(job_id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         let Some((run_id, ordinal, status)) = row else {
             return Err(TaskError::Unknown(job_id.into()));
         };
@@ -205,9 +205,8 @@ impl Store {
         .bind(run_id)
         .bind(reason)
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
+        .await?;
+        tx.commit().await?;
         self.task(job_id)
             .await?
             .ok_or_else(|| TaskError::Unknown(job_id.into()))

@@ -301,3 +301,18 @@ pub async fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Optio
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Runs `trawl ARGS` against `db`.
+pub fn trawl_in(db: &TestDb, args: &[&str]) -> Ran {
+    run(trawl_cmd().envs(db.env()).args(args))
+}
+
+/// The command failed with exit 1 and said `message` on stderr.
+pub fn assert_refused(r: &Ran, message: &str) {
+    assert_eq!(r.code, 1, "expected a refusal: {}", r.stderr);
+    assert!(
+        r.stderr.contains(message),
+        "expected {message:?} in: {}",
+        r.stderr
+    );
+}
