@@ -351,6 +351,11 @@ impl Config {
         non_empty_or(&self.index.dir, || self.home.join("index"))
     }
 
+    /// The keyword (tantivy) index: a directory of its own under the index directory.
+    pub fn keyword_index_dir(&self) -> PathBuf {
+        self.index_dir().join("keyword")
+    }
+
     /// The local embedding model's directory.
     pub fn model_dir(&self) -> PathBuf {
         non_empty_or(&self.embedding.model_dir, || {

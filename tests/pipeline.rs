@@ -135,6 +135,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         &ctx.store,
         &ctx.config,
         dir.path().to_str().unwrap(),
+        "",
         "test",
     )
     .await
@@ -179,6 +180,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         &ctx.store,
         &ctx.config,
         dir.path().to_str().unwrap(),
+        "",
         "test",
     )
     .await
@@ -202,6 +204,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         &ctx.store,
         &ctx.config,
         dir.path().to_str().unwrap(),
+        "",
         "test",
     )
     .await

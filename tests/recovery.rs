@@ -72,7 +72,7 @@ fn stop_gracefully(w: &mut Child) {
 
 async fn enqueue(db: &TestDb, dir: &std::path::Path) -> i64 {
     let config = db.config();
-    let r = trawl::service::index::index(&db.store, &config, dir.to_str().unwrap(), "test")
+    let r = trawl::service::index::index(&db.store, &config, dir.to_str().unwrap(), "", "test")
         .await
         .unwrap();
     match r.enqueued {

@@ -6,17 +6,25 @@ use crate::pipeline::PipelineContext;
 use crate::service::index;
 use crate::store::runs::{Enqueued, Run, StageRun};
 
-/// Index a directory: register it (once) and enqueue a user-initiated run of the five
-/// stages. Prints the run id; with --wait, follows the run until it ends.
+/// Index a directory or a git repository: register it (once) and enqueue a user-initiated
+/// run of the five stages. Prints the run id; with --wait, follows the run until it ends.
+///
+/// A git URL (https://, ssh://, git@host:path, file://) is cloned under trawl's home and
+/// fetched again on every later sync; a token for private https remotes is read from
+/// TRAWL_GIT_TOKEN.
 ///
 /// With --wait and no worker alive, the run is worked in this process under the same queue
 /// rules; when workers are alive, they do the work.
 ///
-/// Example: trawl index ~/src/myproject --wait
+/// Examples: trawl index ~/src/myproject --wait
+///           trawl index https://github.com/rust-lang/log --ref master
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The directory to index.
+    /// The directory or git URL to index.
     source: String,
+    /// For a git URL: the branch, tag or commit to index (default: the remote's HEAD).
+    #[arg(long = "ref", value_name = "REF", default_value = "")]
+    git_ref: String,
     /// Follow the run until it ends; exit 0 when it succeeds, 1 when it fails.
     #[arg(long)]
     wait: bool,
@@ -27,7 +35,7 @@ pub struct Args {
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
-    let requested = index::index(&store, config, &args.source, "cli").await?;
+    let requested = index::index(&store, config, &args.source, &args.git_ref, "cli").await?;
     let run_id = match &requested.enqueued {
         Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => *run_id,
     };

@@ -9,6 +9,7 @@ mod index;
 mod migrate;
 mod queue;
 mod runs;
+mod search;
 mod setup;
 mod tasks;
 mod worker;
@@ -60,6 +61,7 @@ pub enum Command {
     Runs(runs::Args),
     Tasks(tasks::Args),
     Queue(queue::Args),
+    Search(search::Args),
 }
 
 impl Cli {
@@ -104,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs(args) => runs::run(args, &config).await,
         Command::Tasks(args) => tasks::run(args, &config).await,
         Command::Queue(args) => queue::run(args, &config).await,
+        Command::Search(args) => search::run(args, &config).await,
     }
 }
 

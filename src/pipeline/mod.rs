@@ -16,10 +16,12 @@ pub mod job;
 pub mod stages;
 pub mod worker;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::domain::retry::RetryPolicy;
+use crate::providers::{Embedder, ProviderError};
+use crate::search::keyword::{KeywordError, KeywordIndex};
 use crate::store::Store;
 
 /// What a stage's work needs, shared by every job a worker process runs.
@@ -27,6 +29,10 @@ pub struct PipelineContext {
     pub store: Store,
     pub config: Config,
     pub faults: faults::Faults,
+    /// Opened on first use: a worker that never runs BM25 never opens the index.
+    keyword: OnceLock<Arc<KeywordIndex>>,
+    /// Loaded on first use: the local model takes a moment and some memory.
+    embedder: tokio::sync::OnceCell<Embedder>,
 }
 
 impl PipelineContext {
@@ -45,7 +51,31 @@ impl PipelineContext {
             store,
             config,
             faults,
+            keyword: OnceLock::new(),
+            embedder: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The keyword index under the configured index directory.
+    pub fn keyword_index(&self) -> Result<Arc<KeywordIndex>, KeywordError> {
+        if let Some(k) = self.keyword.get() {
+            return Ok(k.clone());
+        }
+        let opened = Arc::new(KeywordIndex::open(&self.config.keyword_index_dir())?);
+        Ok(self.keyword.get_or_init(|| opened).clone())
+    }
+
+    /// The configured embedder, loaded once per process.
+    pub async fn embedder(&self) -> Result<Embedder, ProviderError> {
+        let config = self.config.clone();
+        self.embedder
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Embedder::from_config(&config))
+                    .await
+                    .map_err(|e| ProviderError::Inference(format!("loading the model: {e}")))?
+            })
+            .await
+            .cloned()
     }
 
     /// The retry policy of every stage.
@@ -67,6 +97,23 @@ pub enum StageError {
     /// Cannot: bad input, an invalid payload. Fails the stage at once.
     #[error("{0}")]
     Permanent(String),
+}
+
+impl From<ProviderError> for StageError {
+    fn from(e: ProviderError) -> Self {
+        if e.is_retryable() {
+            StageError::Retryable(e.to_string())
+        } else {
+            StageError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<KeywordError> for StageError {
+    /// The index directory is local state: a failure there (disk full, a lock) may pass.
+    fn from(e: KeywordError) -> Self {
+        StageError::Retryable(e.to_string())
+    }
 }
 
 impl From<crate::store::StoreError> for StageError {

@@ -17,6 +17,10 @@ use super::ProviderError;
 
 /// sentence-transformers' max_seq_length for all-MiniLM-L6-v2.
 pub const MAX_TOKENS: usize = 256;
+/// Texts per forward pass, at most.
+const MAX_BATCH: usize = 32;
+/// Tokens per forward pass (texts × padded width), at most, beyond one text.
+const BATCH_TOKENS: usize = 2_048;
 
 /// A loaded model and its tokenizer.
 pub struct LocalEmbedder {
@@ -74,31 +78,69 @@ impl LocalEmbedder {
         self.dimension
     }
 
-    /// Embeds each text; vectors are unit length.
+    /// Embeds each text; vectors are unit length, in the order of `texts`.
+    ///
+    /// Texts are tokenised, sorted by length and run in batches padded to their longest
+    /// member (padding is masked out of attention and pooling), so short texts do not pay
+    /// for long ones.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ProviderError> {
         let err = |e: &dyn std::fmt::Display| ProviderError::Inference(e.to_string());
-        let mut out = Vec::with_capacity(texts.len());
-        for text in texts {
-            let enc = self.tokenizer.encode(*text, true).map_err(|e| err(&e))?;
-            let ids = enc.get_ids();
-            let n = ids.len();
-            let input_ids = Tensor::new(ids, &self.device)
-                .and_then(|t| t.reshape((1, n)))
-                .map_err(|e| err(&e))?;
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| err(&e))?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // Batches hold about BATCH_TOKENS tokens: more short texts, fewer long ones.
+            let mut end = start + 1;
+            while end < order.len()
+                && end - start < MAX_BATCH
+                && (end - start + 1) * encodings[order[end]].get_ids().len().max(1) <= BATCH_TOKENS
+            {
+                end += 1;
+            }
+            let batch = &order[start..end];
+            let width = batch
+                .iter()
+                .map(|&i| encodings[i].get_ids().len())
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let mut ids = vec![0u32; batch.len() * width];
+            let mut mask = vec![0u32; batch.len() * width];
+            for (row, &i) in batch.iter().enumerate() {
+                let t = encodings[i].get_ids();
+                ids[row * width..row * width + t.len()].copy_from_slice(t);
+                mask[row * width..row * width + t.len()].fill(1);
+            }
+            let shape = (batch.len(), width);
+            let input_ids = Tensor::from_vec(ids, shape, &self.device).map_err(|e| err(&e))?;
+            let mask = Tensor::from_vec(mask, shape, &self.device).map_err(|e| err(&e))?;
             let type_ids = input_ids.zeros_like().map_err(|e| err(&e))?;
-            let mask = input_ids.ones_like().map_err(|e| err(&e))?;
             let hidden = self
                 .model
                 .forward(&input_ids, &type_ids, Some(&mask))
                 .map_err(|e| err(&e))?;
-            // Mean over tokens (no padding: every token counts), then L2 normalise.
-            let pooled = hidden
-                .mean(1)
-                .and_then(|t| t.squeeze(0))
+            // Mean over real tokens, then L2 normalise (sentence-transformers' pooling).
+            let maskf = mask
+                .to_dtype(DType::F32)
+                .and_then(|m| m.unsqueeze(2))
                 .map_err(|e| err(&e))?;
-            let v: Vec<f32> = pooled.to_vec1().map_err(|e| err(&e))?;
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            out.push(v.into_iter().map(|x| x / norm).collect());
+            let summed = hidden
+                .broadcast_mul(&maskf)
+                .and_then(|h| h.sum(1))
+                .map_err(|e| err(&e))?;
+            let counts = maskf.sum(1).map_err(|e| err(&e))?;
+            let pooled = summed.broadcast_div(&counts).map_err(|e| err(&e))?;
+            let rows: Vec<Vec<f32>> = pooled.to_vec2().map_err(|e| err(&e))?;
+            for (row, &i) in rows.into_iter().zip(batch) {
+                let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                out[i] = row.into_iter().map(|x| x / norm).collect();
+            }
+            start = end;
         }
         Ok(out)
     }

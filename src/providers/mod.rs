@@ -4,7 +4,14 @@
 //! Nothing here touches the database: callers store what providers return, together with
 //! the model name and dimension that produced it.
 
+pub mod http;
 pub mod local;
+pub mod summary;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, EmbeddingProvider};
 
 /// Errors from a provider, classified for the queue's retry policy.
 #[derive(Debug, thiserror::Error)]
@@ -24,5 +31,68 @@ pub enum ProviderError {
 impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ProviderError::Transient { .. })
+    }
+}
+
+/// Requests to HTTP providers give up after this long.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The configured embedder: the local model, or an HTTP endpoint.
+#[derive(Clone)]
+pub enum Embedder {
+    Local {
+        model: String,
+        embedder: Arc<local::LocalEmbedder>,
+    },
+    Http {
+        model: String,
+        embedder: http::HttpEmbedder,
+    },
+}
+
+impl Embedder {
+    /// Loads the local model or sets up the HTTP client, as `config` says.
+    pub fn from_config(config: &Config) -> Result<Embedder, ProviderError> {
+        let model = config.embedding.model.clone();
+        Ok(match config.embedding.provider {
+            EmbeddingProvider::Local => Embedder::Local {
+                model,
+                embedder: Arc::new(local::LocalEmbedder::load(&config.model_dir())?),
+            },
+            EmbeddingProvider::Http => {
+                let client = http::HttpClient::new(
+                    &config.embedding.base_url,
+                    &config.embedding.api_key,
+                    HTTP_TIMEOUT,
+                )?;
+                Embedder::Http {
+                    embedder: http::HttpEmbedder::new(client, &model),
+                    model,
+                }
+            }
+        })
+    }
+
+    /// The model name vectors are stored under; vectors of two models never mix.
+    pub fn model(&self) -> &str {
+        match self {
+            Embedder::Local { model, .. } | Embedder::Http { model, .. } => model,
+        }
+    }
+
+    /// Embeds `texts`; the vectors come back in the same order.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ProviderError> {
+        match self {
+            Embedder::Local { embedder, .. } => {
+                let embedder = embedder.clone();
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    embedder.embed(&refs)
+                })
+                .await
+                .map_err(|e| ProviderError::Inference(format!("embedding task: {e}")))?
+            }
+            Embedder::Http { embedder, .. } => embedder.embed(&texts).await,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Indexing a source: register the repository and enqueue a run; wait for a run to end,
 //! working it in-process when no worker is alive.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::PipelineContext;
+use crate::sources::git;
 use crate::store::runs::{Enqueued, NewRun, Repository, Run, STAGE_QUEUE};
 use crate::store::{Store, StoreError};
 
@@ -18,8 +19,8 @@ pub enum IndexError {
     NoSuchPath { path: String },
     #[error("{path} is not a directory: give the path of a directory to index")]
     NotADirectory { path: String },
-    #[error("git sources are not supported yet ({url}): clone it and index the directory")]
-    GitUnsupported { url: String },
+    #[error(transparent)]
+    Git(#[from] crate::sources::git::GitError),
     #[error(
         "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl runs list`)"
     )]
@@ -35,40 +36,19 @@ pub struct IndexRequested {
     pub enqueued: Enqueued,
 }
 
-/// Whether `source` names a git remote rather than a local path.
-fn is_git_url(source: &str) -> bool {
-    source.contains("://")
-        || (source.contains('@') && source.contains(':') && !Path::new(source).exists())
-}
-
 /// Registers `source` (idempotently) and enqueues a user-initiated run of it.
 pub async fn index(
     store: &Store,
     config: &crate::config::Config,
     source: &str,
+    git_ref: &str,
     origin: &str,
 ) -> Result<IndexRequested, IndexError> {
-    if is_git_url(source) {
-        return Err(IndexError::GitUnsupported {
-            url: crate::config::redact_url(source),
-        });
-    }
-    let path = PathBuf::from(source);
-    let canonical = std::fs::canonicalize(&path).map_err(|_| IndexError::NoSuchPath {
-        path: source.to_string(),
-    })?;
-    if !canonical.is_dir() {
-        return Err(IndexError::NotADirectory {
-            path: source.to_string(),
-        });
-    }
-    let name = canonical
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".into());
-    let repository = store
-        .register_repository("directory", &canonical.to_string_lossy(), "", &name)
-        .await?;
+    let repository = if git::is_git_url(source) {
+        register_git(store, source, git_ref).await?
+    } else {
+        register_directory(store, source).await?
+    };
     let enqueued = store
         .enqueue_run(&NewRun {
             repository_id: repository.id,
@@ -84,6 +64,42 @@ pub async fn index(
         repository,
         enqueued,
     })
+}
+
+/// Registers a local directory by its canonical path.
+async fn register_directory(store: &Store, source: &str) -> Result<Repository, IndexError> {
+    let path = PathBuf::from(source);
+    let canonical = std::fs::canonicalize(&path).map_err(|_| IndexError::NoSuchPath {
+        path: source.to_string(),
+    })?;
+    if !canonical.is_dir() {
+        return Err(IndexError::NotADirectory {
+            path: source.to_string(),
+        });
+    }
+    let name = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    Ok(store
+        .register_repository("directory", &canonical.to_string_lossy(), "", &name)
+        .await?)
+}
+
+/// Registers a git remote after checking that it answers (and has `git_ref`).
+async fn register_git(store: &Store, url: &str, git_ref: &str) -> Result<Repository, IndexError> {
+    let (u, r) = (url.to_string(), git_ref.to_string());
+    tokio::task::spawn_blocking(move || git::probe(&u, &r))
+        .await
+        .map_err(|e| IndexError::Git(git::GitError::NoGit(e.to_string())))??;
+    let name = url
+        .trim_end_matches('/')
+        .trim_end_matches(".git")
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or(url)
+        .to_string();
+    Ok(store.register_repository("git", url, git_ref, &name).await?)
 }
 
 /// Whether some worker process on the stage queue sent a heartbeat recently.

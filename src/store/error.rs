@@ -32,6 +32,8 @@ pub enum StoreError {
     Connection(String),
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl StoreError {

@@ -8,7 +8,10 @@ pub mod admin;
 mod error;
 pub mod files;
 pub mod runs;
+pub mod snippets;
 pub mod tasks;
+pub mod vectors;
+pub mod versions;
 
 use std::time::Duration;
 

@@ -1,14 +1,20 @@
 //! What each stage does. Each module has the same shape: load its input for the run, work
 //! in batches, write its effects idempotently, record progress.
 
+pub mod bm25;
+pub mod embeddings;
+pub mod enrich;
+pub mod extract;
 pub mod sync;
+
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use super::job::StageJob;
 use super::{PipelineContext, StageError};
 use crate::domain::Stage;
-use crate::store::runs::Run;
+use crate::store::runs::{Repository, Run};
 
 /// What a finished stage reports.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +33,22 @@ pub async fn run(
 ) -> Result<StageOutcome, StageError> {
     match job.stage {
         Stage::Sync => sync::run(ctx, run).await,
-        // EXTRACT, BM25_INDEX, CODE_EMBEDDINGS and ENRICH land with the code-understanding
-        // issue; until then they do no work and say so in the run's result.
-        other => Ok(StageOutcome {
-            result: serde_json::json!({ "implemented": false, "stage": other.as_str() }),
-            up_to_date: false,
-        }),
+        Stage::Extract => extract::run(ctx, run).await,
+        Stage::Bm25Index => bm25::run(ctx, run).await,
+        Stage::CodeEmbeddings => embeddings::run(ctx, run).await,
+        Stage::Enrich => enrich::run(ctx, run).await,
+    }
+}
+
+/// Where a repository's files are read from: a directory source in place, a git source's
+/// working copy under trawl's home.
+pub fn working_dir(ctx: &PipelineContext, repo: &Repository) -> Result<PathBuf, StageError> {
+    match repo.source_kind.as_str() {
+        "directory" => Ok(PathBuf::from(&repo.source)),
+        "git" => Ok(crate::sources::git::working_copy_dir(&ctx.config, repo.id)),
+        other => Err(StageError::Permanent(format!(
+            "repository {} has an unknown source kind {other}",
+            repo.id
+        ))),
     }
 }

@@ -5,25 +5,32 @@
 //! items recorded by the first attempt still say what changed, and they decide the outcome.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
 use super::StageOutcome;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::sources::directory::{self, Content, ScannedFile};
+use crate::sources::git;
 use crate::store::files::{FileRow, KnownFile, SyncItem, SyncPlan};
 use crate::store::runs::Run;
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
     let repo = ctx.store.repository(run.repository_id).await?;
-    if repo.source_kind != "directory" {
-        return Err(StageError::Permanent(format!(
-            "{} sources are not supported yet: {}",
-            repo.source_kind, repo.source
-        )));
+    let root = super::working_dir(ctx, &repo)?;
+    let mut commit = None;
+    if repo.source_kind == "git" {
+        let (url, git_ref, dir) = (repo.source.clone(), repo.git_ref.clone(), root.clone());
+        let head = tokio::task::spawn_blocking(move || git::update(&url, &git_ref, &dir))
+            .await
+            .map_err(|e| StageError::Retryable(format!("git task: {e}")))?;
+        // A fetch that fails may work later (network); a checkout that fails will not.
+        commit = Some(head.map_err(|e| match e {
+            git::GitError::Unreachable { .. } => StageError::Retryable(e.to_string()),
+            _ => StageError::Permanent(e.to_string()),
+        })?);
     }
-    let root = PathBuf::from(&repo.source);
     let known = ctx.store.known_files(repo.id).await?;
     let max_size = ctx.config.sync.max_file_size;
     let full = run.full_reindex;
@@ -40,6 +47,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
             "modified": counts.modified,
             "deleted": counts.deleted,
             "skipped": counts.skipped,
+            "commit": commit,
         }),
         up_to_date: changed == 0,
     })

@@ -1,0 +1,142 @@
+use std::collections::HashSet;
+use std::io::IsTerminal;
+
+use crate::config::Config;
+use crate::database;
+use crate::search::{Hit, Mode, Query, Searcher, tokenizer};
+
+/// Search indexed code.
+///
+/// Hybrid search (the default) fuses three rankings by reciprocal rank: BM25 over names, doc
+/// comments, code and paths; the code vectors nearest the query's embedding; and the
+/// summary vectors nearest it. Identifiers match by their words: "parse config file" finds
+/// parseConfigFile and parse_config_file, and the exact identifier ranks first.
+///
+/// Examples: trawl search "parse config file"
+///           trawl search "retry with backoff" --lang rust --path 'src/**' --limit 5
+///           trawl search HTTPServer --mode keyword --json
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to look for: words, identifiers, or a description of the code.
+    query: String,
+    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+    mode: Mode,
+    /// Only this repository (its id, or the path or URL it was indexed from); repeatable.
+    #[arg(long = "repo", value_name = "REPO")]
+    repos: Vec<String>,
+    /// Only this language (rust, python, go, typescript, …); repeatable.
+    #[arg(long = "lang", value_name = "LANG")]
+    languages: Vec<String>,
+    /// Only paths matching this glob (`*` and `**` match anything, `?` one character; a
+    /// plain path matches that file or directory).
+    #[arg(long, value_name = "GLOB")]
+    path: Option<String>,
+    /// Only this kind of snippet (function, method, class, struct, chunk, …); repeatable.
+    #[arg(long = "kind", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// How many results.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
+    /// Print a JSON array of hits (repository, path, start_line, end_line, kind, name,
+    /// language, score, snippet).
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    let mut repository_ids = Vec::new();
+    for sel in args.repos {
+        if let Some(id) = super::repository_id(&store, Some(sel)).await? {
+            repository_ids.push(id);
+        }
+    }
+    let query = Query {
+        text: args.query,
+        mode: args.mode,
+        repository_ids,
+        languages: args.languages.iter().map(|l| l.to_lowercase()).collect(),
+        kinds: args.kinds.iter().map(|k| k.to_lowercase()).collect(),
+        path: args.path,
+        limit: args.limit as usize,
+    };
+    let searcher = Searcher::new(store, config.clone());
+    let results = searcher.search(&query).await?;
+    for w in &results.warnings {
+        eprintln!("warning: {w}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results.hits)?);
+        return Ok(0);
+    }
+    if results.hits.is_empty() {
+        println!("no results for {:?}", query.text);
+        return Ok(0);
+    }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let terms: HashSet<String> = tokenizer::tokens(&query.text).into_iter().collect();
+    for (i, hit) in results.hits.iter().enumerate() {
+        print_hit(i + 1, hit, &terms, color);
+    }
+    Ok(0)
+}
+
+/// Lines of a snippet shown per hit.
+const SHOWN_LINES: usize = 12;
+
+fn print_hit(rank: usize, hit: &Hit, terms: &HashSet<String>, color: bool) {
+    let (bold, dim, reset) = if color {
+        ("\x1b[1m", "\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "", "")
+    };
+    println!(
+        "{bold}{rank}. {}:{}-{}{reset}  {} {}  {dim}[{} · {} · {:.4}]{reset}",
+        hit.path,
+        hit.start_line,
+        hit.end_line,
+        hit.kind,
+        hit.name.as_deref().unwrap_or(""),
+        hit.repository,
+        hit.language.as_deref().unwrap_or("text"),
+        hit.score
+    );
+    let lines: Vec<&str> = hit.snippet.lines().collect();
+    for line in lines.iter().take(SHOWN_LINES) {
+        let shown = if color { highlight(line, terms) } else { line.to_string() };
+        println!("    {shown}");
+    }
+    if lines.len() > SHOWN_LINES {
+        println!("    {dim}… {} more lines{reset}", lines.len() - SHOWN_LINES);
+    }
+    println!();
+}
+
+/// Wraps the identifiers of `line` that contain a query term in bold yellow.
+fn highlight(line: &str, terms: &HashSet<String>) -> String {
+    let mut out = String::with_capacity(line.len() + 16);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.is_empty() {
+            return;
+        }
+        if tokenizer::tokens(word).iter().any(|t| terms.contains(t)) {
+            out.push_str("\x1b[1;33m");
+            out.push_str(word);
+            out.push_str("\x1b[0m");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in line.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}

@@ -1,0 +1,83 @@
+//! CODE_EMBEDDINGS: embed the code of every snippet of the repository that has no current
+//! vector of the configured model, in batches, and store the vectors in pgvector.
+//!
+//! Idempotent and resumable: what an earlier attempt stored is not in the next one's list.
+//! A model change leaves every snippet without a vector of the new model, so the next run
+//! (or an embeddings-only reindex) embeds them all.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::StageOutcome;
+use crate::pipeline::{PipelineContext, StageError};
+use crate::store::runs::Run;
+use crate::store::vectors::{PendingText, VectorKind};
+
+/// Texts fetched, embedded and stored together.
+pub const BATCH: i64 = 256;
+
+pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    let embedder = ctx.embedder().await?;
+    let model = embedder.model().to_string();
+    let total = ctx
+        .store
+        .count_code_without_vectors(run.repository_id, &model)
+        .await?;
+    let started = Instant::now();
+    let done = embed_all(ctx, run, "code_embeddings", VectorKind::Code, total).await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(StageOutcome {
+        result: json!({
+            "model": model,
+            "embedded": done,
+            "seconds": (secs * 1000.0).round() / 1000.0,
+            "per_second": if secs > 0.0 { (done as f64 / secs * 10.0).round() / 10.0 } else { 0.0 },
+        }),
+        up_to_date: false,
+    })
+}
+
+/// Embeds the repository's texts of `kind` that lack a current vector, a page at a time;
+/// returns how many.
+pub async fn embed_all(
+    ctx: &PipelineContext,
+    run: &Run,
+    stage: &str,
+    kind: VectorKind,
+    total: i64,
+) -> Result<i64, StageError> {
+    let embedder = ctx.embedder().await?;
+    let model = embedder.model().to_string();
+    let mut after = 0;
+    let mut done = 0i64;
+    loop {
+        ctx.store
+            .stage_progress(run.id, stage, total.max(done), done, 0, None)
+            .await?;
+        let page: Vec<PendingText> = match kind {
+            VectorKind::Code => {
+                ctx.store
+                    .code_without_vectors(run.repository_id, &model, after, BATCH)
+                    .await?
+            }
+            VectorKind::Summary => {
+                ctx.store
+                    .summaries_without_vectors(run.repository_id, &model, after, BATCH)
+                    .await?
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = last.snippet_id;
+        let texts: Vec<String> = page.iter().map(|p| p.text.clone()).collect();
+        let vectors = embedder.embed(texts).await?;
+        let rows: Vec<(i64, String, Vec<f32>)> = page
+            .into_iter()
+            .zip(vectors)
+            .map(|(p, v)| (p.snippet_id, p.source_hash, v))
+            .collect();
+        done += rows.len() as i64;
+        ctx.store.store_vectors(kind, &model, &rows).await?;
+    }
+    Ok(done)
+}

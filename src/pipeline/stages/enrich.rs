@@ -1,0 +1,113 @@
+//! ENRICH: summarise the snippets that have no summary of their current content (with the
+//! configured chat model, or heuristically), embed the summaries, and stamp the repository's
+//! new index version.
+//!
+//! Summaries and their vectors are keyed by content hash, so a retry redoes nothing that was
+//! stored. The version is stamped once per run (unique by run id).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+
+use super::StageOutcome;
+use super::embeddings::embed_all;
+use crate::pipeline::{PipelineContext, StageError};
+use crate::providers::http::{ChatSummarizer, HttpClient};
+use crate::providers::summary;
+use crate::store::runs::Run;
+use crate::store::vectors::{NewSummary, SummaryInput, VectorKind};
+
+/// Snippets summarised per page.
+const PAGE: i64 = 256;
+/// Chat requests in flight at once.
+const LLM_CONCURRENCY: usize = 4;
+/// A chat answer may take this long.
+const LLM_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    let llm = if ctx.config.enrich.base_url.is_empty() {
+        None
+    } else {
+        let client = HttpClient::new(
+            &ctx.config.enrich.base_url,
+            &ctx.config.enrich.api_key,
+            LLM_TIMEOUT,
+        )?;
+        Some(ChatSummarizer::new(client, &ctx.config.enrich.model))
+    };
+    let mut summarised = 0i64;
+    let mut after = 0;
+    loop {
+        let page = ctx
+            .store
+            .snippets_without_summary(run.repository_id, after, PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.snippet_id;
+        let rows: Vec<(NewSummary, String)> = match &llm {
+            None => page
+                .iter()
+                .map(|s| {
+                    let summary = NewSummary {
+                        snippet_id: s.snippet_id,
+                        summary: summary::heuristic(s),
+                        llm_model: None,
+                    };
+                    (summary, s.content_hash.clone())
+                })
+                .collect(),
+            Some(llm) => {
+                let results: Vec<Result<(NewSummary, String), StageError>> =
+                    futures::stream::iter(page.into_iter().map(|s| {
+                        let llm = llm.clone();
+                        async move { summarize(&llm, s).await }
+                    }))
+                    .buffer_unordered(LLM_CONCURRENCY)
+                    .collect()
+                    .await;
+                // Keep what succeeded before reporting a failure: a retry skips it.
+                let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+                let ok: Vec<_> = ok.into_iter().filter_map(Result::ok).collect();
+                ctx.store.store_summaries(&ok).await?;
+                if let Some(Err(e)) = failed.into_iter().next() {
+                    return Err(e);
+                }
+                summarised += ok.len() as i64;
+                continue;
+            }
+        };
+        summarised += rows.len() as i64;
+        ctx.store.store_summaries(&rows).await?;
+    }
+
+    let embedder = ctx.embedder().await?;
+    let model = embedder.model().to_string();
+    let embedded = embed_all(ctx, run, "enrich", VectorKind::Summary, summarised).await?;
+    let version = ctx.store.stamp_index_version(run.id, run.repository_id, &model).await?;
+    Ok(StageOutcome {
+        result: json!({
+            "summaries": summarised,
+            "summary_source": if llm.is_some() { "llm" } else { "heuristic" },
+            "summary_vectors": embedded,
+            "index_version": version,
+        }),
+        up_to_date: false,
+    })
+}
+
+/// One summary from the chat model, with the content hash it describes.
+async fn summarize(
+    llm: &ChatSummarizer,
+    s: SummaryInput,
+) -> Result<(NewSummary, String), StageError> {
+    let text = llm.summarize(&summary::context_line(&s), &s.code).await?;
+    Ok((
+        NewSummary {
+            snippet_id: s.snippet_id,
+            summary: text,
+            llm_model: Some(llm.model().to_string()),
+        },
+        s.content_hash,
+    ))
+}

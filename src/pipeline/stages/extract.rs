@@ -1,0 +1,126 @@
+//! EXTRACT: parse the files SYNC found changed and replace their snippets.
+//!
+//! Files are read and parsed in batches on every core, and each batch's snippets are
+//! written in one transaction. A file that cannot be read is a failed item; a file with
+//! syntax errors or invalid UTF-8 is extracted anyway with a note. Neither fails the stage.
+//! Idempotent: items already handled by an earlier attempt are not in the next one's list.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::StageOutcome;
+use crate::extract;
+use crate::pipeline::{PipelineContext, StageError};
+use crate::store::runs::Run;
+use crate::store::snippets::{ExtractItem, ExtractedFile};
+
+/// Files per transaction.
+const BATCH_FILES: usize = 256;
+
+pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    let repo = ctx.store.repository(run.repository_id).await?;
+    let root = super::working_dir(ctx, &repo)?;
+    let items = ctx.store.extract_items(run.id).await?;
+    let (parse, removed): (Vec<ExtractItem>, Vec<ExtractItem>) = items
+        .into_iter()
+        .partition(|i| i.change != "deleted" && i.status == "pending" && i.indexable);
+    let removed: Vec<String> = removed.into_iter().map(|i| i.path).collect();
+    let total = (parse.len() + removed.len()) as i64;
+    let mut done = 0i64;
+    let mut failed = 0i64;
+    let (mut inserted, mut kept, mut deleted, mut snippets) = (0usize, 0usize, 0usize, 0usize);
+
+    let counts = ctx
+        .store
+        .replace_snippets(run.id, repo.id, &[], &removed)
+        .await?;
+    deleted += counts.deleted;
+    done += removed.len() as i64;
+
+    for batch in parse.chunks(BATCH_FILES) {
+        ctx.store
+            .stage_progress(run.id, "extract", total, done, failed, batch.first().map(|i| i.path.as_str()))
+            .await?;
+        let root = root.clone();
+        let batch = batch.to_vec();
+        let files = tokio::task::spawn_blocking(move || extract_batch(&root, &batch))
+            .await
+            .map_err(|e| StageError::Retryable(format!("extract task: {e}")))?;
+        let counts = ctx
+            .store
+            .replace_snippets(run.id, repo.id, &files, &[])
+            .await?;
+        inserted += counts.inserted;
+        kept += counts.kept;
+        deleted += counts.deleted;
+        snippets += files.iter().map(|f| f.snippets.len()).sum::<usize>();
+        failed += files.iter().filter(|f| f.error.is_some()).count() as i64;
+        done += files.len() as i64;
+    }
+    ctx.store
+        .stage_progress(run.id, "extract", total, done, failed, None)
+        .await?;
+    Ok(StageOutcome {
+        result: json!({
+            "files": parse.len(),
+            "files_removed": removed.len(),
+            "files_failed": failed,
+            "snippets": snippets,
+            "snippets_inserted": inserted,
+            "snippets_kept": kept,
+            "snippets_deleted": deleted,
+        }),
+        up_to_date: false,
+    })
+}
+
+/// Reads and parses a batch of files, spread over the machine's cores.
+fn extract_batch(root: &Path, items: &[ExtractItem]) -> Vec<ExtractedFile> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    let per_thread = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_thread.max(1))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|i| extract_file(root, i)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn extract_file(root: &Path, item: &ExtractItem) -> ExtractedFile {
+    let started = Instant::now();
+    let mut out = ExtractedFile {
+        path: item.path.clone(),
+        language: item.language.clone(),
+        snippets: Vec::new(),
+        error: None,
+        note: None,
+        duration_ms: 0,
+    };
+    let full: PathBuf = root.join(&item.path);
+    match std::fs::read(&full) {
+        Err(e) => out.error = Some(format!("cannot read {}: {e}", item.path)),
+        Ok(bytes) => {
+            let x = extract::extract(item.language.as_deref(), &bytes);
+            let mut notes = Vec::new();
+            if x.lossy {
+                notes.push("not valid UTF-8: read with replacement characters");
+            }
+            if x.syntax_errors {
+                notes.push("syntax errors: definitions around them were still extracted");
+            }
+            out.note = (!notes.is_empty()).then(|| notes.join("; "));
+            out.snippets = x.snippets;
+        }
+    }
+    out.duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    out
+}

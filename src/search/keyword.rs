@@ -1,0 +1,353 @@
+//! The keyword index: tantivy over snippets, with the code-aware tokenizer.
+//!
+//! Derived from Postgres: every document is a stored snippet, and the whole index can be
+//! rebuilt from the snippets table. Writes replace a file's documents (delete by the file's
+//! term, then add) and become visible to readers only at commit, so a search never sees a
+//! half-written file. One writer at a time per directory: callers serialise writes across
+//! processes (the BM25 stage holds a Postgres advisory lock), and [`KeywordIndex`] serialises
+//! them within one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::tokenizer::{CODE_TOKENIZER, CodeTokenizer, tokens};
+use crate::store::snippets::StoredSnippet;
+
+/// Bumped when the schema or tokenizer changes: an index of another version is rebuilt.
+const SCHEMA_VERSION: &str = "1";
+const VERSION_FILE: &str = "trawl-schema-version";
+/// Memory the writer may buffer before flushing a segment.
+const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeywordError {
+    #[error("the keyword index in {dir} cannot be used: {detail}")]
+    Open { dir: String, detail: String },
+    #[error("the keyword index failed: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    snippet_id: Field,
+    repository_id: Field,
+    file_key: Field,
+    path: Field,
+    language: Field,
+    kind: Field,
+    name: Field,
+    doc: Field,
+    code: Field,
+}
+
+/// Filters every search can take.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub repository_ids: Vec<i64>,
+    pub languages: Vec<String>,
+    pub kinds: Vec<String>,
+}
+
+pub struct KeywordIndex {
+    dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    writer: Mutex<()>,
+    /// Set when the directory was empty or of another schema version: it must be rebuilt
+    /// from Postgres before incremental updates make sense.
+    needs_rebuild: AtomicBool,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(CODE_TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        snippet_id: b.add_u64_field("snippet_id", INDEXED | FAST),
+        repository_id: b.add_u64_field("repository_id", INDEXED | FAST),
+        file_key: b.add_text_field("file_key", STRING),
+        path: b.add_text_field("path", text.clone()),
+        language: b.add_text_field("language", STRING),
+        kind: b.add_text_field("kind", STRING),
+        name: b.add_text_field("name", text.clone()),
+        doc: b.add_text_field("doc", text.clone()),
+        code: b.add_text_field("code", text),
+    };
+    (b.build(), fields)
+}
+
+/// The term that names one file of one repository.
+fn file_key(repository_id: i64, path: &str) -> String {
+    format!("{repository_id}\u{0}{path}")
+}
+
+impl KeywordIndex {
+    /// Opens the index in `dir` for writing, creating it (or replacing one of another
+    /// schema version). Call it while holding the writers' lock.
+    pub fn open(dir: &Path) -> Result<KeywordIndex, KeywordError> {
+        KeywordIndex::open_with(dir, true)
+    }
+
+    /// Opens the index in `dir` for searching only: never creates or clears it.
+    pub fn open_reader(dir: &Path) -> Result<KeywordIndex, KeywordError> {
+        KeywordIndex::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, writable: bool) -> Result<KeywordIndex, KeywordError> {
+        let fail = |detail: String| KeywordError::Open {
+            dir: dir.display().to_string(),
+            detail,
+        };
+        let version_path = dir.join(VERSION_FILE);
+        let version = std::fs::read_to_string(&version_path).ok();
+        let fresh = version.as_deref().map(str::trim) != Some(SCHEMA_VERSION);
+        if fresh && !writable {
+            return Err(fail(
+                "it has not been built yet, or by another version of trawl; index a repository, \
+                 or run `trawl reindex --scope bm25` to build it from the database"
+                    .into(),
+            ));
+        }
+        if fresh && dir.exists() {
+            // Derived data of an older schema (or a half-created directory): start over.
+            std::fs::remove_dir_all(dir).map_err(|e| fail(format!("cannot clear it: {e}")))?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+        let (schema, fields) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| fail(e.to_string()))?;
+        let index = Index::open_or_create(mmap, schema).map_err(|e| fail(e.to_string()))?;
+        index
+            .tokenizers()
+            .register(CODE_TOKENIZER, CodeTokenizer);
+        if fresh {
+            std::fs::write(&version_path, SCHEMA_VERSION)
+                .map_err(|e| fail(format!("cannot write {VERSION_FILE}: {e}")))?;
+        }
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            .try_into()
+            .map_err(|e: tantivy::TantivyError| fail(e.to_string()))?;
+        Ok(KeywordIndex {
+            dir: dir.to_path_buf(),
+            index,
+            reader,
+            fields,
+            writer: Mutex::new(()),
+            needs_rebuild: AtomicBool::new(fresh),
+        })
+    }
+
+    /// Whether the index must be rebuilt from Postgres (see [`KeywordIndex::rebuild`]).
+    pub fn needs_rebuild(&self) -> bool {
+        self.needs_rebuild.load(Ordering::SeqCst)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `f` with the index's writer and commits what it did. Serialised per process;
+    /// across processes the caller holds the lock (see the module doc).
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter, &Fields) -> Result<T, KeywordError>,
+    ) -> Result<T, KeywordError> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer: IndexWriter = self.index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        let out = f(&mut writer, &self.fields)?;
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
+        Ok(out)
+    }
+
+    /// Replaces the documents of `paths` (a repository's files) with `snippets`, the files'
+    /// current snippets, in one commit. Returns the number of documents added.
+    pub fn replace_files(
+        &self,
+        repository_id: i64,
+        paths: &[String],
+        snippets: &[StoredSnippet],
+    ) -> Result<usize, KeywordError> {
+        self.write(|w, f| {
+            for path in paths {
+                w.delete_term(Term::from_field_text(f.file_key, &file_key(repository_id, path)));
+            }
+            add_documents(w, f, snippets)?;
+            Ok(snippets.len())
+        })
+    }
+
+    /// Removes every document, then adds the snippets `pages` yields until it ends: a
+    /// rebuild from Postgres. Nothing is committed when `pages` reports an error.
+    pub fn rebuild<E>(
+        &self,
+        pages: impl Iterator<Item = Result<Vec<StoredSnippet>, E>>,
+    ) -> Result<Result<usize, E>, KeywordError> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer: IndexWriter = self.index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        writer.delete_all_documents()?;
+        let mut added = 0;
+        for page in pages {
+            match page {
+                Ok(page) => {
+                    add_documents(&mut writer, &self.fields, &page)?;
+                    added += page.len();
+                }
+                Err(e) => {
+                    writer.rollback()?;
+                    return Ok(Err(e));
+                }
+            }
+        }
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
+        self.needs_rebuild.store(false, Ordering::SeqCst);
+        Ok(Ok(added))
+    }
+
+    /// Removes a repository's documents.
+    pub fn delete_repository(&self, repository_id: i64) -> Result<(), KeywordError> {
+        self.write(|w, f| {
+            w.delete_term(Term::from_field_u64(f.repository_id, repository_id as u64));
+            Ok(())
+        })
+    }
+
+    /// Documents in the last committed state.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Picks up commits made by other processes.
+    pub fn reload(&self) -> Result<(), KeywordError> {
+        Ok(self.reader.reload()?)
+    }
+
+    /// The best `limit` snippets for `query` as (snippet id, BM25 score), best first.
+    /// A match in a name counts most, then in doc comments, then in code and path.
+    pub fn search(
+        &self,
+        query: &str,
+        filters: &Filters,
+        limit: usize,
+    ) -> Result<Vec<(i64, f32)>, KeywordError> {
+        let f = &self.fields;
+        let mut terms = tokens(query);
+        terms.sort();
+        terms.dedup();
+        if terms.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in &terms {
+            for (field, boost) in [(f.name, 3.0), (f.doc, 1.5), (f.code, 1.0), (f.path, 0.5)] {
+                let q = TermQuery::new(
+                    Term::from_field_text(field, t),
+                    IndexRecordOption::WithFreqs,
+                );
+                should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost))));
+            }
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+            vec![(Occur::Must, Box::new(BooleanQuery::new(should)))];
+        let any_of = |terms: Vec<Term>| -> Box<dyn Query> {
+            Box::new(BooleanQuery::new(
+                terms
+                    .into_iter()
+                    .map(|t| {
+                        let q: Box<dyn Query> =
+                            Box::new(TermQuery::new(t, IndexRecordOption::Basic));
+                        (Occur::Should, q)
+                    })
+                    .collect(),
+            ))
+        };
+        if !filters.repository_ids.is_empty() {
+            let t = filters
+                .repository_ids
+                .iter()
+                .map(|&id| Term::from_field_u64(f.repository_id, id as u64))
+                .collect();
+            clauses.push((Occur::Must, any_of(t)));
+        }
+        if !filters.languages.is_empty() {
+            let t = filters
+                .languages
+                .iter()
+                .map(|l| Term::from_field_text(f.language, l))
+                .collect();
+            clauses.push((Occur::Must, any_of(t)));
+        }
+        if !filters.kinds.is_empty() {
+            let t = filters
+                .kinds
+                .iter()
+                .map(|k| Term::from_field_text(f.kind, k))
+                .collect();
+            clauses.push((Occur::Must, any_of(t)));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let mut out = Vec::with_capacity(top.len());
+        let mut columns: Vec<Option<tantivy::columnar::Column<u64>>> =
+            vec![None; searcher.segment_readers().len()];
+        for (score, addr) in top {
+            let slot = &mut columns[addr.segment_ord as usize];
+            if slot.is_none() {
+                *slot = Some(
+                    searcher
+                        .segment_reader(addr.segment_ord)
+                        .fast_fields()
+                        .u64("snippet_id")?,
+                );
+            }
+            if let Some(id) = slot.as_ref().and_then(|c| c.first(addr.doc_id)) {
+                out.push((id as i64, score));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn add_documents(
+    w: &mut IndexWriter,
+    f: &Fields,
+    snippets: &[StoredSnippet],
+) -> Result<(), KeywordError> {
+    for s in snippets {
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(f.snippet_id, s.id as u64);
+        doc.add_u64(f.repository_id, s.repository_id as u64);
+        doc.add_text(f.file_key, file_key(s.repository_id, &s.path));
+        doc.add_text(f.path, &s.path);
+        if let Some(l) = &s.language {
+            doc.add_text(f.language, l);
+        }
+        doc.add_text(f.kind, &s.kind);
+        if let Some(n) = s.qualified_name.as_ref().or(s.name.as_ref()) {
+            doc.add_text(f.name, n);
+        }
+        if let Some(d) = &s.doc {
+            doc.add_text(f.doc, d);
+        }
+        doc.add_text(f.code, &s.code);
+        w.add_document(doc)?;
+    }
+    Ok(())
+}

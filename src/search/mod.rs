@@ -1,0 +1,381 @@
+//! Search: the keyword index (tantivy), semantic search over code and summary vectors
+//! (pgvector), and their fusion by reciprocal rank.
+//!
+//! One [`Searcher`] serves the CLI, the HTTP API and MCP. Every mode reads only committed
+//! state: tantivy readers see the last commit, Postgres the last committed transaction, so a
+//! run writing at the same time never shows half a file.
+
+pub mod keyword;
+pub mod tokenizer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::providers::{Embedder, ProviderError};
+use crate::store::snippets::StoredSnippet;
+use crate::store::vectors::VectorKind;
+use crate::store::{Store, StoreError};
+use keyword::{Filters, KeywordError, KeywordIndex};
+
+/// Reciprocal rank fusion's constant: a hit at rank r in one ranking adds 1 / (K + r).
+const RRF_K: f64 = 60.0;
+/// Candidates each ranking contributes to a hybrid search, at least.
+const MIN_CANDIDATES: usize = 50;
+/// How many more keyword candidates to fetch when a path filter is applied afterwards.
+const PATH_FILTER_FACTOR: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Keyword, code vectors and summary vectors, fused by reciprocal rank.
+    #[default]
+    Hybrid,
+    /// BM25 over names, doc comments, code and paths.
+    Keyword,
+    /// Nearest code and summary vectors of the query's embedding.
+    Semantic,
+}
+
+/// A search and its filters.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub text: String,
+    pub mode: Mode,
+    pub repository_ids: Vec<i64>,
+    pub languages: Vec<String>,
+    pub kinds: Vec<String>,
+    /// A glob over repository-relative paths: `*` and `**` match any characters, `?` one;
+    /// a pattern without wildcards matches that file or everything under that directory.
+    pub path: Option<String>,
+    pub limit: usize,
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub repository: String,
+    pub repository_id: i64,
+    pub path: String,
+    pub start_line: i32,
+    pub end_line: i32,
+    pub kind: String,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub score: f64,
+    pub snippet: String,
+    pub snippet_id: i64,
+}
+
+/// The results and what the searcher wants the user to know.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub hits: Vec<Hit>,
+    pub warnings: Vec<String>,
+    pub took_ms: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("the query is empty: give words or identifiers to search for")]
+    EmptyQuery,
+    #[error("--path {pattern:?} is not a valid pattern: {detail}")]
+    BadPath { pattern: String, detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyword(#[from] KeywordError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// Searches; holds the keyword reader and the embedder, both opened on first use.
+pub struct Searcher {
+    store: Store,
+    config: Config,
+    keyword: tokio::sync::OnceCell<Arc<KeywordIndex>>,
+    embedder: tokio::sync::OnceCell<Embedder>,
+}
+
+impl Searcher {
+    pub fn new(store: Store, config: Config) -> Searcher {
+        Searcher {
+            store,
+            config,
+            keyword: tokio::sync::OnceCell::new(),
+            embedder: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn keyword(&self) -> Result<Arc<KeywordIndex>, KeywordError> {
+        let dir = self.config.keyword_index_dir();
+        self.keyword
+            .get_or_try_init(|| async move { KeywordIndex::open_reader(&dir).map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    async fn embedder(&self) -> Result<Embedder, ProviderError> {
+        let config = self.config.clone();
+        self.embedder
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Embedder::from_config(&config))
+                    .await
+                    .map_err(|e| ProviderError::Inference(e.to_string()))?
+            })
+            .await
+            .cloned()
+    }
+
+    /// Loads the model and opens the index now rather than on the first query.
+    pub async fn warm_up(&self, mode: Mode) -> Result<(), SearchError> {
+        if mode != Mode::Semantic {
+            self.keyword().await?;
+        }
+        if mode != Mode::Keyword {
+            self.embedder().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn search(&self, q: &Query) -> Result<Results, SearchError> {
+        let started = Instant::now();
+        if tokenizer::tokens(&q.text).is_empty() {
+            return Err(SearchError::EmptyQuery);
+        }
+        let path_re = q.path.as_deref().map(path_regex).transpose()?;
+        let limit = q.limit.max(1);
+        let depth = match q.mode {
+            Mode::Hybrid => MIN_CANDIDATES.max(limit * 2),
+            _ => limit,
+        };
+        let mut warnings = Vec::new();
+        let mut rankings: Vec<Vec<(i64, f64)>> = Vec::new();
+
+        if q.mode != Mode::Semantic {
+            match self.keyword_ranking(q, path_re.as_ref(), depth).await {
+                Ok(r) => rankings.push(r),
+                Err(e) if q.mode == Mode::Hybrid => warnings.push(format!(
+                    "keyword search is unavailable, results are semantic only: {e}"
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        if q.mode != Mode::Keyword {
+            let embedder = self.embedder().await?;
+            let vector = embedder
+                .embed(vec![q.text.clone()])
+                .await?
+                .pop()
+                .unwrap_or_default();
+            let model = embedder.model().to_string();
+            for kind in [VectorKind::Code, VectorKind::Summary] {
+                let ranking = self
+                    .store
+                    .nearest_snippets(&vector, &model, kind, q, path_re.as_ref().map(|r| r.sql.as_str()), depth)
+                    .await?;
+                rankings.push(ranking);
+            }
+            if rankings.iter().skip(usize::from(q.mode == Mode::Hybrid)).all(Vec::is_empty) {
+                warnings.extend(self.model_warnings(q, &model).await?);
+            }
+        }
+
+        let ranked: Vec<(i64, f64)> = if rankings.len() == 1 {
+            rankings.pop().unwrap_or_default()
+        } else {
+            fuse(&rankings)
+        };
+        let ranked: Vec<(i64, f64)> = ranked.into_iter().take(limit).collect();
+        let hits = self.hydrate(&ranked).await?;
+        Ok(Results {
+            hits,
+            warnings,
+            took_ms: (started.elapsed().as_secs_f64() * 1e5).round() / 100.0,
+        })
+    }
+
+    async fn keyword_ranking(
+        &self,
+        q: &Query,
+        path_re: Option<&PathPattern>,
+        depth: usize,
+    ) -> Result<Vec<(i64, f64)>, SearchError> {
+        let index = self.keyword().await?;
+        let filters = Filters {
+            repository_ids: q.repository_ids.clone(),
+            languages: q.languages.clone(),
+            kinds: q.kinds.clone(),
+        };
+        let fetch = if path_re.is_some() { depth * PATH_FILTER_FACTOR } else { depth };
+        let text = q.text.clone();
+        let found = tokio::task::spawn_blocking(move || index.search(&text, &filters, fetch))
+            .await
+            .map_err(|e| KeywordError::Open {
+                dir: String::new(),
+                detail: e.to_string(),
+            })??;
+        let Some(re) = path_re else {
+            return Ok(found.into_iter().map(|(id, s)| (id, s as f64)).collect());
+        };
+        // The path filter needs the paths: look them up, keep the matching, in rank order.
+        let ids: Vec<i64> = found.iter().map(|f| f.0).collect();
+        let paths = self.store.snippet_paths(&ids).await?;
+        Ok(found
+            .into_iter()
+            .filter(|(id, _)| paths.get(id).is_some_and(|p| re.rust.is_match(p)))
+            .take(depth)
+            .map(|(id, s)| (id, s as f64))
+            .collect())
+    }
+
+    /// Why a semantic search found nothing: vectors of another model, or none yet.
+    async fn model_warnings(&self, q: &Query, model: &str) -> Result<Vec<String>, SearchError> {
+        let mut out = Vec::new();
+        for (other, dim, n) in self.store.vector_models_of(&q.repository_ids).await? {
+            if other != model {
+                out.push(format!(
+                    "{n} snippets have {dim}-d vectors of model {other}, but the configured model is {model}: \
+                     run `trawl reindex <REPO> --scope embeddings-only` to embed them with {model}"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn hydrate(&self, ranked: &[(i64, f64)]) -> Result<Vec<Hit>, SearchError> {
+        let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+        let mut snippets: HashMap<i64, StoredSnippet> = self
+            .store
+            .snippets_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let names: HashMap<i64, String> = self
+            .store
+            .list_repositories()
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.name))
+            .collect();
+        Ok(ranked
+            .iter()
+            .filter_map(|(id, score)| {
+                // A snippet deleted since the keyword index's last commit is dropped.
+                let s = snippets.remove(id)?;
+                Some(Hit {
+                    repository: names.get(&s.repository_id).cloned().unwrap_or_default(),
+                    repository_id: s.repository_id,
+                    path: s.path,
+                    start_line: s.start_line,
+                    end_line: s.end_line,
+                    kind: s.kind,
+                    name: s.qualified_name.or(s.name),
+                    language: s.language,
+                    score: (*score * 1e6).round() / 1e6,
+                    snippet: s.code,
+                    snippet_id: s.id,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Reciprocal rank fusion of several rankings (best first); ties keep first-seen order.
+pub fn fuse(rankings: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
+    let mut scores: HashMap<i64, f64> = HashMap::new();
+    let mut order: Vec<i64> = Vec::new();
+    for ranking in rankings {
+        for (rank, (id, _)) in ranking.iter().enumerate() {
+            let entry = scores.entry(*id).or_insert_with(|| {
+                order.push(*id);
+                0.0
+            });
+            *entry += 1.0 / (RRF_K + rank as f64 + 1.0);
+        }
+    }
+    let mut fused: Vec<(i64, f64)> = order.into_iter().map(|id| (id, scores[&id])).collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+    fused
+}
+
+/// A `--path` pattern, as a Rust regex and as the equivalent Postgres regex.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    pub rust: regex::Regex,
+    pub sql: String,
+}
+
+/// Turns a path glob into an anchored regex: `*` and `**` match anything (slashes too),
+/// `?` one character; a pattern without wildcards matches itself and what is under it.
+pub fn path_regex(glob: &str) -> Result<PathPattern, SearchError> {
+    let glob = glob.trim().trim_start_matches("./");
+    if glob.is_empty() {
+        return Err(SearchError::BadPath {
+            pattern: glob.to_string(),
+            detail: "it is empty".into(),
+        });
+    }
+    let mut re = String::from("^");
+    let literal = !glob.contains(['*', '?']);
+    for c in glob.chars() {
+        match c {
+            '*' => {
+                if !re.ends_with(".*") {
+                    re.push_str(".*");
+                }
+            }
+            '?' => re.push('.'),
+            c if c.is_alphanumeric() || c == '/' || c == '_' || c == '-' => re.push(c),
+            c => {
+                re.push('\\');
+                re.push(c);
+            }
+        }
+    }
+    if literal {
+        let trimmed = re.trim_end_matches('/').to_string();
+        re = format!("{trimmed}(/.*)?$");
+    } else {
+        re.push('$');
+    }
+    let rust = regex::Regex::new(&re).map_err(|e| SearchError::BadPath {
+        pattern: glob.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(PathPattern { rust, sql: re })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_rewards_agreement() {
+        let a = vec![(1, 9.0), (2, 8.0), (3, 7.0)];
+        let b = vec![(3, 0.9), (1, 0.8)];
+        let fused = fuse(&[a, b]);
+        let ids: Vec<i64> = fused.iter().map(|f| f.0).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        assert!((fused[0].1 - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn path_globs() {
+        let m = |g: &str, p: &str| path_regex(g).unwrap().rust.is_match(p);
+        assert!(m("*.py", "Lib/json/decoder.py"));
+        assert!(!m("*.py", "Lib/json/decoder.pyc"));
+        assert!(m("src/**/*.rs", "src/a/b.rs"));
+        assert!(m("src", "src/a/b.rs"));
+        assert!(m("src/", "src/a/b.rs"));
+        assert!(!m("src", "srcx/a.rs"));
+        assert!(m("a.c", "a.c"));
+        assert!(!m("a.c", "abc"));
+        assert!(m("lib/??.js", "lib/ab.js"));
+        assert!(path_regex("  ").is_err());
+    }
+}

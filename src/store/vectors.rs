@@ -1,0 +1,366 @@
+//! Vectors in pgvector, and summaries: what CODE_EMBEDDINGS and ENRICH write and semantic
+//! search reads.
+//!
+//! Each vector is stored with its model and dimension. An HNSW cosine index per (model,
+//! kind) is created the first time a model stores vectors of that kind: a partial index
+//! over `embedding::vector(dim)`, which every query repeats so the planner can use it.
+
+use pgvector::Vector;
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+
+/// Which text of a snippet a vector encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorKind {
+    Code,
+    Summary,
+}
+
+impl VectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorKind::Code => "code",
+            VectorKind::Summary => "summary",
+        }
+    }
+}
+
+/// Text that needs a vector: a snippet's code, or its summary.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingText {
+    pub snippet_id: i64,
+    pub text: String,
+    /// What the vector is computed from: stored with it, so a changed text is re-embedded.
+    pub source_hash: String,
+}
+
+/// A summary to write.
+#[derive(Debug, Clone)]
+pub struct NewSummary {
+    pub snippet_id: i64,
+    pub summary: String,
+    pub llm_model: Option<String>,
+}
+
+/// A snippet that needs a summary, with what a summary is made from.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SummaryInput {
+    pub snippet_id: i64,
+    pub path: String,
+    pub language: Option<String>,
+    pub kind: String,
+    pub qualified_name: Option<String>,
+    pub signature: Option<String>,
+    pub doc: Option<String>,
+    pub code: String,
+    pub content_hash: String,
+}
+
+/// The hash a summary's vector is keyed by.
+pub fn text_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The name of the HNSW index of one (model, kind).
+fn hnsw_index_name(model: &str, kind: VectorKind, dimension: usize) -> String {
+    let h = text_hash(&format!("{model}\u{0}{}\u{0}{dimension}", kind.as_str()));
+    format!("snippet_vectors_hnsw_{}", &h[..16])
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl Store {
+    /// Up to `limit` snippets of a repository (ids above `after_id`, in id order) whose code
+    /// has no vector of `model`, or one computed from other code.
+    pub async fn code_without_vectors(
+        &self,
+        repository_id: i64,
+        model: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingText>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.id AS snippet_id,
+                    CASE WHEN s.doc IS NULL OR position(s.doc IN s.code) > 0 THEN s.code
+                         ELSE s.doc || E'\\n' || s.code END AS text,
+                    s.content_hash AS source_hash
+             FROM snippets s
+             LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
+             WHERE s.repository_id = $1 AND s.id > $3
+               AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)
+             ORDER BY s.id LIMIT $4",
+        )
+        .bind(repository_id)
+        .bind(model)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How many snippets of a repository lack a current code vector of `model`.
+    pub async fn count_code_without_vectors(
+        &self,
+        repository_id: i64,
+        model: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM snippets s
+             LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
+             WHERE s.repository_id = $1 AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)",
+        )
+        .bind(repository_id)
+        .bind(model)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Summaries of a repository without a current vector of `model`.
+    pub async fn summaries_without_vectors(
+        &self,
+        repository_id: i64,
+        model: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingText>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT m.snippet_id, m.summary AS text, m.source_hash
+             FROM snippet_summaries m
+             JOIN snippets s ON s.id = m.snippet_id
+             LEFT JOIN snippet_vectors v ON v.snippet_id = m.snippet_id AND v.kind = 'summary' AND v.model = $2
+             WHERE s.repository_id = $1 AND m.snippet_id > $3
+               AND (v.snippet_id IS NULL OR v.source_hash <> m.source_hash)
+             ORDER BY m.snippet_id LIMIT $4",
+        )
+        .bind(repository_id)
+        .bind(model)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores vectors (replacing older ones of the same snippet, kind and model), creating
+    /// the model's HNSW index first if this is its first vector of this kind.
+    pub async fn store_vectors(
+        &self,
+        kind: VectorKind,
+        model: &str,
+        rows: &[(i64, String, Vec<f32>)],
+    ) -> Result<(), StoreError> {
+        let Some(dimension) = rows.first().map(|r| r.2.len()) else {
+            return Ok(());
+        };
+        if let Some((id, _, v)) = rows.iter().find(|r| r.2.len() != dimension) {
+            return Err(StoreError::Invalid(format!(
+                "model {model} gave a {}-d vector for snippet {id} and {dimension}-d ones for others",
+                v.len()
+            )));
+        }
+        self.ensure_hnsw_index(kind, model, dimension).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let hashes: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+        let vectors: Vec<Vector> = rows.iter().map(|r| Vector::from(r.2.clone())).collect();
+        sqlx::query(
+            "INSERT INTO snippet_vectors (snippet_id, kind, model, dimension, embedding, source_hash)
+             SELECT u.id, $1, $2, $3, u.embedding, u.hash
+             FROM UNNEST($4::bigint[], $5::vector[], $6::text[]) AS u(id, embedding, hash)
+             JOIN snippets s ON s.id = u.id
+             ON CONFLICT (snippet_id, kind, model) DO UPDATE SET
+                 dimension = EXCLUDED.dimension, embedding = EXCLUDED.embedding,
+                 source_hash = EXCLUDED.source_hash, created_at = now()",
+        )
+        .bind(kind.as_str())
+        .bind(model)
+        .bind(dimension as i32)
+        .bind(&ids)
+        .bind(&vectors)
+        .bind(&hashes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Creates the partial HNSW index of (model, kind) unless it exists. Serialised on an
+    /// advisory lock so concurrent workers do not race on the catalog.
+    async fn ensure_hnsw_index(
+        &self,
+        kind: VectorKind,
+        model: &str,
+        dimension: usize,
+    ) -> Result<(), StoreError> {
+        let name = hnsw_index_name(model, kind, dimension);
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&name)
+                .fetch_one(&self.pool)
+                .await?;
+        if exists {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.hnsw'))")
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON snippet_vectors
+             USING hnsw ((embedding::vector({dimension})) vector_cosine_ops)
+             WHERE model = {} AND kind = '{}' AND dimension = {dimension}",
+            sql_literal(model),
+            kind.as_str()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` snippets of a repository without a summary of the current content.
+    pub async fn snippets_without_summary(
+        &self,
+        repository_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<SummaryInput>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.id AS snippet_id, s.path, s.language, s.kind, s.qualified_name, s.signature, s.doc,
+                    s.code, s.content_hash
+             FROM snippets s
+             LEFT JOIN snippet_summaries m ON m.snippet_id = s.id
+             WHERE s.repository_id = $1 AND s.id > $2 AND s.part IS NULL
+               AND (m.snippet_id IS NULL OR m.source_hash <> s.content_hash)
+             ORDER BY s.id LIMIT $3",
+        )
+        .bind(repository_id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores summaries; `source_hashes` are the snippets' content hashes they describe.
+    pub async fn store_summaries(
+        &self,
+        rows: &[(NewSummary, String)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.0.snippet_id).collect();
+        let texts: Vec<String> = rows.iter().map(|r| r.0.summary.clone()).collect();
+        let sources: Vec<String> = rows
+            .iter()
+            .map(|r| if r.0.llm_model.is_some() { "llm" } else { "heuristic" }.to_string())
+            .collect();
+        let models: Vec<Option<String>> = rows.iter().map(|r| r.0.llm_model.clone()).collect();
+        let hashes: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+        sqlx::query(
+            "INSERT INTO snippet_summaries (snippet_id, summary, source, model, source_hash)
+             SELECT u.* FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 AS u(id, summary, source, model, hash)
+             JOIN snippets s ON s.id = u.id
+             ON CONFLICT (snippet_id) DO UPDATE SET summary = EXCLUDED.summary, source = EXCLUDED.source,
+                 model = EXCLUDED.model, source_hash = EXCLUDED.source_hash, created_at = now()",
+        )
+        .bind(&ids)
+        .bind(&texts)
+        .bind(&sources)
+        .bind(&models)
+        .bind(&hashes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The `limit` snippets whose `kind` vectors of `model` are nearest (cosine) to
+    /// `vector`, with their similarity, within the query's filters. `path_regex` is a
+    /// Postgres regex over paths.
+    pub async fn nearest_snippets(
+        &self,
+        vector: &[f32],
+        model: &str,
+        kind: VectorKind,
+        q: &crate::search::Query,
+        path_regex: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let dim = vector.len();
+        if dim == 0 {
+            return Ok(Vec::new());
+        }
+        // Model, kind and dimension are literals so the planner matches the partial HNSW
+        // index of that model (a bind parameter would hide the predicate from it).
+        let mut sql = format!(
+            "SELECT v.snippet_id, (1 - (v.embedding::vector({dim}) <=> $1))::float8 AS score
+             FROM snippet_vectors v JOIN snippets s ON s.id = v.snippet_id
+             WHERE v.model = {} AND v.kind = '{}' AND v.dimension = {dim}",
+            sql_literal(model),
+            kind.as_str()
+        );
+        if !q.repository_ids.is_empty() {
+            sql.push_str(" AND s.repository_id = ANY($2)");
+        }
+        if !q.languages.is_empty() {
+            sql.push_str(" AND s.language = ANY($3)");
+        }
+        if !q.kinds.is_empty() {
+            sql.push_str(" AND s.kind = ANY($4)");
+        }
+        if path_regex.is_some() {
+            sql.push_str(" AND s.path ~ $5");
+        }
+        sql.push_str(&format!(
+            " ORDER BY v.embedding::vector({dim}) <=> $1 LIMIT {}",
+            limit.max(1)
+        ));
+        let mut tx = self.pool.begin().await?;
+        // Filters are applied while walking the graph, not after a fixed candidate list.
+        sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL hnsw.ef_search = 100")
+            .execute(&mut *tx)
+            .await?;
+        let mut rows: Vec<(i64, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(Vector::from(vector.to_vec()))
+            .bind(&q.repository_ids)
+            .bind(&q.languages)
+            .bind(&q.kinds)
+            .bind(path_regex.unwrap_or(""))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        // relaxed_order may return neighbours slightly out of order.
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(rows)
+    }
+
+    /// The paths of snippets, by id.
+    pub async fn snippet_paths(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, path FROM snippets WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The models of the code vectors of some repositories (all when empty), with their
+    /// dimension and count.
+    pub async fn vector_models_of(
+        &self,
+        repository_ids: &[i64],
+    ) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT v.model, v.dimension, count(*) FROM snippet_vectors v JOIN snippets s ON s.id = v.snippet_id
+             WHERE v.kind = 'code' AND (cardinality($1::bigint[]) = 0 OR s.repository_id = ANY($1))
+             GROUP BY v.model, v.dimension ORDER BY 3 DESC",
+        )
+        .bind(repository_ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
