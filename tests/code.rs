@@ -1,0 +1,444 @@
+//! Code understanding end to end: a git fixture in many languages through the five real
+//! stages (real grammars, real tantivy, the real model, real pgvector), search in every
+//! mode, incremental runs, bad files, and the HTTP providers against a local stub.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use trawl::pipeline::PipelineContext;
+use trawl::search::{Mode, Query, Searcher};
+use trawl::store::runs::{Enqueued, Run};
+
+use crate::support::{TestDb, trawl_in};
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "src/config.rs",
+        "/// Reads the configuration file at `path`.\npub fn parse_config_file(path: &str) -> String {\n    std::fs::read_to_string(path).unwrap()\n}\n\npub struct Config {\n    pub name: String,\n}\n\nimpl Config {\n    pub fn new() -> Self {\n        Config { name: String::new() }\n    }\n}\n",
+    ),
+    (
+        "tools/temps.py",
+        "def celsius_to_fahrenheit(c):\n    \"\"\"Degrees C to degrees F.\"\"\"\n    return c * 9 / 5 + 32\n\n\nclass Reader:\n    def read_lines(self, path):\n        with open(path) as f:\n            return f.read().splitlines()\n",
+    ),
+    (
+        "server/main.go",
+        "package main\n\n// Server answers requests.\ntype Server struct {\n\taddr string\n}\n\n// ParseConfigFile loads settings.\nfunc (s *Server) ParseConfigFile(p string) error {\n\treturn nil\n}\n",
+    ),
+    (
+        "web/app.js",
+        "export function parseConfigFile(text) {\n  return JSON.parse(text);\n}\n\nclass Cart {\n  total() { return 0; }\n}\n",
+    ),
+    (
+        "web/types.ts",
+        "interface Shape {\n  area(): number;\n}\n\nexport class Square implements Shape {\n  area(): number { return 1; }\n}\n",
+    ),
+    (
+        "java/Greeter.java",
+        "public class Greeter {\n    public String greet(String name) {\n        return \"Hello \" + name;\n    }\n}\n",
+    ),
+    (
+        "native/sum.c",
+        "int sum_all(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i < n; i++) s += xs[i];\n    return s;\n}\n",
+    ),
+    (
+        "native/shape.cpp",
+        "namespace geo {\nclass Circle {\npublic:\n    double area() const { return 3.14; }\n};\n}\n",
+    ),
+    (
+        "App/Counter.cs",
+        "namespace App {\n    public class Counter {\n        public int Next() { return 1; }\n    }\n}\n",
+    ),
+    (
+        "lib/queue.rb",
+        "class JobQueue\n  def push(job)\n    @jobs << job\n  end\nend\n",
+    ),
+    (
+        "site/repo.php",
+        "<?php\nclass UserRepo {\n    public function find($id) { return null; }\n}\n",
+    ),
+    ("scripts/deploy.sh", "deploy() {\n  echo deploying\n}\n"),
+    ("README.md", "# Fixture\n\nA repository in many languages.\n"),
+];
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A git repository with the fixture files, one commit.
+fn git_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in FILES {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "fixture"]);
+    dir
+}
+
+/// A plain directory with the fixture files.
+fn dir_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in FILES {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+fn context(db: &TestDb) -> Arc<PipelineContext> {
+    let mut c = db.config();
+    c.worker.backoff_base_ms = 200;
+    c.worker.poll_interval_ms = 50;
+    PipelineContext::new(db.store.clone(), c)
+}
+
+/// Indexes `source` as a user would (`trawl index --wait` with no worker alive) and returns
+/// the finished run.
+async fn index(ctx: &Arc<PipelineContext>, source: &str) -> Run {
+    let requested = trawl::service::index::index(&ctx.store, &ctx.config, source, "", "test")
+        .await
+        .unwrap();
+    let run_id = match requested.enqueued {
+        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => run_id,
+    };
+    let run = trawl::service::index::wait_for_run(ctx.clone(), run_id, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(run.status, "succeeded", "run {run_id}: {:?} {:?}", run.error, run.result);
+    run
+}
+
+/// (path, kind, qualified name, start, end) of every snippet.
+async fn outline(db: &TestDb) -> HashSet<(String, String, String, i32, i32)> {
+    let rows: Vec<(String, String, Option<String>, i32, i32)> = sqlx::query_as(
+        "SELECT path, kind, qualified_name, start_line, end_line FROM snippets WHERE part IS NULL",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(p, k, n, a, b)| (p, k, n.unwrap_or_default(), a, b))
+        .collect()
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+}
+
+fn query(text: &str, mode: Mode) -> Query {
+    Query {
+        text: text.into(),
+        mode,
+        limit: 10,
+        ..Query::default()
+    }
+}
+
+async fn names(searcher: &Searcher, q: &Query) -> Vec<String> {
+    searcher
+        .search(q)
+        .await
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| h.name.unwrap_or_else(|| h.path.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_git_fixture_in_many_languages_gives_the_expected_snippets_vectors_and_documents() {
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = git_fixture();
+    let url = format!("file://{}", repo.path().display());
+    let run = index(&ctx, &url).await;
+    assert!(run.result["sync"]["commit"].as_str().is_some_and(|c| c.len() == 40));
+
+    let got = outline(&db).await;
+    let o = |p: &str, k: &str, n: &str, a: i32, b: i32| (p.into(), k.into(), n.into(), a, b);
+    for want in [
+        o("src/config.rs", "function", "parse_config_file", 2, 4),
+        o("src/config.rs", "struct", "Config", 6, 8),
+        o("src/config.rs", "method", "Config::new", 11, 13),
+        o("tools/temps.py", "function", "celsius_to_fahrenheit", 1, 3),
+        o("tools/temps.py", "method", "Reader.read_lines", 7, 9),
+        o("server/main.go", "struct", "Server", 4, 6),
+        o("server/main.go", "method", "Server.ParseConfigFile", 9, 11),
+        o("web/app.js", "function", "parseConfigFile", 1, 3),
+        o("web/app.js", "method", "Cart.total", 6, 6),
+        o("web/types.ts", "interface", "Shape", 1, 3),
+        o("web/types.ts", "method", "Square.area", 6, 6),
+        o("java/Greeter.java", "method", "Greeter.greet", 2, 4),
+        o("native/sum.c", "function", "sum_all", 1, 5),
+        o("native/shape.cpp", "method", "geo::Circle::area", 4, 4),
+        o("App/Counter.cs", "method", "App.Counter.Next", 3, 3),
+        o("lib/queue.rb", "method", "JobQueue::push", 2, 4),
+        o("site/repo.php", "method", "UserRepo::find", 3, 3),
+        o("scripts/deploy.sh", "function", "deploy", 1, 3),
+        o("README.md", "chunk", "", 1, 3),
+    ] {
+        assert!(got.contains(&want), "missing {want:?} in {got:#?}");
+    }
+    let doc: Option<String> =
+        sqlx::query_scalar("SELECT doc FROM snippets WHERE qualified_name = 'parse_config_file'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(doc.as_deref(), Some("Reads the configuration file at `path`."));
+
+    // Every snippet has a 384-d code vector and a heuristic summary with its vector; the
+    // keyword index holds one document per snippet; the version is stamped.
+    let snippets = count(&db, "SELECT count(*) FROM snippets").await;
+    assert!(snippets >= 25, "{snippets} snippets");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM snippet_vectors WHERE kind = 'code' AND dimension = 384").await,
+        snippets
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM snippet_summaries WHERE source = 'heuristic'").await,
+        count(&db, "SELECT count(*) FROM snippets WHERE part IS NULL").await
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM snippet_vectors WHERE kind = 'summary'").await,
+        count(&db, "SELECT count(*) FROM snippet_summaries").await
+    );
+    assert_eq!(ctx.keyword_index().unwrap().num_docs() as i64, snippets);
+    let version = ctx.store.current_index_version(run.repository_id).await.unwrap().unwrap();
+    assert_eq!((version.version, version.snippets as i64), (1, snippets));
+    assert_eq!(version.files, FILES.len() as i32);
+    assert_eq!(version.model, "all-MiniLM-L6-v2");
+
+    // A new commit is fetched on the next sync.
+    std::fs::write(repo.path().join("native/sum.c"), "int twice(int x) { return 2 * x; }\n").unwrap();
+    git(repo.path(), &["commit", "-q", "-am", "twice"]);
+    let second = index(&ctx, &url).await;
+    assert_eq!(second.result["sync"]["modified"], 1);
+    let got = outline(&db).await;
+    assert!(got.contains(&o("native/sum.c", "function", "twice", 1, 1)));
+    assert!(!got.iter().any(|s| s.2 == "sum_all"));
+}
+
+#[tokio::test]
+async fn keyword_search_finds_identifiers_by_their_words_and_filters() {
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = dir_fixture();
+    index(&ctx, repo.path().to_str().unwrap()).await;
+    let searcher = Searcher::new(db.store.clone(), ctx.config.clone());
+
+    let found = names(&searcher, &query("parse config file", Mode::Keyword)).await;
+    for want in ["parse_config_file", "parseConfigFile", "Server.ParseConfigFile"] {
+        assert!(found.iter().any(|n| n == want), "{want} not in {found:?}");
+    }
+    // The exact identifier ranks first, for each spelling.
+    assert_eq!(names(&searcher, &query("parse_config_file", Mode::Keyword)).await[0], "parse_config_file");
+    assert_eq!(names(&searcher, &query("parseConfigFile", Mode::Keyword)).await[0], "parseConfigFile");
+
+    let mut q = query("parse config file", Mode::Keyword);
+    q.languages = vec!["go".into()];
+    assert_eq!(names(&searcher, &q).await, ["Server.ParseConfigFile"]);
+    let mut q = query("parse config file", Mode::Keyword);
+    q.path = Some("web/**".into());
+    assert_eq!(names(&searcher, &q).await, ["parseConfigFile"]);
+    let mut q = query("parse config file", Mode::Keyword);
+    q.path = Some("src".into());
+    assert_eq!(names(&searcher, &q).await, ["parse_config_file"]);
+
+    // The CLI prints the same as stable JSON.
+    let r = trawl_in(&db, &["search", "parse config file", "--mode", "keyword", "--lang", "rust", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hits: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let first = &hits[0];
+    assert_eq!(first["name"], "parse_config_file");
+    assert_eq!(first["path"], "src/config.rs");
+    assert_eq!((first["start_line"].as_i64(), first["end_line"].as_i64()), (Some(2), Some(4)));
+    for field in ["repository", "kind", "language", "score", "snippet"] {
+        assert!(!first[field].is_null(), "{field} missing in {first}");
+    }
+    let r = trawl_in(&db, &["search", "  ", "--json"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("the query is empty"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn semantic_search_finds_a_paraphrase_and_hybrid_fuses() {
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = dir_fixture();
+    index(&ctx, repo.path().to_str().unwrap()).await;
+    let searcher = Searcher::new(db.store.clone(), ctx.config.clone());
+    // No word of the query is in the function (its words: celsius, to, fahrenheit, c, 9,
+    // 5, 32, degrees, f, return, def).
+    let q = query("convert a temperature between units", Mode::Semantic);
+    let found = names(&searcher, &q).await;
+    assert_eq!(found[0], "celsius_to_fahrenheit", "{found:?}");
+    assert!(
+        searcher.search(&query("convert a temperature between units", Mode::Keyword)).await.unwrap().hits.iter()
+            .all(|h| h.name.as_deref() != Some("celsius_to_fahrenheit"))
+    );
+    let hybrid = names(&searcher, &query("convert a temperature between units", Mode::Hybrid)).await;
+    assert_eq!(hybrid[0], "celsius_to_fahrenheit", "{hybrid:?}");
+    let hybrid = names(&searcher, &query("parse config file", Mode::Hybrid)).await;
+    assert!(hybrid[..3].contains(&"parse_config_file".to_string()), "{hybrid:?}");
+}
+
+#[tokio::test]
+async fn incremental_runs_touch_only_what_changed() {
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = dir_fixture();
+    let root = repo.path();
+    index(&ctx, root.to_str().unwrap()).await;
+    let ids = |path: &'static str| {
+        let pool = db.store.pool().clone();
+        async move {
+            let v: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, coalesce(qualified_name, '') FROM snippets WHERE path = $1 ORDER BY id",
+            )
+            .bind(path)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            v
+        }
+    };
+    let py_before = ids("tools/temps.py").await;
+    let rs_before = ids("src/config.rs").await;
+
+    // Edit one function of one file: that file's other snippets keep their ids, other files
+    // are untouched, the changed function gets a new id and new vectors.
+    std::fs::write(
+        root.join("src/config.rs"),
+        FILES[0].1.replace("read_to_string(path).unwrap()", "read_to_string(path).expect(\"config\")"),
+    )
+    .unwrap();
+    let run = index(&ctx, root.to_str().unwrap()).await;
+    assert_eq!(run.result["sync"]["modified"], 1);
+    assert_eq!(run.result["extract"]["files"], 1);
+    assert_eq!(ids("tools/temps.py").await, py_before);
+    let rs_after = ids("src/config.rs").await;
+    let kept: Vec<_> = rs_before.iter().filter(|s| rs_after.contains(s)).collect();
+    assert_eq!(kept.len(), rs_before.len() - 1, "{rs_before:?} → {rs_after:?}");
+    assert!(!rs_after.contains(&rs_before.iter().find(|s| s.1 == "parse_config_file").unwrap().clone()));
+    assert_eq!(run.result["code_embeddings"]["embedded"], 1);
+    assert_eq!(ctx.store.current_index_version(run.repository_id).await.unwrap().unwrap().version, 2);
+
+    // Delete a file: its snippets leave Postgres and the keyword index.
+    std::fs::remove_file(root.join("lib/queue.rb")).unwrap();
+    // Rename one: the old path disappears, the new one appears with the same snippets.
+    std::fs::rename(root.join("java/Greeter.java"), root.join("java/Hello.java")).unwrap();
+    let run = index(&ctx, root.to_str().unwrap()).await;
+    assert_eq!(run.result["sync"]["deleted"], 2);
+    assert_eq!(run.result["sync"]["added"], 1);
+    assert!(ids("lib/queue.rb").await.is_empty());
+    assert!(ids("java/Greeter.java").await.is_empty());
+    assert!(ids("java/Hello.java").await.iter().any(|s| s.1 == "Greeter.greet"));
+    let searcher = Searcher::new(db.store.clone(), ctx.config.clone());
+    assert!(names(&searcher, &query("JobQueue push", Mode::Keyword)).await.is_empty());
+    let greet = searcher.search(&query("greet", Mode::Keyword)).await.unwrap();
+    assert_eq!(greet.hits[0].path, "java/Hello.java");
+    assert_eq!(
+        ctx.keyword_index().unwrap().num_docs() as i64,
+        count(&db, "SELECT count(*) FROM snippets").await
+    );
+}
+
+#[tokio::test]
+async fn bad_files_are_recorded_and_skipped_and_the_run_succeeds() {
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    std::fs::write(root.join("good.py"), "def fine():\n    return 1\n").unwrap();
+    std::fs::write(root.join("blob.bin"), b"\x7fELF\0\0\x01binary").unwrap();
+    let big = std::fs::File::create(root.join("huge.py")).unwrap();
+    big.set_len(50 * 1024 * 1024).unwrap();
+    std::fs::write(root.join("latin1.py"), b"def caf\xe9():\n    return '\xe9t\xe9'\n").unwrap();
+    std::fs::create_dir(root.join("loop")).unwrap();
+    std::os::unix::fs::symlink(root, root.join("loop/again")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).unwrap();
+    let locked = root.join("locked.py");
+    std::fs::write(&locked, "def secret():\n    pass\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let as_root = std::fs::read(&locked).is_ok();
+
+    let run = index(&ctx, root.to_str().unwrap()).await;
+    let reasons: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT path, skip_reason FROM files ORDER BY path")
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap();
+    let reason = |p: &str| reasons.iter().find(|r| r.0 == p).and_then(|r| r.1.clone());
+    assert_eq!(reason("blob.bin").as_deref(), Some("binary"));
+    assert!(reason("huge.py").is_some_and(|r| r.starts_with("too large")), "{reasons:?}");
+    assert_eq!(reason("loop/again").as_deref(), Some("symbolic link: not followed"));
+    assert_eq!(reason("outside").as_deref(), Some("symbolic link: not followed"));
+    if !as_root {
+        assert!(reason("locked.py").is_some_and(|r| r.starts_with("unreadable")), "{reasons:?}");
+    }
+    let items: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT path, status, message FROM run_items WHERE run_id = $1 ORDER BY path")
+            .bind(run.id)
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap();
+    let item = |p: &str| items.iter().find(|i| i.0 == p).unwrap().clone();
+    assert_eq!(item("blob.bin").1, "skipped");
+    assert_eq!(item("good.py").1, "completed");
+    // Invalid UTF-8 is read lossily, with a note, and its function is found.
+    let latin = item("latin1.py");
+    assert_eq!(latin.1, "completed");
+    assert!(latin.2.is_some_and(|m| m.contains("UTF-8")));
+    let got = outline(&db).await;
+    assert!(got.iter().any(|s| s.0 == "latin1.py" && s.2 == "caf\u{fffd}"), "{got:?}");
+    assert!(got.iter().any(|s| s.2 == "fine"));
+    assert!(!got.iter().any(|s| s.0 == "huge.py" || s.0 == "blob.bin"));
+}
+
+#[tokio::test]
+async fn the_local_model_matches_sentence_transformers_reference_vectors() {
+    let db = TestDb::new().await;
+    let dir = db.config().model_dir();
+    let model = trawl::providers::local::LocalEmbedder::load(&dir).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_reference.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let cases = fixture["texts"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    // All at once: batching and padding must not change any vector.
+    let got = model.embed(&texts).unwrap();
+    for (case, v) in cases.iter().zip(&got) {
+        let want: Vec<f32> = case["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(v.len(), 384);
+        let cos: f32 = v.iter().zip(&want).map(|(a, b)| a * b).sum();
+        let max_diff = v.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(
+            cos > 0.9999 && max_diff < 2e-3,
+            "{:?}: cosine {cos}, max difference {max_diff}",
+            &case["text"].as_str().unwrap()[..20.min(case["text"].as_str().unwrap().len())]
+        );
+    }
+}
