@@ -3,6 +3,7 @@
 
 mod support;
 
+mod code;
 mod foundation;
 mod pipeline;
 mod recovery;

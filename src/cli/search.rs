@@ -74,7 +74,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let terms: HashSet<String> = tokenizer::tokens(&query.text).into_iter().collect();
+    let terms: HashSet<String> = tokenizer::query_tokens(&query.text).into_iter().collect();
     for (i, hit) in results.hits.iter().enumerate() {
         print_hit(i + 1, hit, &terms, color);
     }

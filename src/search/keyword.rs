@@ -18,11 +18,13 @@ use tantivy::schema::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use super::tokenizer::{CODE_TOKENIZER, CodeTokenizer, tokens};
+use super::tokenizer::{
+    CODE_TOKENIZER, CodeTokenizer, EXACT_TOKENIZER, ExactTokenizer, exact_tokens, query_tokens,
+};
 use crate::store::snippets::StoredSnippet;
 
 /// Bumped when the schema or tokenizer changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 const VERSION_FILE: &str = "trawl-schema-version";
 /// Memory the writer may buffer before flushing a segment.
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
@@ -46,6 +48,8 @@ struct Fields {
     name: Field,
     doc: Field,
     code: Field,
+    /// Identifiers of the name and code as written, case kept.
+    exact: Field,
 }
 
 /// Filters every search can take.
@@ -84,6 +88,14 @@ fn schema() -> (Schema, Fields) {
         name: b.add_text_field("name", text.clone()),
         doc: b.add_text_field("doc", text.clone()),
         code: b.add_text_field("code", text),
+        exact: b.add_text_field(
+            "exact",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(EXACT_TOKENIZER)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        ),
     };
     (b.build(), fields)
 }
@@ -131,6 +143,9 @@ impl KeywordIndex {
         index
             .tokenizers()
             .register(CODE_TOKENIZER, CodeTokenizer);
+        index
+            .tokenizers()
+            .register(EXACT_TOKENIZER, ExactTokenizer);
         if fresh {
             std::fs::write(&version_path, SCHEMA_VERSION)
                 .map_err(|e| fail(format!("cannot write {VERSION_FILE}: {e}")))?;
@@ -247,13 +262,21 @@ impl KeywordIndex {
         limit: usize,
     ) -> Result<Vec<(i64, f32)>, KeywordError> {
         let f = &self.fields;
-        let mut terms = tokens(query);
+        let mut terms = query_tokens(query);
         terms.sort();
         terms.dedup();
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        // An identifier written exactly as in the code counts double.
+        let mut exact = exact_tokens(query);
+        exact.sort();
+        exact.dedup();
+        for t in exact.iter().filter(|t| t.len() > 2) {
+            let q = TermQuery::new(Term::from_field_text(f.exact, t), IndexRecordOption::WithFreqs);
+            should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), 2.0))));
+        }
         for t in &terms {
             for (field, boost) in [(f.name, 3.0), (f.doc, 1.5), (f.code, 1.0), (f.path, 0.5)] {
                 let q = TermQuery::new(
@@ -347,6 +370,10 @@ fn add_documents(
             doc.add_text(f.doc, d);
         }
         doc.add_text(f.code, &s.code);
+        if let Some(n) = &s.name {
+            doc.add_text(f.exact, n);
+        }
+        doc.add_text(f.exact, &s.code);
         w.add_document(doc)?;
     }
     Ok(())

@@ -177,6 +177,7 @@ impl Searcher {
                     .store
                     .nearest_snippets(&vector, &model, kind, q, path_re.as_ref().map(|r| r.sql.as_str()), depth)
                     .await?;
+                tracing::debug!(kind = kind.as_str(), ?ranking, "semantic ranking");
                 rankings.push(ranking);
             }
             if rankings.iter().skip(usize::from(q.mode == Mode::Hybrid)).all(Vec::is_empty) {

@@ -54,6 +54,32 @@ impl TokenStream for CodeTokenStream {
     }
 }
 
+/// The name the exact-identifier tokenizer is registered under.
+pub const EXACT_TOKENIZER: &str = "trawl_exact";
+
+/// Whole identifiers as written (case kept): a query naming `parseConfigFile` exactly ranks
+/// it above `ParseConfigFile`.
+#[derive(Clone, Default)]
+pub struct ExactTokenizer;
+
+impl Tokenizer for ExactTokenizer {
+    type TokenStream<'a> = CodeTokenStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> CodeTokenStream {
+        let mut tokens = Vec::new();
+        for (from, to) in identifiers(text) {
+            tokens.push(Token {
+                offset_from: from,
+                offset_to: to,
+                position: tokens.len(),
+                text: text[from..to].chars().take(MAX_TOKEN_CHARS).collect(),
+                position_length: 1,
+            });
+        }
+        CodeTokenStream { tokens, index: 0 }
+    }
+}
+
 /// The tokens of `text`, in order (used for queries, and by tests).
 pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -61,29 +87,65 @@ pub fn tokens(text: &str) -> Vec<String> {
     out
 }
 
-/// Calls `emit(token, byte_from, byte_to)` for each identifier of `text` and each of its
-/// words.
-fn for_each_token(text: &str, mut emit: impl FnMut(String, usize, usize)) {
+/// The identifiers of `text` as written (for the exact field).
+pub fn exact_tokens(text: &str) -> Vec<String> {
+    identifiers(text)
+        .into_iter()
+        .map(|(a, b)| text[a..b].chars().take(MAX_TOKEN_CHARS).collect())
+        .collect()
+}
+
+/// English words too common to say anything in a query ("convert a file to text"); dropped
+/// from keyword queries that have other words, never from the index.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "how", "in", "into", "is",
+    "it", "of", "on", "or", "that", "the", "this", "to", "what", "when", "where", "which",
+    "with",
+];
+
+/// The query's tokens without stopwords, unless that would leave none.
+pub fn query_tokens(text: &str) -> Vec<String> {
+    let all = tokens(text);
+    let kept: Vec<String> = all
+        .iter()
+        .filter(|t| !STOPWORDS.contains(&t.as_str()))
+        .cloned()
+        .collect();
+    if kept.is_empty() { all } else { kept }
+}
+
+/// Byte ranges of the identifiers (runs of letters, digits and `_`, outer `_` trimmed).
+fn identifiers(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
     let mut start = None;
     for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
         let word_char = c.is_alphanumeric() || c == '_';
         match (start, word_char) {
             (None, true) => start = Some(i),
             (Some(s), false) => {
-                identifier(&text[s..i], s, &mut emit);
+                let ident = &text[s..i];
+                let lead = ident.len() - ident.trim_start_matches('_').len();
+                let trimmed = ident.trim_matches('_');
+                if !trimmed.is_empty() {
+                    out.push((s + lead, s + lead + trimmed.len()));
+                }
                 start = None;
             }
             _ => {}
         }
     }
+    out
 }
 
-fn identifier(ident: &str, offset: usize, emit: &mut impl FnMut(String, usize, usize)) {
-    let trimmed = ident.trim_matches('_');
-    if trimmed.is_empty() {
-        return;
+/// Calls `emit(token, byte_from, byte_to)` for each identifier of `text` and each of its
+/// words.
+fn for_each_token(text: &str, mut emit: impl FnMut(String, usize, usize)) {
+    for (from, to) in identifiers(text) {
+        identifier(&text[from..to], from, &mut emit);
     }
-    let base = offset + (ident.len() - ident.trim_start_matches('_').len());
+}
+
+fn identifier(trimmed: &str, base: usize, emit: &mut impl FnMut(String, usize, usize)) {
     let whole = lower_cut(trimmed);
     let words = split_words(trimmed);
     emit(whole.clone(), base, base + trimmed.len());
@@ -150,6 +212,9 @@ mod tests {
         assert_eq!(tokens("HTTPServer2go"), ["httpserver2go", "http", "server", "2", "go"]);
         assert_eq!(tokens("__init__"), ["init"]);
         assert_eq!(tokens("parse config file"), ["parse", "config", "file"]);
+        assert_eq!(exact_tokens("x = _fooBar(y2);"), ["x", "fooBar", "y2"]);
+        assert_eq!(query_tokens("convert a file to text"), ["convert", "file", "text"]);
+        assert_eq!(query_tokens("the a"), ["the", "a"]);
         assert_eq!(
             tokens("fn área(x: u8) -> Vec<u8>"),
             ["fn", "área", "x", "u8", "u", "8", "vec", "u8", "u", "8"]
