@@ -444,3 +444,123 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
         );
     }
 }
+
+/// A local HTTP stub: answers each request with the next scripted (status, body) (the last
+/// one repeats) and records the JSON bodies it received.
+async fn stub(script: Vec<(u16, String)>) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let body = loop {
+                let read = sock.read(&mut chunk).await.unwrap_or(0);
+                if read == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..read]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(buf[end + 4..end + 4 + len].to_vec());
+                    }
+                }
+            };
+            let Some(body) = body else { continue };
+            log.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            let (status, answer) = script[n.min(script.len() - 1)].clone();
+            n += 1;
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_http_embedder_batches_retries_429_and_refuses_401() {
+    use trawl::providers::http::{EMBED_BATCH, HttpClient, HttpEmbedder};
+    // The stub answers with vectors [batch size, index]: checks order and batching at once.
+    let ok = |n: usize| {
+        let data: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({ "index": i, "embedding": [n as f32, i as f32] }))
+            .collect();
+        (200, serde_json::json!({ "data": data }).to_string())
+    };
+    let texts: Vec<String> = (0..150).map(|i| format!("text {i}")).collect();
+    let (url, seen) = stub(vec![
+        (429, r#"{"error":{"message":"slow down"}}"#.into()),
+        ok(EMBED_BATCH),
+        ok(EMBED_BATCH),
+        ok(150 - 2 * EMBED_BATCH),
+    ])
+    .await;
+    let client = HttpClient::new(&url, "sk-test", std::time::Duration::from_secs(5))
+        .unwrap()
+        .with_backoff_base(std::time::Duration::from_millis(1));
+    let vectors = HttpEmbedder::new(client, "text-embedding-3-small").embed(&texts).await.unwrap();
+    assert_eq!(vectors.len(), 150);
+    assert_eq!(vectors[0], [64.0, 0.0]);
+    assert_eq!(vectors[63], [64.0, 63.0]);
+    assert_eq!(vectors[149], [22.0, 21.0]);
+    let sizes: Vec<usize> = seen.lock().unwrap().iter().map(|b| b["input"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, [64, 64, 64, 22], "the first batch is sent again after the 429");
+    assert_eq!(seen.lock().unwrap()[0]["model"], "text-embedding-3-small");
+
+    let (url, seen) = stub(vec![(401, r#"{"error":{"message":"bad key"}}"#.into())]).await;
+    let client = HttpClient::new(&url, "wrong", std::time::Duration::from_secs(5)).unwrap();
+    let err = HttpEmbedder::new(client, "m").embed(&texts[..3]).await.unwrap_err();
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert!(msg.contains("401") && msg.contains("bad key") && msg.contains("API key"), "{msg}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "a 401 is not retried");
+
+    let (url, seen) = stub(vec![(503, "overloaded".into())]).await;
+    let client = HttpClient::new(&url, "", std::time::Duration::from_secs(5))
+        .unwrap()
+        .with_backoff_base(std::time::Duration::from_millis(1));
+    let err = HttpEmbedder::new(client, "m").embed(&texts[..3]).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn the_llm_enricher_writes_summaries_through_a_chat_endpoint() {
+    let answer = serde_json::json!({
+        "choices": [{ "message": { "role": "assistant", "content": " Converts Celsius to Fahrenheit. " } }]
+    })
+    .to_string();
+    let (url, seen) = stub(vec![(429, "{}".into()), (200, answer)]).await;
+    let db = TestDb::new().await;
+    let mut config = db.config();
+    config.enrich.base_url = url;
+    config.enrich.model = "tiny-llm".into();
+    let ctx = PipelineContext::new(db.store.clone(), config);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.py"), "def celsius_to_fahrenheit(c):\n    return c * 9 / 5 + 32\n").unwrap();
+    let run = index(&ctx, dir.path().to_str().unwrap()).await;
+    assert_eq!(run.result["enrich"]["summary_source"], "llm");
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT summary, source, model FROM snippet_summaries")
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows, [("Converts Celsius to Fahrenheit.".to_string(), "llm".to_string(), Some("tiny-llm".to_string()))]);
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "one 429, then the answer");
+    assert_eq!(bodies[1]["model"], "tiny-llm");
+    assert!(bodies[1]["messages"][1]["content"].as_str().unwrap().contains("celsius_to_fahrenheit"));
+}
