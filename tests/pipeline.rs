@@ -527,3 +527,48 @@ async fn operators_list_retry_and_cancel_tasks() {
         .sum();
     assert_eq!(cancelled, 5);
 }
+
+#[tokio::test]
+async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let synced = fixture();
+    let requested = trawl::service::index::index(&ctx.store, &ctx.config, synced.path().to_str().unwrap(), "", "test")
+        .await
+        .unwrap();
+    let id = run_id(&requested.enqueued);
+    let run = trawl::service::index::wait_for_run(ctx.clone(), id, |_, _| {}).await.unwrap();
+    assert_eq!(run.status, "succeeded");
+    let never = fixture();
+    let never_id = repo(&ctx, never.path()).await;
+
+    let tick = |every: &str| {
+        let r = trawl_in(&db, &["scheduler", "--once", "--every", every, "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        v["enqueued"].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    // Only the never-synced repository is due within the hour.
+    assert_eq!(tick("1h"), [never_id]);
+    // A restarted scheduler finds its run pending and does not double it.
+    assert_eq!(tick("1h"), Vec::<i64>::new());
+    // With no interval, the synced one is due too; the pending one still is not doubled.
+    assert_eq!(tick("0s"), [requested.repository.id]);
+    assert_eq!(tick("0s"), Vec::<i64>::new());
+    let background: Vec<(i64, i32, String)> = sqlx::query_as(
+        "SELECT repository_id, priority_base, origin FROM runs WHERE trigger = 'background' ORDER BY repository_id",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        background,
+        [
+            (requested.repository.id, 10, "scheduler".to_string()),
+            (never_id, 10, "scheduler".to_string())
+        ]
+    );
+    let r = trawl_in(&db, &["scheduler", "--every", "soon"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not a duration"), "{}", r.stderr);
+}

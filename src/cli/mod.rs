@@ -9,6 +9,7 @@ mod index;
 mod migrate;
 mod queue;
 mod runs;
+mod scheduler;
 mod search;
 mod setup;
 mod tasks;
@@ -62,6 +63,7 @@ pub enum Command {
     Tasks(tasks::Args),
     Queue(queue::Args),
     Search(search::Args),
+    Scheduler(scheduler::Args),
 }
 
 impl Cli {
@@ -69,7 +71,7 @@ impl Cli {
     /// point, informative for long-running ones.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Worker(_) => "trawl=info,sqlx=warn,tantivy=warn,apalis=warn",
+            Command::Worker(_) | Command::Scheduler(_) => "trawl=info,sqlx=warn,tantivy=warn,apalis=warn",
             _ => "trawl=warn,sqlx=warn,tantivy=warn,apalis=warn",
         }
     }
@@ -107,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tasks(args) => tasks::run(args, &config).await,
         Command::Queue(args) => queue::run(args, &config).await,
         Command::Search(args) => search::run(args, &config).await,
+        Command::Scheduler(args) => scheduler::run(args, &config).await,
     }
 }
 

@@ -2,3 +2,4 @@
 //! the HTTP API, MCP server and scheduler later). No printing, no argument parsing.
 
 pub mod index;
+pub mod scheduler;
