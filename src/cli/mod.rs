@@ -6,6 +6,7 @@ mod config_cmd;
 mod db;
 mod doctor;
 mod index;
+mod keyword_index;
 mod migrate;
 mod queue;
 mod runs;
@@ -64,6 +65,7 @@ pub enum Command {
     Queue(queue::Args),
     Search(search::Args),
     Scheduler(scheduler::Args),
+    KeywordIndex(keyword_index::Args),
 }
 
 impl Cli {
@@ -110,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Queue(args) => queue::run(args, &config).await,
         Command::Search(args) => search::run(args, &config).await,
         Command::Scheduler(args) => scheduler::run(args, &config).await,
+        Command::KeywordIndex(args) => keyword_index::run(args, &config).await,
     }
 }
 

@@ -128,7 +128,7 @@ impl KeywordIndex {
         if fresh && !writable {
             return Err(fail(
                 "it has not been built yet, or by another version of trawl; index a repository, \
-                 or run `trawl reindex --scope bm25` to build it from the database"
+                 or run `trawl keyword-index rebuild` to build it from the database"
                     .into(),
             ));
         }
