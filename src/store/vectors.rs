@@ -69,6 +69,11 @@ fn hnsw_index_name(model: &str, kind: VectorKind, dimension: usize) -> String {
     format!("snippet_vectors_hnsw_{}", &h[..16])
 }
 
+/// The snippets of repository $1 without a current code vector of model $2.
+const CODE_WITHOUT_VECTOR: &str = "FROM snippets s
+     LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
+     WHERE s.repository_id = $1 AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)";
+
 fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -83,17 +88,14 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<PendingText>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT s.id AS snippet_id,
                     CASE WHEN s.doc IS NULL OR position(s.doc IN s.code) > 0 THEN s.code
                          ELSE s.doc || E'\\n' || s.code END AS text,
                     s.content_hash AS source_hash
-             FROM snippets s
-             LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
-             WHERE s.repository_id = $1 AND s.id > $3
-               AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)
-             ORDER BY s.id LIMIT $4",
-        )
+             {CODE_WITHOUT_VECTOR} AND s.id > $3
+             ORDER BY s.id LIMIT $4"
+        )))
         .bind(repository_id)
         .bind(model)
         .bind(after_id)
@@ -108,11 +110,9 @@ impl Store {
         repository_id: i64,
         model: &str,
     ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM snippets s
-             LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
-             WHERE s.repository_id = $1 AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)",
-        )
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) {CODE_WITHOUT_VECTOR}"
+        )))
         .bind(repository_id)
         .bind(model)
         .fetch_one(&self.pool)
