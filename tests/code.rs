@@ -310,6 +310,22 @@ async fn semantic_search_finds_a_paraphrase_and_hybrid_fuses() {
     assert_eq!(hybrid[0], "celsius_to_fahrenheit", "{hybrid:?}");
     let hybrid = names(&searcher, &query("parse config file", Mode::Hybrid)).await;
     assert!(hybrid[..3].contains(&"parse_config_file".to_string()), "{hybrid:?}");
+
+    // Vectors of another model never answer: a searcher configured with a different model
+    // finds nothing semantically and says how to embed with it.
+    let mut other = ctx.config.clone();
+    other.embedding.model = "other-model".into();
+    other.embedding.model_dir = ctx.config.model_dir().display().to_string();
+    let results = Searcher::new(db.store.clone(), other)
+        .search(&query("convert a temperature between units", Mode::Semantic))
+        .await
+        .unwrap();
+    assert!(results.hits.is_empty(), "{:?}", results.hits);
+    assert!(
+        results.warnings.iter().any(|w| w.contains("all-MiniLM-L6-v2") && w.contains("embeddings-only")),
+        "{:?}",
+        results.warnings
+    );
 }
 
 #[tokio::test]
