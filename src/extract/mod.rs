@@ -88,7 +88,7 @@ pub fn extract(language: Option<&str>, bytes: &[u8]) -> Extraction {
         }
     }
     if out.snippets.is_empty() && !text.trim().is_empty() {
-        out.snippets = windows(&text, language);
+        out.snippets = windows(&text);
     }
     out
 }
@@ -599,7 +599,7 @@ fn split_parts(whole: &Snippet) -> Vec<Snippet> {
 }
 
 /// A file without definitions as overlapping line windows.
-fn windows(text: &str, _language: Option<&str>) -> Vec<Snippet> {
+fn windows(text: &str) -> Vec<Snippet> {
     let lines: Vec<&str> = text.lines().collect();
     window_bounds(lines.len())
         .into_iter()

@@ -67,13 +67,8 @@ impl PipelineContext {
 
     /// The configured embedder, loaded once per process.
     pub async fn embedder(&self) -> Result<Embedder, ProviderError> {
-        let config = self.config.clone();
         self.embedder
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || Embedder::from_config(&config))
-                    .await
-                    .map_err(|e| ProviderError::Inference(format!("loading the model: {e}")))?
-            })
+            .get_or_try_init(|| Embedder::load(self.config.clone()))
             .await
             .cloned()
     }

@@ -73,6 +73,14 @@ impl Embedder {
         })
     }
 
+    /// [`Embedder::from_config`] on a blocking thread: loading the local model reads and
+    /// maps its weights.
+    pub async fn load(config: Config) -> Result<Embedder, ProviderError> {
+        tokio::task::spawn_blocking(move || Embedder::from_config(&config))
+            .await
+            .map_err(|e| ProviderError::Inference(format!("loading the model: {e}")))?
+    }
+
     /// The model name vectors are stored under; vectors of two models never mix.
     pub fn model(&self) -> &str {
         match self {

@@ -235,22 +235,9 @@ impl KeywordIndex {
         Ok(Ok(added))
     }
 
-    /// Removes a repository's documents.
-    pub fn delete_repository(&self, repository_id: i64) -> Result<(), KeywordError> {
-        self.write(|w, f| {
-            w.delete_term(Term::from_field_u64(f.repository_id, repository_id as u64));
-            Ok(())
-        })
-    }
-
     /// Documents in the last committed state.
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
-    }
-
-    /// Picks up commits made by other processes.
-    pub fn reload(&self) -> Result<(), KeywordError> {
-        Ok(self.reader.reload()?)
     }
 
     /// The best `limit` snippets for `query` as (snippet id, BM25 score), best first.

@@ -119,26 +119,10 @@ impl Searcher {
     }
 
     async fn embedder(&self) -> Result<Embedder, ProviderError> {
-        let config = self.config.clone();
         self.embedder
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || Embedder::from_config(&config))
-                    .await
-                    .map_err(|e| ProviderError::Inference(e.to_string()))?
-            })
+            .get_or_try_init(|| Embedder::load(self.config.clone()))
             .await
             .cloned()
-    }
-
-    /// Loads the model and opens the index now rather than on the first query.
-    pub async fn warm_up(&self, mode: Mode) -> Result<(), SearchError> {
-        if mode != Mode::Semantic {
-            self.keyword().await?;
-        }
-        if mode != Mode::Keyword {
-            self.embedder().await?;
-        }
-        Ok(())
     }
 
     pub async fn search(&self, q: &Query) -> Result<Results, SearchError> {

@@ -72,18 +72,16 @@ fn run(mut cmd: Command) -> Result<String, String> {
     match cmd.output() {
         Err(e) => Err(format!("cannot run git: {e}")),
         Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Ok(out) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let detail = stderr
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
-                .unwrap_or("git exited with an error")
-                .trim()
-                .to_string();
-            Err(detail)
-        }
+        Ok(out) => Err(last_line(&out.stderr).unwrap_or_else(|| "git exited with an error".into())),
     }
+}
+
+/// The last non-empty line git wrote to stderr: its error.
+fn last_line(stderr: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
 }
 
 /// Checks that `url` answers and has `git_ref` (or a default branch), without cloning.
@@ -103,12 +101,7 @@ pub fn probe(url: &str, git_ref: &str) -> Result<(), GitError> {
     match out {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let detail = stderr
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-                .unwrap_or_else(|| match out.status.code() {
+            let detail = last_line(&out.stderr).unwrap_or_else(|| match out.status.code() {
                     Some(2) if !git_ref.is_empty() => format!("it has no ref {git_ref}"),
                     _ => "git ls-remote failed".to_string(),
                 });

@@ -247,16 +247,6 @@ impl Store {
         )
     }
 
-    /// How many snippets a repository has.
-    pub async fn snippet_count(&self, repository_id: i64) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM snippets WHERE repository_id = $1")
-                .bind(repository_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
     /// Records a stage's progress: items done out of total, and what it works on now.
     pub async fn stage_progress(
         &self,

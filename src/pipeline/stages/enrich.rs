@@ -45,18 +45,23 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
             .await?;
         let Some(last) = page.last() else { break };
         after = last.snippet_id;
-        let rows: Vec<(NewSummary, String)> = match &llm {
-            None => page
-                .iter()
-                .map(|s| {
-                    let summary = NewSummary {
-                        snippet_id: s.snippet_id,
-                        summary: summary::heuristic(s),
-                        llm_model: None,
-                    };
-                    (summary, s.content_hash.clone())
-                })
-                .collect(),
+        // With an LLM, what succeeded is stored before a failure is reported: a retry
+        // skips it.
+        let (rows, failure): (Vec<(NewSummary, String)>, Option<StageError>) = match &llm {
+            None => {
+                let rows = page
+                    .iter()
+                    .map(|s| {
+                        let summary = NewSummary {
+                            snippet_id: s.snippet_id,
+                            summary: summary::heuristic(s),
+                            llm_model: None,
+                        };
+                        (summary, s.content_hash.clone())
+                    })
+                    .collect();
+                (rows, None)
+            }
             Some(llm) => {
                 let results: Vec<Result<(NewSummary, String), StageError>> =
                     futures::stream::iter(page.into_iter().map(|s| {
@@ -66,19 +71,22 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
                     .buffer_unordered(LLM_CONCURRENCY)
                     .collect()
                     .await;
-                // Keep what succeeded before reporting a failure: a retry skips it.
-                let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-                let ok: Vec<_> = ok.into_iter().filter_map(Result::ok).collect();
-                ctx.store.store_summaries(&ok).await?;
-                if let Some(Err(e)) = failed.into_iter().next() {
-                    return Err(e);
+                let mut rows = Vec::with_capacity(results.len());
+                let mut failure = None;
+                for r in results {
+                    match r {
+                        Ok(row) => rows.push(row),
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
                 }
-                summarised += ok.len() as i64;
-                continue;
+                (rows, failure)
             }
         };
-        summarised += rows.len() as i64;
         ctx.store.store_summaries(&rows).await?;
+        summarised += rows.len() as i64;
+        if let Some(e) = failure {
+            return Err(e);
+        }
     }
 
     let embedder = ctx.embedder().await?;

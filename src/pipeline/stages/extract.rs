@@ -32,12 +32,14 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let mut failed = 0i64;
     let (mut inserted, mut kept, mut deleted, mut snippets) = (0usize, 0usize, 0usize, 0usize);
 
-    let counts = ctx
-        .store
-        .replace_snippets(run.id, repo.id, &[], &removed)
-        .await?;
-    deleted += counts.deleted;
-    done += removed.len() as i64;
+    if !removed.is_empty() {
+        let counts = ctx
+            .store
+            .replace_snippets(run.id, repo.id, &[], &removed)
+            .await?;
+        deleted += counts.deleted;
+        done += removed.len() as i64;
+    }
 
     for batch in parse.chunks(BATCH_FILES) {
         ctx.store
