@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`bench`]: `trawl bench`: the queue and the indexing pipeline measured.
 //! - [`cli`]: clap commands; parse, call library code, print. No business rules.
 //! - [`config`]: the typed configuration and its layering (defaults < file < env < flags).
 //! - [`cluster`]: the embedded PostgreSQL cluster under trawl's home (processes and files).
@@ -19,6 +20,7 @@
 //! - [`pipeline`]: the five-stage pipeline on apalis: payloads, workers, stages.
 //! - [`sources`]: working copies (directories; git to come).
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -92,7 +92,10 @@ pub enum Step {
 
 /// The directory holding the PostgreSQL binaries `setup` installs under `home`.
 pub fn installed_pg_bin(home: &Path) -> PathBuf {
-    home.join("pg").join(PG_WHEEL_DIR).join("pginstall").join("bin")
+    home.join("pg")
+        .join(PG_WHEEL_DIR)
+        .join("pginstall")
+        .join("bin")
 }
 
 /// The binaries to run the embedded cluster with: `TRAWL_PG_BIN` or the installed ones.
@@ -214,7 +217,9 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
     let cluster = crate::cluster::Cluster::new(home, installed_pg_bin(home));
     if matches!(cluster.status(), crate::cluster::Status::Running { .. }) {
         eprintln!("trawl setup: stopping the embedded cluster to replace its binaries");
-        cluster.stop().map_err(|e| SetupError::ClusterBusy(e.to_string()))?;
+        cluster
+            .stop()
+            .map_err(|e| SetupError::ClusterBusy(e.to_string()))?;
     }
     tmp.finish(&target, PG_MARK)?;
     Ok(Step::Installed {

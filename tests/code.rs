@@ -59,17 +59,31 @@ const FILES: &[(&str, &str)] = &[
         "<?php\nclass UserRepo {\n    public function find($id) { return null; }\n}\n",
     ),
     ("scripts/deploy.sh", "deploy() {\n  echo deploying\n}\n"),
-    ("README.md", "# Fixture\n\nA repository in many languages.\n"),
+    (
+        "README.md",
+        "# Fixture\n\nA repository in many languages.\n",
+    ),
 ];
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A git repository with the fixture files, one commit.
@@ -116,7 +130,11 @@ async fn index(ctx: &Arc<PipelineContext>, source: &str) -> Run {
     let run = trawl::service::index::wait_for_run(ctx.clone(), run_id, |_, _| {})
         .await
         .unwrap();
-    assert_eq!(run.status, "succeeded", "run {run_id}: {:?} {:?}", run.error, run.result);
+    assert_eq!(
+        run.status, "succeeded",
+        "run {run_id}: {:?} {:?}",
+        run.error, run.result
+    );
     run
 }
 
@@ -167,7 +185,11 @@ async fn a_git_fixture_in_many_languages_gives_the_expected_snippets_vectors_and
     let repo = git_fixture();
     let url = format!("file://{}", repo.path().display());
     let run = index(&ctx, &url).await;
-    assert!(run.result["sync"]["commit"].as_str().is_some_and(|c| c.len() == 40));
+    assert!(
+        run.result["sync"]["commit"]
+            .as_str()
+            .is_some_and(|c| c.len() == 40)
+    );
 
     let got = outline(&db).await;
     let o = |p: &str, k: &str, n: &str, a: i32, b: i32| (p.into(), k.into(), n.into(), a, b);
@@ -199,32 +221,56 @@ async fn a_git_fixture_in_many_languages_gives_the_expected_snippets_vectors_and
             .fetch_one(db.store.pool())
             .await
             .unwrap();
-    assert_eq!(doc.as_deref(), Some("Reads the configuration file at `path`."));
+    assert_eq!(
+        doc.as_deref(),
+        Some("Reads the configuration file at `path`.")
+    );
 
     // Every snippet has a 384-d code vector and a heuristic summary with its vector; the
     // keyword index holds one document per snippet; the version is stamped.
     let snippets = count(&db, "SELECT count(*) FROM snippets").await;
     assert!(snippets >= 25, "{snippets} snippets");
     assert_eq!(
-        count(&db, "SELECT count(*) FROM snippet_vectors WHERE kind = 'code' AND dimension = 384").await,
+        count(
+            &db,
+            "SELECT count(*) FROM snippet_vectors WHERE kind = 'code' AND dimension = 384"
+        )
+        .await,
         snippets
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM snippet_summaries WHERE source = 'heuristic'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM snippet_summaries WHERE source = 'heuristic'"
+        )
+        .await,
         count(&db, "SELECT count(*) FROM snippets WHERE part IS NULL").await
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM snippet_vectors WHERE kind = 'summary'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM snippet_vectors WHERE kind = 'summary'"
+        )
+        .await,
         count(&db, "SELECT count(*) FROM snippet_summaries").await
     );
     assert_eq!(ctx.keyword_index().unwrap().num_docs() as i64, snippets);
-    let version = ctx.store.current_index_version(run.repository_id).await.unwrap().unwrap();
+    let version = ctx
+        .store
+        .current_index_version(run.repository_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((version.version, version.snippets as i64), (1, snippets));
     assert_eq!(version.files, FILES.len() as i32);
     assert_eq!(version.model, "all-MiniLM-L6-v2");
 
     // A new commit is fetched on the next sync.
-    std::fs::write(repo.path().join("native/sum.c"), "int twice(int x) { return 2 * x; }\n").unwrap();
+    std::fs::write(
+        repo.path().join("native/sum.c"),
+        "int twice(int x) { return 2 * x; }\n",
+    )
+    .unwrap();
     git(repo.path(), &["commit", "-q", "-am", "twice"]);
     let second = index(&ctx, &url).await;
     assert_eq!(second.result["sync"]["modified"], 1);
@@ -242,12 +288,22 @@ async fn keyword_search_finds_identifiers_by_their_words_and_filters() {
     let searcher = Searcher::new(db.store.clone(), ctx.config.clone());
 
     let found = names(&searcher, &query("parse config file", Mode::Keyword)).await;
-    for want in ["parse_config_file", "parseConfigFile", "Server.ParseConfigFile"] {
+    for want in [
+        "parse_config_file",
+        "parseConfigFile",
+        "Server.ParseConfigFile",
+    ] {
         assert!(found.iter().any(|n| n == want), "{want} not in {found:?}");
     }
     // The exact identifier ranks first, for each spelling.
-    assert_eq!(names(&searcher, &query("parse_config_file", Mode::Keyword)).await[0], "parse_config_file");
-    assert_eq!(names(&searcher, &query("parseConfigFile", Mode::Keyword)).await[0], "parseConfigFile");
+    assert_eq!(
+        names(&searcher, &query("parse_config_file", Mode::Keyword)).await[0],
+        "parse_config_file"
+    );
+    assert_eq!(
+        names(&searcher, &query("parseConfigFile", Mode::Keyword)).await[0],
+        "parseConfigFile"
+    );
 
     let mut q = query("parse config file", Mode::Keyword);
     q.languages = vec!["go".into()];
@@ -262,13 +318,27 @@ async fn keyword_search_finds_identifiers_by_their_words_and_filters() {
     assert!(hits.iter().all(|h| h.path.starts_with("src/")), "{hits:?}");
 
     // The CLI prints the same as stable JSON.
-    let r = trawl_in(&db, &["search", "parse config file", "--mode", "keyword", "--lang", "rust", "--json"]);
+    let r = trawl_in(
+        &db,
+        &[
+            "search",
+            "parse config file",
+            "--mode",
+            "keyword",
+            "--lang",
+            "rust",
+            "--json",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let hits: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let first = &hits[0];
     assert_eq!(first["name"], "parse_config_file");
     assert_eq!(first["path"], "src/config.rs");
-    assert_eq!((first["start_line"].as_i64(), first["end_line"].as_i64()), (Some(2), Some(4)));
+    assert_eq!(
+        (first["start_line"].as_i64(), first["end_line"].as_i64()),
+        (Some(2), Some(4))
+    );
     for field in ["repository", "kind", "language", "score", "snippet"] {
         assert!(!first[field].is_null(), "{field} missing in {first}");
     }
@@ -277,13 +347,28 @@ async fn keyword_search_finds_identifiers_by_their_words_and_filters() {
     std::fs::remove_dir_all(ctx.config.keyword_index_dir()).unwrap();
     let r = trawl_in(&db, &["search", "parse config file", "--mode", "keyword"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("trawl keyword-index rebuild"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("trawl keyword-index rebuild"),
+        "{}",
+        r.stderr
+    );
     let r = trawl_in(&db, &["keyword-index", "rebuild"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains(&format!("{snippets} documents")), "{}", r.stdout);
-    let r = trawl_in(&db, &["search", "parse_config_file", "--mode", "keyword", "--json"]);
+    assert!(
+        r.stdout.contains(&format!("{snippets} documents")),
+        "{}",
+        r.stdout
+    );
+    let r = trawl_in(
+        &db,
+        &["search", "parse_config_file", "--mode", "keyword", "--json"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("\"name\": \"parse_config_file\""), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("\"name\": \"parse_config_file\""),
+        "{}",
+        r.stdout
+    );
 
     let r = trawl_in(&db, &["search", "  ", "--json"]);
     assert_eq!(r.code, 1);
@@ -303,13 +388,25 @@ async fn semantic_search_finds_a_paraphrase_and_hybrid_fuses() {
     let found = names(&searcher, &q).await;
     assert_eq!(found[0], "celsius_to_fahrenheit", "{found:?}");
     assert!(
-        searcher.search(&query("convert a temperature between units", Mode::Keyword)).await.unwrap().hits.iter()
+        searcher
+            .search(&query("convert a temperature between units", Mode::Keyword))
+            .await
+            .unwrap()
+            .hits
+            .iter()
             .all(|h| h.name.as_deref() != Some("celsius_to_fahrenheit"))
     );
-    let hybrid = names(&searcher, &query("convert a temperature between units", Mode::Hybrid)).await;
+    let hybrid = names(
+        &searcher,
+        &query("convert a temperature between units", Mode::Hybrid),
+    )
+    .await;
     assert_eq!(hybrid[0], "celsius_to_fahrenheit", "{hybrid:?}");
     let hybrid = names(&searcher, &query("parse config file", Mode::Hybrid)).await;
-    assert!(hybrid[..3].contains(&"parse_config_file".to_string()), "{hybrid:?}");
+    assert!(
+        hybrid[..3].contains(&"parse_config_file".to_string()),
+        "{hybrid:?}"
+    );
 
     // Vectors of another model never answer: a searcher configured with a different model
     // finds nothing semantically and says how to embed with it.
@@ -317,12 +414,18 @@ async fn semantic_search_finds_a_paraphrase_and_hybrid_fuses() {
     other.embedding.model = "other-model".into();
     other.embedding.model_dir = ctx.config.model_dir().display().to_string();
     let results = Searcher::new(db.store.clone(), other)
-        .search(&query("convert a temperature between units", Mode::Semantic))
+        .search(&query(
+            "convert a temperature between units",
+            Mode::Semantic,
+        ))
         .await
         .unwrap();
     assert!(results.hits.is_empty(), "{:?}", results.hits);
     assert!(
-        results.warnings.iter().any(|w| w.contains("all-MiniLM-L6-v2") && w.contains("embeddings-only")),
+        results
+            .warnings
+            .iter()
+            .any(|w| w.contains("all-MiniLM-L6-v2") && w.contains("embeddings-only")),
         "{:?}",
         results.warnings
     );
@@ -355,7 +458,10 @@ async fn incremental_runs_touch_only_what_changed() {
     // are untouched, the changed function gets a new id and new vectors.
     std::fs::write(
         root.join("src/config.rs"),
-        FILES[0].1.replace("read_to_string(path).unwrap()", "read_to_string(path).expect(\"config\")"),
+        FILES[0].1.replace(
+            "read_to_string(path).unwrap()",
+            "read_to_string(path).expect(\"config\")",
+        ),
     )
     .unwrap();
     let run = index(&ctx, root.to_str().unwrap()).await;
@@ -364,10 +470,30 @@ async fn incremental_runs_touch_only_what_changed() {
     assert_eq!(ids("tools/temps.py").await, py_before);
     let rs_after = ids("src/config.rs").await;
     let kept: Vec<_> = rs_before.iter().filter(|s| rs_after.contains(s)).collect();
-    assert_eq!(kept.len(), rs_before.len() - 1, "{rs_before:?} → {rs_after:?}");
-    assert!(!rs_after.contains(&rs_before.iter().find(|s| s.1 == "parse_config_file").unwrap().clone()));
+    assert_eq!(
+        kept.len(),
+        rs_before.len() - 1,
+        "{rs_before:?} → {rs_after:?}"
+    );
+    assert!(
+        !rs_after.contains(
+            &rs_before
+                .iter()
+                .find(|s| s.1 == "parse_config_file")
+                .unwrap()
+                .clone()
+        )
+    );
     assert_eq!(run.result["code_embeddings"]["embedded"], 1);
-    assert_eq!(ctx.store.current_index_version(run.repository_id).await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        ctx.store
+            .current_index_version(run.repository_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
 
     // Delete a file: its snippets leave Postgres and the keyword index.
     std::fs::remove_file(root.join("lib/queue.rb")).unwrap();
@@ -378,10 +504,22 @@ async fn incremental_runs_touch_only_what_changed() {
     assert_eq!(run.result["sync"]["added"], 1);
     assert!(ids("lib/queue.rb").await.is_empty());
     assert!(ids("java/Greeter.java").await.is_empty());
-    assert!(ids("java/Hello.java").await.iter().any(|s| s.1 == "Greeter.greet"));
+    assert!(
+        ids("java/Hello.java")
+            .await
+            .iter()
+            .any(|s| s.1 == "Greeter.greet")
+    );
     let searcher = Searcher::new(db.store.clone(), ctx.config.clone());
-    assert!(names(&searcher, &query("JobQueue push", Mode::Keyword)).await.is_empty());
-    let greet = searcher.search(&query("greet", Mode::Keyword)).await.unwrap();
+    assert!(
+        names(&searcher, &query("JobQueue push", Mode::Keyword))
+            .await
+            .is_empty()
+    );
+    let greet = searcher
+        .search(&query("greet", Mode::Keyword))
+        .await
+        .unwrap();
     assert_eq!(greet.hits[0].path, "java/Hello.java");
     assert_eq!(
         ctx.keyword_index().unwrap().num_docs() as i64,
@@ -399,7 +537,11 @@ async fn bad_files_are_recorded_and_skipped_and_the_run_succeeds() {
     std::fs::write(root.join("blob.bin"), b"\x7fELF\0\0\x01binary").unwrap();
     let big = std::fs::File::create(root.join("huge.py")).unwrap();
     big.set_len(50 * 1024 * 1024).unwrap();
-    std::fs::write(root.join("latin1.py"), b"def caf\xe9():\n    return '\xe9t\xe9'\n").unwrap();
+    std::fs::write(
+        root.join("latin1.py"),
+        b"def caf\xe9():\n    return '\xe9t\xe9'\n",
+    )
+    .unwrap();
     std::fs::create_dir(root.join("loop")).unwrap();
     std::os::unix::fs::symlink(root, root.join("loop/again")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).unwrap();
@@ -417,18 +559,31 @@ async fn bad_files_are_recorded_and_skipped_and_the_run_succeeds() {
             .unwrap();
     let reason = |p: &str| reasons.iter().find(|r| r.0 == p).and_then(|r| r.1.clone());
     assert_eq!(reason("blob.bin").as_deref(), Some("binary"));
-    assert!(reason("huge.py").is_some_and(|r| r.starts_with("too large")), "{reasons:?}");
-    assert_eq!(reason("loop/again").as_deref(), Some("symbolic link: not followed"));
-    assert_eq!(reason("outside").as_deref(), Some("symbolic link: not followed"));
+    assert!(
+        reason("huge.py").is_some_and(|r| r.starts_with("too large")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reason("loop/again").as_deref(),
+        Some("symbolic link: not followed")
+    );
+    assert_eq!(
+        reason("outside").as_deref(),
+        Some("symbolic link: not followed")
+    );
     if !as_root {
-        assert!(reason("locked.py").is_some_and(|r| r.starts_with("unreadable")), "{reasons:?}");
+        assert!(
+            reason("locked.py").is_some_and(|r| r.starts_with("unreadable")),
+            "{reasons:?}"
+        );
     }
-    let items: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT path, status, message FROM run_items WHERE run_id = $1 ORDER BY path")
-            .bind(run.id)
-            .fetch_all(db.store.pool())
-            .await
-            .unwrap();
+    let items: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT path, status, message FROM run_items WHERE run_id = $1 ORDER BY path",
+    )
+    .bind(run.id)
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
     let item = |p: &str| items.iter().find(|i| i.0 == p).unwrap().clone();
     assert_eq!(item("blob.bin").1, "skipped");
     assert_eq!(item("good.py").1, "completed");
@@ -437,7 +592,11 @@ async fn bad_files_are_recorded_and_skipped_and_the_run_succeeds() {
     assert_eq!(latin.1, "completed");
     assert!(latin.2.is_some_and(|m| m.contains("UTF-8")));
     let got = outline(&db).await;
-    assert!(got.iter().any(|s| s.0 == "latin1.py" && s.2.starts_with("caf")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|s| s.0 == "latin1.py" && s.2.starts_with("caf")),
+        "{got:?}"
+    );
     assert!(got.iter().any(|s| s.2 == "fine"));
     assert!(!got.iter().any(|s| s.0 == "huge.py" || s.0 == "blob.bin"));
 }
@@ -448,8 +607,11 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
     let dir = db.config().model_dir();
     let model = trawl::providers::local::LocalEmbedder::load(&dir).unwrap();
     let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_reference.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/minilm_reference.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let cases = fixture["texts"].as_array().unwrap();
@@ -465,7 +627,11 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
             .collect();
         assert_eq!(v.len(), 384);
         let cos: f32 = v.iter().zip(&want).map(|(a, b)| a * b).sum();
-        let max_diff = v.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_diff = v
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(
             cos > 0.9999 && max_diff < 2e-3,
             "{:?}: cosine {cos}, max difference {max_diff}",
@@ -476,7 +642,9 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
 
 /// A local HTTP stub: answers each request with the next scripted (status, body) (the last
 /// one repeats) and records the JSON bodies it received.
-async fn stub(script: Vec<(u16, String)>) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+async fn stub(
+    script: Vec<(u16, String)>,
+) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -485,7 +653,9 @@ async fn stub(script: Vec<(u16, String)>) -> (String, Arc<std::sync::Mutex<Vec<s
     tokio::spawn(async move {
         let mut n = 0;
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
             let body = loop {
@@ -498,7 +668,11 @@ async fn stub(script: Vec<(u16, String)>) -> (String, Arc<std::sync::Mutex<Vec<s
                 if let Some(end) = text.find("\r\n\r\n") {
                     let len = text[..end]
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
                         break Some(buf[end + 4..end + 4 + len].to_vec());
@@ -506,7 +680,9 @@ async fn stub(script: Vec<(u16, String)>) -> (String, Arc<std::sync::Mutex<Vec<s
                 }
             };
             let Some(body) = body else { continue };
-            log.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            log.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
             let (status, answer) = script[n.min(script.len() - 1)].clone();
             n += 1;
             let reply = format!(
@@ -540,28 +716,49 @@ async fn the_http_embedder_batches_retries_429_and_refuses_401() {
     let client = HttpClient::new(&url, "sk-test", std::time::Duration::from_secs(5))
         .unwrap()
         .with_backoff_base(std::time::Duration::from_millis(1));
-    let vectors = HttpEmbedder::new(client, "text-embedding-3-small").embed(&texts).await.unwrap();
+    let vectors = HttpEmbedder::new(client, "text-embedding-3-small")
+        .embed(&texts)
+        .await
+        .unwrap();
     assert_eq!(vectors.len(), 150);
     assert_eq!(vectors[0], [64.0, 0.0]);
     assert_eq!(vectors[63], [64.0, 63.0]);
     assert_eq!(vectors[149], [22.0, 21.0]);
-    let sizes: Vec<usize> = seen.lock().unwrap().iter().map(|b| b["input"].as_array().unwrap().len()).collect();
-    assert_eq!(sizes, [64, 64, 64, 22], "the first batch is sent again after the 429");
+    let sizes: Vec<usize> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["input"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes,
+        [64, 64, 64, 22],
+        "the first batch is sent again after the 429"
+    );
     assert_eq!(seen.lock().unwrap()[0]["model"], "text-embedding-3-small");
 
     let (url, seen) = stub(vec![(401, r#"{"error":{"message":"bad key"}}"#.into())]).await;
     let client = HttpClient::new(&url, "wrong", std::time::Duration::from_secs(5)).unwrap();
-    let err = HttpEmbedder::new(client, "m").embed(&texts[..3]).await.unwrap_err();
+    let err = HttpEmbedder::new(client, "m")
+        .embed(&texts[..3])
+        .await
+        .unwrap_err();
     assert!(!err.is_retryable());
     let msg = err.to_string();
-    assert!(msg.contains("401") && msg.contains("bad key") && msg.contains("API key"), "{msg}");
+    assert!(
+        msg.contains("401") && msg.contains("bad key") && msg.contains("API key"),
+        "{msg}"
+    );
     assert_eq!(seen.lock().unwrap().len(), 1, "a 401 is not retried");
 
     let (url, seen) = stub(vec![(503, "overloaded".into())]).await;
     let client = HttpClient::new(&url, "", std::time::Duration::from_secs(5))
         .unwrap()
         .with_backoff_base(std::time::Duration::from_millis(1));
-    let err = HttpEmbedder::new(client, "m").embed(&texts[..3]).await.unwrap_err();
+    let err = HttpEmbedder::new(client, "m")
+        .embed(&texts[..3])
+        .await
+        .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 4);
 }
@@ -579,7 +776,11 @@ async fn the_llm_enricher_writes_summaries_through_a_chat_endpoint() {
     config.enrich.model = "tiny-llm".into();
     let ctx = PipelineContext::new(db.store.clone(), config);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.py"), "def celsius_to_fahrenheit(c):\n    return c * 9 / 5 + 32\n").unwrap();
+    std::fs::write(
+        dir.path().join("t.py"),
+        "def celsius_to_fahrenheit(c):\n    return c * 9 / 5 + 32\n",
+    )
+    .unwrap();
     let run = index(&ctx, dir.path().to_str().unwrap()).await;
     assert_eq!(run.result["enrich"]["summary_source"], "llm");
     let rows: Vec<(String, String, Option<String>)> =
@@ -587,9 +788,21 @@ async fn the_llm_enricher_writes_summaries_through_a_chat_endpoint() {
             .fetch_all(db.store.pool())
             .await
             .unwrap();
-    assert_eq!(rows, [("Converts Celsius to Fahrenheit.".to_string(), "llm".to_string(), Some("tiny-llm".to_string()))]);
+    assert_eq!(
+        rows,
+        [(
+            "Converts Celsius to Fahrenheit.".to_string(),
+            "llm".to_string(),
+            Some("tiny-llm".to_string())
+        )]
+    );
     let bodies = seen.lock().unwrap().clone();
     assert_eq!(bodies.len(), 2, "one 429, then the answer");
     assert_eq!(bodies[1]["model"], "tiny-llm");
-    assert!(bodies[1]["messages"][1]["content"].as_str().unwrap().contains("celsius_to_fahrenheit"));
+    assert!(
+        bodies[1]["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("celsius_to_fahrenheit")
+    );
 }

@@ -533,11 +533,19 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
     let db = TestDb::new().await;
     let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
     let synced = fixture();
-    let requested = trawl::service::index::index(&ctx.store, &ctx.config, synced.path().to_str().unwrap(), "", "test")
+    let requested = trawl::service::index::index(
+        &ctx.store,
+        &ctx.config,
+        synced.path().to_str().unwrap(),
+        "",
+        "test",
+    )
+    .await
+    .unwrap();
+    let id = run_id(&requested.enqueued);
+    let run = trawl::service::index::wait_for_run(ctx.clone(), id, |_, _| {})
         .await
         .unwrap();
-    let id = run_id(&requested.enqueued);
-    let run = trawl::service::index::wait_for_run(ctx.clone(), id, |_, _| {}).await.unwrap();
     assert_eq!(run.status, "succeeded");
     let never = fixture();
     let never_id = repo(&ctx, never.path()).await;
@@ -546,7 +554,12 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
         let r = trawl_in(&db, &["scheduler", "--once", "--every", every, "--json"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
-        v["enqueued"].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect::<Vec<_>>()
+        v["enqueued"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_i64().unwrap())
+            .collect::<Vec<_>>()
     };
     // Only the never-synced repository is due within the hour.
     assert_eq!(tick("1h"), [never_id]);
@@ -571,4 +584,38 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
     let r = trawl_in(&db, &["scheduler", "--every", "soon"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("not a duration"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn bench_queue_drains_its_backlog_with_worker_processes_and_reports_figures() {
+    let db = TestDb::new().await;
+    let r = trawl_in(
+        &db,
+        &[
+            "bench",
+            "queue",
+            "--runs",
+            "12",
+            "--processes",
+            "1",
+            "--concurrency",
+            "2",
+            "--latency-runs",
+            "3",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let passes: serde_json::Value = serde_json::from_str(&r.stdout).expect(&r.stdout);
+    let pass = &passes[0];
+    // Every stage of every backlog run was worked by the worker process, none skipped.
+    assert_eq!(pass["tasks"], 60, "{pass}");
+    assert!(pass["tasks_per_sec"].as_f64().unwrap() > 0.0, "{pass}");
+    assert_eq!(pass["enqueue_to_start"]["samples"], 15, "{pass}");
+    // Its scratch database is gone; the test's own database was not touched.
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 0);
 }

@@ -2,6 +2,7 @@
 //! and a `run` function. Commands only parse, call library code and print; they hold no
 //! business rules.
 
+mod bench;
 mod config_cmd;
 mod db;
 mod doctor;
@@ -66,6 +67,7 @@ pub enum Command {
     Search(search::Args),
     Scheduler(scheduler::Args),
     KeywordIndex(keyword_index::Args),
+    Bench(bench::Args),
 }
 
 impl Cli {
@@ -73,7 +75,9 @@ impl Cli {
     /// point, informative for long-running ones.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Worker(_) | Command::Scheduler(_) => "trawl=info,sqlx=warn,tantivy=warn,apalis=warn",
+            Command::Worker(_) | Command::Scheduler(_) => {
+                "trawl=info,sqlx=warn,tantivy=warn,apalis=warn"
+            }
             _ => "trawl=warn,sqlx=warn,tantivy=warn,apalis=warn",
         }
     }
@@ -113,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Search(args) => search::run(args, &config).await,
         Command::Scheduler(args) => scheduler::run(args, &config).await,
         Command::KeywordIndex(args) => keyword_index::run(args, &config).await,
+        Command::Bench(args) => bench::run(args, &config).await,
     }
 }
 

@@ -42,7 +42,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 println!("repository {repo}: background run {run} queued");
             }
             if tick.enqueued.is_empty() {
-                println!("nothing due ({} repositories due but pending or none)", tick.due);
+                println!(
+                    "nothing due ({} repositories due but pending or none)",
+                    tick.due
+                );
             }
         }
         if args.once {

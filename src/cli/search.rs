@@ -103,7 +103,11 @@ fn print_hit(rank: usize, hit: &Hit, terms: &HashSet<String>, color: bool) {
     );
     let lines: Vec<&str> = hit.snippet.lines().collect();
     for line in lines.iter().take(SHOWN_LINES) {
-        let shown = if color { highlight(line, terms) } else { line.to_string() };
+        let shown = if color {
+            highlight(line, terms)
+        } else {
+            line.to_string()
+        };
         println!("    {shown}");
     }
     if lines.len() > SHOWN_LINES {

@@ -14,12 +14,19 @@ pub struct Args {
     /// Stage jobs to run at once (default: worker.concurrency).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Run every stage as a no-op that succeeds at once (for `trawl bench queue` only).
+    #[arg(long, hide = true)]
+    noop_stages: bool,
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     let concurrency = args.concurrency.unwrap_or(config.worker.concurrency).max(1);
-    let ctx = PipelineContext::new(store, config.clone());
+    let ctx = if args.noop_stages {
+        PipelineContext::without_stage_work(store, config.clone())
+    } else {
+        PipelineContext::new(store, config.clone())
+    };
     worker::run(ctx, concurrency, shutdown_signal()).await?;
     Ok(0)
 }

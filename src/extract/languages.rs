@@ -89,7 +89,11 @@ const JS_DEFS: &[(&str, &str)] = &[
     ("method_definition", "method"),
     ("variable_declarator", "function"),
 ];
-const JS_WRAPPERS: &[&str] = &["export_statement", "lexical_declaration", "variable_declaration"];
+const JS_WRAPPERS: &[&str] = &[
+    "export_statement",
+    "lexical_declaration",
+    "variable_declaration",
+];
 
 const JAVASCRIPT: LangSpec = LangSpec {
     name: "javascript",
@@ -196,7 +200,11 @@ const CPP: LangSpec = LangSpec {
         ("type_definition", "type"),
         ("namespace_definition", "namespace"),
     ],
-    containers: &["class_specifier", "struct_specifier", "namespace_definition"],
+    containers: &[
+        "class_specifier",
+        "struct_specifier",
+        "namespace_definition",
+    ],
     wrappers: &["template_declaration"],
     between: &[],
     doc: DocStyle::Preceding,

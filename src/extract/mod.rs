@@ -210,13 +210,11 @@ impl<'a> Walk<'a> {
             }
             // Rust: only inline modules (`mod x { … }`), not `mod x;`.
             "mod_item" => node.child_by_field_name("body").map(|_| kind),
-            "type_spec" => Some(
-                match node.child_by_field_name("type").map(|t| t.kind()) {
-                    Some("struct_type") => "struct",
-                    Some("interface_type") => "interface",
-                    _ => "type",
-                },
-            ),
+            "type_spec" => Some(match node.child_by_field_name("type").map(|t| t.kind()) {
+                Some("struct_type") => "struct",
+                Some("interface_type") => "interface",
+                _ => "type",
+            }),
             _ => Some(kind),
         }
     }
@@ -257,8 +255,13 @@ impl<'a> Walk<'a> {
     fn declarator_name(&self, mut node: Node) -> Option<String> {
         loop {
             match node.kind() {
-                "identifier" | "field_identifier" | "type_identifier" | "qualified_identifier"
-                | "destructor_name" | "operator_name" | "primitive_type" => {
+                "identifier"
+                | "field_identifier"
+                | "type_identifier"
+                | "qualified_identifier"
+                | "destructor_name"
+                | "operator_name"
+                | "primitive_type" => {
                     return Some(self.text(node).to_string());
                 }
                 _ => {
@@ -266,8 +269,9 @@ impl<'a> Walk<'a> {
                         Some(inner) => inner,
                         None => {
                             let mut cursor = node.walk();
-                            node.named_children(&mut cursor)
-                                .find(|c| c.kind().ends_with("declarator") || c.kind().ends_with("identifier"))?
+                            node.named_children(&mut cursor).find(|c| {
+                                c.kind().ends_with("declarator") || c.kind().ends_with("identifier")
+                            })?
                         }
                     };
                 }
@@ -452,9 +456,7 @@ fn refine_kind(
     qualified_parent: bool,
     node: Node,
 ) -> &'static str {
-    let in_type = container.is_some_and(|c| {
-        !matches!(c, "module" | "namespace")
-    });
+    let in_type = container.is_some_and(|c| !matches!(c, "module" | "namespace"));
     match kind {
         "function" if in_type => "method",
         // `void Foo::bar() {…}` outside the class body.
@@ -497,7 +499,9 @@ fn line_starts(text: &str) -> Vec<usize> {
 
 fn strip_comment_marker(line: &str) -> &str {
     let t = line.trim();
-    for marker in ["///", "//!", "//", "/**", "/*!", "/*", "#", "--[[", "--", "*/", "*"] {
+    for marker in [
+        "///", "//!", "//", "/**", "/*!", "/*", "#", "--[[", "--", "*/", "*",
+    ] {
         if let Some(rest) = t.strip_prefix(marker) {
             return rest.trim_end_matches("*/").trim();
         }
@@ -526,7 +530,13 @@ fn dedent(s: &str) -> String {
         .unwrap_or(0);
     s.lines()
         .enumerate()
-        .map(|(i, l)| if i == 0 { l.trim() } else { l.get(indent..).unwrap_or(l.trim()) })
+        .map(|(i, l)| {
+            if i == 0 {
+                l.trim()
+            } else {
+                l.get(indent..).unwrap_or(l.trim())
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

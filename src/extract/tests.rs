@@ -60,7 +60,10 @@ trait Shape {
         ]
     );
     let x = extract(Some("rust"), src.as_bytes());
-    assert_eq!(find(&x, "parse_config_file").doc.as_deref(), Some("Parses a config file."));
+    assert_eq!(
+        find(&x, "parse_config_file").doc.as_deref(),
+        Some("Parses a config file.")
+    );
     assert_eq!(find(&x, "Point::new").doc.as_deref(), Some("Makes one."));
     assert_eq!(find(&x, "Point::new").parent.as_deref(), Some("Point"));
     let imp = find(&x, "Point");
@@ -100,9 +103,16 @@ class Greeter(Base):
         ]
     );
     let x = extract(Some("python"), src.as_bytes());
-    assert_eq!(find(&x, "top").doc.as_deref(), Some("Adds two numbers.\n\nReally."));
+    assert_eq!(
+        find(&x, "top").doc.as_deref(),
+        Some("Adds two numbers.\n\nReally.")
+    );
     assert_eq!(find(&x, "Greeter").doc.as_deref(), Some("Says hello."));
-    assert!(find(&x, "Greeter.hello").code.starts_with("    @staticmethod"));
+    assert!(
+        find(&x, "Greeter.hello")
+            .code
+            .starts_with("    @staticmethod")
+    );
 }
 
 #[test]
@@ -135,7 +145,10 @@ func main() {}
         ]
     );
     let x = extract(Some("go"), src.as_bytes());
-    assert_eq!(find(&x, "Server.Start").doc.as_deref(), Some("Start starts it."));
+    assert_eq!(
+        find(&x, "Server.Start").doc.as_deref(),
+        Some("Start starts it.")
+    );
     assert_eq!(find(&x, "Server").doc.as_deref(), Some("Server serves."));
 }
 
@@ -298,7 +311,8 @@ def helper; end
     assert_eq!(outline("bash", sh), vec![o("function", "deploy", 2, 4)]);
     let x = extract(Some("bash"), sh.as_bytes());
     assert_eq!(x.snippets[0].doc.as_deref(), Some("Deploys."));
-    let lua = "local function add(a, b)\n  return a + b\nend\nfunction M.sub(a, b) return a - b end\n";
+    let lua =
+        "local function add(a, b)\n  return a + b\nend\nfunction M.sub(a, b) return a - b end\n";
     assert_eq!(
         outline("lua", lua),
         vec![o("function", "add", 1, 3), o("function", "M.sub", 4, 4)]
@@ -311,7 +325,10 @@ fn long_definitions_are_split_into_linked_overlapping_parts() {
     let src = format!("def long():\n{body}");
     let x = extract(Some("python"), src.as_bytes());
     let whole = &x.snippets[0];
-    assert_eq!((whole.start_line, whole.end_line, whole.part), (1, 251, None));
+    assert_eq!(
+        (whole.start_line, whole.end_line, whole.part),
+        (1, 251, None)
+    );
     let parts: Vec<_> = x.snippets[1..].iter().collect();
     assert!(parts.len() >= 5, "{} parts", parts.len());
     for (i, p) in parts.iter().enumerate() {
@@ -320,7 +337,10 @@ fn long_definitions_are_split_into_linked_overlapping_parts() {
         assert!(p.end_line - p.start_line < WINDOW_LINES as i32);
     }
     assert_eq!(parts[0].start_line, 1);
-    assert_eq!(parts[1].start_line, parts[0].end_line - OVERLAP_LINES as i32 + 1);
+    assert_eq!(
+        parts[1].start_line,
+        parts[0].end_line - OVERLAP_LINES as i32 + 1
+    );
     assert_eq!(parts.last().unwrap().end_line, 251);
 }
 
@@ -328,7 +348,11 @@ fn long_definitions_are_split_into_linked_overlapping_parts() {
 fn text_and_unknown_languages_become_windows() {
     let text: String = (1..=130).map(|i| format!("line {i}\n")).collect();
     let x = extract(None, text.as_bytes());
-    let ranges: Vec<_> = x.snippets.iter().map(|s| (s.start_line, s.end_line)).collect();
+    let ranges: Vec<_> = x
+        .snippets
+        .iter()
+        .map(|s| (s.start_line, s.end_line))
+        .collect();
     assert_eq!(ranges, vec![(1, 60), (51, 110), (101, 130)]);
     assert!(x.snippets.iter().all(|s| s.kind == "chunk"));
     // A Python file without definitions is windowed too.
@@ -339,7 +363,10 @@ fn text_and_unknown_languages_become_windows() {
 
 #[test]
 fn bad_input_is_survived() {
-    let x = extract(Some("rust"), b"fn ok() {}\nfn broken( {\n\xff\xfe fn after() {}\n");
+    let x = extract(
+        Some("rust"),
+        b"fn ok() {}\nfn broken( {\n\xff\xfe fn after() {}\n",
+    );
     assert!(x.lossy);
     assert!(x.syntax_errors);
     assert!(x.snippets.iter().any(|s| s.name.as_deref() == Some("ok")));

@@ -29,6 +29,8 @@ pub struct PipelineContext {
     pub store: Store,
     pub config: Config,
     pub faults: faults::Faults,
+    /// Stages do no work and succeed at once: `trawl bench queue` measures the queue alone.
+    pub noop_stages: bool,
     /// Opened on first use: a worker that never runs BM25 never opens the index.
     keyword: OnceLock<Arc<KeywordIndex>>,
     /// Loaded on first use: the local model takes a moment and some memory.
@@ -47,10 +49,25 @@ impl PipelineContext {
         config: Config,
         faults: faults::Faults,
     ) -> Arc<PipelineContext> {
+        PipelineContext::build(store, config, faults, false)
+    }
+
+    /// A context whose stages do nothing and succeed: the queue measured alone.
+    pub fn without_stage_work(store: Store, config: Config) -> Arc<PipelineContext> {
+        PipelineContext::build(store, config, faults::Faults::default(), true)
+    }
+
+    fn build(
+        store: Store,
+        config: Config,
+        faults: faults::Faults,
+        noop_stages: bool,
+    ) -> Arc<PipelineContext> {
         Arc::new(PipelineContext {
             store,
             config,
             faults,
+            noop_stages,
             keyword: OnceLock::new(),
             embedder: tokio::sync::OnceCell::new(),
         })

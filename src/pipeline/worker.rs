@@ -41,6 +41,10 @@ pub async fn run(
     let config = apalis_postgres::Config::default()
         .queue(STAGE_QUEUE)
         .batch_size(1)
+        // The store marks a job running and closes it, in the statements that record the
+        // stage's transitions; apalis' own lock and result writes would only repeat them.
+        .lock_tasks(false)
+        .persist_results(false)
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(3);
     let poll = Duration::from_millis(ctx.config.worker.poll_interval_ms.max(10));
@@ -49,21 +53,24 @@ pub async fn run(
 
     let factory_ctx = ctx.clone();
     let factory_name = name.clone();
+    // One apalis worker per slot: an apalis worker fetches one job at a time, so its fetch
+    // latency caps its throughput; with batch size 1 (priority exact at every fetch) the
+    // slots fetch in parallel only as workers of their own.
     let monitor = Monitor::new()
-        .register(move |restarts| {
+        .register_n(concurrency.max(1), move |slot, restarts| {
             let backend = PostgresStorage::<Value>::new(&pool)
                 .with_config(config.clone())
                 .with_pubsub()
                 .poll_with_interval(poll);
             let name = if restarts == 0 {
-                factory_name.clone()
+                format!("{factory_name}-s{slot}")
             } else {
-                format!("{factory_name}-r{restarts}")
+                format!("{factory_name}-s{slot}-r{restarts}")
             };
             WorkerBuilder::new(name)
                 .backend(backend)
                 .data(factory_ctx.clone())
-                .concurrency(concurrency.max(1))
+                .concurrency(1)
                 .build(handle)
         })
         .shutdown_timeout(shutdown_timeout);
@@ -108,8 +115,10 @@ async fn release_held_jobs(ctx: &PipelineContext, name: &str) -> u64 {
     r.map(|r| r.rows_affected()).unwrap_or(0)
 }
 
-/// Runs one stage job. Every outcome is recorded by the store, which also closes the job;
-/// an `Err` returned here means recording failed, and apalis re-queues the job.
+/// Runs one stage job. Every outcome is recorded by the store, which also closes the job
+/// (apalis' own lock and result writes are off). Recording is retried through a passing
+/// database outage; an `Err` returned here means it never succeeded, and the job waits for
+/// this worker's restart (its lock is released on shutdown) or its death (orphan rescue).
 async fn handle(
     job: Value,
     id: TaskId,
@@ -128,7 +137,7 @@ async fn handle(
     };
     let span = tracing::info_span!("stage", run = payload.run_id, repo = payload.repository_id, stage = %payload.stage, job = %job_id);
     async {
-        let (run, attempt) = match store.begin_stage(&job_id).await {
+        let (run, attempt) = match recorded(|| store.begin_stage(&job_id)).await {
             Ok(Begin::Proceed { run, attempt }) => (run, attempt),
             Ok(Begin::Wait) => {
                 tracing::debug!("predecessor unfinished: parked again");
@@ -147,6 +156,9 @@ async fn handle(
         let started = std::time::Instant::now();
         let outcome = async {
             ctx.faults.inject(payload.stage, attempt as u32).await?;
+            if ctx.noop_stages {
+                return Ok(stages::StageOutcome::default());
+            }
             stages::run(&ctx, &run, &payload).await
         }
         .await;
@@ -154,12 +166,12 @@ async fn handle(
         match outcome {
             Ok(done) => {
                 tracing::info!(attempt, ms = started.elapsed().as_millis() as u64, "stage succeeded");
-                store.complete_stage(&job_id, &done.result, done.up_to_date).await?;
+                recorded(|| store.complete_stage(&job_id, &done.result, done.up_to_date)).await?;
             }
             Err(StageError::Retryable(msg)) if policy.allows_another(attempt as u32) => {
                 let delay = policy.backoff(attempt as u32, rand::rng().random());
                 tracing::warn!(attempt, error = %msg, delay_ms = delay.as_millis() as u64, "stage failed, will retry");
-                store.retry_stage(&job_id, &msg, delay).await?;
+                recorded(|| store.retry_stage(&job_id, &msg, delay)).await?;
             }
             Err(e) => {
                 let msg = match &e {
@@ -167,11 +179,32 @@ async fn handle(
                     StageError::Permanent(m) => m.clone(),
                 };
                 tracing::error!(attempt, error = %msg, "stage failed for good");
-                store.fail_stage(&job_id, &msg).await?;
+                recorded(|| store.fail_stage(&job_id, &msg)).await?;
             }
         }
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// Runs a store write of a stage transition, again after a retryable failure (a lost
+/// connection, a deadlock, a restarting server) for about half a minute.
+async fn recorded<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match write().await {
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "recording a stage transition failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+    write().await
 }

@@ -32,7 +32,11 @@ pub struct HttpClient {
 impl HttpClient {
     /// `base_url` is the API root, e.g. `https://api.openai.com/v1` or
     /// `http://localhost:11434/v1`.
-    pub fn new(base_url: &str, api_key: &str, timeout: Duration) -> Result<HttpClient, ProviderError> {
+    pub fn new(
+        base_url: &str,
+        api_key: &str,
+        timeout: Duration,
+    ) -> Result<HttpClient, ProviderError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -70,10 +74,13 @@ impl HttpClient {
                 Ok(resp) => {
                     let status = resp.status();
                     if status.is_success() {
-                        return resp.json::<Value>().await.map_err(|e| ProviderError::Refused {
-                            url: url.clone(),
-                            detail: format!("the answer is not the expected JSON: {e}"),
-                        });
+                        return resp
+                            .json::<Value>()
+                            .await
+                            .map_err(|e| ProviderError::Refused {
+                                url: url.clone(),
+                                detail: format!("the answer is not the expected JSON: {e}"),
+                            });
                     }
                     let retry_after = resp
                         .headers()
@@ -85,7 +92,9 @@ impl HttpClient {
                     let detail = format!("HTTP {status}: {}", error_message(&text));
                     if status.as_u16() != 429 && !status.is_server_error() {
                         let hint = match status.as_u16() {
-                            401 | 403 => "; check the API key (TRAWL_EMBEDDING_API_KEY / TRAWL_LLM_API_KEY)",
+                            401 | 403 => {
+                                "; check the API key (TRAWL_EMBEDDING_API_KEY / TRAWL_LLM_API_KEY)"
+                            }
                             404 => "; check the base URL and the model name",
                             _ => "",
                         };
@@ -158,7 +167,11 @@ impl HttpEmbedder {
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad("no data array"))?;
             if data.len() != batch.len() {
-                return Err(bad(&format!("{} vectors for {} inputs", data.len(), batch.len())));
+                return Err(bad(&format!(
+                    "{} vectors for {} inputs",
+                    data.len(),
+                    batch.len()
+                )));
             }
             let mut vectors = vec![Vec::new(); batch.len()];
             for (pos, item) in data.iter().enumerate() {
@@ -173,7 +186,9 @@ impl HttpEmbedder {
                     .iter()
                     .map(|x| x.as_f64().unwrap_or(0.0) as f32)
                     .collect();
-                *vectors.get_mut(index).ok_or_else(|| bad("an index out of range"))? = v;
+                *vectors
+                    .get_mut(index)
+                    .ok_or_else(|| bad("an index out of range"))? = v;
             }
             out.extend(vectors);
         }

@@ -36,7 +36,12 @@ pub fn heuristic(s: &SummaryInput) -> String {
         out.push_str(&format!(": {sig}"));
     }
     out.push('.');
-    if let Some(doc) = s.doc.as_deref().map(first_sentence).filter(|d| !d.is_empty()) {
+    if let Some(doc) = s
+        .doc
+        .as_deref()
+        .map(first_sentence)
+        .filter(|d| !d.is_empty())
+    {
         out.push(' ');
         out.push_str(&doc);
     }

@@ -140,12 +140,8 @@ impl KeywordIndex {
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| fail(e.to_string()))?;
         let index = Index::open_or_create(mmap, schema).map_err(|e| fail(e.to_string()))?;
-        index
-            .tokenizers()
-            .register(CODE_TOKENIZER, CodeTokenizer);
-        index
-            .tokenizers()
-            .register(EXACT_TOKENIZER, ExactTokenizer);
+        index.tokenizers().register(CODE_TOKENIZER, CodeTokenizer);
+        index.tokenizers().register(EXACT_TOKENIZER, ExactTokenizer);
         if fresh {
             std::fs::write(&version_path, SCHEMA_VERSION)
                 .map_err(|e| fail(format!("cannot write {VERSION_FILE}: {e}")))?;
@@ -199,7 +195,10 @@ impl KeywordIndex {
     ) -> Result<usize, KeywordError> {
         self.write(|w, f| {
             for path in paths {
-                w.delete_term(Term::from_field_text(f.file_key, &file_key(repository_id, path)));
+                w.delete_term(Term::from_field_text(
+                    f.file_key,
+                    &file_key(repository_id, path),
+                ));
             }
             add_documents(w, f, snippets)?;
             Ok(snippets.len())
@@ -261,7 +260,10 @@ impl KeywordIndex {
         exact.sort();
         exact.dedup();
         for t in exact.iter().filter(|t| t.len() > 2) {
-            let q = TermQuery::new(Term::from_field_text(f.exact, t), IndexRecordOption::WithFreqs);
+            let q = TermQuery::new(
+                Term::from_field_text(f.exact, t),
+                IndexRecordOption::WithFreqs,
+            );
             should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), 2.0))));
         }
         for t in &terms {

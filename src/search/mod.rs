@@ -159,12 +159,23 @@ impl Searcher {
             for kind in [VectorKind::Code, VectorKind::Summary] {
                 let ranking = self
                     .store
-                    .nearest_snippets(&vector, &model, kind, q, path_re.as_ref().map(|r| r.sql.as_str()), depth)
+                    .nearest_snippets(
+                        &vector,
+                        &model,
+                        kind,
+                        q,
+                        path_re.as_ref().map(|r| r.sql.as_str()),
+                        depth,
+                    )
                     .await?;
                 tracing::debug!(kind = kind.as_str(), ?ranking, "semantic ranking");
                 rankings.push(ranking);
             }
-            if rankings.iter().skip(usize::from(q.mode == Mode::Hybrid)).all(Vec::is_empty) {
+            if rankings
+                .iter()
+                .skip(usize::from(q.mode == Mode::Hybrid))
+                .all(Vec::is_empty)
+            {
                 warnings.extend(self.model_warnings(q, &model).await?);
             }
         }
@@ -195,7 +206,11 @@ impl Searcher {
             languages: q.languages.clone(),
             kinds: q.kinds.clone(),
         };
-        let fetch = if path_re.is_some() { depth * PATH_FILTER_FACTOR } else { depth };
+        let fetch = if path_re.is_some() {
+            depth * PATH_FILTER_FACTOR
+        } else {
+            depth
+        };
         let text = q.text.clone();
         let found = tokio::task::spawn_blocking(move || index.search(&text, &filters, fetch))
             .await

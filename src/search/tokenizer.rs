@@ -99,8 +99,7 @@ pub fn exact_tokens(text: &str) -> Vec<String> {
 /// from keyword queries that have other words, never from the index.
 const STOPWORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "how", "in", "into", "is",
-    "it", "of", "on", "or", "that", "the", "this", "to", "what", "when", "where", "which",
-    "with",
+    "it", "of", "on", "or", "that", "the", "this", "to", "what", "when", "where", "which", "with",
 ];
 
 /// The query's tokens without stopwords, unless that would leave none.
@@ -118,7 +117,10 @@ pub fn query_tokens(text: &str) -> Vec<String> {
 fn identifiers(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         let word_char = c.is_alphanumeric() || c == '_';
         match (start, word_char) {
             (None, true) => start = Some(i),
@@ -160,7 +162,10 @@ fn identifier(trimmed: &str, base: usize, emit: &mut impl FnMut(String, usize, u
 }
 
 fn lower_cut(s: &str) -> String {
-    s.chars().take(MAX_TOKEN_CHARS).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .take(MAX_TOKEN_CHARS)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Byte ranges of the words of an identifier: split at `_`, at lower→upper case changes,
@@ -206,14 +211,29 @@ mod tests {
 
     #[test]
     fn identifiers_split_into_words_and_keep_themselves() {
-        assert_eq!(tokens("parseConfigFile"), ["parseconfigfile", "parse", "config", "file"]);
-        assert_eq!(tokens("parse_config_file"), ["parse_config_file", "parse", "config", "file"]);
-        assert_eq!(tokens("ParseConfigFile"), ["parseconfigfile", "parse", "config", "file"]);
-        assert_eq!(tokens("HTTPServer2go"), ["httpserver2go", "http", "server", "2", "go"]);
+        assert_eq!(
+            tokens("parseConfigFile"),
+            ["parseconfigfile", "parse", "config", "file"]
+        );
+        assert_eq!(
+            tokens("parse_config_file"),
+            ["parse_config_file", "parse", "config", "file"]
+        );
+        assert_eq!(
+            tokens("ParseConfigFile"),
+            ["parseconfigfile", "parse", "config", "file"]
+        );
+        assert_eq!(
+            tokens("HTTPServer2go"),
+            ["httpserver2go", "http", "server", "2", "go"]
+        );
         assert_eq!(tokens("__init__"), ["init"]);
         assert_eq!(tokens("parse config file"), ["parse", "config", "file"]);
         assert_eq!(exact_tokens("x = _fooBar(y2);"), ["x", "fooBar", "y2"]);
-        assert_eq!(query_tokens("convert a file to text"), ["convert", "file", "text"]);
+        assert_eq!(
+            query_tokens("convert a file to text"),
+            ["convert", "file", "text"]
+        );
         assert_eq!(query_tokens("the a"), ["the", "a"]);
         assert_eq!(
             tokens("fn área(x: u8) -> Vec<u8>"),

@@ -99,7 +99,9 @@ async fn register_git(store: &Store, url: &str, git_ref: &str) -> Result<Reposit
         .next()
         .unwrap_or(url)
         .to_string();
-    Ok(store.register_repository("git", url, git_ref, &name).await?)
+    Ok(store
+        .register_repository("git", url, git_ref, &name)
+        .await?)
 }
 
 /// Whether some worker process on the stage queue sent a heartbeat recently.

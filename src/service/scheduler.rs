@@ -77,7 +77,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        other => return Err(format!("{text:?}: unknown unit {other:?}; use s, m, h or d")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use s, m, h or d"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -94,7 +98,10 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("soon").is_err());
-        assert_eq!(tick_period(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(
+            tick_period(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
         assert_eq!(tick_period(Duration::from_secs(0)), Duration::from_secs(1));
     }
 }

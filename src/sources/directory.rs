@@ -52,7 +52,9 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ScannedFile>> {
         .build();
     for entry in walker {
         let Ok(entry) = entry else { continue };
-        let Some(file_type) = entry.file_type() else { continue };
+        let Some(file_type) = entry.file_type() else {
+            continue;
+        };
         if file_type.is_dir() {
             continue;
         }

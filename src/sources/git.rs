@@ -53,8 +53,12 @@ fn git(args: &[&str], dir: Option<&Path>, url: &str) -> Command {
         && url.starts_with("http")
     {
         use base64::Engine;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-        cmd.args(["-c", &format!("http.extraHeader=Authorization: Basic {basic}")]);
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        cmd.args([
+            "-c",
+            &format!("http.extraHeader=Authorization: Basic {basic}"),
+        ]);
     }
     cmd.args(args);
     if let Some(dir) = dir {
@@ -102,9 +106,9 @@ pub fn probe(url: &str, git_ref: &str) -> Result<(), GitError> {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => {
             let detail = last_line(&out.stderr).unwrap_or_else(|| match out.status.code() {
-                    Some(2) if !git_ref.is_empty() => format!("it has no ref {git_ref}"),
-                    _ => "git ls-remote failed".to_string(),
-                });
+                Some(2) if !git_ref.is_empty() => format!("it has no ref {git_ref}"),
+                _ => "git ls-remote failed".to_string(),
+            });
             Err(GitError::Unreachable {
                 url: crate::config::redact_url(url),
                 detail,
@@ -143,7 +147,11 @@ fn wait_with_timeout(
 pub fn update(url: &str, git_ref: &str, dir: &Path) -> Result<String, GitError> {
     let fail = |action: &'static str| {
         let dir = dir.display().to_string();
-        move |detail: String| GitError::Failed { action, dir, detail }
+        move |detail: String| GitError::Failed {
+            action,
+            dir,
+            detail,
+        }
     };
     if !dir.join(".git").is_dir() {
         std::fs::create_dir_all(dir).map_err(|e| fail("init")(e.to_string()))?;
@@ -159,8 +167,12 @@ pub fn update(url: &str, git_ref: &str, dir: &Path) -> Result<String, GitError> 
         url: crate::config::redact_url(url),
         detail,
     })?;
-    run(git(&["checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"], Some(dir), url))
-        .map_err(fail("checkout"))?;
+    run(git(
+        &["checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"],
+        Some(dir),
+        url,
+    ))
+    .map_err(fail("checkout"))?;
     run(git(&["clean", "--quiet", "-ffdx"], Some(dir), url)).map_err(fail("clean"))?;
     let head = run(git(&["rev-parse", "HEAD"], Some(dir), url)).map_err(fail("rev-parse"))?;
     Ok(head.trim().to_string())

@@ -87,3 +87,11 @@ pub async fn databases_with_prefix(
             .await?,
     )
 }
+
+/// The URL of database `db` on the server of `url`.
+pub fn url_with_database(url: &str, db: &str) -> Result<String, StoreError> {
+    let mut u =
+        url::Url::parse(url).map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?;
+    u.set_path(db);
+    Ok(u.to_string())
+}

@@ -20,6 +20,9 @@ use crate::domain::{PriorityClass, RunStatus, Stage, StageStatus, Trigger};
 pub const STAGE_QUEUE: &str = "trawl::stage";
 /// `run_at` of a parked job (a stage waiting for its predecessor): far enough never to come.
 pub const PARKED_UNTIL_SECS: i64 = 7_258_118_400; // 2200-01-01
+/// apalis status of a parked job: one apalis never fetches, so waiting jobs stay out of its
+/// fetch index (the SQL functions of the stage transitions use the same word).
+pub const PARKED_STATUS: &str = "Waiting";
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Repository {
@@ -32,7 +35,7 @@ pub struct Repository {
     pub last_synced_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, FromRow)]
 pub struct Run {
     pub id: i64,
     pub repository_id: i64,
@@ -219,55 +222,80 @@ impl Store {
             cancel_run_in(&mut tx, *old, &format!("superseded by user run {run_id}")).await?;
         }
 
-        let mut tasks = Vec::with_capacity(5);
+        // The five stage runs and their five jobs, in two statements. The jobs go straight
+        // into apalis' table: SYNC ready, the rest parked (see PARKED_STATUS); apalis'
+        // insert trigger wakes the workers for SYNC only, the one due now.
+        let n = Stage::ALL.len();
+        let (mut ids, mut names, mut ordinals, mut statuses) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut attempts, mut payloads, mut job_statuses, mut run_ats, mut priorities) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for stage in Stage::ALL {
-            let job_id = ulid::Ulid::generate().to_string();
             let first = stage == Stage::Sync;
-            let status = if first {
-                StageStatus::Queued
-            } else {
-                StageStatus::Waiting
-            };
-            let max_attempts = new.max_attempts[stage.ordinal() as usize].max(1);
-            sqlx::query(
-                "INSERT INTO stage_runs (run_id, stage, ordinal, job_id, status, max_attempts) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(run_id)
-            .bind(stage.as_str())
-            .bind(stage.ordinal())
-            .bind(&job_id)
-            .bind(status.as_str())
-            .bind(max_attempts as i32)
-            .execute(&mut *tx)
-            .await?;
+            ids.push(ulid::Ulid::generate().to_string());
+            names.push(stage.as_str());
+            ordinals.push(stage.ordinal());
+            statuses.push(
+                if first {
+                    StageStatus::Queued
+                } else {
+                    StageStatus::Waiting
+                }
+                .as_str(),
+            );
+            attempts.push(new.max_attempts[stage.ordinal() as usize].max(1) as i32);
             let payload = crate::pipeline::job::StageJob {
                 run_id,
                 repository_id: new.repository_id,
                 stage,
                 scope: new.scope.clone(),
             };
-            let bytes = serde_json::to_vec(&payload).expect("stage job serialises");
-            let mut builder = apalis::prelude::TaskBuilder::new(bytes)
-                .task_id(apalis::prelude::TaskId::from_ulid(
-                    job_id.parse().expect("fresh ulid"),
-                ))
-                .priority(stage.priority(new.priority.base()) as usize)
-                .max_attempts(max_attempts as usize);
-            if !first {
-                builder = builder.run_at_timestamp(PARKED_UNTIL_SECS as u64);
-            }
-            tasks.push(builder.build());
+            payloads.push(serde_json::to_vec(&payload).expect("stage job serialises"));
+            job_statuses.push(if first { "Pending" } else { PARKED_STATUS });
+            run_ats.push(if first {
+                None
+            } else {
+                Some(PARKED_UNTIL_SECS as f64)
+            });
+            priorities.push(stage.priority(new.priority.base()));
         }
-        apalis_postgres::queries::push_tasks(&mut *tx, STAGE_QUEUE, tasks)
-            .await
-            .map_err(|e| match e {
-                apalis_postgres::Error::Database(e) => StoreError::from(e),
-                other => StoreError::Database {
-                    message: other.to_string(),
-                    code: None,
-                    retryable: false,
-                },
-            })?;
+        sqlx::query(
+            "INSERT INTO stage_runs (run_id, stage, ordinal, job_id, status, max_attempts)
+             SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::int[])",
+        )
+        .bind(run_id)
+        .bind(&names)
+        .bind(&ordinals)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&attempts)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+             SELECT j.id, $2, j.job, j.status, 0, j.max_attempts,
+                    COALESCE(to_timestamp(j.run_at), now()), j.priority
+             FROM unnest($1::text[], $3::bytea[], $4::text[], $5::int[], $6::float8[], $7::int[])
+                  AS j (id, job, status, max_attempts, run_at, priority)",
+        )
+        .bind(&ids)
+        .bind(STAGE_QUEUE)
+        .bind(&payloads)
+        .bind(&job_statuses)
+        .bind(&attempts)
+        .bind(&run_ats)
+        .bind(&priorities)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Enqueued::Created { run_id, superseded })
     }
@@ -303,149 +331,49 @@ impl Store {
         .await?)
     }
 
-    /// Decides what a worker does with the stage job `job_id` it took, and records it.
+    /// Decides what a worker does with the stage job `job_id` it took, and records it, in
+    /// one statement (see `trawl_begin_stage` in the migrations).
     pub async fn begin_stage(&self, job_id: &str) -> Result<Begin, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let sr: Option<StageRun> =
-            sqlx::query_as("SELECT * FROM stage_runs WHERE job_id = $1 FOR UPDATE")
-                .bind(job_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(sr) = sr else {
-            return Err(StoreError::NotFound(format!("stage run of job {job_id}")));
-        };
-        let run: Run = sqlx::query_as("SELECT * FROM runs WHERE id = $1 FOR UPDATE")
-            .bind(sr.run_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let stage_status = StageStatus::parse(&sr.status).unwrap_or(StageStatus::Failed);
-        if run.run_status().is_finished() || stage_status.is_finished() {
-            let reason = format!(
-                "run {} is {}, stage {} is {}",
-                run.id, run.status, sr.stage, sr.status
-            );
-            close_job(
-                &mut tx,
-                job_id,
-                "Done",
-                &serde_json::json!({ "Ok": reason }),
-                false,
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Begin::Nothing { reason });
-        }
-        if sr.ordinal > 0 {
-            let prev: String = sqlx::query_scalar(
-                "SELECT status FROM stage_runs WHERE run_id = $1 AND ordinal = $2",
-            )
-            .bind(sr.run_id)
-            .bind(sr.ordinal - 1)
-            .fetch_one(&mut *tx)
-            .await?;
-            if prev != StageStatus::Succeeded.as_str() {
-                // Back to the queue, parked until the predecessor releases it; attempts untouched.
-                sqlx::query(
-                    "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL,
-                            run_at = to_timestamp($2) WHERE id = $1",
-                )
+        let (outcome, attempt, reason, run): (String, i32, Option<String>, Option<Value>) =
+            sqlx::query_as("SELECT * FROM trawl_begin_stage($1, to_timestamp($2))")
                 .bind(job_id)
                 .bind(PARKED_UNTIL_SECS as f64)
-                .execute(&mut *tx)
+                .fetch_one(&self.pool)
                 .await?;
-                sqlx::query("UPDATE stage_runs SET status = 'waiting' WHERE job_id = $1")
-                    .bind(job_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(Begin::Wait);
+        match outcome.as_str() {
+            "proceed" => {
+                let run: Run = serde_json::from_value(run.unwrap_or_default()).map_err(|e| {
+                    StoreError::Invalid(format!("run of job {job_id} unreadable: {e}"))
+                })?;
+                Ok(Begin::Proceed {
+                    run: Box::new(run),
+                    attempt,
+                })
             }
+            "wait" => Ok(Begin::Wait),
+            "nothing" => Ok(Begin::Nothing {
+                reason: reason.unwrap_or_default(),
+            }),
+            _ => Err(StoreError::NotFound(format!("stage run of job {job_id}"))),
         }
-        sqlx::query(
-            "UPDATE stage_runs SET status = 'running', attempts = attempts + 1,
-                    started_at = COALESCE(started_at, now()), current_item = NULL WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        let run: Run = sqlx::query_as(
-            "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, now()) WHERE id = $1 RETURNING *",
-        )
-        .bind(sr.run_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Begin::Proceed {
-            run: Box::new(run),
-            attempt: sr.attempts + 1,
-        })
     }
 
-    /// Records a stage's success. When `up_to_date`, the later stages are skipped and the run
-    /// ends; otherwise the next stage's job is released to the queue (and workers woken).
+    /// Records a stage's success, in one statement (see `trawl_complete_stage` in the
+    /// migrations). When `up_to_date`, the later stages are skipped and the run ends;
+    /// otherwise the next stage's job is released to the queue (and workers woken).
     pub async fn complete_stage(
         &self,
         job_id: &str,
         result: &Value,
         up_to_date: bool,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(sr) = finish_attempt(
-            &mut tx,
-            job_id,
-            StageStatus::Succeeded,
-            None,
-            &serde_json::json!({ "Ok": result }),
-        )
-        .await?
-        else {
-            return Ok(());
-        };
-        let stage_result = serde_json::json!({ sr.stage.clone(): result });
-        sqlx::query("UPDATE runs SET result = result || $2 WHERE id = $1")
-            .bind(sr.run_id)
-            .bind(&stage_result)
-            .execute(&mut *tx)
+        sqlx::query("SELECT trawl_complete_stage($1, $2, $3, $4)")
+            .bind(job_id)
+            .bind(result)
+            .bind(up_to_date)
+            .bind(STAGE_QUEUE)
+            .execute(&self.pool)
             .await?;
-        let last = sr.ordinal as usize == Stage::ALL.len() - 1;
-        if up_to_date && !last {
-            let later: Vec<String> = sqlx::query_scalar(
-                "UPDATE stage_runs SET status = 'skipped', finished_at = now(), last_error = 'nothing changed since the last sync'
-                 WHERE run_id = $1 AND ordinal > $2 RETURNING job_id",
-            )
-            .bind(sr.run_id)
-            .bind(sr.ordinal)
-            .fetch_all(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE apalis.jobs SET status = 'Done', done_at = now(), run_at = now(), lock_by = NULL,
-                        last_result = '{\"Ok\": \"skipped: nothing changed since the last sync\"}' WHERE id = ANY($1)",
-            )
-            .bind(&later)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE runs SET status = 'succeeded', finished_at = now(), result = result || '{\"up_to_date\": true}' WHERE id = $1",
-            )
-            .bind(sr.run_id)
-            .execute(&mut *tx)
-            .await?;
-        } else if last {
-            sqlx::query("UPDATE runs SET status = 'succeeded', finished_at = now() WHERE id = $1")
-                .bind(sr.run_id)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            let next_job: String = sqlx::query_scalar(
-                "UPDATE stage_runs SET status = 'queued', queued_at = now() WHERE run_id = $1 AND ordinal = $2 RETURNING job_id",
-            )
-            .bind(sr.run_id)
-            .bind(sr.ordinal + 1)
-            .fetch_one(&mut *tx)
-            .await?;
-            release_job(&mut tx, &next_job).await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -588,17 +516,6 @@ async fn close_job(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Makes a parked job runnable now and wakes the workers listening for new jobs.
-async fn release_job(tx: &mut Transaction<'_, Postgres>, job_id: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE apalis.jobs SET run_at = now() WHERE id = $1 AND status IN ('Pending', 'Failed')",
-    )
-    .bind(job_id)
-    .execute(&mut **tx)
-    .await?;
-    wake_workers(tx, job_id).await
 }
 
 /// Sends the notification apalis' insert trigger sends, so listening workers fetch at once

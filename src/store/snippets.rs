@@ -165,7 +165,11 @@ impl Store {
             .await?;
         keep.write(&mut tx).await?;
         let inserted = new.write(&mut tx, repository_id).await?;
-        ids.extend(inserted.into_iter().map(|(id, path, ordinal)| ((path, ordinal), id)));
+        ids.extend(
+            inserted
+                .into_iter()
+                .map(|(id, path, ordinal)| ((path, ordinal), id)),
+        );
 
         // Parts point at their whole, whose id may be new.
         let mut part_ids = Vec::new();
@@ -395,7 +399,14 @@ async fn record_extract_items(
     let mut durations: Vec<Option<i32>> = Vec::new();
     for f in files {
         paths.push(f.path.clone());
-        statuses.push(if f.error.is_some() { "failed" } else { "processing" }.to_string());
+        statuses.push(
+            if f.error.is_some() {
+                "failed"
+            } else {
+                "processing"
+            }
+            .to_string(),
+        );
         messages.push(f.error.clone().or_else(|| f.note.clone()));
         durations.push(Some(f.duration_ms));
     }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::runs::PARKED_UNTIL_SECS;
+use super::runs::{PARKED_STATUS, PARKED_UNTIL_SECS};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -157,13 +157,15 @@ impl Store {
         for (id, ord) in &jobs {
             let runnable = *ord == ordinal && prev_ok;
             sqlx::query(
-                "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL, lock_at = NULL, done_at = NULL,
-                        last_result = NULL, run_at = CASE WHEN $2 THEN now() ELSE to_timestamp($3) END
+                "UPDATE apalis.jobs SET status = CASE WHEN $2 THEN 'Pending' ELSE $4 END, attempts = 0,
+                        lock_by = NULL, lock_at = NULL, done_at = NULL, last_result = NULL,
+                        run_at = CASE WHEN $2 THEN now() ELSE to_timestamp($3) END
                  WHERE id = $1",
             )
             .bind(id)
             .bind(runnable)
             .bind(PARKED_UNTIL_SECS as f64)
+            .bind(PARKED_STATUS)
             .execute(&mut *tx)
             .await?;
         }

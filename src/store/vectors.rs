@@ -194,11 +194,10 @@ impl Store {
         dimension: usize,
     ) -> Result<(), StoreError> {
         let name = hnsw_index_name(model, kind, dimension);
-        let exists: bool =
-            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                .bind(&name)
-                .fetch_one(&self.pool)
-                .await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&name)
+            .fetch_one(&self.pool)
+            .await?;
         if exists {
             return Ok(());
         }
@@ -213,7 +212,9 @@ impl Store {
             sql_literal(model),
             kind.as_str()
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -242,15 +243,19 @@ impl Store {
     }
 
     /// Stores summaries; `source_hashes` are the snippets' content hashes they describe.
-    pub async fn store_summaries(
-        &self,
-        rows: &[(NewSummary, String)],
-    ) -> Result<(), StoreError> {
+    pub async fn store_summaries(&self, rows: &[(NewSummary, String)]) -> Result<(), StoreError> {
         let ids: Vec<i64> = rows.iter().map(|r| r.0.snippet_id).collect();
         let texts: Vec<String> = rows.iter().map(|r| r.0.summary.clone()).collect();
         let sources: Vec<String> = rows
             .iter()
-            .map(|r| if r.0.llm_model.is_some() { "llm" } else { "heuristic" }.to_string())
+            .map(|r| {
+                if r.0.llm_model.is_some() {
+                    "llm"
+                } else {
+                    "heuristic"
+                }
+                .to_string()
+            })
             .collect();
         let models: Vec<Option<String>> = rows.iter().map(|r| r.0.llm_model.clone()).collect();
         let hashes: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();

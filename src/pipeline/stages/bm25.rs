@@ -33,9 +33,19 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     for (i, batch) in paths.chunks(BATCH_FILES).enumerate() {
         let done = (i * BATCH_FILES) as i64;
         ctx.store
-            .stage_progress(run.id, "bm25_index", total, done, 0, batch.first().map(String::as_str))
+            .stage_progress(
+                run.id,
+                "bm25_index",
+                total,
+                done,
+                0,
+                batch.first().map(String::as_str),
+            )
             .await?;
-        let snippets = ctx.store.snippets_of_paths(run.repository_id, batch).await?;
+        let snippets = ctx
+            .store
+            .snippets_of_paths(run.repository_id, batch)
+            .await?;
         let index = index.clone();
         let batch = batch.to_vec();
         let repository_id = run.repository_id;
@@ -56,12 +66,17 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 }
 
 /// Rebuilds the whole keyword index from the snippets table. The caller holds the lock.
-pub async fn rebuild(ctx: &PipelineContext, index: &std::sync::Arc<KeywordIndex>) -> Result<usize, StageError> {
+pub async fn rebuild(
+    ctx: &PipelineContext,
+    index: &std::sync::Arc<KeywordIndex>,
+) -> Result<usize, StageError> {
     const PAGE: i64 = 5_000;
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let writer = {
         let index = index.clone();
-        tokio::task::spawn_blocking(move || index.rebuild(std::iter::from_fn(|| rx.blocking_recv())))
+        tokio::task::spawn_blocking(move || {
+            index.rebuild(std::iter::from_fn(|| rx.blocking_recv()))
+        })
     };
     let mut after = 0;
     loop {

@@ -92,7 +92,10 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let embedder = ctx.embedder().await?;
     let model = embedder.model().to_string();
     let embedded = embed_all(ctx, run, "enrich", VectorKind::Summary, summarised).await?;
-    let version = ctx.store.stamp_index_version(run.id, run.repository_id, &model).await?;
+    let version = ctx
+        .store
+        .stamp_index_version(run.id, run.repository_id, &model)
+        .await?;
     Ok(StageOutcome {
         result: json!({
             "summaries": summarised,

@@ -43,7 +43,14 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 
     for batch in parse.chunks(BATCH_FILES) {
         ctx.store
-            .stage_progress(run.id, "extract", total, done, failed, batch.first().map(|i| i.path.as_str()))
+            .stage_progress(
+                run.id,
+                "extract",
+                total,
+                done,
+                failed,
+                batch.first().map(|i| i.path.as_str()),
+            )
             .await?;
         let root = root.clone();
         let batch = batch.to_vec();
@@ -88,7 +95,14 @@ fn extract_batch(root: &Path, items: &[ExtractItem]) -> Vec<ExtractedFile> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(per_thread.max(1))
-            .map(|chunk| scope.spawn(move || chunk.iter().map(|i| extract_file(root, i)).collect::<Vec<_>>()))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|i| extract_file(root, i))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()

@@ -1,0 +1,65 @@
+//! Benchmarks behind `trawl bench`: measured on the real parts (the configured Postgres,
+//! tantivy, the model), reported as figures, never asserted in tests.
+//!
+//! - [`queue`]: the stage queue with no-op stage work; tasks/s and enqueue→start latency.
+//! - [`index`]: the five stages on a real corpus, incremental runs and query latency.
+
+pub mod queue;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Latency percentiles of a sample, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn of(samples: &[Duration]) -> Latency {
+        Latency::of_ms(samples.iter().map(|d| d.as_secs_f64() * 1e3).collect())
+    }
+
+    pub fn of_ms(mut ms: Vec<f64>) -> Latency {
+        if ms.is_empty() {
+            return Latency::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+        Latency {
+            samples: ms.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: ms[ms.len() - 1],
+        }
+    }
+}
+
+/// Peak resident set size of this process so far (VmHWM), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let l = Latency::of_ms((1..=100).map(f64::from).collect());
+        assert_eq!(
+            (l.samples, l.p50_ms, l.p99_ms, l.max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
+        let one = Latency::of_ms(vec![7.0]);
+        assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
+        assert_eq!(Latency::of_ms(vec![]).samples, 0);
+    }
+}

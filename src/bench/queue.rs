@@ -1,0 +1,299 @@
+//! `trawl bench queue`: the stage queue's own cost. Worker processes run every stage as a
+//! no-op, so what is measured is fetching, ordering, recording and releasing stage jobs:
+//! tasks worked per second while draining a backlog, and enqueue→start latency on an idle
+//! queue. Runs in a scratch database on the configured server, dropped afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Latency;
+use crate::config::Config;
+use crate::database::{self, DatabaseError};
+use crate::domain::{PriorityClass, Trigger};
+use crate::store::runs::NewRun;
+use crate::store::{Store, StoreError, admin};
+
+/// The scratch database the benchmark creates and drops.
+pub const BENCH_DB: &str = "trawl_bench_queue";
+
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// Runs enqueued for the throughput phase; each is five stage tasks.
+    pub runs: usize,
+    /// Worker process counts to measure, one pass each.
+    pub processes: Vec<usize>,
+    /// Stage jobs each worker process runs at once.
+    pub concurrency: usize,
+    /// Runs enqueued one at a time on an idle queue for the latency phase.
+    pub latency_runs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuePass {
+    pub processes: usize,
+    pub concurrency: usize,
+    /// Stage tasks worked in the throughput phase.
+    pub tasks: usize,
+    pub seconds: f64,
+    pub tasks_per_sec: f64,
+    /// Enqueue (or release by the predecessor) → start of each stage task on an idle queue.
+    pub enqueue_to_start: Latency,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not start a worker process ({exe}): {cause}")]
+    Spawn { exe: String, cause: String },
+    #[error("{0}")]
+    Stalled(String),
+}
+
+/// Runs one pass per entry of `opts.processes`, each on a fresh scratch database.
+pub async fn run(
+    config: &Config,
+    exe: &Path,
+    opts: &QueueOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<QueuePass>, BenchError> {
+    let url = database::ensure_available(config).await?;
+    let bench_url = admin::url_with_database(&url, BENCH_DB)?;
+    let mut passes = Vec::new();
+    for &processes in &opts.processes {
+        progress(&format!(
+            "{processes} worker process(es): preparing {BENCH_DB}"
+        ));
+        admin::drop_database(&url, BENCH_DB).await?;
+        admin::create_database_if_missing(&url, BENCH_DB).await?;
+        let store = Store::open(&bench_url, &database::pool_settings(config)).await?;
+        store.migrate().await?;
+        let pass = one_pass(
+            config,
+            exe,
+            &store,
+            &bench_url,
+            processes,
+            opts,
+            &mut progress,
+        )
+        .await;
+        store.pool().close().await;
+        passes.push(pass?);
+    }
+    admin::drop_database(&url, BENCH_DB).await?;
+    Ok(passes)
+}
+
+async fn one_pass(
+    config: &Config,
+    exe: &Path,
+    store: &Store,
+    bench_url: &str,
+    processes: usize,
+    opts: &QueueOptions,
+    progress: &mut impl FnMut(&str),
+) -> Result<QueuePass, BenchError> {
+    let repo = store
+        .register_repository("directory", "/trawl-bench/queue", "", "queue-bench")
+        .await?;
+    let new_run = NewRun {
+        repository_id: repo.id,
+        trigger: Trigger::User,
+        origin: "bench".into(),
+        priority: PriorityClass::Normal,
+        scope: serde_json::json!({ "kind": "project" }),
+        full: false,
+        max_attempts: [config.worker.max_attempts; 5],
+    };
+
+    // Throughput: a backlog enqueued before the workers start, drained by them.
+    progress(&format!(
+        "enqueueing {} runs ({} tasks)",
+        opts.runs,
+        opts.runs * 5
+    ));
+    let backlog = enqueue_parallel(store, &new_run, opts.runs).await?;
+    let workers = Workers::spawn(config, exe, bench_url, processes, opts.concurrency)?;
+    progress(&format!(
+        "{processes} worker process(es) × {} slots draining",
+        opts.concurrency
+    ));
+    wait_until_finished(store, &backlog).await?;
+    let (tasks, seconds) = span_of(store, &backlog).await?;
+
+    // Latency: one run at a time on an idle queue, a pause between them.
+    progress(&format!(
+        "latency: {} runs enqueued one at a time",
+        opts.latency_runs
+    ));
+    let mut paced = Vec::with_capacity(opts.latency_runs);
+    for _ in 0..opts.latency_runs {
+        paced.push(enqueue_one(store, &new_run).await?);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until_finished(store, &paced).await?;
+    let waits: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM started_at - queued_at)::float8 * 1000 FROM stage_runs
+         WHERE run_id = ANY($1) AND started_at IS NOT NULL",
+    )
+    .bind(&paced)
+    .fetch_all(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    drop(workers);
+
+    Ok(QueuePass {
+        processes,
+        concurrency: opts.concurrency,
+        tasks,
+        seconds,
+        tasks_per_sec: if seconds > 0.0 {
+            tasks as f64 / seconds
+        } else {
+            0.0
+        },
+        enqueue_to_start: Latency::of_ms(waits),
+    })
+}
+
+async fn enqueue_one(store: &Store, new_run: &NewRun) -> Result<i64, BenchError> {
+    match store.enqueue_run(new_run).await? {
+        crate::store::runs::Enqueued::Created { run_id, .. }
+        | crate::store::runs::Enqueued::AlreadyPending { run_id } => Ok(run_id),
+    }
+}
+
+/// Enqueues `n` runs from four concurrent tasks.
+async fn enqueue_parallel(
+    store: &Store,
+    new_run: &NewRun,
+    n: usize,
+) -> Result<Vec<i64>, BenchError> {
+    let lanes = 4.min(n.max(1));
+    let mut handles = Vec::new();
+    for lane in 0..lanes {
+        let (store, new_run) = (store.clone(), new_run.clone());
+        let count = n / lanes + usize::from(lane < n % lanes);
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                ids.push(enqueue_one(&store, &new_run).await?);
+            }
+            Ok::<_, BenchError>(ids)
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for h in handles {
+        ids.extend(h.await.expect("enqueue task does not panic")?);
+    }
+    Ok(ids)
+}
+
+/// Waits until every run in `runs` has ended; fails when none ended for 30 s.
+async fn wait_until_finished(store: &Store, runs: &[i64]) -> Result<(), BenchError> {
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        // The unfinished-runs index answers this without touching the finished ones.
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running') AND id = ANY($1)",
+        )
+        .bind(runs)
+        .fetch_one(store.pool())
+        .await
+        .map_err(StoreError::from)?;
+        let open = open as usize;
+        if open == 0 {
+            return Ok(());
+        }
+        if open != last.0 {
+            last = (open, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            return Err(BenchError::Stalled(format!(
+                "{open} of {} runs made no progress for 30 s; the worker logs are under <home>/bench/",
+                runs.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Tasks worked by `runs` and the seconds from the first start to the last finish.
+async fn span_of(store: &Store, runs: &[i64]) -> Result<(usize, f64), BenchError> {
+    let (tasks, secs): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                extract(epoch FROM max(finished_at) - min(started_at))::float8
+         FROM stage_runs WHERE run_id = ANY($1)",
+    )
+    .bind(runs)
+    .fetch_one(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    Ok((tasks as usize, secs.unwrap_or(0.0)))
+}
+
+/// Worker processes of this binary with no-op stages; stopped with SIGTERM on drop.
+struct Workers {
+    children: Vec<Child>,
+}
+
+impl Workers {
+    fn spawn(
+        config: &Config,
+        exe: &Path,
+        url: &str,
+        processes: usize,
+        concurrency: usize,
+    ) -> Result<Workers, BenchError> {
+        let logs = config.home.join("bench");
+        let _ = std::fs::create_dir_all(&logs);
+        let mut children = Vec::new();
+        for i in 0..processes {
+            let log = log_file(&logs, i);
+            let child = Command::new(exe)
+                .arg("--home")
+                .arg(&config.home)
+                .args([
+                    "--database-url",
+                    url,
+                    "worker",
+                    "--noop-stages",
+                    "--concurrency",
+                ])
+                .arg(concurrency.to_string())
+                .env("RUST_LOG", "trawl=warn,apalis=warn,sqlx=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+                .spawn()
+                .map_err(|e| BenchError::Spawn {
+                    exe: exe.display().to_string(),
+                    cause: e.to_string(),
+                })?;
+            children.push(child);
+        }
+        Ok(Workers { children })
+    }
+}
+
+fn log_file(dir: &Path, i: usize) -> std::io::Result<std::fs::File> {
+    let path: PathBuf = dir.join(format!("queue-worker-{i}.log"));
+    std::fs::File::create(path)
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &self.children {
+            // SAFETY: kill(2) on a child process id we spawned and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
