@@ -58,9 +58,15 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--dump", help="write the texts used as JSON lines to this file")
+    ap.add_argument("--texts", help="embed the texts of these JSON lines ({\"text\": ..}) instead "
+                    "of collecting them (trawl bench index --python writes such a file)")
     a = ap.parse_args()
 
-    snippets = collect(a.corpus, a.n)
+    if a.texts:
+        with open(a.texts, encoding="utf-8") as f:
+            snippets = [json.loads(line) for line in f if line.strip()]
+    else:
+        snippets = collect(a.corpus, a.n)
     texts = [s["text"] for s in snippets]
     if a.dump:
         with open(a.dump, "w", encoding="utf-8") as f:

@@ -4,6 +4,7 @@
 //! - [`queue`]: the stage queue with no-op stage work; tasks/s and enqueue→start latency.
 //! - [`index`]: the five stages on a real corpus, incremental runs and query latency.
 
+pub mod index;
 pub mod queue;
 
 use std::time::Duration;

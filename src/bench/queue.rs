@@ -53,6 +53,8 @@ pub enum BenchError {
     Spawn { exe: String, cause: String },
     #[error("{0}")]
     Stalled(String),
+    #[error("{0}")]
+    Input(String),
 }
 
 /// Runs one pass per entry of `opts.processes`, each on a fresh scratch database.

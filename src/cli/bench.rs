@@ -2,7 +2,7 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 
-use crate::bench::queue;
+use crate::bench::{index, queue};
 use crate::config::Config;
 
 /// Measure trawl on this machine: the stage queue alone, or indexing a real corpus.
@@ -18,6 +18,35 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum BenchCommand {
     Queue(QueueArgs),
+    Index(IndexArgs),
+}
+
+/// Index a corpus with the five stages in this process and report files/s per stage,
+/// snippets, embeddings/s, peak RSS, the time of an incremental run after one edited file,
+/// and keyword / semantic / hybrid query latency.
+///
+/// The corpus is copied first (it is never modified) and indexed into a scratch database
+/// and index directory, both removed afterwards. With --python, the sentence-transformers
+/// baseline (PyTorch, CPU) embeds the same texts as trawl's local embedder, side by side.
+///
+/// Example: trawl bench index --corpus /usr/lib/python3.11 --python ~/venv/bin/python
+#[derive(Debug, clap::Args)]
+struct IndexArgs {
+    /// The directory to index (e.g. a Python standard library).
+    #[arg(long, value_name = "PATH")]
+    corpus: std::path::PathBuf,
+    /// Queries per search mode.
+    #[arg(long, default_value_t = 100)]
+    queries: usize,
+    /// Texts embedded side by side with PyTorch.
+    #[arg(long, default_value_t = 512)]
+    embed_sample: usize,
+    /// A Python with torch and sentence-transformers installed, for the PyTorch baseline.
+    #[arg(long, value_name = "PYTHON")]
+    python: Option<std::path::PathBuf>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The stage queue with no-op stages: tasks worked per second with 1 and with 4 worker
@@ -46,7 +75,79 @@ struct QueueArgs {
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     match args.command {
         BenchCommand::Queue(a) => run_queue(a, config).await,
+        BenchCommand::Index(a) => run_index(a, config).await,
     }
+}
+
+async fn run_index(args: IndexArgs, config: &Config) -> anyhow::Result<i32> {
+    let opts = index::IndexOptions {
+        corpus: std::path::absolute(&args.corpus)
+            .with_context(|| format!("--corpus {}", args.corpus.display()))?,
+        queries: args.queries.max(1),
+        embed_sample: args.embed_sample.max(1),
+        python: args.python,
+    };
+    let r = index::run(config, &opts, |msg| eprintln!("bench index: {msg}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    println!("corpus     {}", r.corpus);
+    println!(
+        "indexed    {} files, {} snippets, {} code vectors in {:.1} s (peak RSS {})",
+        r.files,
+        r.snippets,
+        r.code_vectors,
+        r.total_seconds,
+        r.peak_rss_mib
+            .map(|m| format!("{m:.0} MiB"))
+            .unwrap_or_else(|| "unknown".into())
+    );
+    println!(
+        "{:<16} {:>9} {:>10} {:>9}",
+        "stage", "seconds", "files/s", "items"
+    );
+    for s in &r.stages {
+        println!(
+            "{:<16} {:>9.2} {:>10.0} {:>9}",
+            s.stage, s.seconds, s.files_per_sec, s.items
+        );
+    }
+    println!(
+        "embeddings {:.1}/s in CODE_EMBEDDINGS",
+        r.embeddings_per_sec
+    );
+    let sbs = &r.side_by_side;
+    match sbs.pytorch_per_sec {
+        Some(py) => println!(
+            "same {} texts: trawl {:.1}/s, PyTorch sentence-transformers {:.1}/s (ratio {:.2})",
+            sbs.texts,
+            sbs.trawl_per_sec,
+            py,
+            sbs.trawl_per_sec / py
+        ),
+        None => println!(
+            "same {} texts: trawl {:.1}/s ({})",
+            sbs.texts,
+            sbs.trawl_per_sec,
+            sbs.pytorch_note.as_deref().unwrap_or("")
+        ),
+    }
+    println!(
+        "incremental run after one edited file: {:.2} s",
+        r.incremental_seconds
+    );
+    for (name, l) in [
+        ("keyword", &r.queries.keyword),
+        ("semantic", &r.queries.semantic),
+        ("hybrid", &r.queries.hybrid),
+    ] {
+        println!(
+            "{name:<9} {} queries: p50 {:.1} ms, p99 {:.1} ms",
+            l.samples, l.p50_ms, l.p99_ms
+        );
+    }
+    Ok(0)
 }
 
 async fn run_queue(args: QueueArgs, config: &Config) -> anyhow::Result<i32> {

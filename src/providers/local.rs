@@ -22,6 +22,21 @@ const MAX_BATCH: usize = 32;
 /// Tokens per forward pass (texts × padded width), at most, beyond one text.
 const BATCH_TOKENS: usize = 2_048;
 
+/// Keeps glibc from returning tensor buffers to the kernel after every forward pass.
+///
+/// A batch allocates and frees buffers of a few MiB per layer; above glibc's default mmap
+/// threshold each one is a fresh mmap and munmap (page faults included), which cost about a
+/// third of inference time. Raising the mmap threshold to its maximum (32 MiB) and the trim
+/// threshold keeps them in the heap for reuse. Process-wide and idempotent.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+    }
+}
+
 /// A loaded model and its tokenizer.
 pub struct LocalEmbedder {
     model: BertModel,
@@ -60,6 +75,7 @@ impl LocalEmbedder {
             return Err(fail("model.safetensors is missing".into()));
         }
         let device = Device::Cpu;
+        keep_freed_memory();
         // SAFETY: the weights file is memory-mapped read-only; trawl never writes it while
         // the model is loaded (set-up replaces the directory by rename, not in place).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
