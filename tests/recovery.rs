@@ -88,20 +88,63 @@ async fn files_of(db: &TestDb) -> Vec<(String, Option<String>)> {
         .unwrap()
 }
 
+/// What a run leaves behind, comparable across databases: snippets by content, code
+/// vectors by snippet content (values to 1e-5), and the keyword index's documents.
+async fn indexed_state(
+    db: &TestDb,
+) -> (
+    Vec<(String, String, Option<String>, i32, i32, String)>,
+    Vec<(String, Vec<f32>)>,
+    u64,
+) {
+    let snippets = sqlx::query_as(
+        "SELECT path, kind, name, start_line, end_line, content_hash FROM snippets
+         ORDER BY path, start_line, content_hash",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    let vectors: Vec<(String, pgvector::Vector)> = sqlx::query_as(
+        "SELECT s.content_hash, v.embedding FROM snippet_vectors v JOIN snippets s ON s.id = v.snippet_id
+         WHERE v.kind = 'code' ORDER BY s.content_hash, s.path",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    let vectors = vectors
+        .into_iter()
+        .map(|(h, v)| {
+            (
+                h,
+                v.to_vec().iter().map(|x| (x * 1e5).round() / 1e5).collect(),
+            )
+        })
+        .collect();
+    let keyword =
+        trawl::search::keyword::KeywordIndex::open_reader(&db.config().keyword_index_dir())
+            .unwrap()
+            .num_docs();
+    (snippets, vectors, keyword)
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_run() {
     let db = TestDb::new().await;
     let dir = fixture();
     let run_id = enqueue(&db, dir.path()).await;
-    // The first attempt of SYNC stalls, long enough to be killed in the middle of it.
-    let mut a = worker(&db, "sync:sleep:60000", &[]);
-    wait_until_sync_runs(&db, run_id).await;
+    // SYNC, EXTRACT and BM25_INDEX run; the first attempt of CODE_EMBEDDINGS stalls, long
+    // enough to be killed in the middle of the run.
+    let mut a = worker(&db, "code_embeddings:sleep:60000", &[]);
+    wait_for(60, "CODE_EMBEDDINGS to start", || async {
+        stage_status(&db, run_id, "code_embeddings").await.0 == "running"
+    })
+    .await;
     a.kill().unwrap();
     a.wait().unwrap();
 
     let killed_at = std::time::Instant::now();
-    let mut b = worker(&db, "sync:sleep:60000", &[]);
-    wait_for(60, "the run to end", || async {
+    let mut b = worker(&db, "code_embeddings:sleep:60000", &[]);
+    wait_for(90, "the run to end", || async {
         db.store
             .run(run_id)
             .await
@@ -116,10 +159,17 @@ async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_r
     let run = db.store.run(run_id).await.unwrap();
     assert_eq!(run.status, "succeeded", "{run:?}");
     assert_eq!(
-        stage_status(&db, run_id, "sync").await,
+        stage_status(&db, run_id, "code_embeddings").await,
         ("succeeded".to_string(), 2),
-        "the rescued SYNC ran a second time"
+        "the rescued stage ran a second time"
     );
+    for earlier in ["sync", "extract", "bm25_index"] {
+        assert_eq!(
+            stage_status(&db, run_id, earlier).await.1,
+            1,
+            "{earlier} ran once"
+        );
+    }
     assert!(
         taken_over_in < Duration::from_secs(30),
         "recovery took {taken_over_in:?}"
@@ -138,7 +188,10 @@ async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_r
         .unwrap();
     assert_eq!(done.status, "succeeded");
     assert_eq!(files_of(&db).await, files_of(&clean).await);
-    assert_eq!(run.result["sync"], done.result["sync"]);
+    let (rescued, clean_state) = (indexed_state(&db).await, indexed_state(&clean).await);
+    assert_eq!(rescued.0.len(), 20, "one snippet per fixture file");
+    assert_eq!(rescued.1.len(), 20, "one code vector per snippet");
+    assert_eq!(rescued, clean_state);
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ fn keep_freed_memory() {
     // SAFETY: mallopt only adjusts allocator parameters; it is safe to call at any time.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 * 1024 * 1024);
     }
 }
 
