@@ -58,7 +58,18 @@ BEGIN
         RETURN QUERY SELECT 'nothing'::text, 0, reason, to_jsonb(r);
         RETURN;
     END IF;
-    -- The predecessor has not succeeded: back to waiting, no attempt spent.
+    -- The predecessor may have succeeded since the first statement looked (its success
+    -- locks this row too, so under the lock the answer is final): then the job goes back to
+    -- the queue at once, else it waits to be released. No attempt spent either way.
+    SELECT p.status INTO prev FROM stage_runs p
+     WHERE p.run_id = sr.run_id AND p.ordinal = sr.ordinal - 1;
+    IF prev = 'succeeded' THEN
+        UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
+               done_at = NULL, run_at = now()
+         WHERE id = p_job_id;
+        RETURN QUERY SELECT 'wait'::text, 0, NULL::text, to_jsonb(r);
+        RETURN;
+    END IF;
     UPDATE apalis.jobs SET status = 'Waiting', lock_by = NULL, lock_at = NULL,
            done_at = NULL, run_at = p_parked_until
      WHERE id = p_job_id;
