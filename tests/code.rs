@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use trawl::pipeline::PipelineContext;
 use trawl::search::{Mode, Query, Searcher};
-use trawl::store::runs::{Enqueued, Run};
+use trawl::store::runs::Run;
 
 use crate::support::{TestDb, trawl_in};
 
@@ -124,9 +124,7 @@ async fn index(ctx: &Arc<PipelineContext>, source: &str) -> Run {
     let requested = trawl::service::index::index(&ctx.store, &ctx.config, source, "", "test")
         .await
         .unwrap();
-    let run_id = match requested.enqueued {
-        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => run_id,
-    };
+    let run_id = requested.enqueued.run_id();
     let run = trawl::service::index::wait_for_run(ctx.clone(), run_id, |_, _| {})
         .await
         .unwrap();

@@ -72,12 +72,6 @@ async fn wait_finished(ctx: &PipelineContext, run_id: i64, secs: u64) -> (Run, V
     }
 }
 
-fn run_id(e: &Enqueued) -> i64 {
-    match e {
-        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => *run_id,
-    }
-}
-
 async fn repo(ctx: &PipelineContext, dir: &std::path::Path) -> i64 {
     let path = std::fs::canonicalize(dir).unwrap();
     ctx.store
@@ -113,12 +107,12 @@ async fn work_one_run(db: &TestDb, faults: &str) -> (Arc<PipelineContext>, Run, 
     let ctx =
         PipelineContext::with_faults(db.store.clone(), fast_config(db), Faults::parse(faults));
     let dir = fixture();
-    let id = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
-            .await
-            .unwrap(),
-    );
+    let id = ctx
+        .store
+        .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+        .await
+        .unwrap()
+        .run_id();
     let (stop, handle) = spawn_worker(ctx.clone(), 1);
     let (run, stages) = wait_finished(&ctx, id, 60).await;
     stop.send(()).unwrap();
@@ -140,7 +134,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
     )
     .await
     .unwrap();
-    let id = run_id(&requested.enqueued);
+    let id = requested.enqueued.run_id();
 
     // All five jobs are in the task table at once; only SYNC may run.
     let stages = ctx.store.stage_runs(id).await.unwrap();
@@ -189,7 +183,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         again.repository.id, requested.repository.id,
         "one repository per source"
     );
-    let (run2, stages2) = wait_finished(&ctx, run_id(&again.enqueued), 60).await;
+    let (run2, stages2) = wait_finished(&ctx, again.enqueued.run_id(), 60).await;
     assert_eq!(run2.status, "succeeded");
     assert_eq!(run2.result["up_to_date"], true);
     let statuses: Vec<&str> = stages2.iter().map(|s| s.status.as_str()).collect();
@@ -209,7 +203,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
     )
     .await
     .unwrap();
-    let (run3, _) = wait_finished(&ctx, run_id(&third.enqueued), 60).await;
+    let (run3, _) = wait_finished(&ctx, third.enqueued.run_id(), 60).await;
     assert_eq!(
         (
             run3.result["sync"]["modified"].as_i64(),
@@ -284,18 +278,18 @@ async fn queued_user_work_is_taken_before_queued_background_work() {
     let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
     let (a, b) = (fixture(), fixture());
     // The background run is older, yet the user run must go first.
-    let background = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, a.path()).await, Trigger::Background))
-            .await
-            .unwrap(),
-    );
-    let user = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, b.path()).await, Trigger::User))
-            .await
-            .unwrap(),
-    );
+    let background = ctx
+        .store
+        .enqueue_run(&new_run(repo(&ctx, a.path()).await, Trigger::Background))
+        .await
+        .unwrap()
+        .run_id();
+    let user = ctx
+        .store
+        .enqueue_run(&new_run(repo(&ctx, b.path()).await, Trigger::User))
+        .await
+        .unwrap()
+        .run_id();
     let bg_priorities: Vec<i32> = futures::future::join_all(
         ctx.store
             .stage_runs(background)
@@ -398,12 +392,12 @@ async fn a_malformed_payload_fails_for_good_and_affects_nothing_else() {
     .await
     .unwrap();
     let dir = fixture();
-    let id = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
-            .await
-            .unwrap(),
-    );
+    let id = ctx
+        .store
+        .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+        .await
+        .unwrap()
+        .run_id();
     let (stop, handle) = spawn_worker(ctx.clone(), 1);
     let (run_done, _) = wait_finished(&ctx, id, 60).await;
     assert_eq!(run_done.status, "succeeded");
@@ -486,12 +480,12 @@ async fn operators_list_retry_and_cancel_tasks() {
 
     // Cancel a queued run's SYNC: the whole run is cancelled; cancelling again is refused.
     let dir = fixture();
-    let queued = run_id(
-        &ctx.store
-            .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
-            .await
-            .unwrap(),
-    );
+    let queued = ctx
+        .store
+        .enqueue_run(&new_run(repo(&ctx, dir.path()).await, Trigger::User))
+        .await
+        .unwrap()
+        .run_id();
     let sync_job = ctx.store.stage_runs(queued).await.unwrap()[0]
         .job_id
         .clone();
@@ -542,7 +536,7 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
     )
     .await
     .unwrap();
-    let id = run_id(&requested.enqueued);
+    let id = requested.enqueued.run_id();
     let run = trawl::service::index::wait_for_run(ctx.clone(), id, |_, _| {})
         .await
         .unwrap();

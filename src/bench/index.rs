@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Latency;
-use super::queue::BenchError;
+use super::{BenchError, Latency};
 use crate::config::Config;
 use crate::database;
 use crate::pipeline::PipelineContext;
 use crate::search::{Mode, Query, Searcher};
 use crate::service::index;
-use crate::store::runs::{Enqueued, StageRun};
+use crate::store::runs::StageRun;
 use crate::store::{Store, StoreError, admin};
 
 /// The scratch database the benchmark creates and drops.
@@ -114,17 +113,19 @@ pub async fn run(
     let store = Store::open(&bench_url, &database::pool_settings(&bench)).await?;
     store.migrate().await?;
 
-    let result = measure(&bench, &store, &copy, opts, &mut progress).await;
+    let result = measure(&bench, &store, &copy, &home, opts, &mut progress).await;
     store.pool().close().await;
     admin::drop_database(&url, BENCH_DB).await?;
     let _ = std::fs::remove_dir_all(&home);
     result
 }
 
+/// Indexes `corpus` and measures; `dir` takes the PyTorch baseline's files.
 async fn measure(
     config: &Config,
     store: &Store,
     corpus: &Path,
+    dir: &Path,
     opts: &IndexOptions,
     progress: &mut impl FnMut(&str),
 ) -> Result<IndexReport, BenchError> {
@@ -165,7 +166,7 @@ async fn measure(
         "embedding {} texts side by side",
         opts.embed_sample
     ));
-    let side_by_side = side_by_side(&ctx, store, repo, config, opts).await?;
+    let side_by_side = side_by_side(&ctx, store, repo, dir, opts).await?;
 
     Ok(IndexReport {
         corpus: source,
@@ -192,9 +193,7 @@ async fn index_once(
     let requested = index::index(&ctx.store, config, source, "", "bench")
         .await
         .map_err(|e| BenchError::Input(e.to_string()))?;
-    let run_id = match requested.enqueued {
-        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => run_id,
-    };
+    let run_id = requested.enqueued.run_id();
     let run = index::wait_for_run(ctx.clone(), run_id, |_, _| {})
         .await
         .map_err(|e| BenchError::Input(e.to_string()))?;
@@ -246,24 +245,15 @@ async fn counts(store: &Store, repo: i64) -> Result<(i64, i64, i64), BenchError>
 /// Appends a small function to the first Python file (by path) that has snippets, or else
 /// the first file with snippets; returns its path.
 async fn edit_one_file(store: &Store, repo: i64, corpus: &Path) -> Result<String, BenchError> {
-    let path: Option<String> = sqlx::query_scalar(
-        "SELECT path FROM snippets WHERE repository_id = $1 AND language = 'python' ORDER BY path LIMIT 1",
+    let path: String = sqlx::query_scalar(
+        "SELECT path FROM snippets WHERE repository_id = $1
+         ORDER BY language IS DISTINCT FROM 'python', path LIMIT 1",
     )
     .bind(repo)
     .fetch_optional(store.pool())
     .await
-    .map_err(StoreError::from)?;
-    let path = match path {
-        Some(p) => p,
-        None => sqlx::query_scalar(
-            "SELECT path FROM snippets WHERE repository_id = $1 ORDER BY path LIMIT 1",
-        )
-        .bind(repo)
-        .fetch_optional(store.pool())
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(|| BenchError::Input("the corpus gave no snippets".into()))?,
-    };
+    .map_err(StoreError::from)?
+    .ok_or_else(|| BenchError::Input("the corpus gave no snippets".into()))?;
     let file = corpus.join(&path);
     let mut text = std::fs::read(&file).map_err(|e| BenchError::Input(format!("{path}: {e}")))?;
     text.extend_from_slice(
@@ -341,7 +331,7 @@ async fn side_by_side(
     ctx: &PipelineContext,
     store: &Store,
     repo: i64,
-    config: &Config,
+    dir: &Path,
     opts: &IndexOptions,
 ) -> Result<SideBySide, BenchError> {
     // Texts in snippet order, as CODE_EMBEDDINGS reads them (no vectors of this model name).
@@ -368,7 +358,7 @@ async fn side_by_side(
             None,
             Some("no --python given: PyTorch not measured".to_string()),
         ),
-        Some(py) => match pytorch(py, &texts, config) {
+        Some(py) => match pytorch(py, &texts, dir, &ctx.config.model_dir()) {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e)),
         },
@@ -382,8 +372,7 @@ async fn side_by_side(
 }
 
 /// Runs the sentence-transformers baseline on `texts`; its snippets per second.
-fn pytorch(python: &Path, texts: &[String], config: &Config) -> Result<f64, String> {
-    let dir = config.home.join("bench").join("index");
+fn pytorch(python: &Path, texts: &[String], dir: &Path, model: &Path) -> Result<f64, String> {
     let script = dir.join("st_baseline.py");
     let input = dir.join("texts.jsonl");
     std::fs::write(&script, ST_BASELINE).map_err(|e| e.to_string())?;
@@ -397,7 +386,7 @@ fn pytorch(python: &Path, texts: &[String], config: &Config) -> Result<f64, Stri
         .arg("--texts")
         .arg(&input)
         .arg("--model")
-        .arg(config.model_dir())
+        .arg(model)
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
     if !out.status.success() {

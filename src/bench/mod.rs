@@ -11,6 +11,24 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::database::DatabaseError;
+use crate::store::StoreError;
+
+/// Why a benchmark could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not start a worker process ({exe}): {cause}")]
+    Spawn { exe: String, cause: String },
+    #[error("{0}")]
+    Stalled(String),
+    #[error("{0}")]
+    Input(String),
+}
+
 /// Latency percentiles of a sample, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Latency {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Latency;
+use super::{BenchError, Latency};
 use crate::config::Config;
-use crate::database::{self, DatabaseError};
+use crate::database;
 use crate::domain::{PriorityClass, Trigger};
 use crate::store::runs::NewRun;
 use crate::store::{Store, StoreError, admin};
@@ -41,20 +41,6 @@ pub struct QueuePass {
     pub tasks_per_sec: f64,
     /// Enqueue (or release by the predecessor) → start of each stage task on an idle queue.
     pub enqueue_to_start: Latency,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error(transparent)]
-    Database(#[from] DatabaseError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("could not start a worker process ({exe}): {cause}")]
-    Spawn { exe: String, cause: String },
-    #[error("{0}")]
-    Stalled(String),
-    #[error("{0}")]
-    Input(String),
 }
 
 /// Runs one pass per entry of `opts.processes`, each on a fresh scratch database.
@@ -165,10 +151,7 @@ async fn one_pass(
 }
 
 async fn enqueue_one(store: &Store, new_run: &NewRun) -> Result<i64, BenchError> {
-    match store.enqueue_run(new_run).await? {
-        crate::store::runs::Enqueued::Created { run_id, .. }
-        | crate::store::runs::Enqueued::AlreadyPending { run_id } => Ok(run_id),
-    }
+    Ok(store.enqueue_run(new_run).await?.run_id())
 }
 
 /// Enqueues `n` runs from four concurrent tasks.

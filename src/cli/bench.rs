@@ -151,7 +151,7 @@ async fn run_index(args: IndexArgs, config: &Config) -> anyhow::Result<i32> {
 }
 
 async fn run_queue(args: QueueArgs, config: &Config) -> anyhow::Result<i32> {
-    if args.runs == 0 || args.processes.iter().any(|&p| p == 0) || args.concurrency == 0 {
+    if args.runs == 0 || args.processes.contains(&0) || args.concurrency == 0 {
         anyhow::bail!("--runs, --processes and --concurrency must be at least 1");
     }
     let exe = std::env::current_exe().context("locating the trawl binary")?;

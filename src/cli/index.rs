@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::database;
 use crate::pipeline::PipelineContext;
 use crate::service::index;
-use crate::store::runs::{Enqueued, Run, StageRun};
+use crate::store::runs::{Run, StageRun};
 
 /// Index a directory or a git repository: register it (once) and enqueue a user-initiated
 /// run of the five stages. Prints the run id; with --wait, follows the run until it ends.
@@ -36,9 +36,7 @@ pub struct Args {
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     let requested = index::index(&store, config, &args.source, &args.git_ref, "cli").await?;
-    let run_id = match &requested.enqueued {
-        Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => *run_id,
-    };
+    let run_id = requested.enqueued.run_id();
     if args.json && !args.wait {
         println!("{}", serde_json::to_string(&requested)?);
     } else if !args.json {

@@ -198,9 +198,7 @@ impl<'a> Walk<'a> {
             }
             "type_definition" => {
                 let ty = node.child_by_field_name("type")?;
-                if ty.child_by_field_name("body").is_none() {
-                    return None;
-                }
+                ty.child_by_field_name("body")?;
                 Some(match ty.kind() {
                     "struct_specifier" => "struct",
                     "union_specifier" => "union",

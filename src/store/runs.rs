@@ -100,6 +100,15 @@ pub enum Enqueued {
     AlreadyPending { run_id: i64 },
 }
 
+impl Enqueued {
+    /// The run asked for: the new one, or the one already pending.
+    pub fn run_id(&self) -> i64 {
+        match self {
+            Enqueued::Created { run_id, .. } | Enqueued::AlreadyPending { run_id } => *run_id,
+        }
+    }
+}
+
 /// What a worker should do with a stage job it took.
 #[derive(Debug, Clone)]
 pub enum Begin {
@@ -225,59 +234,42 @@ impl Store {
         // The five stage runs and their five jobs, in two statements. The jobs go straight
         // into apalis' table: SYNC ready, the rest parked (see PARKED_STATUS); apalis'
         // insert trigger wakes the workers for SYNC only, the one due now.
-        let n = Stage::ALL.len();
-        let (mut ids, mut names, mut ordinals, mut statuses) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut attempts, mut payloads, mut job_statuses, mut run_ats, mut priorities) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for stage in Stage::ALL {
-            let first = stage == Stage::Sync;
-            ids.push(ulid::Ulid::generate().to_string());
-            names.push(stage.as_str());
-            ordinals.push(stage.ordinal());
-            statuses.push(
-                if first {
-                    StageStatus::Queued
-                } else {
-                    StageStatus::Waiting
-                }
-                .as_str(),
-            );
-            attempts.push(new.max_attempts[stage.ordinal() as usize].max(1) as i32);
-            let payload = crate::pipeline::job::StageJob {
+        // Column by column, one entry per stage; SYNC alone is due now.
+        let due = Stage::ALL.map(|s| s == Stage::Sync);
+        let ids = Stage::ALL.map(|_| ulid::Ulid::generate().to_string());
+        let names = Stage::ALL.map(Stage::as_str);
+        let ordinals = Stage::ALL.map(Stage::ordinal);
+        let statuses = due.map(|d| {
+            if d {
+                StageStatus::Queued
+            } else {
+                StageStatus::Waiting
+            }
+            .as_str()
+        });
+        let attempts = Stage::ALL.map(|s| new.max_attempts[s.ordinal() as usize].max(1) as i32);
+        let payloads = Stage::ALL.map(|stage| {
+            let job = crate::pipeline::job::StageJob {
                 run_id,
                 repository_id: new.repository_id,
                 stage,
                 scope: new.scope.clone(),
             };
-            payloads.push(serde_json::to_vec(&payload).expect("stage job serialises"));
-            job_statuses.push(if first { "Pending" } else { PARKED_STATUS });
-            run_ats.push(if first {
-                None
-            } else {
-                Some(PARKED_UNTIL_SECS as f64)
-            });
-            priorities.push(stage.priority(new.priority.base()));
-        }
+            serde_json::to_vec(&job).expect("stage job serialises")
+        });
+        let job_statuses = due.map(|d| if d { "Pending" } else { PARKED_STATUS });
+        let run_ats = due.map(|d| (!d).then_some(PARKED_UNTIL_SECS as f64));
+        let priorities = Stage::ALL.map(|s| s.priority(new.priority.base()));
         sqlx::query(
             "INSERT INTO stage_runs (run_id, stage, ordinal, job_id, status, max_attempts)
              SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::int[])",
         )
         .bind(run_id)
-        .bind(&names)
-        .bind(&ordinals)
+        .bind(names)
+        .bind(ordinals)
         .bind(&ids)
-        .bind(&statuses)
-        .bind(&attempts)
+        .bind(statuses)
+        .bind(attempts)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -290,10 +282,10 @@ impl Store {
         .bind(&ids)
         .bind(STAGE_QUEUE)
         .bind(&payloads)
-        .bind(&job_statuses)
-        .bind(&attempts)
-        .bind(&run_ats)
-        .bind(&priorities)
+        .bind(job_statuses)
+        .bind(attempts)
+        .bind(run_ats)
+        .bind(priorities)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -170,9 +170,7 @@ pub fn settings() -> PoolSettings {
 
 /// The URL of database `db` on the server of `admin_url`.
 pub fn db_url(admin_url: &str, db: &str) -> String {
-    let mut u = url::Url::parse(admin_url).unwrap();
-    u.set_path(db);
-    u.to_string()
+    store::admin::url_with_database(admin_url, db).expect("a valid admin URL")
 }
 
 /// A migrated database of the test's own, dropped on drop.
