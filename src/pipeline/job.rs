@@ -18,10 +18,15 @@ pub struct StageJob {
 }
 
 impl StageJob {
-    /// Decodes a payload; the error says what is wrong with it, for the job's last result.
-    pub fn decode(value: &Value) -> Result<StageJob, String> {
-        serde_json::from_value(value.clone())
-            .map_err(|e| format!("malformed stage job payload {value}: {e}"))
+    /// Decodes a payload as stored; the error says what is wrong with it, for the job's
+    /// last result.
+    pub fn decode(bytes: &[u8]) -> Result<StageJob, String> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "malformed stage job payload {}: {e}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+            )
+        })
     }
 }
 
@@ -39,8 +44,10 @@ mod tests {
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["stage"], "bm25_index");
-        assert_eq!(StageJob::decode(&v).unwrap(), job);
-        let err = StageJob::decode(&serde_json::json!({"run_id": "x"})).unwrap_err();
+        assert_eq!(StageJob::decode(v.to_string().as_bytes()).unwrap(), job);
+        let err = StageJob::decode(br#"{"run_id": "x"}"#).unwrap_err();
+        assert!(err.contains("malformed stage job payload"), "{err}");
+        let err = StageJob::decode(b"\xff not json").unwrap_err();
         assert!(err.contains("malformed stage job payload"), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! The durable five-stage pipeline on apalis' Postgres queue.
 //!
 //! - [`job`]: the typed payload of a stage job.
-//! - [`worker`]: apalis workers that take stage jobs by priority and run them.
+//! - [`worker`]: the apalis worker that takes stage jobs by priority and runs them.
+//! - [`backend`]: its apalis backend, claiming jobs for free slots in one statement.
 //! - [`stages`]: what each stage does; one module each.
 //! - [`faults`]: test-only fault injection (compiled out of release builds).
 //!
@@ -11,6 +12,7 @@
 //! without spending an attempt. Completion, retries with backoff and failures are written by
 //! the store (see `store::runs`).
 
+pub mod backend;
 pub mod faults;
 pub mod job;
 pub mod stages;

@@ -1,25 +1,29 @@
-//! Stage workers: apalis workers on the one stage queue, each job run through [`handle`].
+//! Stage workers: an apalis worker on the one stage queue, each job run through [`handle`].
 //!
-//! One apalis worker per process with `concurrency` slots; it claims a job only when a slot
-//! is free (batch size 1), so the job it takes next is always the highest-priority one
-//! queued at that moment. It wakes on LISTEN/NOTIFY for new and released jobs and polls at
-//! an interval for retries whose backoff has passed. Orphaned jobs of a dead worker are
-//! re-queued by apalis when its heartbeat is older than `worker.orphan_timeout_secs`.
+//! One apalis worker per process with `concurrency` slots. Its backend
+//! ([`super::backend::StageBackend`]) claims jobs only for free slots, so the jobs it takes
+//! are always the highest-priority ones queued at that moment. It wakes on LISTEN/NOTIFY
+//! for new and released jobs and polls at an interval for retries whose backoff has
+//! passed. Orphaned jobs of a dead worker are re-queued when its heartbeat is older than
+//! `worker.orphan_timeout_secs`. Successes are written in batches ([`Completions`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
-use apalis_postgres::PostgresStorage;
+use apalis_postgres::Pubsub;
+use futures::StreamExt as _;
 use rand::Rng as _;
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
+use super::backend::{ClaimedStage, StageBackend};
 use super::job::StageJob;
 use super::{PipelineContext, StageError, stages};
-use crate::store::StoreError;
 use crate::store::runs::{Begin, STAGE_QUEUE};
+use crate::store::{Store, StoreError};
 
 /// Why the worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -35,42 +39,42 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let name = worker_name();
-    let pool = ctx.store.pool().clone();
+    let store = ctx.store.clone();
     let orphan = ctx.config.worker.orphan_timeout_secs.max(3);
     let heartbeat = Duration::from_secs((orphan / 3).max(1));
-    let config = apalis_postgres::Config::default()
-        .queue(STAGE_QUEUE)
-        .batch_size(1)
-        // The store marks a job running and closes it, in the statements that record the
-        // stage's transitions; apalis' own lock and result writes would only repeat them.
-        .lock_tasks(false)
-        .persist_results(false)
-        .heartbeat_interval(heartbeat)
-        .missed_heartbeats(3);
     let poll = Duration::from_millis(ctx.config.worker.poll_interval_ms.max(10));
     let shutdown_timeout = Duration::from_secs(ctx.config.worker.shutdown_timeout_secs);
+    let concurrency = concurrency.max(1);
     tracing::info!(worker = %name, concurrency, "stage worker starting");
 
+    let completions = Completions::start(store.clone());
     let factory_ctx = ctx.clone();
     let factory_name = name.clone();
-    // One apalis worker per slot: an apalis worker fetches one job at a time, so its fetch
-    // latency caps its throughput; with batch size 1 (priority exact at every fetch) the
-    // slots fetch in parallel only as workers of their own.
     let monitor = Monitor::new()
-        .register_n(concurrency.max(1), move |slot, restarts| {
-            let backend = PostgresStorage::<Value>::new(&pool)
-                .with_config(config.clone())
-                .with_pubsub()
-                .poll_with_interval(poll);
+        .register(move |restarts| {
+            let backend = StageBackend::new(
+                store.clone(),
+                concurrency,
+                heartbeat,
+                Duration::from_secs(orphan),
+            );
+            // Woken at once by apalis' insert notifications (and the ones a completed stage
+            // sends for its successor), and at an interval for retries whose backoff passed.
+            // One listener per process, and the notifications that arrived meanwhile wake
+            // one fetch together: a fetch claims for every free slot anyway, and a backlog
+            // of notifications would otherwise be worked off as a string of empty fetches.
+            let wake = Pubsub::new(store.pool().clone(), STAGE_QUEUE.into()).ready_chunks(4096);
+            let backend = PollWith::new(backend, StreamStrategy::new(wake)).poll_with_interval(poll);
             let name = if restarts == 0 {
-                format!("{factory_name}-s{slot}")
+                factory_name.clone()
             } else {
-                format!("{factory_name}-s{slot}-r{restarts}")
+                format!("{factory_name}-r{restarts}")
             };
             WorkerBuilder::new(name)
                 .backend(backend)
                 .data(factory_ctx.clone())
-                .concurrency(1)
+                .data(completions.clone())
+                .concurrency(concurrency)
                 .build(handle)
         })
         .shutdown_timeout(shutdown_timeout);
@@ -115,29 +119,30 @@ async fn release_held_jobs(ctx: &PipelineContext, name: &str) -> u64 {
     r.map(|r| r.rows_affected()).unwrap_or(0)
 }
 
-/// Runs one stage job. Every outcome is recorded by the store, which also closes the job
-/// (apalis' own lock and result writes are off). Recording is retried through a passing
-/// database outage; an `Err` returned here means it never succeeded, and the job waits for
-/// this worker's restart (its lock is released on shutdown) or its death (orphan rescue).
+/// Runs one stage job, claimed and begun by the backend. Every outcome is recorded by the
+/// store, which also closes the job (apalis' own lock and result writes are off). Recording
+/// is retried through a passing database outage; an `Err` returned here means it never
+/// succeeded, and the job waits for this worker's restart (its lock is released on
+/// shutdown) or its death (orphan rescue).
 async fn handle(
-    job: Value,
-    id: TaskId,
+    claimed: ClaimedStage,
     ctx: Data<Arc<PipelineContext>>,
+    completions: Data<Completions>,
 ) -> Result<(), BoxDynError> {
-    let job_id = id.to_string();
     let Data(ctx) = ctx;
     let store = &ctx.store;
-    let payload = match StageJob::decode(&job) {
+    let job_id = claimed.job_id.as_str();
+    let payload = match StageJob::decode(&claimed.payload) {
         Ok(p) => p,
         Err(msg) => {
             tracing::error!(job = %job_id, error = %msg, "failing a malformed stage job for good");
-            store.kill_job(&job_id, &msg).await?;
+            store.kill_job(job_id, &msg).await?;
             return Ok(());
         }
     };
     let span = tracing::info_span!("stage", run = payload.run_id, repo = payload.repository_id, stage = %payload.stage, job = %job_id);
     async {
-        let (run, attempt) = match recorded(|| store.begin_stage(&job_id)).await {
+        let (run, attempt) = match claimed.begin {
             Ok(Begin::Proceed { run, attempt }) => (run, attempt),
             Ok(Begin::Wait) => {
                 tracing::debug!("predecessor unfinished: parked again");
@@ -147,11 +152,11 @@ async fn handle(
                 tracing::debug!(%reason, "nothing to do");
                 return Ok(());
             }
-            Err(StoreError::NotFound(what)) => {
-                store.kill_job(&job_id, &format!("no {what}: the job belongs to no run")).await?;
+            Err(msg) => {
+                tracing::error!(error = %msg, "failing a stage job that cannot run");
+                store.kill_job(job_id, &msg).await?;
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
         };
         let started = std::time::Instant::now();
         let outcome = async {
@@ -166,12 +171,12 @@ async fn handle(
         match outcome {
             Ok(done) => {
                 tracing::info!(attempt, ms = started.elapsed().as_millis() as u64, "stage succeeded");
-                recorded(|| store.complete_stage(&job_id, &done.result, done.up_to_date)).await?;
+                recorded(|| completions.complete(job_id, &done.result, done.up_to_date)).await?;
             }
             Err(StageError::Retryable(msg)) if policy.allows_another(attempt as u32) => {
                 let delay = policy.backoff(attempt as u32, rand::rng().random());
                 tracing::warn!(attempt, error = %msg, delay_ms = delay.as_millis() as u64, "stage failed, will retry");
-                recorded(|| store.retry_stage(&job_id, &msg, delay)).await?;
+                recorded(|| store.retry_stage(job_id, &msg, delay)).await?;
             }
             Err(e) => {
                 let msg = match &e {
@@ -179,13 +184,75 @@ async fn handle(
                     StageError::Permanent(m) => m.clone(),
                 };
                 tracing::error!(attempt, error = %msg, "stage failed for good");
-                recorded(|| store.fail_stage(&job_id, &msg)).await?;
+                recorded(|| store.fail_stage(job_id, &msg)).await?;
             }
         }
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// Stage successes, written in batches: what finishes while one batch is being written goes
+/// into the next, one statement and one commit for all. Under load that is most of the
+/// cost of a short stage; alone, a success is written at once.
+#[derive(Clone)]
+struct Completions {
+    tx: mpsc::UnboundedSender<Completion>,
+}
+
+struct Completion {
+    job_id: String,
+    result: Value,
+    up_to_date: bool,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Completions {
+    /// Starts the writer; it stops when the last handle is dropped.
+    fn start(store: Store) -> Completions {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let (rows, dones): (Vec<_>, Vec<_>) = batch
+                    .drain(..)
+                    .map(|c| ((c.job_id, c.result, c.up_to_date), c.done))
+                    .unzip();
+                match store.complete_stages(&rows).await {
+                    Ok(()) => dones.into_iter().for_each(|d| {
+                        let _ = d.send(Ok(()));
+                    }),
+                    // One by one, so that each gets its own outcome (and one bad row
+                    // does not hold back the others).
+                    Err(e) if rows.len() == 1 => {
+                        let _ = dones.into_iter().next().map(|d| d.send(Err(e)));
+                    }
+                    Err(_) => {
+                        for (row, done) in rows.into_iter().zip(dones) {
+                            let _ = done.send(store.complete_stages(&[row]).await);
+                        }
+                    }
+                }
+            }
+        });
+        Completions { tx }
+    }
+
+    /// Records the success of job `job_id`'s stage; returns once it is committed.
+    async fn complete(&self, job_id: &str, result: &Value, up_to_date: bool) -> Result<(), StoreError> {
+        let stopped = || StoreError::Connection("the stage completion writer stopped".into());
+        let (done, outcome) = oneshot::channel();
+        self.tx
+            .send(Completion {
+                job_id: job_id.to_string(),
+                result: result.clone(),
+                up_to_date,
+                done,
+            })
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
 }
 
 /// Runs a store write of a stage transition, again after a retryable failure (a lost

@@ -109,6 +109,18 @@ impl Enqueued {
     }
 }
 
+/// A stage job a worker claimed, begun: what its stage should do, or why it cannot run
+/// (a job no stage run knows; the run row unreadable).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub job_id: String,
+    /// The job's payload as stored (a [`crate::pipeline::job::StageJob`] as JSON).
+    pub payload: Vec<u8>,
+    pub priority: i32,
+    pub run_at: chrono::DateTime<chrono::Utc>,
+    pub begin: Result<Begin, String>,
+}
+
 /// What a worker should do with a stage job it took.
 #[derive(Debug, Clone)]
 pub enum Begin {
@@ -323,49 +335,55 @@ impl Store {
         .await?)
     }
 
-    /// Decides what a worker does with the stage job `job_id` it took, and records it, in
-    /// one statement (see `trawl_begin_stage` in the migrations).
-    pub async fn begin_stage(&self, job_id: &str) -> Result<Begin, StoreError> {
-        let (outcome, attempt, reason, run): (String, i32, Option<String>, Option<Value>) =
-            sqlx::query_as("SELECT * FROM trawl_begin_stage($1, to_timestamp($2))")
-                .bind(job_id)
+    /// Claims up to `limit` stage jobs for worker `worker`, highest priority first (then
+    /// oldest), and begins each, in one statement (see `trawl_claim_stages` and
+    /// `trawl_begin_stage` in the migrations). The claims come back in priority order.
+    pub async fn claim_stages(&self, worker: &str, limit: usize) -> Result<Vec<Claim>, StoreError> {
+        type Row = (String, Vec<u8>, Option<i32>, chrono::DateTime<chrono::Utc>, String, i32, Option<String>, Option<Value>);
+        let rows: Vec<Row> =
+            sqlx::query_as("SELECT * FROM trawl_claim_stages($1, $2, $3, to_timestamp($4))")
+                .bind(worker)
+                .bind(STAGE_QUEUE)
+                .bind(limit.clamp(1, i32::MAX as usize) as i32)
                 .bind(PARKED_UNTIL_SECS as f64)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-        match outcome.as_str() {
-            "proceed" => {
-                let run: Run = serde_json::from_value(run.unwrap_or_default()).map_err(|e| {
-                    StoreError::Invalid(format!("run of job {job_id} unreadable: {e}"))
-                })?;
-                Ok(Begin::Proceed {
-                    run: Box::new(run),
-                    attempt,
-                })
-            }
-            "wait" => Ok(Begin::Wait),
-            "nothing" => Ok(Begin::Nothing {
-                reason: reason.unwrap_or_default(),
-            }),
-            _ => Err(StoreError::NotFound(format!("stage run of job {job_id}"))),
-        }
+        Ok(rows
+            .into_iter()
+            .map(|(job_id, payload, priority, run_at, outcome, attempt, reason, run)| {
+                let begin = match outcome.as_str() {
+                    "proceed" => serde_json::from_value(run.unwrap_or_default())
+                        .map(|run| Begin::Proceed { run: Box::new(run), attempt })
+                        .map_err(|e| format!("the run of job {job_id} is unreadable: {e}")),
+                    "wait" => Ok(Begin::Wait),
+                    "nothing" => Ok(Begin::Nothing { reason: reason.unwrap_or_default() }),
+                    _ => Err(format!("no stage run has job {job_id}: it belongs to no run")),
+                };
+                Claim { job_id, payload, priority: priority.unwrap_or(0), run_at, begin }
+            })
+            .collect())
     }
 
-    /// Records a stage's success, in one statement (see `trawl_complete_stage` in the
-    /// migrations). When `up_to_date`, the later stages are skipped and the run ends;
-    /// otherwise the next stage's job is released to the queue (and workers woken).
-    pub async fn complete_stage(
-        &self,
-        job_id: &str,
-        result: &Value,
-        up_to_date: bool,
-    ) -> Result<(), StoreError> {
-        sqlx::query("SELECT trawl_complete_stage($1, $2, $3, $4)")
-            .bind(job_id)
-            .bind(result)
-            .bind(up_to_date)
-            .bind(STAGE_QUEUE)
-            .execute(&self.pool)
-            .await?;
+    /// Records the success of several stages, in one statement and one transaction (see
+    /// `trawl_complete_stage` in the migrations), each given as (job id, result, up to
+    /// date). An up-to-date stage skips the later stages and ends its run; any other
+    /// releases the next stage's job to the queue (and wakes the workers).
+    pub async fn complete_stages(&self, done: &[(String, Value, bool)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = done.iter().map(|d| d.0.as_str()).collect();
+        let results: Vec<&Value> = done.iter().map(|d| &d.1).collect();
+        let up_to_date: Vec<bool> = done.iter().map(|d| d.2).collect();
+        sqlx::query(
+            "SELECT trawl_complete_stage(d.job_id, d.result, d.up_to_date, $4)
+             FROM unnest($1::text[], $2::jsonb[], $3::bool[]) WITH ORDINALITY
+                  AS d (job_id, result, up_to_date, n)
+             ORDER BY d.n",
+        )
+        .bind(ids)
+        .bind(results)
+        .bind(up_to_date)
+        .bind(STAGE_QUEUE)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

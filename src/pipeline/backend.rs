@@ -1,0 +1,263 @@
+//! The stage queue as an apalis backend.
+//!
+//! Jobs, workers and their heartbeats live in apalis' own Postgres tables (`apalis.jobs`,
+//! `apalis.workers`), and apalis' worker runs the jobs; registration, heartbeats and the
+//! rescue of a dead worker's jobs are apalis-postgres' own queries. What differs from its
+//! `PostgresStorage` is the fetch: one statement claims as many jobs as the worker has free
+//! slots, highest priority first, and begins their stages (`Store::claim_stages`). apalis'
+//! fetch takes a fixed batch in a transaction of its own, so a worker either fetched one job
+//! per round trip (exact priority) or buffered jobs a later, higher-priority one then waited
+//! behind. Claiming only for free slots keeps the priority exact: the jobs claimed are the
+//! ones single fetches would have taken, in the same order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis::prelude::{Backend, Identity, Task, TaskBuilder, TaskId};
+use apalis_core::backend::BackendConfig;
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::persistence::{Persisted, Persistence, TaskEvent};
+use apalis_core::worker::context::WorkerContext;
+
+use crate::store::runs::{Begin, STAGE_QUEUE};
+use crate::store::{Store, StoreError};
+
+/// A stage job claimed and begun by [`StageBackend`]: what the worker's handler receives.
+/// It holds one of the worker's slots until dropped.
+#[derive(Debug)]
+pub struct ClaimedStage {
+    pub job_id: String,
+    /// The payload as stored; decoded by the handler, which fails a malformed one for good.
+    pub payload: Vec<u8>,
+    /// What the stage should do, or why the job cannot run.
+    pub begin: Result<Begin, String>,
+    _slot: Slot,
+}
+
+/// The slots of one worker: how many claimed jobs are not finished yet.
+#[derive(Debug, Clone)]
+struct Slots {
+    size: usize,
+    taken: Arc<AtomicUsize>,
+}
+
+impl Slots {
+    fn free(&self) -> usize {
+        self.size.saturating_sub(self.taken.load(Ordering::Acquire))
+    }
+
+    fn take(&self) -> Slot {
+        self.taken.fetch_add(1, Ordering::AcqRel);
+        Slot(self.taken.clone())
+    }
+}
+
+/// One taken slot, given back when the claimed job is dropped.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The persistence apalis' [`Persisted`] drives: register, heartbeat, fetch, give back.
+#[derive(Debug, Clone)]
+struct StagePersistence {
+    store: Store,
+    slots: Slots,
+    /// A worker whose heartbeat is older than this is dead; its jobs go back to the queue.
+    orphan_after: Duration,
+}
+
+/// apalis-postgres' queries report its own error type; the worker reports the store's.
+fn from_apalis(e: apalis_postgres::Error) -> StoreError {
+    match e {
+        apalis_postgres::Error::Database(e) => e.into(),
+        other => StoreError::Invalid(other.to_string()),
+    }
+}
+
+impl Persistence for StagePersistence {
+    type Compact = ClaimedStage;
+    type Response = ();
+    type Error = StoreError;
+
+    /// Registers the worker in `apalis.workers` (as apalis-postgres does) after giving the
+    /// jobs of dead workers back to the queue.
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        apalis_postgres::queries::reenqueue_orphaned(
+            &mut *tx,
+            STAGE_QUEUE,
+            self.orphan_after.as_secs(),
+        )
+        .await
+        .map_err(from_apalis)?;
+        sqlx::query(
+            "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+             VALUES ($1, $2, 'TrawlStageBackend', $3, now())
+             ON CONFLICT (id) DO UPDATE SET worker_type = EXCLUDED.worker_type,
+                 storage_name = EXCLUDED.storage_name, layers = EXCLUDED.layers, last_seen = now()",
+        )
+        .bind(worker.name())
+        .bind(STAGE_QUEUE)
+        .bind(worker.get_service())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        apalis_postgres::queries::keep_alive(&mut *tx, STAGE_QUEUE, worker)
+            .await
+            .map_err(from_apalis)?;
+        apalis_postgres::queries::reenqueue_orphaned(
+            &mut *tx,
+            STAGE_QUEUE,
+            self.orphan_after.as_secs(),
+        )
+        .await
+        .map_err(from_apalis)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims and begins as many jobs as there are free slots. apalis asks only when its
+    /// concurrency limit has room, so there is at least one.
+    async fn fetch_next(
+        &mut self,
+        worker: &WorkerContext,
+    ) -> Result<Vec<Task<ClaimedStage>>, StoreError> {
+        let claims = self
+            .store
+            .claim_stages(worker.name(), self.slots.free().max(1))
+            .await?;
+        Ok(claims
+            .into_iter()
+            .map(|claim| {
+                let task_id = ulid::Ulid::from_string(&claim.job_id)
+                    .map(TaskId::from_ulid)
+                    .unwrap_or_else(|_| TaskId::String(claim.job_id.clone()));
+                TaskBuilder::new(ClaimedStage {
+                    job_id: claim.job_id,
+                    payload: claim.payload,
+                    begin: claim.begin,
+                    _slot: self.slots.take(),
+                })
+                .task_id(task_id)
+                .priority(claim.priority.max(0) as usize)
+                .run_at_timestamp(claim.run_at.timestamp().max(0) as u64)
+                .build()
+            })
+            .collect())
+    }
+
+    /// Claimed jobs a stopping worker never started go back to the queue.
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<ClaimedStage>>,
+        worker: &WorkerContext,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<String> = tasks.iter().map(|t| t.args.job_id.clone()).collect();
+        let r = sqlx::query(
+            "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+             WHERE lock_by = $1 AND id = ANY($2) AND status IN ('Queued', 'Running')",
+        )
+        .bind(worker.name())
+        .bind(&ids)
+        .execute(self.store.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The store records every transition itself; apalis sends no events here.
+    async fn handle_events(
+        &mut self,
+        _events: Vec<TaskEvent<()>>,
+        _worker: &WorkerContext,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Runs are enqueued by the store (`Store::enqueue_run`), five jobs at once.
+    async fn push_tasks(&mut self, _tasks: Vec<Task<ClaimedStage>>) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(
+            "stage jobs are enqueued with their run (Store::enqueue_run)".into(),
+        ))
+    }
+}
+
+/// The backend of one stage worker with `slots` slots.
+pub struct StageBackend {
+    persistence: Persisted<StagePersistence>,
+    heartbeat: Duration,
+}
+
+impl StageBackend {
+    pub fn new(store: Store, slots: usize, heartbeat: Duration, orphan_after: Duration) -> Self {
+        StageBackend {
+            persistence: Persisted::new(StagePersistence {
+                store,
+                slots: Slots {
+                    size: slots.max(1),
+                    taken: Arc::new(AtomicUsize::new(0)),
+                },
+                orphan_after,
+            }),
+            heartbeat,
+        }
+    }
+}
+
+impl Backend for StageBackend {
+    type Task = Task<ClaimedStage>;
+    type Error = StoreError;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), StoreError>> {
+        self.persistence.poll_ready(cx, worker, self.heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Task<ClaimedStage>, StoreError>>> {
+        self.persistence.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), StoreError>> {
+        self.persistence.poll_close(cx, worker)
+    }
+}
+
+impl BackendConfig for StageBackend {
+    type Args = ClaimedStage;
+    type Id = ulid::Ulid;
+    /// The claimed jobs are handed over as they are: nothing to decode.
+    type Kind = Ephemeral;
+    type Config = ();
+    /// No lock or result events: the store writes both with the stage's transitions.
+    type Layer = Identity;
+
+    fn config(&self) -> &() {
+        &()
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Identity {
+        Identity::new()
+    }
+}
