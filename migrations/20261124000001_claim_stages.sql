@@ -4,10 +4,10 @@
 -- cost a transaction of its own (BEGIN, apalis.get_jobs, COMMIT) and beginning it another
 -- round trip; a worker with four free slots made four of each.
 --
--- The claimed jobs come back in priority order with what trawl_begin_stage decided for
--- each ('proceed', 'wait', 'nothing' or 'missing', see there).
-CREATE FUNCTION trawl_claim_stages(p_worker TEXT, p_queue TEXT, p_limit INT,
-                                   p_parked_until TIMESTAMPTZ)
+-- The claimed jobs come back in priority order with what beginning them decided for each
+-- ('proceed', 'wait', 'nothing' or 'missing', as trawl_begin_stage says).
+CREATE OR REPLACE FUNCTION trawl_claim_stages(p_worker TEXT, p_queue TEXT, p_limit INT,
+                                              p_parked_until TIMESTAMPTZ)
 RETURNS TABLE (job_id TEXT, payload BYTEA, job_priority INT, job_run_at TIMESTAMPTZ,
                outcome TEXT, attempt INT, reason TEXT, run JSONB)
 LANGUAGE plpgsql AS $$
@@ -26,18 +26,48 @@ BEGIN
         claimed AS (
             UPDATE apalis.jobs u SET status = 'Queued', lock_by = p_worker, lock_at = now()
               FROM next WHERE u.id = next.id
-            RETURNING u.id, u.job, u.priority, u.run_at)
-        SELECT * FROM claimed ORDER BY claimed.priority DESC, claimed.run_at ASC
+            RETURNING u.id, u.job, u.priority, u.run_at),
+        -- The common case for all of them at once, as trawl_begin_stage's first statement:
+        -- an open stage whose predecessor succeeded (or that has none), of an open run.
+        begun AS (
+            UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
+                   started_at = COALESCE(s.started_at, now()), current_item = NULL
+              FROM claimed c
+             WHERE s.job_id = c.id AND s.status IN ('queued', 'waiting', 'running')
+               AND (s.ordinal = 0 OR EXISTS (
+                    SELECT 1 FROM stage_runs p
+                     WHERE p.run_id = s.run_id AND p.ordinal = s.ordinal - 1
+                       AND p.status = 'succeeded'))
+               AND EXISTS (SELECT 1 FROM runs x
+                            WHERE x.id = s.run_id AND x.status IN ('queued', 'running'))
+            RETURNING s.job_id, s.run_id, s.attempts),
+        started AS (
+            UPDATE runs r SET status = 'running', started_at = COALESCE(r.started_at, now())
+              FROM begun g WHERE r.id = g.run_id AND r.status = 'queued'
+            RETURNING r.*)
+        SELECT c.id, c.job, c.priority, c.run_at, g.attempts AS begun_attempt,
+               COALESCE((SELECT to_jsonb(st) FROM started st WHERE st.id = g.run_id),
+                        (SELECT to_jsonb(x) FROM runs x WHERE x.id = g.run_id)) AS begun_run
+          FROM claimed c LEFT JOIN begun g ON g.job_id = c.id
+         ORDER BY c.priority DESC, c.run_at ASC
     LOOP
-        SELECT * INTO b FROM trawl_begin_stage(j.id, p_parked_until);
         job_id := j.id;
         payload := j.job;
         job_priority := j.priority;
         job_run_at := j.run_at;
-        outcome := b.outcome;
-        attempt := b.attempt;
-        reason := b.reason;
-        run := b.run;
+        IF j.begun_attempt IS NOT NULL THEN
+            outcome := 'proceed';
+            attempt := j.begun_attempt;
+            reason := NULL;
+            run := j.begun_run;
+        ELSE
+            -- Waiting, over, or unknown: trawl_begin_stage says which and acts on it.
+            SELECT * INTO b FROM trawl_begin_stage(j.id, p_parked_until);
+            outcome := b.outcome;
+            attempt := b.attempt;
+            reason := b.reason;
+            run := b.run;
+        END IF;
         RETURN NEXT;
     END LOOP;
 END

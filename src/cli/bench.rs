@@ -61,8 +61,9 @@ struct QueueArgs {
     /// Worker process counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     processes: Vec<usize>,
-    /// Stage jobs each worker process runs at once.
-    #[arg(long, default_value_t = 8)]
+    /// Stage jobs each worker process runs at once. No-op stages end at once, so more
+    /// slots mean bigger claims and completion batches: the queue's own ceiling.
+    #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Runs enqueued one at a time on an idle queue to measure latency.
     #[arg(long, default_value_t = 200)]

@@ -11,7 +11,7 @@
 //! ones single fetches would have taken, in the same order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ struct StagePersistence {
     slots: Slots,
     /// A worker whose heartbeat is older than this is dead; its jobs go back to the queue.
     orphan_after: Duration,
+    /// Counts the wake-ups (job notifications) the worker received; see `fetch_next`.
+    wakes: Arc<AtomicU64>,
 }
 
 /// apalis-postgres' queries report its own error type; the worker reports the store's.
@@ -130,14 +132,26 @@ impl Persistence for StagePersistence {
 
     /// Claims and begins as many jobs as there are free slots. apalis asks only when its
     /// concurrency limit has room, so there is at least one.
+    ///
+    /// A notification that arrives while a claim is under way wakes the worker, but apalis
+    /// consumes it without a fetch of its own: the claim in flight returns, perhaps empty
+    /// (it looked before the job was committed), and the job would wait for the next
+    /// interval poll. So an empty claim during which a notification came is made again.
     async fn fetch_next(
         &mut self,
         worker: &WorkerContext,
     ) -> Result<Vec<Task<ClaimedStage>>, StoreError> {
-        let claims = self
-            .store
-            .claim_stages(worker.name(), self.slots.free().max(1))
-            .await?;
+        let mut claims = Vec::new();
+        for _ in 0..4 {
+            let seen = self.wakes.load(Ordering::Acquire);
+            claims = self
+                .store
+                .claim_stages(worker.name(), self.slots.free().max(1))
+                .await?;
+            if !claims.is_empty() || self.wakes.load(Ordering::Acquire) == seen {
+                break;
+            }
+        }
         Ok(claims
             .into_iter()
             .map(|claim| {
@@ -200,7 +214,14 @@ pub struct StageBackend {
 }
 
 impl StageBackend {
-    pub fn new(store: Store, slots: usize, heartbeat: Duration, orphan_after: Duration) -> Self {
+    /// `wakes` is counted up by the worker's wake-up stream, once per notification.
+    pub fn new(
+        store: Store,
+        slots: usize,
+        heartbeat: Duration,
+        orphan_after: Duration,
+        wakes: Arc<AtomicU64>,
+    ) -> Self {
         StageBackend {
             persistence: Persisted::new(StagePersistence {
                 store,
@@ -209,6 +230,7 @@ impl StageBackend {
                     taken: Arc::new(AtomicUsize::new(0)),
                 },
                 orphan_after,
+                wakes,
             }),
             heartbeat,
         }

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::*;
@@ -52,18 +53,24 @@ pub async fn run(
     let factory_name = name.clone();
     let monitor = Monitor::new()
         .register(move |restarts| {
+            let wakes = Arc::new(AtomicU64::new(0));
             let backend = StageBackend::new(
                 store.clone(),
                 concurrency,
                 heartbeat,
                 Duration::from_secs(orphan),
+                wakes.clone(),
             );
             // Woken at once by apalis' insert notifications (and the ones a completed stage
             // sends for its successor), and at an interval for retries whose backoff passed.
             // One listener per process, and the notifications that arrived meanwhile wake
             // one fetch together: a fetch claims for every free slot anyway, and a backlog
             // of notifications would otherwise be worked off as a string of empty fetches.
-            let wake = Pubsub::new(store.pool().clone(), STAGE_QUEUE.into()).ready_chunks(4096);
+            let wake = Pubsub::new(store.pool().clone(), STAGE_QUEUE.into())
+                .inspect(move |_| {
+                    wakes.fetch_add(1, Ordering::AcqRel);
+                })
+                .ready_chunks(4096);
             let backend = PollWith::new(backend, StreamStrategy::new(wake)).poll_with_interval(poll);
             let name = if restarts == 0 {
                 factory_name.clone()
