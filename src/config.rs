@@ -56,6 +56,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRAWL_EMBEDDING_PROVIDER", "embedding.provider"),
     ("TRAWL_EMBEDDING_MODEL", "embedding.model"),
     ("TRAWL_MODEL_DIR", "embedding.model_dir"),
+    ("TRAWL_EMBEDDING_RUNTIME", "embedding.runtime"),
+    ("TRAWL_ONNXRUNTIME", "embedding.onnxruntime"),
     ("TRAWL_EMBEDDING_BASE_URL", "embedding.base_url"),
     ("TRAWL_EMBEDDING_API_KEY", "embedding.api_key"),
     ("TRAWL_LLM_BASE_URL", "enrich.base_url"),
@@ -130,15 +132,35 @@ pub enum EmbeddingProvider {
     Http,
 }
 
+/// What runs the local model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingRuntime {
+    /// ONNX Runtime when set-up installed it and the model directory holds model.onnx,
+    /// candle otherwise.
+    #[default]
+    Auto,
+    /// ONNX Runtime (loaded from `embedding.onnxruntime`) on model.onnx: the fast path.
+    Onnx,
+    /// candle on model.safetensors: pure Rust, about half as fast.
+    Candle,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingConfig {
     pub provider: EmbeddingProvider,
     pub model: String,
-    /// Directory with config.json, tokenizer.json and model.safetensors; empty means
-    /// `<home>/models/<model>`.
+    /// Directory with config.json, tokenizer.json and model.safetensors (and model.onnx,
+    /// which set-up builds); empty means `<home>/models/<model>`.
     #[serde(default)]
     pub model_dir: String,
+    #[serde(default)]
+    pub runtime: EmbeddingRuntime,
+    /// The ONNX Runtime library; empty means the one set-up installs,
+    /// `<home>/onnxruntime/libonnxruntime.so`.
+    #[serde(default)]
+    pub onnxruntime: String,
     #[serde(default)]
     pub base_url: String,
     #[serde(default)]
@@ -223,6 +245,8 @@ impl Config {
                 provider: EmbeddingProvider::Local,
                 model: DEFAULT_MODEL.to_string(),
                 model_dir: String::new(),
+                runtime: EmbeddingRuntime::Auto,
+                onnxruntime: String::new(),
                 base_url: String::new(),
                 api_key: String::new(),
             },
@@ -360,6 +384,13 @@ impl Config {
     pub fn model_dir(&self) -> PathBuf {
         non_empty_or(&self.embedding.model_dir, || {
             self.home.join("models").join(&self.embedding.model)
+        })
+    }
+
+    /// The ONNX Runtime library the local embedder loads.
+    pub fn onnxruntime_lib(&self) -> PathBuf {
+        non_empty_or(&self.embedding.onnxruntime, || {
+            self.home.join("onnxruntime").join("libonnxruntime.so")
         })
     }
 

@@ -158,14 +158,20 @@ fn model_check(config: &Config) -> Check {
         );
     }
     let dir = config.model_dir();
-    match LocalEmbedder::load(&dir)
-        .and_then(|m| m.embed(&["fn main() {}"]).map(|v| (m.dimension(), v)))
-    {
-        Ok((dim, v)) if v.first().map(Vec::len) == Some(dim) => Check::pass(
+    match LocalEmbedder::load_with(&dir, config.embedding.runtime, &config.onnxruntime_lib())
+        .and_then(|m| {
+            m.embed(&["fn main() {}"])
+                .map(|v| (m.dimension(), m.engine(), v))
+        }) {
+        Ok((dim, engine, v)) if v.first().map(Vec::len) == Some(dim) => Check::pass(
             "embedding model",
-            format!("{} ({dim}-d) in {}", config.embedding.model, dir.display()),
+            format!(
+                "{} ({dim}-d, on {engine}) in {}",
+                config.embedding.model,
+                dir.display()
+            ),
         ),
-        Ok((dim, _)) => Check::fail(
+        Ok((dim, _, _)) => Check::fail(
             "embedding model",
             format!("the model gave vectors not of {dim} dimensions"),
             "run `trawl setup` to reinstall it",

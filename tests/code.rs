@@ -599,11 +599,10 @@ async fn bad_files_are_recorded_and_skipped_and_the_run_succeeds() {
     assert!(!got.iter().any(|s| s.0 == "huge.py" || s.0 == "blob.bin"));
 }
 
-#[tokio::test]
-async fn the_local_model_matches_sentence_transformers_reference_vectors() {
-    let db = TestDb::new().await;
-    let dir = db.config().model_dir();
-    let model = trawl::providers::local::LocalEmbedder::load(&dir).unwrap();
+/// Embeds the reference texts with `model`, all at once (batching and padding must not
+/// change any vector), and compares with sentence-transformers' vectors; returns the
+/// largest difference of any component.
+fn compare_with_reference(model: &trawl::providers::local::LocalEmbedder) -> f32 {
     let fixture: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -614,8 +613,8 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
     .unwrap();
     let cases = fixture["texts"].as_array().unwrap();
     let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
-    // All at once: batching and padding must not change any vector.
     let got = model.embed(&texts).unwrap();
+    let mut worst = 0f32;
     for (case, v) in cases.iter().zip(&got) {
         let want: Vec<f32> = case["vector"]
             .as_array()
@@ -630,12 +629,51 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
+        let text = case["text"].as_str().unwrap();
         assert!(
             cos > 0.9999 && max_diff < 2e-3,
-            "{:?}: cosine {cos}, max difference {max_diff}",
-            &case["text"].as_str().unwrap()[..20.min(case["text"].as_str().unwrap().len())]
+            "{} on {:?}: cosine {cos}, max difference {max_diff}",
+            model.engine(),
+            &text[..text.floor_char_boundary(20)]
         );
+        worst = worst.max(max_diff);
     }
+    worst
+}
+
+#[tokio::test]
+async fn the_local_model_matches_sentence_transformers_reference_vectors() {
+    use trawl::config::EmbeddingRuntime;
+    use trawl::providers::local::LocalEmbedder;
+    let db = TestDb::new().await;
+    let config = db.config();
+    let dir = config.model_dir();
+    // The default engine is ONNX Runtime on the model.onnx set-up built.
+    let onnx =
+        LocalEmbedder::load_with(&dir, EmbeddingRuntime::Auto, &config.onnxruntime_lib()).unwrap();
+    assert_eq!(onnx.engine(), "onnx");
+    let onnx_worst = compare_with_reference(&onnx);
+    // The graph computes what sentence-transformers computes, in fp32: no more than
+    // rounding apart.
+    assert!(onnx_worst < 1e-4, "onnx: max difference {onnx_worst}");
+    let candle =
+        LocalEmbedder::load_with(&dir, EmbeddingRuntime::Candle, &config.onnxruntime_lib())
+            .unwrap();
+    assert_eq!(candle.engine(), "candle");
+    compare_with_reference(&candle);
+    // Asked for ONNX Runtime where there is none: a clear error, not a silent fallback.
+    let err = LocalEmbedder::load_with(
+        &dir,
+        EmbeddingRuntime::Onnx,
+        std::path::Path::new("/nonexistent/libonnxruntime.so"),
+    )
+    .err()
+    .expect("no library, no ONNX engine")
+    .to_string();
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("trawl setup"),
+        "{err}"
+    );
 }
 
 /// A local HTTP stub: answers each request with the next scripted (status, body) (the last

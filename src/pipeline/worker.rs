@@ -71,7 +71,8 @@ pub async fn run(
                     wakes.fetch_add(1, Ordering::AcqRel);
                 })
                 .ready_chunks(4096);
-            let backend = PollWith::new(backend, StreamStrategy::new(wake)).poll_with_interval(poll);
+            let backend =
+                PollWith::new(backend, StreamStrategy::new(wake)).poll_with_interval(poll);
             let name = if restarts == 0 {
                 factory_name.clone()
             } else {
@@ -247,7 +248,12 @@ impl Completions {
     }
 
     /// Records the success of job `job_id`'s stage; returns once it is committed.
-    async fn complete(&self, job_id: &str, result: &Value, up_to_date: bool) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        job_id: &str,
+        result: &Value,
+        up_to_date: bool,
+    ) -> Result<(), StoreError> {
         let stopped = || StoreError::Connection("the stage completion writer stopped".into());
         let (done, outcome) = oneshot::channel();
         self.tx

@@ -1,6 +1,12 @@
-//! The local embedder: all-MiniLM-L6-v2 (a BERT) run in-process with candle, from the
-//! model directory `trawl setup` fills. Output matches sentence-transformers: token
-//! embeddings mean-pooled over the attention mask, then L2-normalised.
+//! The local embedder: all-MiniLM-L6-v2 (a BERT) run in-process, from the model directory
+//! `trawl setup` fills. Output matches sentence-transformers: token embeddings mean-pooled
+//! over the attention mask, then L2-normalised.
+//!
+//! Two engines run it. ONNX Runtime (loaded at run time from the library set-up installs)
+//! runs `model.onnx`, which set-up builds from the weights with pooling and normalisation
+//! inside the graph; measured here it embeds about twice as fast as candle, and faster
+//! than sentence-transformers on PyTorch. candle runs `model.safetensors` in pure Rust,
+//! the fallback when ONNX Runtime or model.onnx is missing (or `embedding.runtime` says so).
 //!
 //! The shipped tokenizer.json pads and truncates to 128 tokens; both are reset here (no
 //! padding, truncation at the model's 256-token window) so inputs are never cut silently
@@ -8,19 +14,42 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::{Mutex, OnceLock};
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::ProviderError;
+use crate::config::EmbeddingRuntime;
 
 /// sentence-transformers' max_seq_length for all-MiniLM-L6-v2.
 pub const MAX_TOKENS: usize = 256;
-/// Texts per forward pass, at most.
-const MAX_BATCH: usize = 32;
-/// Tokens per forward pass (texts × padded width), at most, beyond one text.
-const BATCH_TOKENS: usize = 2_048;
+/// The ONNX model set-up builds next to the weights.
+pub const ONNX_MODEL: &str = "model.onnx";
+
+/// How an engine likes its batches: texts per forward pass, and tokens per forward pass
+/// (texts × padded width) beyond one text.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    max_texts: usize,
+    max_tokens: usize,
+}
+
+/// candle: bigger batches amortise its per-op overhead.
+const CANDLE_BATCHING: Batching = Batching {
+    max_texts: 32,
+    max_tokens: 2_048,
+};
+/// ONNX Runtime: 8 texts per run measured fastest (16 and 32 were 5-15% slower).
+const ONNX_BATCHING: Batching = Batching {
+    max_texts: 8,
+    max_tokens: 2_048,
+};
 
 /// Keeps glibc from returning tensor buffers to the kernel after every forward pass.
 ///
@@ -39,37 +68,110 @@ fn keep_freed_memory() {
 
 /// A loaded model and its tokenizer.
 pub struct LocalEmbedder {
-    model: BertModel,
+    engine: Engine,
     tokenizer: Tokenizer,
     dimension: usize,
-    device: Device,
+}
+
+enum Engine {
+    Candle {
+        model: Box<BertModel>,
+        device: Device,
+    },
+    /// `run` needs the session exclusively; one forward pass uses every core anyway.
+    Onnx { session: Mutex<Session> },
+}
+
+/// ONNX Runtime allows one environment per process: every model shares it.
+static ONNX_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn onnx_environment(lib: &Path) -> Result<&'static ort::environment::Environment, String> {
+    ONNX_ENV
+        .get_or_init(|| {
+            ort::init_from(lib)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?
+                .with_name("trawl")
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 impl LocalEmbedder {
-    /// Loads config.json, tokenizer.json and model.safetensors from `dir`.
+    /// Loads the model in `dir` on the engine `runtime` asks for; `onnxruntime` is the ONNX
+    /// Runtime library.
+    pub fn load_with(
+        dir: &Path,
+        runtime: EmbeddingRuntime,
+        onnxruntime: &Path,
+    ) -> Result<LocalEmbedder, ProviderError> {
+        let onnx_ready = dir.join(ONNX_MODEL).is_file() && onnxruntime.is_file();
+        match runtime {
+            EmbeddingRuntime::Onnx => LocalEmbedder::load_onnx(dir, onnxruntime),
+            EmbeddingRuntime::Auto if onnx_ready => LocalEmbedder::load_onnx(dir, onnxruntime),
+            EmbeddingRuntime::Auto => {
+                tracing::warn!(
+                    model = %dir.join(ONNX_MODEL).display(),
+                    onnxruntime = %onnxruntime.display(),
+                    "ONNX Runtime or model.onnx is missing: embedding with candle, about half as fast (run `trawl setup`)"
+                );
+                LocalEmbedder::load(dir)
+            }
+            EmbeddingRuntime::Candle => LocalEmbedder::load(dir),
+        }
+    }
+
+    /// Which engine runs the model: "onnx" or "candle".
+    pub fn engine(&self) -> &'static str {
+        match self.engine {
+            Engine::Candle { .. } => "candle",
+            Engine::Onnx { .. } => "onnx",
+        }
+    }
+
+    /// Loads config.json, tokenizer.json and model.onnx from `dir` onto ONNX Runtime.
+    pub fn load_onnx(dir: &Path, onnxruntime: &Path) -> Result<LocalEmbedder, ProviderError> {
+        let fail = |detail: String| ProviderError::ModelLoad {
+            dir: dir.display().to_string(),
+            detail,
+        };
+        let (config, tokenizer) = load_config_and_tokenizer(dir)?;
+        let model = dir.join(ONNX_MODEL);
+        if !model.is_file() {
+            return Err(fail(format!(
+                "{ONNX_MODEL} is missing (`trawl setup` builds it), or set embedding.runtime = \"candle\""
+            )));
+        }
+        if !onnxruntime.is_file() {
+            return Err(fail(format!(
+                "the ONNX Runtime library {} is missing: run `trawl setup`, set TRAWL_ONNXRUNTIME, or set embedding.runtime = \"candle\"",
+                onnxruntime.display()
+            )));
+        }
+        let env = onnx_environment(onnxruntime).map_err(fail)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let session = Session::builder(env)
+            .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
+            .and_then(|b| Ok(b.with_intra_threads(threads)?))
+            .and_then(|mut b| b.commit_from_file(&model))
+            .map_err(|e| fail(format!("{ONNX_MODEL}: {e}")))?;
+        Ok(LocalEmbedder {
+            engine: Engine::Onnx {
+                session: Mutex::new(session),
+            },
+            tokenizer,
+            dimension: config.hidden_size,
+        })
+    }
+
+    /// Loads config.json, tokenizer.json and model.safetensors from `dir` onto candle.
     pub fn load(dir: &Path) -> Result<LocalEmbedder, ProviderError> {
         let fail = |detail: String| ProviderError::ModelLoad {
             dir: dir.display().to_string(),
             detail,
         };
-        let read = |name: &str| -> Result<(PathBuf, String), ProviderError> {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("{name}: {e}")))?;
-            Ok((path, text))
-        };
-        let (_, config_text) = read("config.json")?;
-        let config: BertConfig =
-            serde_json::from_str(&config_text).map_err(|e| fail(format!("config.json: {e}")))?;
-        let (tokenizer_path, _) = read("tokenizer.json")?;
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
-                ..Default::default()
-            }))
-            .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
+        let (config, tokenizer) = load_config_and_tokenizer(dir)?;
         let weights = dir.join("model.safetensors");
         if !weights.is_file() {
             return Err(fail("model.safetensors is missing".into()));
@@ -83,10 +185,12 @@ impl LocalEmbedder {
         let model =
             BertModel::load(vb, &config).map_err(|e| fail(format!("model.safetensors: {e}")))?;
         Ok(LocalEmbedder {
-            model,
+            engine: Engine::Candle {
+                model: Box::new(model),
+                device,
+            },
             tokenizer,
             dimension: config.hidden_size,
-            device,
         })
     }
 
@@ -100,64 +204,168 @@ impl LocalEmbedder {
     /// member (padding is masked out of attention and pooling), so short texts do not pay
     /// for long ones.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let err = |e: &dyn std::fmt::Display| ProviderError::Inference(e.to_string());
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| err(&e))?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| encodings[i].get_ids().len());
+            .map_err(|e| inference(&e))?;
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let batching = match self.engine {
+            Engine::Candle { .. } => CANDLE_BATCHING,
+            Engine::Onnx { .. } => ONNX_BATCHING,
+        };
         let mut out = vec![Vec::new(); texts.len()];
-        let mut start = 0;
-        while start < order.len() {
-            // Batches hold about BATCH_TOKENS tokens: more short texts, fewer long ones.
-            let mut end = start + 1;
-            while end < order.len()
-                && end - start < MAX_BATCH
-                && (end - start + 1) * encodings[order[end]].get_ids().len().max(1) <= BATCH_TOKENS
-            {
-                end += 1;
-            }
-            let batch = &order[start..end];
-            let width = batch
-                .iter()
-                .map(|&i| encodings[i].get_ids().len())
-                .max()
-                .unwrap_or(1)
-                .max(1);
-            let mut ids = vec![0u32; batch.len() * width];
-            let mut mask = vec![0u32; batch.len() * width];
+        for batch in batches(&lengths, batching) {
+            let width = batch.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
+            let mut ids = vec![0i64; batch.len() * width];
+            let mut mask = vec![0i64; batch.len() * width];
             for (row, &i) in batch.iter().enumerate() {
                 let t = encodings[i].get_ids();
-                ids[row * width..row * width + t.len()].copy_from_slice(t);
+                for (slot, &id) in ids[row * width..].iter_mut().zip(t) {
+                    *slot = i64::from(id);
+                }
                 mask[row * width..row * width + t.len()].fill(1);
             }
-            let shape = (batch.len(), width);
-            let input_ids = Tensor::from_vec(ids, shape, &self.device).map_err(|e| err(&e))?;
-            let mask = Tensor::from_vec(mask, shape, &self.device).map_err(|e| err(&e))?;
-            let type_ids = input_ids.zeros_like().map_err(|e| err(&e))?;
-            let hidden = self
-                .model
-                .forward(&input_ids, &type_ids, Some(&mask))
-                .map_err(|e| err(&e))?;
-            // Mean over real tokens, then L2 normalise (sentence-transformers' pooling).
-            let maskf = mask
-                .to_dtype(DType::F32)
-                .and_then(|m| m.unsqueeze(2))
-                .map_err(|e| err(&e))?;
-            let summed = hidden
-                .broadcast_mul(&maskf)
-                .and_then(|h| h.sum(1))
-                .map_err(|e| err(&e))?;
-            let counts = maskf.sum(1).map_err(|e| err(&e))?;
-            let pooled = summed.broadcast_div(&counts).map_err(|e| err(&e))?;
-            let rows: Vec<Vec<f32>> = pooled.to_vec2().map_err(|e| err(&e))?;
-            for (row, &i) in rows.into_iter().zip(batch) {
-                let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                out[i] = row.into_iter().map(|x| x / norm).collect();
+            let rows = match &self.engine {
+                Engine::Candle { model, device } => {
+                    candle_forward(model, device, ids, mask, batch.len(), width)?
+                }
+                Engine::Onnx { session } => {
+                    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+                    onnx_forward(
+                        &mut session,
+                        &ids,
+                        &mask,
+                        batch.len(),
+                        width,
+                        self.dimension,
+                    )?
+                }
+            };
+            for (row, &i) in rows.into_iter().zip(&batch) {
+                out[i] = row;
             }
-            start = end;
         }
         Ok(out)
     }
+}
+
+fn inference(e: &dyn std::fmt::Display) -> ProviderError {
+    ProviderError::Inference(e.to_string())
+}
+
+/// config.json and tokenizer.json of the model in `dir`, the tokenizer set to pad nothing
+/// and to truncate at the model's window.
+fn load_config_and_tokenizer(dir: &Path) -> Result<(BertConfig, Tokenizer), ProviderError> {
+    let fail = |detail: String| ProviderError::ModelLoad {
+        dir: dir.display().to_string(),
+        detail,
+    };
+    let read = |name: &str| -> Result<(PathBuf, String), ProviderError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("{name}: {e}")))?;
+        Ok((path, text))
+    };
+    let (_, config_text) = read("config.json")?;
+    let config: BertConfig =
+        serde_json::from_str(&config_text).map_err(|e| fail(format!("config.json: {e}")))?;
+    let (tokenizer_path, _) = read("tokenizer.json")?;
+    let mut tokenizer =
+        Tokenizer::from_file(&tokenizer_path).map_err(|e| fail(format!("tokenizer.json: {e}")))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: MAX_TOKENS,
+            ..Default::default()
+        }))
+        .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
+    Ok((config, tokenizer))
+}
+
+/// The texts (by index) in batches: sorted by token length, each batch within `batching`'s
+/// bounds (a single text always makes a batch).
+fn batches(lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        // The longest text of a batch is its last (sorted), so its width is known.
+        let mut end = start + 1;
+        while end < order.len()
+            && end - start < batching.max_texts
+            && (end - start + 1) * lengths[order[end]].max(1) <= batching.max_tokens
+        {
+            end += 1;
+        }
+        out.push(order[start..end].to_vec());
+        start = end;
+    }
+    out
+}
+
+/// One batch through candle's BERT, then mean pooling over real tokens and L2
+/// normalisation (sentence-transformers' pooling).
+fn candle_forward(
+    model: &BertModel,
+    device: &Device,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    rows: usize,
+    width: usize,
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    let err = |e: candle_core::Error| inference(&e);
+    let ids: Vec<u32> = ids.into_iter().map(|x| x as u32).collect();
+    let mask: Vec<u32> = mask.into_iter().map(|x| x as u32).collect();
+    let input_ids = Tensor::from_vec(ids, (rows, width), device).map_err(err)?;
+    let mask = Tensor::from_vec(mask, (rows, width), device).map_err(err)?;
+    let type_ids = input_ids.zeros_like().map_err(err)?;
+    let hidden = model
+        .forward(&input_ids, &type_ids, Some(&mask))
+        .map_err(err)?;
+    let maskf = mask
+        .to_dtype(DType::F32)
+        .and_then(|m| m.unsqueeze(2))
+        .map_err(err)?;
+    let summed = hidden
+        .broadcast_mul(&maskf)
+        .and_then(|h| h.sum(1))
+        .map_err(err)?;
+    let counts = maskf.sum(1).map_err(err)?;
+    let pooled = summed.broadcast_div(&counts).map_err(err)?;
+    let pooled: Vec<Vec<f32>> = pooled.to_vec2().map_err(err)?;
+    Ok(pooled
+        .into_iter()
+        .map(|row| {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.into_iter().map(|x| x / norm).collect()
+        })
+        .collect())
+}
+
+/// One batch through model.onnx, whose output is already pooled and normalised.
+fn onnx_forward(
+    session: &mut Session,
+    ids: &[i64],
+    mask: &[i64],
+    rows: usize,
+    width: usize,
+    dimension: usize,
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    let err = |e: ort::Error| inference(&e);
+    let outputs = session
+        .run(ort::inputs![
+            "input_ids" => TensorRef::from_array_view(([rows, width], ids)).map_err(err)?,
+            "attention_mask" => TensorRef::from_array_view(([rows, width], mask)).map_err(err)?,
+        ])
+        .map_err(err)?;
+    let (shape, data) = outputs["sentence_embedding"]
+        .try_extract_tensor::<f32>()
+        .map_err(err)?;
+    if **shape != [rows as i64, dimension as i64] {
+        return Err(ProviderError::Inference(format!(
+            "model.onnx gave vectors of shape {:?}, not [{rows}, {dimension}]",
+            &**shape
+        )));
+    }
+    Ok(data.chunks_exact(dimension).map(<[f32]>::to_vec).collect())
 }

@@ -57,7 +57,11 @@ impl Embedder {
         Ok(match config.embedding.provider {
             EmbeddingProvider::Local => Embedder::Local {
                 model,
-                embedder: Arc::new(local::LocalEmbedder::load(&config.model_dir())?),
+                embedder: Arc::new(local::LocalEmbedder::load_with(
+                    &config.model_dir(),
+                    config.embedding.runtime,
+                    &config.onnxruntime_lib(),
+                )?),
             },
             EmbeddingProvider::Http => {
                 let client = http::HttpClient::new(

@@ -339,7 +339,16 @@ impl Store {
     /// oldest), and begins each, in one statement (see `trawl_claim_stages` and
     /// `trawl_begin_stage` in the migrations). The claims come back in priority order.
     pub async fn claim_stages(&self, worker: &str, limit: usize) -> Result<Vec<Claim>, StoreError> {
-        type Row = (String, Vec<u8>, Option<i32>, chrono::DateTime<chrono::Utc>, String, i32, Option<String>, Option<Value>);
+        type Row = (
+            String,
+            Vec<u8>,
+            Option<i32>,
+            chrono::DateTime<chrono::Utc>,
+            String,
+            i32,
+            Option<String>,
+            Option<Value>,
+        );
         let rows: Vec<Row> =
             sqlx::query_as("SELECT * FROM trawl_claim_stages($1, $2, $3, to_timestamp($4))")
                 .bind(worker)
@@ -350,17 +359,32 @@ impl Store {
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(job_id, payload, priority, run_at, outcome, attempt, reason, run)| {
-                let begin = match outcome.as_str() {
-                    "proceed" => serde_json::from_value(run.unwrap_or_default())
-                        .map(|run| Begin::Proceed { run: Box::new(run), attempt })
-                        .map_err(|e| format!("the run of job {job_id} is unreadable: {e}")),
-                    "wait" => Ok(Begin::Wait),
-                    "nothing" => Ok(Begin::Nothing { reason: reason.unwrap_or_default() }),
-                    _ => Err(format!("no stage run has job {job_id}: it belongs to no run")),
-                };
-                Claim { job_id, payload, priority: priority.unwrap_or(0), run_at, begin }
-            })
+            .map(
+                |(job_id, payload, priority, run_at, outcome, attempt, reason, run)| {
+                    let begin = match outcome.as_str() {
+                        "proceed" => serde_json::from_value(run.unwrap_or_default())
+                            .map(|run| Begin::Proceed {
+                                run: Box::new(run),
+                                attempt,
+                            })
+                            .map_err(|e| format!("the run of job {job_id} is unreadable: {e}")),
+                        "wait" => Ok(Begin::Wait),
+                        "nothing" => Ok(Begin::Nothing {
+                            reason: reason.unwrap_or_default(),
+                        }),
+                        _ => Err(format!(
+                            "no stage run has job {job_id}: it belongs to no run"
+                        )),
+                    };
+                    Claim {
+                        job_id,
+                        payload,
+                        priority: priority.unwrap_or(0),
+                        run_at,
+                        begin,
+                    }
+                },
+            )
             .collect())
     }
 

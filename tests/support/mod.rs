@@ -210,6 +210,7 @@ impl TestDb {
         let mut c = Config::defaults(self.home.path().to_path_buf());
         c.database.url = self.url.clone();
         c.embedding.model_dir = suite_installed_model_dir();
+        c.embedding.onnxruntime = suite_installed_onnxruntime();
         c
     }
 
@@ -219,12 +220,17 @@ impl TestDb {
             ("TRAWL_HOME".into(), self.home.path().display().to_string()),
             ("TRAWL_DATABASE_URL".into(), self.url.clone()),
             ("TRAWL_MODEL_DIR".into(), suite_installed_model_dir()),
+            ("TRAWL_ONNXRUNTIME".into(), suite_installed_onnxruntime()),
         ]
     }
 }
 
 fn suite_installed_model_dir() -> String {
     installed_config().model_dir().display().to_string()
+}
+
+fn suite_installed_onnxruntime() -> String {
+    installed_config().onnxruntime_lib().display().to_string()
 }
 
 impl Drop for TestDb {
