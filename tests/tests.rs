@@ -7,3 +7,4 @@ mod code;
 mod foundation;
 mod pipeline;
 mod recovery;
+mod reindex;

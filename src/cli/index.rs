@@ -28,7 +28,8 @@ pub struct Args {
     /// Follow the run until it ends; exit 0 when it succeeds, 1 when it fails.
     #[arg(long)]
     wait: bool,
-    /// Print JSON (with --wait: one line per change of the run's state).
+    /// Print JSON (with --wait: a progress snapshot per line, the first at once, then one
+    /// per stage change and per batch, the last terminal).
     #[arg(long)]
     json: bool,
 }
@@ -53,6 +54,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     }
     let ctx = PipelineContext::new(store, config.clone());
     let json = args.json;
+    if json {
+        let first = crate::service::progress::Snapshot::preparing(run_id);
+        println!("{}", serde_json::to_string(&first)?);
+    }
     let run = index::wait_for_run(ctx, run_id, |run, stages| print_progress(run, stages, json))
         .await
         .with_context(|| format!("waiting for run {run_id}"))?;
@@ -65,10 +70,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     Ok(if run.status == "succeeded" { 0 } else { 1 })
 }
 
-fn print_progress(run: &Run, stages: &[StageRun], json: bool) {
+/// Prints a run's state: a progress snapshot (one JSON line) with `json`, else a line on
+/// stderr with each stage's status.
+pub(super) fn print_progress(run: &Run, stages: &[StageRun], json: bool) {
     if json {
-        let line = serde_json::json!({ "run": run, "stages": stages });
-        println!("{line}");
+        let snapshot = crate::service::progress::Snapshot::of(run, stages);
+        println!(
+            "{}",
+            serde_json::to_string(&snapshot).expect("a snapshot serialises")
+        );
         return;
     }
     let parts: Vec<String> = stages

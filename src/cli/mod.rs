@@ -10,6 +10,7 @@ mod index;
 mod keyword_index;
 mod migrate;
 mod queue;
+mod reindex;
 mod runs;
 mod scheduler;
 mod search;
@@ -60,6 +61,7 @@ pub enum Command {
     Config(config_cmd::Args),
     Doctor(doctor::Args),
     Index(index::Args),
+    Reindex(reindex::Args),
     Worker(worker::Args),
     Runs(runs::Args),
     Tasks(tasks::Args),
@@ -110,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(args) => config_cmd::run(args, &config),
         Command::Doctor(args) => doctor::run(args, &config).await,
         Command::Index(args) => index::run(args, &config).await,
+        Command::Reindex(args) => reindex::run(args, &config).await,
         Command::Worker(args) => worker::run(args, &config).await,
         Command::Runs(args) => runs::run(args, &config).await,
         Command::Tasks(args) => tasks::run(args, &config).await,

@@ -24,6 +24,14 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a run until it ends: progress snapshots (with --json one JSON line each, the
+    /// first at once, one per stage change and per batch, the last terminal). Only
+    /// watches: workers do the work. Exit 0 when the run succeeded, 1 when not.
+    Watch {
+        run: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// One run with its stage breakdown.
     Show {
         run: i64,
@@ -56,6 +64,39 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                     );
                 }
             }
+        }
+        Action::Watch { run, json } => {
+            if let Err(crate::store::StoreError::NotFound(_)) = store.run(run).await {
+                bail!("no run {run}: see `trawl runs list` for run ids");
+            }
+            let last = crate::service::progress::follow(&store, run, |s| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(s).expect("a snapshot serialises")
+                    );
+                } else {
+                    let item = s.current_item.as_deref().unwrap_or("");
+                    eprintln!(
+                        "run {} {} {} {:>5.1}% ({}/{} items, {} failed) {item}",
+                        s.run_id,
+                        s.status,
+                        s.stage,
+                        s.percent,
+                        s.items_done,
+                        s.items_total,
+                        s.items_failed
+                    );
+                }
+            })
+            .await?;
+            if !json {
+                println!("run {} {}", last.run_id, last.status);
+                if let Some(e) = &last.error {
+                    println!("error: {e}");
+                }
+            }
+            return Ok(if last.status == "succeeded" { 0 } else { 1 });
         }
         Action::Show { run, json } => {
             let r = match store.run(run).await {

@@ -2,6 +2,7 @@
 //! priorities. Pure: no I/O, no SQL.
 
 pub mod retry;
+pub mod scope;
 
 use serde::{Deserialize, Serialize};
 

@@ -367,3 +367,94 @@ fn add_documents(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Version `v` of one file's snippets: the same two functions, bodies naming `v`, new
+    /// snippet ids each time (as re-extracting a changed file gives).
+    fn file_version(v: i64) -> Vec<StoredSnippet> {
+        ["alpha_function", "beta_function"]
+            .iter()
+            .enumerate()
+            .map(|(k, name)| StoredSnippet {
+                id: v * 10 + k as i64 + 1,
+                repository_id: 1,
+                path: "pkg/mod.py".into(),
+                language: Some("python".into()),
+                kind: "function".into(),
+                name: Some((*name).into()),
+                parent_name: None,
+                qualified_name: Some((*name).into()),
+                start_line: 1,
+                end_line: 3,
+                doc: None,
+                signature: None,
+                code: format!("def {name}():\n    return generation_{v}\n"),
+                part: None,
+                content_hash: format!("{v}-{k}"),
+            })
+            .collect()
+    }
+
+    /// A search while a file's documents are replaced commit after commit sees the old
+    /// version or the new one, whole: never the file missing, never it twice. The reader
+    /// is a second instance on the directory, as `trawl search` in another process is,
+    /// and picks up the last commit by itself.
+    #[test]
+    fn searches_during_writes_see_whole_commits_and_readers_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = KeywordIndex::open(dir.path()).unwrap();
+        let paths = vec!["pkg/mod.py".to_string()];
+        writer.replace_files(1, &paths, &file_version(0)).unwrap();
+        let reader = KeywordIndex::open_reader(dir.path()).unwrap();
+        const VERSIONS: i64 = 60;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let searches = std::thread::scope(|scope| {
+            let searching = scope.spawn(|| {
+                let mut searches = 0;
+                while !done.load(Ordering::SeqCst) {
+                    for name in ["alpha_function", "beta_function"] {
+                        let hits = reader.search(name, &Filters::default(), 10).unwrap();
+                        let exact: Vec<_> = hits
+                            .iter()
+                            .filter(|(id, _)| {
+                                id % 10 == if name == "alpha_function" { 1 } else { 2 }
+                            })
+                            .collect();
+                        assert_eq!(exact.len(), 1, "{name}: {hits:?}");
+                        assert_eq!(
+                            hits.len(),
+                            2,
+                            "{name}: the file's two snippets, whole: {hits:?}"
+                        );
+                    }
+                    searches += 1;
+                }
+                searches
+            });
+            for v in 1..=VERSIONS {
+                writer.replace_files(1, &paths, &file_version(v)).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+            searching.join().unwrap()
+        });
+        assert!(searches > 10, "the reader searched only {searches} times");
+        // The other instance reloads on its own after the last commit.
+        let last = format!("generation_{VERSIONS}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let hits = reader.search(&last, &Filters::default(), 10).unwrap();
+            if hits.len() == 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader never saw {last}: {hits:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(writer.num_docs(), 2);
+    }
+}

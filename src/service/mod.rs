@@ -2,4 +2,6 @@
 //! the HTTP API, MCP server and scheduler later). No printing, no argument parsing.
 
 pub mod index;
+pub mod progress;
+pub mod reindex;
 pub mod scheduler;

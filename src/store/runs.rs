@@ -335,6 +335,34 @@ impl Store {
         .await?)
     }
 
+    /// A run's items done and failed (completed, or skipped with a reason, count as done).
+    pub async fn item_counts(&self, run_id: i64) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status IN ('completed', 'skipped')),
+                    count(*) FILTER (WHERE status = 'failed')
+             FROM run_items WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Seconds per item over the last runs that succeeded with items: the measured
+    /// throughput a new run's duration is estimated from. None without such runs.
+    pub async fn seconds_per_item(&self) -> Result<Option<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT sum(extract(epoch FROM r.finished_at - r.started_at))::float8
+                    / NULLIF(sum(c.n), 0)::float8
+             FROM (SELECT id, started_at, finished_at FROM runs
+                    WHERE status = 'succeeded' AND started_at IS NOT NULL
+                    ORDER BY id DESC LIMIT 20) r
+             JOIN LATERAL (SELECT count(*) AS n FROM run_items i WHERE i.run_id = r.id) c
+               ON c.n > 0",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Claims up to `limit` stage jobs for worker `worker`, highest priority first (then
     /// oldest), and begins each, in one statement (see `trawl_claim_stages` and
     /// `trawl_begin_stage` in the migrations). The claims come back in priority order.

@@ -104,6 +104,43 @@ impl Store {
         .await?)
     }
 
+    /// Marks every `kind` vector of `model` of a repository's snippets as computed from
+    /// something else, so that the next embedding pass computes them all again. They stay
+    /// searchable until each is replaced. Returns how many.
+    pub async fn mark_vectors_stale(
+        &self,
+        repository_id: i64,
+        model: &str,
+        kind: VectorKind,
+    ) -> Result<u64, StoreError> {
+        let kind = match kind {
+            VectorKind::Code => "code",
+            VectorKind::Summary => "summary",
+        };
+        Ok(sqlx::query(
+            "UPDATE snippet_vectors v SET source_hash = 'stale:' || v.source_hash
+             FROM snippets s
+             WHERE s.id = v.snippet_id AND s.repository_id = $1 AND v.model = $2 AND v.kind = $3
+               AND NOT starts_with(v.source_hash, 'stale:')",
+        )
+        .bind(repository_id)
+        .bind(model)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// How many snippets a repository has.
+    pub async fn count_snippets(&self, repository_id: i64) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM snippets WHERE repository_id = $1")
+                .bind(repository_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// How many snippets of a repository lack a current code vector of `model`.
     pub async fn count_code_without_vectors(
         &self,

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::StageOutcome;
+use crate::domain::scope::Scope;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::store::runs::Run;
 use crate::store::vectors::{PendingText, VectorKind};
@@ -20,6 +21,11 @@ pub const BATCH: i64 = 256;
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
     let embedder = ctx.embedder().await?;
     let model = embedder.model().to_string();
+    if reembeds_everything(run) {
+        ctx.store
+            .mark_vectors_stale(run.repository_id, &model, VectorKind::Code)
+            .await?;
+    }
     let total = ctx
         .store
         .count_code_without_vectors(run.repository_id, &model)
@@ -36,6 +42,12 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         }),
         up_to_date: false,
     })
+}
+
+/// An embeddings-only run with `--full` computes every vector again, not only the missing
+/// ones (those a model change leaves).
+pub fn reembeds_everything(run: &Run) -> bool {
+    run.full_reindex && Scope::from_json(&run.scope) == Scope::EmbeddingsOnly
 }
 
 /// Embeds the repository's texts of `kind` that lack a current vector, a page at a time;

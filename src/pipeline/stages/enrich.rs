@@ -91,6 +91,11 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 
     let embedder = ctx.embedder().await?;
     let model = embedder.model().to_string();
+    if super::embeddings::reembeds_everything(run) {
+        ctx.store
+            .mark_vectors_stale(run.repository_id, &model, VectorKind::Summary)
+            .await?;
+    }
     let embedded = embed_all(ctx, run, "enrich", VectorKind::Summary, summarised).await?;
     let version = ctx
         .store

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::StageOutcome;
+use crate::domain::scope::Scope;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::sources::directory::{self, Content, ScannedFile};
 use crate::sources::git;
@@ -17,6 +18,14 @@ use crate::store::files::{FileRow, KnownFile, SyncItem, SyncPlan};
 use crate::store::runs::Run;
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    let scope = Scope::from_json(&run.scope);
+    if !scope.syncs_files() {
+        // Embeddings only: the files and snippets stay as they are.
+        return Ok(StageOutcome {
+            result: json!({ "scope": scope.kind(), "files_seen": 0 }),
+            up_to_date: false,
+        });
+    }
     let repo = ctx.store.repository(run.repository_id).await?;
     let root = super::working_dir(ctx, &repo)?;
     let mut commit = None;
@@ -34,9 +43,10 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let known = ctx.store.known_files(repo.id).await?;
     let max_size = ctx.config.sync.max_file_size;
     let full = run.full_reindex;
-    let plan = tokio::task::spawn_blocking(move || plan_sync(&root, &known, max_size, full))
-        .await
-        .map_err(|e| StageError::Retryable(format!("sync task: {e}")))??;
+    let plan =
+        tokio::task::spawn_blocking(move || plan_sync(&root, &known, max_size, full, &scope))
+            .await
+            .map_err(|e| StageError::Retryable(format!("sync task: {e}")))??;
     let files_seen = plan.upserts.len();
     let counts = ctx.store.apply_sync(run.id, repo.id, &plan).await?;
     let changed = counts.added + counts.modified + counts.deleted;
@@ -53,13 +63,15 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     })
 }
 
-/// Compares a scan of `root` with the files known from the last sync. A file whose size and
-/// mtime are unchanged keeps its hash without being read; the others are read and hashed.
-fn plan_sync(
+/// Compares a scan of `root` with the files known from the last sync, within `scope`
+/// (files outside it are neither looked at nor found deleted). A file whose size and mtime
+/// are unchanged keeps its hash without being read; the others are read and hashed.
+pub fn plan_sync(
     root: &Path,
     known: &HashMap<String, KnownFile>,
     max_size: u64,
     full: bool,
+    scope: &Scope,
 ) -> Result<SyncPlan, StageError> {
     let scanned = directory::scan(root).map_err(|e| {
         StageError::Permanent(format!(
@@ -76,6 +88,9 @@ fn plan_sync(
         skip,
     } in scanned
     {
+        if !scope.contains(&path) {
+            continue;
+        }
         seen.insert(path.clone());
         let prior = known.get(&path);
         let unchanged_stat = prior.is_some_and(|k| k.size == size as i64 && k.mtime_ns == mtime_ns);
@@ -109,7 +124,7 @@ fn plan_sync(
         });
     }
     for path in known.keys() {
-        if !seen.contains(path) {
+        if !seen.contains(path) && scope.contains(path) {
             plan.deleted.push(path.clone());
             plan.items.push(SyncItem {
                 path: path.clone(),

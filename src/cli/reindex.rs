@@ -1,0 +1,170 @@
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::database;
+use crate::domain::PriorityClass;
+use crate::pipeline::PipelineContext;
+use crate::service::index;
+use crate::service::reindex::{self, ReindexRequest, ScopeKind};
+
+/// Reindex a registered repository now: the whole project, some directories or files, or
+/// only the embeddings of its snippets. Incremental by default (only files whose content
+/// changed); --full reprocesses everything in scope.
+///
+/// Priority classes (stage priorities SYNC..ENRICH): high 140..100 overtakes queued user
+/// work; normal 90..50 is user work; low 50..10 runs with background syncs. Stage order
+/// within a run is the same for all.
+///
+/// Without --wait it returns at once with the run id, the items queued and an estimate
+/// from the throughput of recent runs; with --wait it follows the run to its end and
+/// prints what it did (exit 0 when it succeeded, 1 when not). --dry-run lists what would
+/// be processed and enqueues nothing.
+///
+/// Examples: trawl reindex ~/src/app --scope files --path src/main.rs --wait
+///           trawl reindex 3 --scope directory --path src --recursive --priority high
+///           trawl reindex 3 --scope embeddings-only --full
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The repository: its id, or the path or URL it was indexed from.
+    repository: String,
+    /// What to reindex.
+    #[arg(long, value_enum, default_value = "project")]
+    scope: ScopeKind,
+    /// A file (--scope files) or directory (--scope directory) inside the repository,
+    /// relative to its root; repeat for more.
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+    /// With --scope directory: the files below the directories too, not only in them.
+    #[arg(long)]
+    recursive: bool,
+    #[arg(long, value_enum, default_value = "normal")]
+    priority: Priority,
+    /// Reprocess every file (or, for embeddings-only, every snippet) in scope, changed or
+    /// not.
+    #[arg(long)]
+    full: bool,
+    /// Follow the run until it ends and print its result.
+    #[arg(long)]
+    wait: bool,
+    /// List what would be processed; enqueue nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON (with --wait: a progress snapshot per line, the first at once, then one
+    /// per stage change and per batch, the terminal one, and last the run's result).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl From<Priority> for PriorityClass {
+    fn from(p: Priority) -> Self {
+        match p {
+            Priority::High => PriorityClass::High,
+            Priority::Normal => PriorityClass::Normal,
+            Priority::Low => PriorityClass::Low,
+        }
+    }
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    let request = ReindexRequest {
+        repository: args.repository.clone(),
+        scope: args.scope,
+        paths: args.paths.clone(),
+        recursive: args.recursive,
+        priority: args.priority.into(),
+        full: args.full,
+        origin: "cli".into(),
+    };
+    if args.dry_run {
+        let plan = reindex::plan(&store, config, &request).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "dry run: repository {} ({}), scope {}{}: nothing enqueued",
+                plan.repository.id,
+                plan.repository.source,
+                plan.scope.kind(),
+                if plan.full { ", full" } else { "" }
+            );
+            match plan.snippets {
+                Some(n) => println!("{n} snippets would be embedded again"),
+                None if plan.files.is_empty() => {
+                    println!("no file changed in scope: the run would find it up to date")
+                }
+                None => {
+                    for f in &plan.files {
+                        println!("{:<9} {}", f.change, f.path);
+                    }
+                    println!("{} files would be processed", plan.files.len());
+                }
+            }
+        }
+        return Ok(0);
+    }
+    let (_, queued) = reindex::reindex(&store, config, &request).await?;
+    let run_id = queued.run_id;
+    if args.json && !args.wait {
+        println!("{}", serde_json::to_string(&queued)?);
+        return Ok(0);
+    }
+    if !args.json {
+        let estimate = queued
+            .estimated_seconds
+            .map(|s| format!(", about {s:.0} s"))
+            .unwrap_or_default();
+        println!(
+            "run {run_id} {}: scope {}, {} items{estimate}",
+            queued.status,
+            queued.scope.kind(),
+            queued.items_total
+        );
+        if !args.wait {
+            println!("{}", queued.message);
+            return Ok(0);
+        }
+    }
+    let ctx = PipelineContext::new(store.clone(), config.clone());
+    let json = args.json;
+    if json {
+        let first = crate::service::progress::Snapshot::preparing(run_id);
+        println!("{}", serde_json::to_string(&first)?);
+    }
+    let run = index::wait_for_run(ctx, run_id, |run, stages| {
+        super::index::print_progress(run, stages, json)
+    })
+    .await
+    .with_context(|| format!("waiting for run {run_id}"))?;
+    let result = reindex::result_of(&store, &run).await?;
+    if json {
+        println!("{}", serde_json::json!({ "result": result }));
+    } else {
+        println!(
+            "run {} {} in {:.1} s: {} items completed, {} failed; {} files processed, {} snippets extracted, {} embeddings generated, {} summaries written",
+            result.run_id,
+            result.status,
+            result.seconds.unwrap_or(0.0),
+            result.items_completed,
+            result.items_failed,
+            result.files_processed,
+            result.snippets_extracted,
+            result.embeddings_generated,
+            result.summaries_written
+        );
+        if let Some(e) = &result.error {
+            println!("error: {e}");
+        }
+        for f in &result.failures {
+            println!("failed: {}: {}", f.path, f.error.as_deref().unwrap_or("?"));
+        }
+    }
+    Ok(if run.status == "succeeded" { 0 } else { 1 })
+}

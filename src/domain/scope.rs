@@ -1,0 +1,127 @@
+//! What a run indexes: the whole repository, some directories, some files, or only the
+//! embeddings of the snippets it has. Stored as JSON in `runs.scope` and each stage job's
+//! payload.
+
+use serde::{Deserialize, Serialize};
+
+/// A run's scope. Paths are relative to the repository root, '/'-separated, and checked to
+/// exist inside it when the run is asked for (see `service::reindex`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scope {
+    /// Every file of the repository.
+    #[default]
+    Project,
+    /// The files under these directories: their direct children, or with `recursive`
+    /// everything below them.
+    Directory {
+        paths: Vec<String>,
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// These files.
+    Files { paths: Vec<String> },
+    /// No file is synced or parsed: the existing snippets are embedded again.
+    EmbeddingsOnly,
+}
+
+impl Scope {
+    /// Reads a stored scope; an older or unknown one means the whole project.
+    pub fn from_json(value: &serde_json::Value) -> Scope {
+        serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a scope serialises")
+    }
+
+    /// The scope's kind as the CLI and API name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Project => "project",
+            Scope::Directory { .. } => "directory",
+            Scope::Files { .. } => "files",
+            Scope::EmbeddingsOnly => "embeddings-only",
+        }
+    }
+
+    /// Whether SYNC looks at files at all (it does not for embeddings-only).
+    pub fn syncs_files(&self) -> bool {
+        !matches!(self, Scope::EmbeddingsOnly)
+    }
+
+    /// Whether the file `path` (relative, '/'-separated) is in scope for SYNC.
+    pub fn contains(&self, path: &str) -> bool {
+        match self {
+            Scope::Project => true,
+            Scope::EmbeddingsOnly => false,
+            Scope::Files { paths } => paths.iter().any(|p| p == path),
+            Scope::Directory { paths, recursive } => paths.iter().any(|dir| {
+                let rest = if dir.is_empty() || dir == "." {
+                    Some(path)
+                } else {
+                    path.strip_prefix(dir.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                };
+                rest.is_some_and(|r| *recursive || !r.contains('/'))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_contain_what_they_name() {
+        assert!(Scope::Project.contains("a/b.py"));
+        assert!(!Scope::EmbeddingsOnly.contains("a/b.py"));
+        let files = Scope::Files {
+            paths: vec!["a/b.py".into()],
+        };
+        assert!(files.contains("a/b.py") && !files.contains("a/b.pyc") && !files.contains("b.py"));
+        let flat = Scope::Directory {
+            paths: vec!["src".into()],
+            recursive: false,
+        };
+        assert!(flat.contains("src/x.rs"));
+        assert!(!flat.contains("src/deep/x.rs"), "not recursive");
+        assert!(
+            !flat.contains("srcx/y.rs"),
+            "a sibling with the same prefix"
+        );
+        let deep = Scope::Directory {
+            paths: vec!["src".into()],
+            recursive: true,
+        };
+        assert!(deep.contains("src/deep/x.rs") && !deep.contains("lib/x.rs"));
+        let root = Scope::Directory {
+            paths: vec![".".into()],
+            recursive: false,
+        };
+        assert!(root.contains("top.py") && !root.contains("d/x.py"));
+    }
+
+    #[test]
+    fn scopes_round_trip_and_old_ones_mean_the_project() {
+        let s = Scope::Directory {
+            paths: vec!["src".into()],
+            recursive: true,
+        };
+        assert_eq!(
+            s.to_json(),
+            serde_json::json!({"kind": "directory", "paths": ["src"], "recursive": true})
+        );
+        assert_eq!(Scope::from_json(&s.to_json()), s);
+        assert_eq!(
+            Scope::from_json(&serde_json::json!({"kind": "project"})),
+            Scope::Project
+        );
+        assert_eq!(Scope::from_json(&serde_json::json!(null)), Scope::Project);
+        assert_eq!(
+            Scope::EmbeddingsOnly.to_json(),
+            serde_json::json!({"kind": "embeddings_only"})
+        );
+    }
+}
