@@ -340,3 +340,183 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(plan["snippets"], 0, "{}", r.stdout);
 }
+
+async fn stage_of(db: &TestDb, run_id: i64, stage: &str) -> (String, i32, String) {
+    sqlx::query_as(
+        "SELECT s.status, s.attempts, j.status FROM stage_runs s JOIN apalis.jobs j ON j.id = s.job_id
+         WHERE s.run_id = $1 AND s.stage = $2",
+    )
+    .bind(run_id)
+    .bind(stage)
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap()
+}
+
+async fn until(secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn worker(
+    ctx: std::sync::Arc<trawl::pipeline::PipelineContext>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        trawl::pipeline::worker::run(ctx, 2, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (tx, handle)
+}
+
+#[tokio::test]
+async fn runs_pause_resume_and_cancel_between_batches() {
+    use trawl::pipeline::PipelineContext;
+    use trawl::pipeline::faults::Faults;
+    use trawl::service::reindex::{ReindexRequest, ScopeKind, reindex};
+
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let repo = path_str(dir.path());
+    let r = trawl_in(&db, &["index", &repo, "--wait"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let version_before: i64 = sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    let mut config = db.config();
+    config.worker.poll_interval_ms = 50;
+    // Each stage's first attempt sleeps first: time to pause or cancel it mid-stage.
+    let ctx = PipelineContext::with_faults(
+        db.store.clone(),
+        config.clone(),
+        Faults::parse("code_embeddings:sleep:1500;extract:sleep:1500"),
+    );
+    let request = |scope| ReindexRequest {
+        repository: repo.clone(),
+        scope,
+        paths: vec![],
+        recursive: false,
+        priority: trawl::domain::PriorityClass::Normal,
+        full: true,
+        origin: "test".into(),
+    };
+
+    // Pause while CODE_EMBEDDINGS sleeps: it stops before its first batch and is parked,
+    // its attempt given back.
+    let (_, queued) = reindex(&db.store, &config, &request(ScopeKind::EmbeddingsOnly))
+        .await
+        .unwrap();
+    let run_id = queued.run_id;
+    let (stop, handle) = worker(ctx.clone());
+    until(30, async || {
+        stage_of(&db, run_id, "code_embeddings").await.0 == "running"
+    })
+    .await;
+    let r = trawl_in(&db, &["runs", "pause", &run_id.to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("paused"), "{}", r.stdout);
+    until(30, async || {
+        stage_of(&db, run_id, "code_embeddings").await == ("waiting".into(), 0, "Waiting".into())
+    })
+    .await;
+    // Across a worker restart it stays paused and nothing of it runs.
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    let (stop, handle) = worker(ctx.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(db.store.run(run_id).await.unwrap().status, "paused");
+    assert_eq!(stage_of(&db, run_id, "code_embeddings").await.0, "waiting");
+    assert_refused(
+        &trawl_in(&db, &["runs", "pause", &run_id.to_string()]),
+        "cannot pause run",
+    );
+
+    let r = trawl_in(&db, &["runs", "resume", &run_id.to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    until(60, async || {
+        db.store
+            .run(run_id)
+            .await
+            .unwrap()
+            .run_status()
+            .is_finished()
+    })
+    .await;
+    let run = db.store.run(run_id).await.unwrap();
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    let (status, attempts, _) = stage_of(&db, run_id, "code_embeddings").await;
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("succeeded", 1),
+        "a pause spends no attempt"
+    );
+    assert_refused(
+        &trawl_in(&db, &["runs", "resume", &run_id.to_string()]),
+        "cannot resume run",
+    );
+    assert_refused(
+        &trawl_in(&db, &["runs", "cancel", &run_id.to_string()]),
+        "it is succeeded",
+    );
+    assert_refused(
+        &trawl_in(&db, &["runs", "cancel", "999999"]),
+        "no run 999999",
+    );
+    let version_after_resume: i64 =
+        sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(version_after_resume, version_before + 1);
+
+    // Cancel while EXTRACT sleeps (a full project run): it stops, what remains is
+    // cancelled, no index version is stamped, and the next run finds the files again.
+    let (_, queued) = reindex(&db.store, &config, &request(ScopeKind::Project))
+        .await
+        .unwrap();
+    let run_id = queued.run_id;
+    until(30, async || {
+        stage_of(&db, run_id, "extract").await.0 == "running"
+    })
+    .await;
+    let r = trawl_in(&db, &["runs", "cancel", &run_id.to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    until(30, async || {
+        stage_of(&db, run_id, "extract").await.2 == "Killed"
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
+    let run = db.store.run(run_id).await.unwrap();
+    assert_eq!(run.status, "cancelled");
+    for stage in ["extract", "bm25_index", "code_embeddings", "enrich"] {
+        assert_eq!(stage_of(&db, run_id, stage).await.0, "cancelled", "{stage}");
+    }
+    let versions: i64 = sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        versions, version_after_resume,
+        "a cancelled run stamps no version"
+    );
+    let r = trawl_in(&db, &["reindex", &repo, "--dry-run", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        plan["files"].as_array().unwrap().len(),
+        4,
+        "the cancelled run's files are found changed again: {}",
+        r.stdout
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}

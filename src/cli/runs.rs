@@ -32,6 +32,14 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Pause a queued or running run: no new stage or batch of it starts (a stage at work
+    /// stops after its current batch). Kept across worker restarts.
+    Pause { run: i64 },
+    /// Resume a paused run where it stopped; finished items are not done again.
+    Resume { run: i64 },
+    /// Cancel a run that has not ended: what remains is cancelled, what it committed stays,
+    /// and the repository's last index version stays the searchable one.
+    Cancel { run: i64 },
     /// One run with its stage breakdown.
     Show {
         run: i64,
@@ -64,6 +72,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                     );
                 }
             }
+        }
+        Action::Pause { run } => {
+            let r = store.pause_run(run).await?;
+            println!("run {} {}", r.id, r.status);
+        }
+        Action::Resume { run } => {
+            let r = store.resume_run(run).await?;
+            println!("run {} {}", r.id, r.status);
+        }
+        Action::Cancel { run } => {
+            let r = store.cancel_run(run, "cancelled by an operator").await?;
+            println!("run {} {}", r.id, r.status);
         }
         Action::Watch { run, json } => {
             if let Err(crate::store::StoreError::NotFound(_)) = store.run(run).await {

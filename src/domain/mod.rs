@@ -129,6 +129,8 @@ impl PriorityClass {
 pub enum RunStatus {
     Queued,
     Running,
+    /// An operator paused it: no stage or batch of it starts until it is resumed.
+    Paused,
     Succeeded,
     Failed,
     Cancelled,
@@ -139,6 +141,7 @@ impl RunStatus {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -149,6 +152,7 @@ impl RunStatus {
         [
             RunStatus::Queued,
             RunStatus::Running,
+            RunStatus::Paused,
             RunStatus::Succeeded,
             RunStatus::Failed,
             RunStatus::Cancelled,

@@ -111,6 +111,9 @@ pub enum StageError {
     /// Cannot: bad input, an invalid payload. Fails the stage at once.
     #[error("{0}")]
     Permanent(String),
+    /// The run was paused or cancelled: the stage stopped between two batches.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl From<ProviderError> for StageError {
@@ -132,6 +135,9 @@ impl From<KeywordError> for StageError {
 
 impl From<crate::store::StoreError> for StageError {
     fn from(e: crate::store::StoreError) -> Self {
+        if let crate::store::StoreError::Stopped(why) = e {
+            return StageError::Stopped(why);
+        }
         if e.is_retryable() {
             StageError::Retryable(e.to_string())
         } else {

@@ -181,6 +181,10 @@ async fn handle(
                 tracing::info!(attempt, ms = started.elapsed().as_millis() as u64, "stage succeeded");
                 recorded(|| completions.complete(job_id, &done.result, done.up_to_date)).await?;
             }
+            Err(StageError::Stopped(why)) => {
+                tracing::info!(%why, "stage stopped between batches");
+                recorded(|| store.stop_stage(job_id)).await?;
+            }
             Err(StageError::Retryable(msg)) if policy.allows_another(attempt as u32) => {
                 let delay = policy.backoff(attempt as u32, rand::rng().random());
                 tracing::warn!(attempt, error = %msg, delay_ms = delay.as_millis() as u64, "stage failed, will retry");
@@ -189,7 +193,7 @@ async fn handle(
             Err(e) => {
                 let msg = match &e {
                     StageError::Retryable(m) => format!("{m} (gave up after {attempt} attempts)"),
-                    StageError::Permanent(m) => m.clone(),
+                    StageError::Permanent(m) | StageError::Stopped(m) => m.clone(),
                 };
                 tracing::error!(attempt, error = %msg, "stage failed for good");
                 recorded(|| store.fail_stage(job_id, &msg)).await?;

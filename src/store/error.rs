@@ -34,6 +34,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The stage's run was paused or cancelled: the stage stops where it is.
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 impl StoreError {

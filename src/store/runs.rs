@@ -206,7 +206,7 @@ impl Store {
         match new.trigger {
             Trigger::Background => {
                 let pending: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE repository_id = $1 AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
+                    "SELECT id FROM runs WHERE repository_id = $1 AND status IN ('queued', 'running', 'paused') ORDER BY id LIMIT 1",
                 )
                 .bind(new.repository_id)
                 .fetch_optional(&mut *tx)
@@ -472,6 +472,163 @@ impl Store {
         Ok(())
     }
 
+    /// Records a stage that stopped between batches because its run was paused or
+    /// cancelled. Paused: the stage is parked until the run is resumed, its attempt given
+    /// back. Resumed meanwhile: back to the queue. Cancelled: its job is closed.
+    pub async fn stop_stage(&self, job_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let run_status: Option<String> = sqlx::query_scalar(
+            "SELECT r.status FROM stage_runs s JOIN runs r ON r.id = s.run_id
+             WHERE s.job_id = $1 FOR UPDATE OF s",
+        )
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (stage_status, job_status, run_at) = match run_status.as_deref() {
+            Some("paused") => ("waiting", PARKED_STATUS, Some(PARKED_UNTIL_SECS as f64)),
+            Some("queued" | "running") => ("queued", "Pending", None),
+            _ => {
+                sqlx::query(
+                    "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL,
+                            lock_at = NULL
+                     WHERE id = $1 AND status NOT IN ('Done', 'Killed')",
+                )
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+        };
+        sqlx::query(
+            "UPDATE stage_runs SET status = $2, attempts = GREATEST(attempts - 1, 0),
+                    current_item = NULL
+             WHERE job_id = $1 AND status = 'running'",
+        )
+        .bind(job_id)
+        .bind(stage_status)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE apalis.jobs SET status = $2, lock_by = NULL, lock_at = NULL, done_at = NULL,
+                    run_at = COALESCE(to_timestamp($3), now())
+             WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(job_status)
+        .bind(run_at)
+        .execute(&mut *tx)
+        .await?;
+        if job_status == "Pending" {
+            notify_job(&mut tx, job_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pauses a queued or running run: its queued or waiting stage is parked, and a stage
+    /// at work stops after its current batch (see `stop_stage`).
+    pub async fn pause_run(&self, run_id: i64) -> Result<Run, RunControlError> {
+        let mut tx = self.pool.begin().await?;
+        let run = lock_run(&mut tx, run_id).await?;
+        if !matches!(run.status.as_str(), "queued" | "running") {
+            return Err(RunControlError::WrongState {
+                run_id,
+                status: run.status,
+                action: "pause",
+                allowed: "queued or running",
+            });
+        }
+        sqlx::query("UPDATE runs SET status = 'paused' WHERE id = $1")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        let parked: Vec<String> = sqlx::query_scalar(
+            "UPDATE stage_runs SET status = 'waiting'
+             WHERE run_id = $1 AND status IN ('queued', 'waiting') RETURNING job_id",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE apalis.jobs SET status = $2, run_at = to_timestamp($3)
+             WHERE id = ANY($1) AND status IN ('Pending', 'Failed', $2)",
+        )
+        .bind(&parked)
+        .bind(PARKED_STATUS)
+        .bind(PARKED_UNTIL_SECS as f64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(self.run(run_id).await?)
+    }
+
+    /// Resumes a paused run where it stopped: its first open stage goes back to the queue.
+    pub async fn resume_run(&self, run_id: i64) -> Result<Run, RunControlError> {
+        let mut tx = self.pool.begin().await?;
+        let run = lock_run(&mut tx, run_id).await?;
+        if run.status != "paused" {
+            return Err(RunControlError::WrongState {
+                run_id,
+                status: run.status,
+                action: "resume",
+                allowed: "paused",
+            });
+        }
+        sqlx::query(
+            "UPDATE runs SET status = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END
+             WHERE id = $1",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        let released: Option<String> = sqlx::query_scalar(
+            "UPDATE stage_runs s SET status = 'queued', queued_at = now()
+             WHERE s.run_id = $1 AND s.status = 'waiting'
+               AND s.ordinal = (SELECT min(o.ordinal) FROM stage_runs o
+                                 WHERE o.run_id = $1 AND o.status IN ('queued', 'waiting', 'running'))
+               AND (s.ordinal = 0 OR EXISTS (SELECT 1 FROM stage_runs p WHERE p.run_id = $1
+                        AND p.ordinal = s.ordinal - 1 AND p.status = 'succeeded'))
+             RETURNING s.job_id",
+        )
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(job_id) = released {
+            sqlx::query(
+                "UPDATE apalis.jobs SET status = 'Pending', run_at = now(), lock_by = NULL,
+                        lock_at = NULL
+                 WHERE id = $1 AND status IN ($2, 'Pending', 'Failed')",
+            )
+            .bind(&job_id)
+            .bind(PARKED_STATUS)
+            .execute(&mut *tx)
+            .await?;
+            notify_job(&mut tx, &job_id).await?;
+        }
+        tx.commit().await?;
+        Ok(self.run(run_id).await?)
+    }
+
+    /// Cancels a run that has not ended: its open stages are cancelled and their jobs
+    /// closed; a stage at work stops after its current batch. What it committed stays; no
+    /// index version is stamped, so the last one stays current.
+    pub async fn cancel_run(&self, run_id: i64, reason: &str) -> Result<Run, RunControlError> {
+        let mut tx = self.pool.begin().await?;
+        let run = lock_run(&mut tx, run_id).await?;
+        if !matches!(run.status.as_str(), "queued" | "running" | "paused") {
+            return Err(RunControlError::WrongState {
+                run_id,
+                status: run.status,
+                action: "cancel",
+                allowed: "queued, running or paused",
+            });
+        }
+        cancel_run_in(&mut tx, run_id, reason).await?;
+        tx.commit().await?;
+        Ok(self.run(run_id).await?)
+    }
+
     /// Records a failure for good: the stage fails, later stages are cancelled with the
     /// reason, and the run fails.
     pub async fn fail_stage(&self, job_id: &str, error: &str) -> Result<(), StoreError> {
@@ -631,6 +788,50 @@ pub(super) async fn cancel_stages_from(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The run `run_id`, locked for the rest of the transaction.
+async fn lock_run(tx: &mut Transaction<'_, Postgres>, run_id: i64) -> Result<Run, RunControlError> {
+    sqlx::query_as("SELECT * FROM runs WHERE id = $1 FOR UPDATE")
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(RunControlError::Unknown(run_id))
+}
+
+/// Wakes the workers for job `job_id` (delivered on commit), as apalis' insert trigger does.
+async fn notify_job(tx: &mut Transaction<'_, Postgres>, job_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT pg_notify('apalis::job::insert',
+                json_build_object('job_type', $1::text, 'id', $2::text, 'run_at', now())::text)",
+    )
+    .bind(STAGE_QUEUE)
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Why pausing, resuming or cancelling a run was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RunControlError {
+    #[error("no run {0}: see `trawl runs list` for run ids")]
+    Unknown(i64),
+    #[error("cannot {action} run {run_id}: it is {status} (only a {allowed} run can be)")]
+    WrongState {
+        run_id: i64,
+        status: String,
+        action: &'static str,
+        allowed: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RunControlError {
+    fn from(e: sqlx::Error) -> Self {
+        RunControlError::Store(e.into())
+    }
 }
 
 /// Cancels a run that has not started, with its stages and jobs.

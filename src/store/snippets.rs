@@ -252,6 +252,8 @@ impl Store {
     }
 
     /// Records a stage's progress: items done out of total, and what it works on now.
+    /// Records a stage's progress before its next batch; `Err(Stopped)` when the run was
+    /// paused or cancelled meanwhile, which stops the stage there.
     pub async fn stage_progress(
         &self,
         run_id: i64,
@@ -261,9 +263,14 @@ impl Store {
         failed: i64,
         current: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE stage_runs SET items_total = $3, items_done = $4, items_failed = $5, current_item = $6
-             WHERE run_id = $1 AND stage = $2 AND status = 'running'",
+        let (stage_status, run_status): (Option<String>, String) = sqlx::query_as(
+            "WITH progress AS (
+                 UPDATE stage_runs s SET items_total = $3, items_done = $4, items_failed = $5,
+                        current_item = $6
+                  WHERE s.run_id = $1 AND s.stage = $2 AND s.status = 'running'
+                    AND EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.status = 'running')
+                 RETURNING s.status)
+             SELECT (SELECT status FROM progress), r.status FROM runs r WHERE r.id = $1",
         )
         .bind(run_id)
         .bind(stage)
@@ -271,8 +278,12 @@ impl Store {
         .bind(done as i32)
         .bind(failed as i32)
         .bind(current)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        if stage_status.is_none() {
+            // Paused or cancelled meanwhile: the stage stops before its next batch.
+            return Err(StoreError::Stopped(format!("run {run_id} is {run_status}")));
+        }
         Ok(())
     }
 }
