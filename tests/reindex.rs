@@ -520,3 +520,137 @@ async fn runs_pause_resume_and_cancel_between_batches() {
     stop.send(()).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test]
+async fn status_audit_and_failed_items() {
+    use trawl::pipeline::PipelineContext;
+    use trawl::pipeline::faults::Faults;
+
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let root = dir.path();
+    let repo = path_str(root);
+    let r = trawl_in(&db, &["index", &repo, "--wait"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // A file that vanishes between SYNC and EXTRACT fails as an item; the run goes on.
+    edit(root, "src/a.py");
+    edit(root, "src/b.py");
+    let r = trawl_in(&db, &["reindex", &repo, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run_id = json_of(&r.stdout)["run_id"].as_i64().unwrap();
+    let r = trawl_in(&db, &["status", &repo, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let status: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(status[0]["index_version"]["version"], 1, "{status}");
+    assert_eq!(
+        status[0]["unfinished_runs"][0]["run_id"], run_id,
+        "{status}"
+    );
+    assert_eq!(
+        status[0]["unfinished_runs"][0]["status"], "queued",
+        "{status}"
+    );
+
+    let ctx = PipelineContext::with_faults(
+        db.store.clone(),
+        db.config(),
+        Faults::parse("extract:sleep:1500"),
+    );
+    let (stop, handle) = worker(ctx);
+    until(30, async || {
+        stage_of(&db, run_id, "extract").await.0 == "running"
+    })
+    .await;
+    std::fs::remove_file(root.join("src/b.py")).unwrap();
+    until(60, async || {
+        db.store
+            .run(run_id)
+            .await
+            .unwrap()
+            .run_status()
+            .is_finished()
+    })
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    assert_eq!(db.store.run(run_id).await.unwrap().status, "succeeded");
+    let r = trawl_in(
+        &db,
+        &["runs", "show", &run_id.to_string(), "--failures", "--json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let shown: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let failures = shown["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{shown}");
+    assert_eq!(failures[0]["path"], "src/b.py");
+    assert!(
+        failures[0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{shown}"
+    );
+    let r = trawl_in(&db, &["runs", "show", &run_id.to_string(), "--items"]);
+    assert!(
+        r.stdout.contains("completed") && r.stdout.contains("src/a.py"),
+        "{}",
+        r.stdout
+    );
+    let r = trawl_in(&db, &["status", &repo]);
+    assert!(r.stdout.contains("index version 2"), "{}", r.stdout);
+
+    // Audit: done and refused actions, who asked, filters.
+    assert_refused(
+        &trawl_in(
+            &db,
+            &["reindex", &repo, "--scope", "files", "--path", "../x.py"],
+        ),
+        "outside",
+    );
+    let r = trawl_in(&db, &["reindex", &repo]);
+    let queued = r.stdout.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(trawl_in(&db, &["runs", "cancel", &queued]).code, 0);
+    assert_refused(
+        &trawl_in(&db, &["runs", "cancel", &queued]),
+        "cannot cancel",
+    );
+    let r = trawl_in(&db, &["audit", "--repo", &repo, "--since", "1h", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let cli = |a: &str, o: &str| ("cli".to_string(), a.to_string(), o.to_string());
+    assert_eq!(
+        seen,
+        [
+            cli("reindex", "ok"),
+            cli("reindex", "refused"),
+            cli("reindex", "ok"),
+            cli("cancel", "ok"),
+            cli("cancel", "refused"),
+        ],
+        "{entries:?}"
+    );
+    assert!(
+        entries[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot cancel")
+    );
+    assert_eq!(entries[1]["run_id"], queued.parse::<i64>().unwrap());
+    let future = trawl_in(&db, &["audit", "--since", "2999-01-01T00:00:00Z", "--json"]);
+    assert_eq!(future.stdout.trim(), "[]");
+    assert_refused(
+        &trawl_in(&db, &["audit", "--since", "yesterday"]),
+        "--since yesterday",
+    );
+}

@@ -2,6 +2,7 @@
 //! and a `run` function. Commands only parse, call library code and print; they hold no
 //! business rules.
 
+mod audit;
 mod bench;
 mod config_cmd;
 mod db;
@@ -15,6 +16,7 @@ mod runs;
 mod scheduler;
 mod search;
 mod setup;
+mod status;
 mod tasks;
 mod worker;
 
@@ -62,6 +64,8 @@ pub enum Command {
     Doctor(doctor::Args),
     Index(index::Args),
     Reindex(reindex::Args),
+    Status(status::Args),
+    Audit(audit::Args),
     Worker(worker::Args),
     Runs(runs::Args),
     Tasks(tasks::Args),
@@ -113,6 +117,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args, &config).await,
         Command::Index(args) => index::run(args, &config).await,
         Command::Reindex(args) => reindex::run(args, &config).await,
+        Command::Status(args) => status::run(args, &config).await,
+        Command::Audit(args) => audit::run(args, &config).await,
         Command::Worker(args) => worker::run(args, &config).await,
         Command::Runs(args) => runs::run(args, &config).await,
         Command::Tasks(args) => tasks::run(args, &config).await,

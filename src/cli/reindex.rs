@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long)]
     recursive: bool,
     #[arg(long, value_enum, default_value = "normal")]
-    priority: Priority,
+    priority: PriorityClass,
     /// Reprocess every file (or, for embeddings-only, every snippet) in scope, changed or
     /// not.
     #[arg(long)]
@@ -55,23 +55,6 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Priority {
-    High,
-    Normal,
-    Low,
-}
-
-impl From<Priority> for PriorityClass {
-    fn from(p: Priority) -> Self {
-        match p {
-            Priority::High => PriorityClass::High,
-            Priority::Normal => PriorityClass::Normal,
-            Priority::Low => PriorityClass::Low,
-        }
-    }
-}
-
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     let request = ReindexRequest {
@@ -79,7 +62,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         scope: args.scope,
         paths: args.paths.clone(),
         recursive: args.recursive,
-        priority: args.priority.into(),
+        priority: args.priority,
         full: args.full,
         origin: "cli".into(),
     };

@@ -2,6 +2,7 @@ use anyhow::bail;
 
 use crate::config::Config;
 use crate::database;
+use crate::service::control::{RunAction, control_run};
 
 /// Inspect runs: one indexing pass of one repository, with its five stages.
 ///
@@ -40,9 +41,15 @@ enum Action {
     /// Cancel a run that has not ended: what remains is cancelled, what it committed stays,
     /// and the repository's last index version stays the searchable one.
     Cancel { run: i64 },
-    /// One run with its stage breakdown.
+    /// One run with its stage breakdown; with --items or --failures, its files too.
     Show {
         run: i64,
+        /// Every file the run touched: change, status, error or reason, duration.
+        #[arg(long)]
+        items: bool,
+        /// Only the files that failed, with their errors.
+        #[arg(long, conflicts_with = "items")]
+        failures: bool,
         #[arg(long)]
         json: bool,
     },
@@ -74,15 +81,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             }
         }
         Action::Pause { run } => {
-            let r = store.pause_run(run).await?;
+            let r = control_run(&store, "cli", RunAction::Pause, run).await?;
             println!("run {} {}", r.id, r.status);
         }
         Action::Resume { run } => {
-            let r = store.resume_run(run).await?;
+            let r = control_run(&store, "cli", RunAction::Resume, run).await?;
             println!("run {} {}", r.id, r.status);
         }
         Action::Cancel { run } => {
-            let r = store.cancel_run(run, "cancelled by an operator").await?;
+            let r = control_run(&store, "cli", RunAction::Cancel, run).await?;
             println!("run {} {}", r.id, r.status);
         }
         Action::Watch { run, json } => {
@@ -118,7 +125,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             }
             return Ok(if last.status == "succeeded" { 0 } else { 1 });
         }
-        Action::Show { run, json } => {
+        Action::Show {
+            run,
+            items,
+            failures,
+            json,
+        } => {
             let r = match store.run(run).await {
                 Ok(r) => r,
                 Err(crate::store::StoreError::NotFound(_)) => {
@@ -127,13 +139,39 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 Err(e) => return Err(e.into()),
             };
             let stages = store.stage_runs(run).await?;
+            let listed = if items || failures {
+                Some(store.run_items(run, failures).await?)
+            } else {
+                None
+            };
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "run": r, "stages": stages })
-                    )?
-                );
+                let mut out = serde_json::json!({ "run": r, "stages": stages });
+                if let Some(listed) = &listed {
+                    out[if failures { "failures" } else { "items" }] =
+                        serde_json::to_value(listed)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if let Some(listed) = listed {
+                if listed.is_empty() {
+                    println!(
+                        "run {run}: {}",
+                        if failures {
+                            "no failed file"
+                        } else {
+                            "no file"
+                        }
+                    );
+                }
+                for i in listed {
+                    println!(
+                        "{:<10} {:<9} {:>7} {}{}",
+                        i.status,
+                        i.change,
+                        i.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                        i.path,
+                        i.message.map(|m| format!(" — {m}")).unwrap_or_default()
+                    );
+                }
             } else {
                 println!(
                     "run {} of repository {}: {} ({}, priority base {})",

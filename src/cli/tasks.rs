@@ -110,14 +110,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             }
         }
         Action::Retry { id } => {
-            let t = store.retry_task(&id).await?;
+            let t = crate::service::control::control_task(&store, "cli", true, &id).await?;
             println!(
                 "task {} ({} of run {}) is {} again",
                 t.job_id, t.stage, t.run_id, t.stage_status
             );
         }
         Action::Cancel { id } => {
-            let t = store.cancel_task(&id, "cancelled by an operator").await?;
+            let t = crate::service::control::control_task(&store, "cli", false, &id).await?;
             println!(
                 "task {} ({} of run {}) cancelled; run {} is {}",
                 t.job_id, t.stage, t.run_id, t.run_id, t.run_status

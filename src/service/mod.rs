@@ -1,6 +1,7 @@
 //! Application services: one function per use case, called by every adapter (the CLI now;
 //! the HTTP API, MCP server and scheduler later). No printing, no argument parsing.
 
+pub mod control;
 pub mod index;
 pub mod progress;
 pub mod reindex;

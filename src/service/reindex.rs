@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::domain::scope::Scope;
 use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::stages::sync::plan_sync;
+use crate::store::audit::NewAuditEntry;
 use crate::store::runs::{Enqueued, NewRun, Repository, Run};
 use crate::store::{Store, StoreError};
 
@@ -190,8 +191,50 @@ pub async fn plan(
     })
 }
 
-/// Plans the reindex and enqueues its run; returns at once.
+/// Plans the reindex and enqueues its run; returns at once. Audited, refused or done.
 pub async fn reindex(
+    store: &Store,
+    config: &Config,
+    request: &ReindexRequest,
+) -> Result<(ReindexPlan, ReindexQueued), ReindexError> {
+    let outcome = plan_and_enqueue(store, config, request).await;
+    let repository_id = match &outcome {
+        Ok((plan, _)) => Some(plan.repository.id),
+        Err(_) => store
+            .find_repository(&request.repository)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.id),
+    };
+    let entry = NewAuditEntry {
+        actor: &request.origin,
+        action: "reindex",
+        repository_id,
+        run_id: outcome.as_ref().ok().map(|(_, q)| q.run_id),
+        parameters: serde_json::json!({
+            "repository": request.repository,
+            "scope": request.scope,
+            "paths": request.paths,
+            "recursive": request.recursive,
+            "priority": request.priority,
+            "full": request.full,
+        }),
+        outcome: match &outcome {
+            Ok((_, q)) => Ok(Some(format!(
+                "run {} {}, {} items",
+                q.run_id, q.status, q.items_total
+            ))),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Err(e) = store.audit(&entry).await {
+        tracing::warn!(error = %e, "could not write the audit entry of a reindex");
+    }
+    outcome
+}
+
+async fn plan_and_enqueue(
     store: &Store,
     config: &Config,
     request: &ReindexRequest,

@@ -5,6 +5,7 @@
 //! audit log. It knows nothing of the embedded cluster: it is handed a URL.
 
 pub mod admin;
+pub mod audit;
 mod error;
 pub mod files;
 pub mod runs;

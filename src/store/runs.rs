@@ -77,6 +77,19 @@ pub struct StageRun {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A file a run touched.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct RunItem {
+    pub path: String,
+    /// added, modified, deleted
+    pub change: String,
+    /// pending, processing, completed, failed, skipped
+    pub status: String,
+    /// The error of a failed item, the reason of a skipped one.
+    pub message: Option<String>,
+    pub duration_ms: Option<i32>,
+}
+
 /// What a new run is.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -331,6 +344,33 @@ impl Store {
         )
         .bind(repository_id)
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The files run `run_id` touched (only the failed ones with `failed_only`), by path.
+    pub async fn run_items(
+        &self,
+        run_id: i64,
+        failed_only: bool,
+    ) -> Result<Vec<RunItem>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT path, change, status, message, duration_ms FROM run_items
+             WHERE run_id = $1 AND (NOT $2 OR status = 'failed') ORDER BY path",
+        )
+        .bind(run_id)
+        .bind(failed_only)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The ids of a repository's runs that have not ended, oldest first.
+    pub async fn unfinished_runs(&self, repository_id: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE repository_id = $1 AND status IN ('queued', 'running', 'paused')
+             ORDER BY id",
+        )
+        .bind(repository_id)
         .fetch_all(&self.pool)
         .await?)
     }

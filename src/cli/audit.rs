@@ -1,0 +1,80 @@
+use crate::config::Config;
+use crate::database;
+
+/// Show the audit log: every reindex, reingest, pause, resume, cancel and retry, who asked
+/// (cli, api, mcp, scheduler), what was asked and how it ended. Newest first.
+///
+/// Examples: trawl audit --since 1d
+///           trawl audit --repo ~/src/app --json
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only entries of this repository (its id, or the path or URL it was indexed from).
+    #[arg(long)]
+    repo: Option<String>,
+    /// Only entries since then: a duration back from now (30m, 12h, 7d) or an RFC 3339
+    /// time (2026-11-24T08:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let store = database::open(config).await?;
+    let repository_id = super::repository_id(&store, args.repo).await?;
+    let entries = store
+        .audit_entries(repository_id, since, args.limit.max(1))
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(0);
+    }
+    for e in entries {
+        println!(
+            "{} {:<5} {:<12} {:<8} repo {:<4} run {:<6} {} {}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            e.action,
+            e.outcome,
+            e.repository_id.map_or("-".into(), |id| id.to_string()),
+            e.run_id.map_or("-".into(), |id| id.to_string()),
+            e.parameters,
+            e.message.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// `30m`, `12h`, `7d`, `90s` back from now, or an RFC 3339 time.
+fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let secs = match (n.parse::<i64>(), unit) {
+        (Ok(n), "s") => n,
+        (Ok(n), "m") => n * 60,
+        (Ok(n), "h") => n * 3_600,
+        (Ok(n), "d") => n * 86_400,
+        _ => anyhow::bail!(
+            "--since {s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
+        ),
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn since_takes_durations_and_times_and_refuses_the_rest() {
+        let day = super::parse_since("1d").unwrap();
+        let ago = chrono::Utc::now() - day;
+        assert!((ago.num_seconds() - 86_400).abs() < 5);
+        assert!(super::parse_since("2026-11-24T08:00:00Z").is_ok());
+        let err = super::parse_since("yesterday").unwrap_err().to_string();
+        assert!(err.contains("--since yesterday"), "{err}");
+    }
+}

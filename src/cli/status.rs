@@ -1,0 +1,101 @@
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::database;
+use crate::service::progress::Snapshot;
+use crate::store::runs::Repository;
+use crate::store::versions::IndexVersion;
+
+/// Show each repository's current index version, its age, and its pending or running runs.
+///
+/// Example: trawl status ~/src/app --json
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One repository (its id, or the path or URL it was indexed from); all by default.
+    repository: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct RepositoryStatus {
+    repository: Repository,
+    index_version: Option<IndexVersion>,
+    /// Seconds since the current version was built.
+    age_seconds: Option<i64>,
+    /// Runs not ended yet, oldest first, with their progress.
+    unfinished_runs: Vec<Snapshot>,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    let repositories = match &args.repository {
+        Some(sel) => match store.find_repository(sel).await? {
+            Some(r) => vec![r],
+            None => anyhow::bail!(
+                "no repository {sel}: give a repository id, or the path or URL it was indexed from (see `trawl status`)"
+            ),
+        },
+        None => store.list_repositories().await?,
+    };
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for repository in repositories {
+        let version = store.current_index_version(repository.id).await?;
+        let mut unfinished = Vec::new();
+        for run_id in store.unfinished_runs(repository.id).await? {
+            let run = store.run(run_id).await?;
+            let stages = store.stage_runs(run_id).await?;
+            let mut snapshot = Snapshot::of(&run, &stages);
+            snapshot.status = run.status.clone();
+            unfinished.push(snapshot);
+        }
+        out.push(RepositoryStatus {
+            age_seconds: version.as_ref().map(|v| (now - v.built_at).num_seconds()),
+            index_version: version,
+            repository,
+            unfinished_runs: unfinished,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    if out.is_empty() {
+        println!("no repository yet: index one with `trawl index PATH`");
+    }
+    for s in &out {
+        let r = &s.repository;
+        match &s.index_version {
+            Some(v) => println!(
+                "repository {} {}: index version {} built {} ago by run {} ({} files, {} snippets, {} vectors, {})",
+                r.id,
+                r.source,
+                v.version,
+                human_age(s.age_seconds.unwrap_or(0)),
+                v.run_id.map_or("?".into(), |id| id.to_string()),
+                v.files,
+                v.snippets,
+                v.vectors,
+                v.model
+            ),
+            None => println!("repository {} {}: no index version yet", r.id, r.source),
+        }
+        for run in &s.unfinished_runs {
+            println!(
+                "  run {} {}: {} {:.1}% ({}/{} items)",
+                run.run_id, run.status, run.stage, run.percent, run.items_done, run.items_total
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3_600),
+        s => format!("{} days", s / 86_400),
+    }
+}
