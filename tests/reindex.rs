@@ -654,3 +654,137 @@ async fn status_audit_and_failed_items() {
         "--since yesterday",
     );
 }
+
+#[tokio::test]
+async fn reingest_selects_repositories_and_languages_and_enqueues_in_batches() {
+    let db = TestDb::new().await;
+    let (one, two) = (fixture(), fixture());
+    std::fs::write(one.path().join("src/lib.rs"), "pub fn one() -> u8 { 1 }\n").unwrap();
+    for dir in [&one, &two] {
+        let r = trawl_in(&db, &["index", &path_str(dir.path()), "--wait"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_refused(
+        &trawl_in(&db, &["reingest"]),
+        "--repo R (repeatable) or --all",
+    );
+    assert_refused(
+        &trawl_in(&db, &["reingest", "--all", "--repo", "1"]),
+        "exclude each other",
+    );
+    assert_refused(
+        &trawl_in(&db, &["reingest", "--all", "--lang", "cobol"]),
+        "unknown language cobol",
+    );
+    assert_refused(
+        &trawl_in(&db, &["reingest", "--repo", "/not/registered"]),
+        "no repository /not/registered",
+    );
+
+    let runs_before = run_count(&db).await;
+    let r = trawl_in(
+        &db,
+        &[
+            "reingest",
+            "--all",
+            "--lang",
+            "Python",
+            "--batch-size",
+            "1",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dry: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(dry["repository_ids"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(
+        (dry["batches"].clone(), dry["enqueued"].clone()),
+        (2.into(), 0.into()),
+        "{dry}"
+    );
+    assert_eq!(
+        dry["filters"]["languages"],
+        serde_json::json!(["python"]),
+        "{dry}"
+    );
+    assert_eq!(
+        run_count(&db).await,
+        runs_before,
+        "a dry run enqueues nothing"
+    );
+
+    // Rust only, full, at the low class: only the .rs file of the first repository.
+    let r = trawl_in(
+        &db,
+        &[
+            "reingest",
+            "--all",
+            "--lang",
+            "rust",
+            "--batch-size",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let done: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (done["enqueued"].clone(), done["batches"].clone()),
+        (2.into(), 2.into()),
+        "{done}"
+    );
+    let run_ids: Vec<i64> = done["run_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let priorities: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT j.priority FROM stage_runs s JOIN apalis.jobs j ON j.id = s.job_id
+         WHERE s.run_id = ANY($1) ORDER BY 1 DESC",
+    )
+    .bind(&run_ids)
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(priorities, [50, 40, 30, 20, 10]);
+    let (stop, handle) = worker(trawl::pipeline::PipelineContext::new(
+        db.store.clone(),
+        db.config(),
+    ));
+    for &run_id in &run_ids {
+        until(60, async || {
+            db.store
+                .run(run_id)
+                .await
+                .unwrap()
+                .run_status()
+                .is_finished()
+        })
+        .await;
+    }
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    let items: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT run_id, path, change FROM run_items WHERE run_id = ANY($1) ORDER BY run_id, path",
+    )
+    .bind(&run_ids)
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        items,
+        [(run_ids[0], "src/lib.rs".to_string(), "modified".to_string())],
+        "full, rust only"
+    );
+    let r = trawl_in(&db, &["audit", "--json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(entries[0]["action"], "reingest", "{entries:?}");
+    assert_eq!(entries[0]["outcome"], "ok");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "reingest" && e["outcome"] == "refused")
+    );
+}

@@ -12,6 +12,7 @@ mod keyword_index;
 mod migrate;
 mod queue;
 mod reindex;
+mod reingest;
 mod runs;
 mod scheduler;
 mod search;
@@ -65,6 +66,7 @@ pub enum Command {
     Index(index::Args),
     Reindex(reindex::Args),
     Status(status::Args),
+    Reingest(reingest::Args),
     Audit(audit::Args),
     Worker(worker::Args),
     Runs(runs::Args),
@@ -118,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Index(args) => index::run(args, &config).await,
         Command::Reindex(args) => reindex::run(args, &config).await,
         Command::Status(args) => status::run(args, &config).await,
+        Command::Reingest(args) => reingest::run(args, &config).await,
         Command::Audit(args) => audit::run(args, &config).await,
         Command::Worker(args) => worker::run(args, &config).await,
         Command::Runs(args) => runs::run(args, &config).await,

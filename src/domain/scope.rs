@@ -21,6 +21,9 @@ pub enum Scope {
     },
     /// These files.
     Files { paths: Vec<String> },
+    /// The files of these languages (as trawl names them: rust, python, …), anywhere in
+    /// the repository: a reingest restricted by language.
+    Languages { languages: Vec<String> },
     /// No file is synced or parsed: the existing snippets are embedded again.
     EmbeddingsOnly,
 }
@@ -41,6 +44,7 @@ impl Scope {
             Scope::Project => "project",
             Scope::Directory { .. } => "directory",
             Scope::Files { .. } => "files",
+            Scope::Languages { .. } => "languages",
             Scope::EmbeddingsOnly => "embeddings-only",
         }
     }
@@ -50,10 +54,14 @@ impl Scope {
         !matches!(self, Scope::EmbeddingsOnly)
     }
 
-    /// Whether the file `path` (relative, '/'-separated) is in scope for SYNC.
-    pub fn contains(&self, path: &str) -> bool {
+    /// Whether the file `path` (relative, '/'-separated; of `language`, when trawl knows
+    /// it) is in scope for SYNC.
+    pub fn contains(&self, path: &str, language: Option<&str>) -> bool {
         match self {
             Scope::Project => true,
+            Scope::Languages { languages } => {
+                language.is_some_and(|l| languages.iter().any(|x| x == l))
+            }
             Scope::EmbeddingsOnly => false,
             Scope::Files { paths } => paths.iter().any(|p| p == path),
             Scope::Directory { paths, recursive } => paths.iter().any(|dir| {
@@ -75,32 +83,43 @@ mod tests {
 
     #[test]
     fn scopes_contain_what_they_name() {
-        assert!(Scope::Project.contains("a/b.py"));
-        assert!(!Scope::EmbeddingsOnly.contains("a/b.py"));
+        assert!(Scope::Project.contains("a/b.py", None));
+        assert!(!Scope::EmbeddingsOnly.contains("a/b.py", Some("python")));
+        let langs = Scope::Languages {
+            languages: vec!["rust".into()],
+        };
+        assert!(
+            langs.contains("a/b.rs", Some("rust")) && !langs.contains("a/b.py", Some("python"))
+        );
+        assert!(!langs.contains("README", None));
         let files = Scope::Files {
             paths: vec!["a/b.py".into()],
         };
-        assert!(files.contains("a/b.py") && !files.contains("a/b.pyc") && !files.contains("b.py"));
+        assert!(
+            files.contains("a/b.py", None)
+                && !files.contains("a/b.pyc", None)
+                && !files.contains("b.py", None)
+        );
         let flat = Scope::Directory {
             paths: vec!["src".into()],
             recursive: false,
         };
-        assert!(flat.contains("src/x.rs"));
-        assert!(!flat.contains("src/deep/x.rs"), "not recursive");
+        assert!(flat.contains("src/x.rs", None));
+        assert!(!flat.contains("src/deep/x.rs", None), "not recursive");
         assert!(
-            !flat.contains("srcx/y.rs"),
+            !flat.contains("srcx/y.rs", None),
             "a sibling with the same prefix"
         );
         let deep = Scope::Directory {
             paths: vec!["src".into()],
             recursive: true,
         };
-        assert!(deep.contains("src/deep/x.rs") && !deep.contains("lib/x.rs"));
+        assert!(deep.contains("src/deep/x.rs", None) && !deep.contains("lib/x.rs", None));
         let root = Scope::Directory {
             paths: vec![".".into()],
             recursive: false,
         };
-        assert!(root.contains("top.py") && !root.contains("d/x.py"));
+        assert!(root.contains("top.py", None) && !root.contains("d/x.py", None));
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod control;
 pub mod index;
 pub mod progress;
 pub mod reindex;
+pub mod reingest;
 pub mod scheduler;

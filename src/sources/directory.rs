@@ -145,6 +145,24 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The language of a file, from its name; None for files indexed as plain text.
+/// Every language [`language_of`] can name.
+pub const LANGUAGES: &[&str] = &[
+    "rust",
+    "python",
+    "go",
+    "javascript",
+    "typescript",
+    "tsx",
+    "java",
+    "c",
+    "cpp",
+    "csharp",
+    "ruby",
+    "php",
+    "bash",
+    "lua",
+];
+
 pub fn language_of(path: &str) -> Option<&'static str> {
     let name = path.rsplit('/').next().unwrap_or(path);
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;

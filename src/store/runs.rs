@@ -209,112 +209,24 @@ impl Store {
     /// run cancels the repository's queued background runs (superseding them).
     pub async fn enqueue_run(&self, new: &NewRun) -> Result<Enqueued, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Serialise enqueues of one repository: the pile-up and supersede rules read, then write.
-        sqlx::query("SELECT pg_advisory_xact_lock(7001, $1::int)")
-            .bind(new.repository_id as i32)
-            .execute(&mut *tx)
-            .await?;
-
-        let mut superseded = Vec::new();
-        match new.trigger {
-            Trigger::Background => {
-                let pending: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE repository_id = $1 AND status IN ('queued', 'running', 'paused') ORDER BY id LIMIT 1",
-                )
-                .bind(new.repository_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(run_id) = pending {
-                    tx.commit().await?;
-                    return Ok(Enqueued::AlreadyPending { run_id });
-                }
-            }
-            Trigger::User => {
-                superseded = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE repository_id = $1 AND trigger = 'background' AND status = 'queued' FOR UPDATE",
-                )
-                .bind(new.repository_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            }
-        }
-
-        let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (repository_id, trigger, origin, priority_base, scope, full_reindex)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(new.repository_id)
-        .bind(new.trigger.as_str())
-        .bind(&new.origin)
-        .bind(new.priority.base())
-        .bind(&new.scope)
-        .bind(new.full)
-        .fetch_one(&mut *tx)
-        .await?;
-
-        for old in &superseded {
-            cancel_run_in(&mut tx, *old, &format!("superseded by user run {run_id}")).await?;
-        }
-
-        // The five stage runs and their five jobs, in two statements. The jobs go straight
-        // into apalis' table: SYNC ready, the rest parked (see PARKED_STATUS); apalis'
-        // insert trigger wakes the workers for SYNC only, the one due now.
-        // Column by column, one entry per stage; SYNC alone is due now.
-        let due = Stage::ALL.map(|s| s == Stage::Sync);
-        let ids = Stage::ALL.map(|_| ulid::Ulid::generate().to_string());
-        let names = Stage::ALL.map(Stage::as_str);
-        let ordinals = Stage::ALL.map(Stage::ordinal);
-        let statuses = due.map(|d| {
-            if d {
-                StageStatus::Queued
-            } else {
-                StageStatus::Waiting
-            }
-            .as_str()
-        });
-        let attempts = Stage::ALL.map(|s| new.max_attempts[s.ordinal() as usize].max(1) as i32);
-        let payloads = Stage::ALL.map(|stage| {
-            let job = crate::pipeline::job::StageJob {
-                run_id,
-                repository_id: new.repository_id,
-                stage,
-                scope: new.scope.clone(),
-            };
-            serde_json::to_vec(&job).expect("stage job serialises")
-        });
-        let job_statuses = due.map(|d| if d { "Pending" } else { PARKED_STATUS });
-        let run_ats = due.map(|d| (!d).then_some(PARKED_UNTIL_SECS as f64));
-        let priorities = Stage::ALL.map(|s| s.priority(new.priority.base()));
-        sqlx::query(
-            "INSERT INTO stage_runs (run_id, stage, ordinal, job_id, status, max_attempts)
-             SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::int[])",
-        )
-        .bind(run_id)
-        .bind(names)
-        .bind(ordinals)
-        .bind(&ids)
-        .bind(statuses)
-        .bind(attempts)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-             SELECT j.id, $2, j.job, j.status, 0, j.max_attempts,
-                    COALESCE(to_timestamp(j.run_at), now()), j.priority
-             FROM unnest($1::text[], $3::bytea[], $4::text[], $5::int[], $6::float8[], $7::int[])
-                  AS j (id, job, status, max_attempts, run_at, priority)",
-        )
-        .bind(&ids)
-        .bind(STAGE_QUEUE)
-        .bind(&payloads)
-        .bind(job_statuses)
-        .bind(attempts)
-        .bind(run_ats)
-        .bind(priorities)
-        .execute(&mut *tx)
-        .await?;
+        let enqueued = enqueue_in(&mut tx, new).await?;
         tx.commit().await?;
-        Ok(Enqueued::Created { run_id, superseded })
+        Ok(enqueued)
+    }
+
+    /// Enqueues several runs in one transaction (all or none), as [`Store::enqueue_run`]
+    /// does each; the results in the order of `runs`.
+    pub async fn enqueue_runs(&self, runs: &[NewRun]) -> Result<Vec<Enqueued>, StoreError> {
+        // Repositories' enqueue locks taken in one order, so two batches never deadlock.
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by_key(|&i| runs[i].repository_id);
+        let mut tx = self.pool.begin().await?;
+        let mut out = vec![None; runs.len()];
+        for i in order {
+            out[i] = Some(enqueue_in(&mut tx, &runs[i]).await?);
+        }
+        tx.commit().await?;
+        Ok(out.into_iter().flatten().collect())
     }
 
     pub async fn run(&self, run_id: i64) -> Result<Run, StoreError> {
@@ -828,6 +740,117 @@ pub(super) async fn cancel_stages_from(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Creates a run with its five stage runs and jobs inside `tx` (see [`Store::enqueue_run`]).
+async fn enqueue_in(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &NewRun,
+) -> Result<Enqueued, StoreError> {
+    // Serialise enqueues of one repository: the pile-up and supersede rules read, then write.
+    sqlx::query("SELECT pg_advisory_xact_lock(7001, $1::int)")
+        .bind(new.repository_id as i32)
+        .execute(&mut **tx)
+        .await?;
+
+    let mut superseded = Vec::new();
+    match new.trigger {
+        Trigger::Background => {
+            let pending: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE repository_id = $1 AND status IN ('queued', 'running', 'paused') ORDER BY id LIMIT 1",
+            )
+            .bind(new.repository_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(run_id) = pending {
+                return Ok(Enqueued::AlreadyPending { run_id });
+            }
+        }
+        Trigger::User => {
+            superseded = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE repository_id = $1 AND trigger = 'background' AND status = 'queued' FOR UPDATE",
+            )
+            .bind(new.repository_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        }
+    }
+
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (repository_id, trigger, origin, priority_base, scope, full_reindex)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(new.repository_id)
+    .bind(new.trigger.as_str())
+    .bind(&new.origin)
+    .bind(new.priority.base())
+    .bind(&new.scope)
+    .bind(new.full)
+    .fetch_one(&mut **tx)
+    .await?;
+
+    for old in &superseded {
+        cancel_run_in(tx, *old, &format!("superseded by user run {run_id}")).await?;
+    }
+
+    // The five stage runs and their five jobs, in two statements. The jobs go straight
+    // into apalis' table: SYNC ready, the rest parked (see PARKED_STATUS); apalis'
+    // insert trigger wakes the workers for SYNC only, the one due now.
+    // Column by column, one entry per stage; SYNC alone is due now.
+    let due = Stage::ALL.map(|s| s == Stage::Sync);
+    let ids = Stage::ALL.map(|_| ulid::Ulid::generate().to_string());
+    let names = Stage::ALL.map(Stage::as_str);
+    let ordinals = Stage::ALL.map(Stage::ordinal);
+    let statuses = due.map(|d| {
+        if d {
+            StageStatus::Queued
+        } else {
+            StageStatus::Waiting
+        }
+        .as_str()
+    });
+    let attempts = Stage::ALL.map(|s| new.max_attempts[s.ordinal() as usize].max(1) as i32);
+    let payloads = Stage::ALL.map(|stage| {
+        let job = crate::pipeline::job::StageJob {
+            run_id,
+            repository_id: new.repository_id,
+            stage,
+            scope: new.scope.clone(),
+        };
+        serde_json::to_vec(&job).expect("stage job serialises")
+    });
+    let job_statuses = due.map(|d| if d { "Pending" } else { PARKED_STATUS });
+    let run_ats = due.map(|d| (!d).then_some(PARKED_UNTIL_SECS as f64));
+    let priorities = Stage::ALL.map(|s| s.priority(new.priority.base()));
+    sqlx::query(
+        "INSERT INTO stage_runs (run_id, stage, ordinal, job_id, status, max_attempts)
+         SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::int[])",
+    )
+    .bind(run_id)
+    .bind(names)
+    .bind(ordinals)
+    .bind(&ids)
+    .bind(statuses)
+    .bind(attempts)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         SELECT j.id, $2, j.job, j.status, 0, j.max_attempts,
+                COALESCE(to_timestamp(j.run_at), now()), j.priority
+         FROM unnest($1::text[], $3::bytea[], $4::text[], $5::int[], $6::float8[], $7::int[])
+              AS j (id, job, status, max_attempts, run_at, priority)",
+    )
+    .bind(&ids)
+    .bind(STAGE_QUEUE)
+    .bind(&payloads)
+    .bind(job_statuses)
+    .bind(attempts)
+    .bind(run_ats)
+    .bind(priorities)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Enqueued::Created { run_id, superseded })
 }
 
 /// The run `run_id`, locked for the rest of the transaction.

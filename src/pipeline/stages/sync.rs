@@ -88,7 +88,7 @@ pub fn plan_sync(
         skip,
     } in scanned
     {
-        if !scope.contains(&path) {
+        if !scope.contains(&path, directory::language_of(&path)) {
             continue;
         }
         seen.insert(path.clone());
@@ -124,7 +124,7 @@ pub fn plan_sync(
         });
     }
     for path in known.keys() {
-        if !seen.contains(path) && scope.contains(path) {
+        if !seen.contains(path) && scope.contains(path, directory::language_of(path)) {
             plan.deleted.push(path.clone());
             plan.items.push(SyncItem {
                 path: path.clone(),

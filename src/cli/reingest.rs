@@ -1,0 +1,81 @@
+use crate::config::Config;
+use crate::database;
+use crate::domain::PriorityClass;
+use crate::service::reingest::{self, ReingestRequest};
+
+/// Reingest repositories: a full run of each (every file reprocessed), optionally only the
+/// files of some languages, enqueued in batches. Prints what it selected and enqueued.
+///
+/// Runs go in at the low priority class by default, with background work, so that user
+/// work is not held up; --priority normal or high to hurry them.
+///
+/// Examples: trawl reingest --all --lang python --dry-run
+///           trawl reingest --repo 3 --repo ~/src/app --batch-size 10
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A repository (its id, or the path or URL it was indexed from); repeatable.
+    #[arg(long = "repo", value_name = "REPO")]
+    repositories: Vec<String>,
+    /// Every registered repository.
+    #[arg(long)]
+    all: bool,
+    /// Only files of this language (rust, python, go, javascript, typescript, tsx, java, c,
+    /// cpp, csharp, ruby, php, bash, lua); repeatable.
+    #[arg(long = "lang", value_name = "LANG")]
+    languages: Vec<String>,
+    /// Say what would be enqueued; enqueue nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Runs enqueued per transaction.
+    #[arg(long, default_value_t = 50)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "low")]
+    priority: PriorityClass,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let store = database::open(config).await?;
+    let outcome = reingest::reingest(
+        &store,
+        config,
+        &ReingestRequest {
+            repositories: args.repositories,
+            all: args.all,
+            languages: args.languages,
+            dry_run: args.dry_run,
+            batch_size: args.batch_size,
+            priority: args.priority,
+            origin: "cli".into(),
+        },
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(0);
+    }
+    let langs = if outcome.filters.languages.is_empty() {
+        "all languages".to_string()
+    } else {
+        outcome.filters.languages.join(", ")
+    };
+    if outcome.dry_run {
+        println!(
+            "dry run: {} repositories ({langs}) would get a full run, in {} batches: {:?}",
+            outcome.repository_ids.len(),
+            outcome.batches,
+            outcome.repository_ids
+        );
+    } else {
+        println!(
+            "{} runs enqueued for {} repositories ({langs}) in {} batches; {} already pending; runs {:?}",
+            outcome.enqueued,
+            outcome.repository_ids.len(),
+            outcome.batches,
+            outcome.already_pending,
+            outcome.run_ids
+        );
+    }
+    Ok(0)
+}
