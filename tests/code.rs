@@ -681,13 +681,25 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
 async fn stub(
     script: Vec<(u16, String)>,
 ) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    stub_with(move |_| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        script[i.min(script.len() - 1)].clone()
+    })
+    .await
+}
+
+/// A local HTTP stub answering each JSON request with `answer(request)`; records the JSON
+/// bodies it received.
+async fn stub_with(
+    answer: impl Fn(&serde_json::Value) -> (u16, String) + Send + Sync + 'static,
+) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     tokio::spawn(async move {
-        let mut n = 0;
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
@@ -716,11 +728,9 @@ async fn stub(
                 }
             };
             let Some(body) = body else { continue };
-            log.lock()
-                .unwrap()
-                .push(serde_json::from_slice(&body).unwrap());
-            let (status, answer) = script[n.min(script.len() - 1)].clone();
-            n += 1;
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let (status, answer) = answer(&request);
+            log.lock().unwrap().push(request);
             let reply = format!(
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                 answer.len()
@@ -841,4 +851,101 @@ async fn the_llm_enricher_writes_summaries_through_a_chat_endpoint() {
             .unwrap()
             .contains("celsius_to_fahrenheit")
     );
+}
+
+/// 8-d vectors an embeddings stub makes of texts: letter counts folded into 8 buckets,
+/// normalised. Not meaningful, but stable: the same text, the same vector.
+fn toy_vector(text: &str) -> Vec<f32> {
+    let mut v = [1f32; 8];
+    for c in text.chars().filter(|c| c.is_alphanumeric()) {
+        v[(c as usize) % 8] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / norm).collect()
+}
+
+#[tokio::test]
+async fn a_model_change_then_an_embeddings_only_reindex_moves_search_to_the_new_model() {
+    use trawl::service::reindex::{ReindexRequest, ScopeKind, reindex};
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = dir_fixture();
+    index(&ctx, repo.path().to_str().unwrap()).await;
+    let snippets: i64 = sqlx::query_scalar("SELECT count(*) FROM snippets")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+
+    // The configured model becomes an 8-d one behind an OpenAI-compatible endpoint.
+    let (url, seen) = stub_with(|request| {
+        let data: Vec<serde_json::Value> = request["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"index": i, "embedding": toy_vector(t.as_str().unwrap())}))
+            .collect();
+        (200, serde_json::json!({"data": data, "model": "toy-8"}).to_string())
+    })
+    .await;
+    let mut changed = ctx.config.clone();
+    changed.embedding.provider = trawl::config::EmbeddingProvider::Http;
+    changed.embedding.base_url = url;
+    changed.embedding.model = "toy-8".into();
+    let searcher = Searcher::new(db.store.clone(), changed.clone());
+    let before = searcher
+        .search(&query("temperature", Mode::Semantic))
+        .await
+        .unwrap();
+    assert!(before.hits.is_empty(), "no vector of the new model yet");
+    assert!(
+        before
+            .warnings
+            .iter()
+            .any(|w| w.contains("embeddings-only")),
+        "{:?}",
+        before.warnings
+    );
+
+    let request = ReindexRequest {
+        repository: repo.path().display().to_string(),
+        scope: ScopeKind::EmbeddingsOnly,
+        paths: vec![],
+        recursive: false,
+        priority: trawl::domain::PriorityClass::Normal,
+        full: false,
+        origin: "test".into(),
+    };
+    let (plan, queued) = reindex(&db.store, &changed, &request).await.unwrap();
+    assert_eq!(
+        plan.snippets,
+        Some(snippets),
+        "every snippet lacks a toy-8 vector"
+    );
+    let changed_ctx = PipelineContext::new(db.store.clone(), changed.clone());
+    let run = trawl::service::index::wait_for_run(changed_ctx, queued.run_id, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    let (n, dims): (i64, Vec<i32>) = sqlx::query_as(
+        "SELECT count(*), array_agg(DISTINCT dimension) FROM snippet_vectors WHERE model = 'toy-8' AND kind = 'code'",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((n, dims), (snippets, vec![8]));
+    assert!(!seen.lock().unwrap().is_empty());
+    // Search now answers from the new model's vectors, and the old model's stay apart.
+    let after = searcher
+        .search(&query("temperature", Mode::Semantic))
+        .await
+        .unwrap();
+    assert!(!after.hits.is_empty(), "{:?}", after.warnings);
+    let minilm: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM snippet_vectors WHERE model = 'all-MiniLM-L6-v2' AND kind = 'code'",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(minilm, snippets, "the old model's vectors are untouched");
 }

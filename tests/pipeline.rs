@@ -303,6 +303,46 @@ async fn queued_user_work_is_taken_before_queued_background_work() {
 }
 
 #[tokio::test]
+async fn a_high_priority_run_overtakes_queued_user_work() {
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let (a, b) = (fixture(), fixture());
+    let normal = ctx
+        .store
+        .enqueue_run(&new_run(repo(&ctx, a.path()).await, Trigger::User))
+        .await
+        .unwrap()
+        .run_id();
+    let high = ctx
+        .store
+        .enqueue_run(&NewRun {
+            priority: PriorityClass::High,
+            ..new_run(repo(&ctx, b.path()).await, Trigger::User)
+        })
+        .await
+        .unwrap()
+        .run_id();
+    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let (_, high_stages) = wait_finished(&ctx, high, 60).await;
+    let (_, normal_stages) = wait_finished(&ctx, normal, 60).await;
+    // One slot: the older normal run's SYNC (90) waits behind every stage of the high run
+    // (140..100), whose stage order is unchanged.
+    let normal_sync_start = normal_stages[0].started_at.unwrap();
+    for pair in high_stages.windows(2) {
+        assert!(pair[0].finished_at.unwrap() <= pair[1].started_at.unwrap());
+    }
+    for s in &high_stages {
+        assert!(
+            s.finished_at.unwrap() <= normal_sync_start,
+            "high stage {} ran after the normal SYNC",
+            s.stage
+        );
+    }
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
 async fn background_runs_never_pile_up_and_user_runs_supersede_them() {
     let db = TestDb::new().await;
     let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
