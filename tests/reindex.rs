@@ -764,3 +764,146 @@ async fn reingest_selects_repositories_and_languages_and_enqueues_in_batches() {
             .any(|e| e["action"] == "reingest" && e["outcome"] == "refused")
     );
 }
+
+async fn job_state(db: &TestDb, job_id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempts FROM apalis.jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads() {
+    use trawl::pipeline::batch::{self, BatchPayload, RepositoryItem};
+    let db = TestDb::new().await;
+    let (one, two) = (fixture(), fixture());
+    for dir in [&one, &two] {
+        let r = trawl_in(&db, &["index", &path_str(dir.path()), "--wait"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM repositories ORDER BY id")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    // Repository one is asked for at version 0 but is at 1 already: skipped. Repository two
+    // at its current version: a run. A repository that does not exist: a failed item.
+    let job = batch::submit(
+        &db.store,
+        &BatchPayload {
+            repositories: vec![
+                RepositoryItem {
+                    repository_id: ids[0],
+                    version: 0,
+                },
+                RepositoryItem {
+                    repository_id: ids[1],
+                    version: 1,
+                },
+                RepositoryItem {
+                    repository_id: 999_999,
+                    version: 0,
+                },
+            ],
+            snippets: vec![],
+            priority: trawl::domain::PriorityClass::Normal,
+        },
+    )
+    .await
+    .unwrap();
+    // Snippets: one real, one missing.
+    let snippet: i64 = sqlx::query_scalar("SELECT min(id) FROM snippets")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    let vectors_job = batch::submit(
+        &db.store,
+        &BatchPayload {
+            repositories: vec![],
+            snippets: vec![snippet, 999_999],
+            priority: trawl::domain::PriorityClass::Low,
+        },
+    )
+    .await
+    .unwrap();
+    // An invalid payload, straight into the queue as another program might put it.
+    let bad = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         VALUES ($1, $2, convert_to('{\"repos\": [1]}', 'UTF8'), 'Pending', 0, 3, now(), 0)",
+    )
+    .bind(&bad)
+    .bind(batch::QUEUE)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+
+    let (stop, handle) = worker(trawl::pipeline::PipelineContext::new(
+        db.store.clone(),
+        db.config(),
+    ));
+    for j in [&job, &vectors_job, &bad] {
+        until(60, async || {
+            !matches!(
+                job_state(&db, j).await.0.as_str(),
+                "Pending" | "Queued" | "Running"
+            )
+        })
+        .await;
+    }
+    let r = trawl_in(&db, &["batch", "show", &job, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let shown: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(shown["status"], "Done", "{shown}");
+    let items: Vec<(String, String)> = shown["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["item"].as_str().unwrap().to_string(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [
+            (format!("repository:{}", ids[0]), "skipped".to_string()),
+            (format!("repository:{}", ids[1]), "done".to_string()),
+            ("repository:999999".to_string(), "failed".to_string()),
+        ],
+        "{shown}"
+    );
+    let run_id = shown["items"][1]["run_id"].as_i64().unwrap();
+    until(60, async || finished(&db, run_id).await).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+
+    let vectors: serde_json::Value =
+        serde_json::from_str(&trawl_in(&db, &["batch", "show", &vectors_job, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(vectors["status"], "Done", "{vectors}");
+    assert_eq!(vectors["items"][0]["item"], format!("snippet:{snippet}"));
+    assert_eq!(vectors["items"][0]["status"], "done", "{vectors}");
+    assert_eq!(vectors["items"][1]["status"], "failed", "{vectors}");
+    assert_eq!(vectors["items"][1]["message"], "no snippet 999999");
+
+    // The invalid payload failed at once (one attempt), with the reason.
+    assert_eq!(job_state(&db, &bad).await, ("Killed".to_string(), 1));
+    let r = trawl_in(&db, &["batch", "show", &bad, "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        shown["last_result"]["Err"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `repos`"),
+        "{shown}"
+    );
+    assert_refused(
+        &trawl_in(&db, &["batch", "show", "nope"]),
+        "no batch job nope",
+    );
+    let schema = trawl_in(&db, &["batch", "schema"]);
+    assert!(schema.stdout.contains("\"title\": \"reindex.batch\""));
+}

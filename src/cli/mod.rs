@@ -3,6 +3,7 @@
 //! business rules.
 
 mod audit;
+mod batch;
 mod bench;
 mod config_cmd;
 mod db;
@@ -67,6 +68,7 @@ pub enum Command {
     Reindex(reindex::Args),
     Status(status::Args),
     Reingest(reingest::Args),
+    Batch(batch::Args),
     Audit(audit::Args),
     Worker(worker::Args),
     Runs(runs::Args),
@@ -121,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Reindex(args) => reindex::run(args, &config).await,
         Command::Status(args) => status::run(args, &config).await,
         Command::Reingest(args) => reingest::run(args, &config).await,
+        Command::Batch(args) => batch::run(args, &config).await,
         Command::Audit(args) => audit::run(args, &config).await,
         Command::Worker(args) => worker::run(args, &config).await,
         Command::Runs(args) => runs::run(args, &config).await,

@@ -13,6 +13,7 @@
 //! the store (see `store::runs`).
 
 pub mod backend;
+pub mod batch;
 pub mod faults;
 pub mod job;
 pub mod stages;

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::backend::{ClaimedStage, StageBackend};
+use super::batch;
 use super::job::StageJob;
 use super::{PipelineContext, StageError, stages};
 use crate::store::runs::{Begin, STAGE_QUEUE};
@@ -84,6 +85,31 @@ pub async fn run(
                 .data(completions.clone())
                 .concurrency(concurrency)
                 .build(handle)
+        })
+        // The reindex.batch job type, on its own queue: one at a time per process.
+        .register({
+            let ctx = ctx.clone();
+            let name = name.clone();
+            let pool = ctx.store.pool().clone();
+            move |restarts| {
+                let config = apalis_postgres::Config::default()
+                    .queue(batch::QUEUE)
+                    .batch_size(1)
+                    // The handler closes the job itself (see `batch::handle`).
+                    .lock_tasks(false)
+                    .persist_results(false)
+                    .heartbeat_interval(heartbeat)
+                    .missed_heartbeats(3);
+                let backend = apalis_postgres::PostgresStorage::<Value>::new(&pool)
+                    .with_config(config)
+                    .with_pubsub()
+                    .poll_with_interval(poll);
+                WorkerBuilder::new(format!("{name}-batch-r{restarts}"))
+                    .backend(backend)
+                    .data(ctx.clone())
+                    .concurrency(1)
+                    .build(handle_batch)
+            }
         })
         .shutdown_timeout(shutdown_timeout);
     let result = monitor
@@ -203,6 +229,18 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Runs one reindex.batch job (see [`batch`]), which records its own outcome.
+async fn handle_batch(
+    job: Value,
+    id: TaskId,
+    ctx: Data<Arc<PipelineContext>>,
+) -> Result<(), BoxDynError> {
+    let Data(ctx) = ctx;
+    let payload = serde_json::to_vec(&job)?;
+    batch::handle(ctx, id.to_string(), payload).await;
+    Ok(())
 }
 
 /// Stage successes, written in batches: what finishes while one batch is being written goes

@@ -70,6 +70,11 @@ fn hnsw_index_name(model: &str, kind: VectorKind, dimension: usize) -> String {
 }
 
 /// The snippets of repository $1 without a current code vector of model $2.
+/// What a snippet's code vector is computed from: its doc comment (when the code does not
+/// hold it already) and its code.
+const CODE_TEXT: &str = "CASE WHEN s.doc IS NULL OR position(s.doc IN s.code) > 0 THEN s.code
+     ELSE s.doc || E'\\n' || s.code END";
+
 const CODE_WITHOUT_VECTOR: &str = "FROM snippets s
      LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
      WHERE s.repository_id = $1 AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)";
@@ -89,10 +94,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PendingText>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT s.id AS snippet_id,
-                    CASE WHEN s.doc IS NULL OR position(s.doc IN s.code) > 0 THEN s.code
-                         ELSE s.doc || E'\\n' || s.code END AS text,
-                    s.content_hash AS source_hash
+            "SELECT s.id AS snippet_id, {CODE_TEXT} AS text, s.content_hash AS source_hash
              {CODE_WITHOUT_VECTOR} AND s.id > $3
              ORDER BY s.id LIMIT $4"
         )))
@@ -129,6 +131,17 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    /// The code texts of these snippets (those that exist), as embedding takes them.
+    pub async fn code_texts(&self, ids: &[i64]) -> Result<Vec<PendingText>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT s.id AS snippet_id, {CODE_TEXT} AS text, s.content_hash AS source_hash
+             FROM snippets s WHERE s.id = ANY($1) ORDER BY s.id"
+        )))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// How many snippets a repository has.

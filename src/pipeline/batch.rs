@@ -1,0 +1,411 @@
+//! The `reindex.batch` job type: a list of repositories to reindex, or of snippets to
+//! embed again, as one job in apalis' queue `trawl::reindex_batch`, run by every worker
+//! process beside the stage jobs.
+//!
+//! - Payload: [`BatchPayload`] (JSON, unknown fields refused; [`PAYLOAD_SCHEMA`]). An
+//!   invalid payload fails the job at once, not retried, with the reason.
+//! - Policy: [`POLICY`]: attempts and a timeout per attempt; a failed attempt (the
+//!   database away, the timeout) is retried after a backoff in `run_at`.
+//! - Idempotent: a repository already at a newer index version than the job names is
+//!   skipped, and a retried job skips the items it recorded (table `batch_items`).
+//! - One item's failure is recorded and the batch goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::PipelineContext;
+use crate::domain::{PriorityClass, Trigger};
+use crate::store::runs::{Enqueued, NewRun};
+use crate::store::vectors::VectorKind;
+use crate::store::{Store, StoreError};
+
+/// The job type's name, and the apalis queue (job_type) its jobs live in.
+pub const JOB_TYPE: &str = "reindex.batch";
+pub const QUEUE: &str = "trawl::reindex_batch";
+
+/// Attempts and the time one attempt may take.
+pub struct BatchPolicy {
+    pub max_attempts: i32,
+    pub timeout: Duration,
+    pub backoff: Duration,
+}
+
+pub const POLICY: BatchPolicy = BatchPolicy {
+    max_attempts: 3,
+    timeout: Duration::from_secs(30 * 60),
+    backoff: Duration::from_secs(10),
+};
+
+/// What a batch asks for: repositories or snippets, not both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPayload {
+    /// Repositories to reindex (an incremental project run each), with the index version
+    /// each had when the batch was asked for: one already past it is skipped.
+    #[serde(default)]
+    pub repositories: Vec<RepositoryItem>,
+    /// Snippets whose code vectors are computed again with the configured model.
+    #[serde(default)]
+    pub snippets: Vec<i64>,
+    /// The priority class of the runs it enqueues.
+    #[serde(default = "low")]
+    pub priority: PriorityClass,
+}
+
+fn low() -> PriorityClass {
+    PriorityClass::Low
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryItem {
+    pub repository_id: i64,
+    /// The repository's index version when asked (0: none yet).
+    #[serde(default)]
+    pub version: i32,
+}
+
+/// The payload's JSON Schema, as `trawl batch schema` prints it.
+pub const PAYLOAD_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "reindex.batch",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "repositories": {
+      "type": "array",
+      "items": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["repository_id"],
+        "properties": {
+          "repository_id": { "type": "integer" },
+          "version": { "type": "integer", "minimum": 0 }
+        }
+      }
+    },
+    "snippets": { "type": "array", "items": { "type": "integer" } },
+    "priority": { "enum": ["high", "normal", "low"] }
+  },
+  "oneOf": [
+    { "required": ["repositories"], "not": { "required": ["snippets"] } },
+    { "required": ["snippets"], "not": { "required": ["repositories"] } }
+  ]
+}"#;
+
+impl BatchPayload {
+    /// Decodes and checks a payload; the error says what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<BatchPayload, String> {
+        let p: BatchPayload = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "invalid {JOB_TYPE} payload {}: {e}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            )
+        })?;
+        match (p.repositories.is_empty(), p.snippets.is_empty()) {
+            (true, true) => Err(format!(
+                "invalid {JOB_TYPE} payload: give repositories or snippets"
+            )),
+            (false, false) => Err(format!(
+                "invalid {JOB_TYPE} payload: repositories and snippets exclude each other"
+            )),
+            _ => Ok(p),
+        }
+    }
+}
+
+/// Enqueues a batch job; returns its id.
+pub async fn submit(store: &Store, payload: &BatchPayload) -> Result<String, StoreError> {
+    let id = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         VALUES ($1, $2, $3, 'Pending', 0, $4, now(), 0)",
+    )
+    .bind(&id)
+    .bind(QUEUE)
+    .bind(serde_json::to_vec(payload).expect("a payload serialises"))
+    .bind(POLICY.max_attempts)
+    .execute(store.pool())
+    .await?;
+    Ok(id)
+}
+
+/// Runs the batch job `job_id` with `payload` (raw) and closes it: Done with a report,
+/// Killed for an invalid payload, or Failed to be retried after a backoff.
+pub async fn handle(ctx: Arc<PipelineContext>, job_id: String, payload: Vec<u8>) {
+    let store = &ctx.store;
+    let outcome = match BatchPayload::decode(&payload) {
+        Err(msg) => {
+            tracing::error!(job = %job_id, error = %msg, "failing a batch job for good");
+            close(store, &job_id, "Killed", json!({ "Err": msg })).await
+        }
+        Ok(p) => match tokio::time::timeout(POLICY.timeout, work(&ctx, &job_id, &p)).await {
+            Ok(Ok(report)) => close(store, &job_id, "Done", json!({ "Ok": report })).await,
+            Ok(Err(e)) => retry(store, &job_id, &e.to_string()).await,
+            Err(_) => {
+                let msg = format!("timed out after {} s", POLICY.timeout.as_secs());
+                retry(store, &job_id, &msg).await
+            }
+        },
+    };
+    if let Err(e) = outcome {
+        tracing::error!(job = %job_id, error = %e, "could not record a batch job's outcome");
+    }
+}
+
+/// Works the items not recorded yet; returns the counts.
+async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<Value, StoreError> {
+    let store = &ctx.store;
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT item FROM batch_items WHERE job_id = $1 AND status IN ('done', 'skipped')",
+    )
+    .bind(job_id)
+    .fetch_all(store.pool())
+    .await?;
+    for r in &p.repositories {
+        let item = format!("repository:{}", r.repository_id);
+        if recorded.contains(&item) {
+            continue;
+        }
+        let (status, message, run_id) = reindex_item(ctx, r, p.priority).await?;
+        record(store, job_id, &item, status, &message, run_id).await?;
+    }
+    if !p.snippets.is_empty() {
+        let todo: Vec<i64> = p
+            .snippets
+            .iter()
+            .copied()
+            .filter(|id| !recorded.contains(&format!("snippet:{id}")))
+            .collect();
+        reembed_items(ctx, job_id, &todo).await?;
+    }
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM batch_items WHERE job_id = $1 GROUP BY status",
+    )
+    .bind(job_id)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(json!(
+        counts
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    ))
+}
+
+/// One repository: skipped when already past the version asked for, else a run enqueued.
+async fn reindex_item(
+    ctx: &PipelineContext,
+    r: &RepositoryItem,
+    priority: PriorityClass,
+) -> Result<(&'static str, String, Option<i64>), StoreError> {
+    let store = &ctx.store;
+    if store.repository(r.repository_id).await.is_err() {
+        return Ok(("failed", format!("no repository {}", r.repository_id), None));
+    }
+    let current = store
+        .current_index_version(r.repository_id)
+        .await?
+        .map_or(0, |v| v.version);
+    if current > r.version {
+        return Ok((
+            "skipped",
+            format!(
+                "already at index version {current}, newer than {}",
+                r.version
+            ),
+            None,
+        ));
+    }
+    let enqueued = store
+        .enqueue_run(&NewRun {
+            repository_id: r.repository_id,
+            trigger: Trigger::User,
+            origin: JOB_TYPE.into(),
+            priority,
+            scope: json!({ "kind": "project" }),
+            full: false,
+            max_attempts: [ctx.config.worker.max_attempts; 5],
+        })
+        .await?;
+    let run_id = enqueued.run_id();
+    let message = match enqueued {
+        Enqueued::Created { .. } => format!("run {run_id} enqueued"),
+        Enqueued::AlreadyPending { .. } => format!("run {run_id} already pending"),
+    };
+    Ok(("done", message, Some(run_id)))
+}
+
+/// Snippets: each one that exists is embedded again; a missing one is a failed item.
+async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Result<(), StoreError> {
+    let store = &ctx.store;
+    let embedder = ctx
+        .embedder()
+        .await
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    for chunk in ids.chunks(super::stages::embeddings::BATCH as usize) {
+        let texts = store.code_texts(chunk).await?;
+        for id in chunk {
+            if !texts.iter().any(|t| t.snippet_id == *id) {
+                record(
+                    store,
+                    job_id,
+                    &format!("snippet:{id}"),
+                    "failed",
+                    &format!("no snippet {id}"),
+                    None,
+                )
+                .await?;
+            }
+        }
+        if texts.is_empty() {
+            continue;
+        }
+        let vectors = embedder
+            .embed(texts.iter().map(|t| t.text.clone()).collect())
+            .await
+            .map_err(|e| StoreError::Connection(format!("embedding: {e}")))?;
+        let rows: Vec<(i64, String, Vec<f32>)> = texts
+            .iter()
+            .zip(vectors)
+            .map(|(t, v)| (t.snippet_id, t.source_hash.clone(), v))
+            .collect();
+        store
+            .store_vectors(VectorKind::Code, embedder.model(), &rows)
+            .await?;
+        for t in &texts {
+            let item = format!("snippet:{}", t.snippet_id);
+            record(store, job_id, &item, "done", "embedded", None).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn record(
+    store: &Store,
+    job_id: &str,
+    item: &str,
+    status: &str,
+    message: &str,
+    run_id: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO batch_items (job_id, item, status, message, run_id) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (job_id, item) DO UPDATE SET status = EXCLUDED.status,
+             message = EXCLUDED.message, run_id = EXCLUDED.run_id, at = now()",
+    )
+    .bind(job_id)
+    .bind(item)
+    .bind(status)
+    .bind(message)
+    .bind(run_id)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+async fn close(store: &Store, job_id: &str, status: &str, result: Value) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = $2, last_result = $3, done_at = now(), lock_by = NULL,
+                lock_at = NULL, attempts = attempts + 1
+         WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(status)
+    .bind(result)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// A failed attempt: back to the queue after the backoff, or failed for good when the
+/// attempts are spent (apalis fetches Failed jobs below max_attempts only).
+async fn retry(store: &Store, job_id: &str, error: &str) -> Result<(), StoreError> {
+    tracing::warn!(job = %job_id, %error, "batch job attempt failed");
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Failed', last_result = $2, attempts = attempts + 1,
+                lock_by = NULL, lock_at = NULL, run_at = now() + make_interval(secs => $3)
+         WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(json!({ "Err": error }))
+    .bind(POLICY.backoff.as_secs_f64())
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// A batch job as `trawl batch show` reports it.
+#[derive(Debug, Serialize)]
+pub struct BatchStatus {
+    pub job_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_result: Option<Value>,
+    pub items: Vec<BatchItem>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct BatchItem {
+    pub item: String,
+    pub status: String,
+    pub message: Option<String>,
+    pub run_id: Option<i64>,
+}
+
+pub async fn status(store: &Store, job_id: &str) -> Result<Option<BatchStatus>, StoreError> {
+    let row: Option<(String, i32, i32, Option<Value>)> = sqlx::query_as(
+        "SELECT status, attempts, max_attempts, last_result FROM apalis.jobs WHERE id = $1 AND job_type = $2",
+    )
+    .bind(job_id)
+    .bind(QUEUE)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some((status, attempts, max_attempts, last_result)) = row else {
+        return Ok(None);
+    };
+    let items = sqlx::query_as(
+        "SELECT item, status, message, run_id FROM batch_items WHERE job_id = $1 ORDER BY item",
+    )
+    .bind(job_id)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(Some(BatchStatus {
+        job_id: job_id.into(),
+        status,
+        attempts,
+        max_attempts,
+        last_result,
+        items,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_checked_and_described() {
+        let ok = BatchPayload::decode(br#"{"repositories": [{"repository_id": 3, "version": 2}]}"#)
+            .unwrap();
+        assert_eq!(ok.priority, PriorityClass::Low);
+        assert!(BatchPayload::decode(br#"{"snippets": [1, 2]}"#).is_ok());
+        for (bad, says) in [
+            (&br#"{"repos": [1]}"#[..], "unknown field"),
+            (br#"{}"#, "give repositories or snippets"),
+            (
+                br#"{"repositories": [{"repository_id": 1}], "snippets": [2]}"#,
+                "exclude each other",
+            ),
+            (b"not json", "invalid reindex.batch payload"),
+        ] {
+            let err = BatchPayload::decode(bad).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+        let schema: Value = serde_json::from_str(PAYLOAD_SCHEMA).unwrap();
+        assert_eq!(schema["title"], JOB_TYPE);
+    }
+}
