@@ -251,6 +251,15 @@ async fn a_permanent_failure_fails_the_run_and_cancels_later_stages() {
     );
     assert_eq!(job_row(&ctx, &stages[4].job_id).await.0, "Killed");
     assert_eq!(job_row(&ctx, &stages[3].job_id).await.0, "Killed");
+    // A failed run stamps no index version.
+    assert_eq!(
+        ctx.store
+            .current_index_version(run_done.repository_id)
+            .await
+            .unwrap()
+            .map(|v| v.version),
+        None
+    );
 }
 
 #[tokio::test]

@@ -463,6 +463,21 @@ async fn runs_pause_resume_and_cancel_between_batches() {
         &trawl_in(&db, &["runs", "resume", &run_id.to_string()]),
         "cannot resume run",
     );
+    let r = trawl_in(&db, &["audit", "--json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    for (action, outcome) in [
+        ("pause", "ok"),
+        ("pause", "refused"),
+        ("resume", "ok"),
+        ("resume", "refused"),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["action"] == action && e["outcome"] == outcome && e["run_id"] == run_id),
+            "no {action} {outcome} entry: {entries:?}"
+        );
+    }
     assert_refused(
         &trawl_in(&db, &["runs", "cancel", &run_id.to_string()]),
         "it is succeeded",
@@ -906,4 +921,38 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
     );
     let schema = trawl_in(&db, &["batch", "schema"]);
     assert!(schema.stdout.contains("\"title\": \"reindex.batch\""));
+}
+
+#[tokio::test]
+async fn snapshots_of_a_run_of_many_files_follow_each_batch() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        let p = dir.path().join(format!("pkg{}/m{i}.py", i % 7));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("def f{i}(x):\n    return x + {i}\n")).unwrap();
+    }
+    let r = trawl_in(&db, &["index", &path_str(dir.path()), "--wait", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run_id = json_of(&r.stdout)["run_id"].as_i64().unwrap();
+    assert_snapshots(&r.stdout, run_id);
+    let snapshots: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // EXTRACT works 256 files a batch, CODE_EMBEDDINGS 256 snippets: a snapshot each, with
+    // percent between 0 and 100.
+    for stage in ["extract", "code_embeddings"] {
+        let mid: Vec<f64> = snapshots
+            .iter()
+            .filter(|s| s["stage"] == stage && s["status"] == "running")
+            .map(|s| s["percent"].as_f64().unwrap())
+            .collect();
+        assert!(
+            mid.iter().any(|p| *p > 0.0 && *p < 100.0),
+            "{stage}: {mid:?}\n{}",
+            r.stdout
+        );
+    }
 }
