@@ -73,24 +73,51 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
 /// Prints a run's state: a progress snapshot (one JSON line) with `json`, else a line on
 /// stderr with each stage's status.
 pub(super) fn print_progress(run: &Run, stages: &[StageRun], json: bool) {
+    let snapshot = crate::service::progress::Snapshot::of(run, stages);
     if json {
-        let snapshot = crate::service::progress::Snapshot::of(run, stages);
         println!(
             "{}",
             serde_json::to_string(&snapshot).expect("a snapshot serialises")
         );
         return;
     }
-    let parts: Vec<String> = stages
-        .iter()
-        .map(|s| {
-            let retry = if s.attempts > 1 {
-                format!(" (attempt {})", s.attempts)
-            } else {
-                String::new()
-            };
-            format!("{} {}{retry}", s.stage, s.status)
-        })
-        .collect();
-    eprintln!("run {} {}: {}", run.id, run.status, parts.join(", "));
+    show_progress(&snapshot);
+}
+
+/// A snapshot for people, on stderr: on a terminal a progress bar redrawn in place (a
+/// new line when the stage changes or the run ends); elsewhere a line each.
+pub(super) fn show_progress(s: &crate::service::progress::Snapshot) {
+    use std::io::{IsTerminal as _, Write as _};
+    let mut err = std::io::stderr();
+    let failed = if s.items_failed > 0 {
+        format!(", {} failed", s.items_failed)
+    } else {
+        String::new()
+    };
+    let counts = format!("{}/{} items{failed}", s.items_done, s.items_total);
+    if !err.is_terminal() {
+        let _ = writeln!(
+            err,
+            "run {} {} {} {:.1}% ({counts})",
+            s.run_id, s.status, s.stage, s.percent
+        );
+        return;
+    }
+    const WIDTH: usize = 30;
+    let filled = ((s.percent / 100.0) * WIDTH as f64).round() as usize;
+    let bar = format!(
+        "{}{}",
+        "#".repeat(filled.min(WIDTH)),
+        "-".repeat(WIDTH - filled.min(WIDTH))
+    );
+    let item = s.current_item.as_deref().unwrap_or("");
+    let _ = write!(
+        err,
+        "\r\x1b[2Krun {} {:<16} [{bar}] {:>5.1}% {counts} {item}",
+        s.run_id, s.stage, s.percent
+    );
+    if s.terminal || s.percent >= 100.0 {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
 }

@@ -103,17 +103,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                         serde_json::to_string(s).expect("a snapshot serialises")
                     );
                 } else {
-                    let item = s.current_item.as_deref().unwrap_or("");
-                    eprintln!(
-                        "run {} {} {} {:>5.1}% ({}/{} items, {} failed) {item}",
-                        s.run_id,
-                        s.status,
-                        s.stage,
-                        s.percent,
-                        s.items_done,
-                        s.items_total,
-                        s.items_failed
-                    );
+                    super::index::show_progress(s);
                 }
             })
             .await?;
