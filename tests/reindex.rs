@@ -516,6 +516,10 @@ async fn runs_pause_resume_and_cancel_between_batches() {
         versions, version_after_resume,
         "a cancelled run stamps no version"
     );
+    // ... and the last version stays searchable.
+    let r = trawl_in(&db, &["search", "alpha", "--mode", "keyword", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("src/a.py"), "{}", r.stdout);
     let r = trawl_in(&db, &["reindex", &repo, "--dry-run", "--json"]);
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(
@@ -841,6 +845,26 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
     )
     .await
     .unwrap();
+    // A retried batch skips what it recorded: repository two is marked done already.
+    let retried = batch::submit(
+        &db.store,
+        &BatchPayload {
+            repositories: vec![RepositoryItem {
+                repository_id: ids[1],
+                version: 1,
+            }],
+            snippets: vec![],
+            priority: trawl::domain::PriorityClass::Normal,
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO batch_items (job_id, item, status, message) VALUES ($1, $2, 'done', 'an earlier attempt')")
+        .bind(&retried)
+        .bind(format!("repository:{}", ids[1]))
+        .execute(db.store.pool())
+        .await
+        .unwrap();
     // An invalid payload, straight into the queue as another program might put it.
     let bad = ulid::Ulid::generate().to_string();
     sqlx::query(
@@ -857,7 +881,7 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
         db.store.clone(),
         db.config(),
     ));
-    for j in [&job, &vectors_job, &bad] {
+    for j in [&job, &vectors_job, &bad, &retried] {
         until(60, async || {
             !matches!(
                 job_state(&db, j).await.0.as_str(),
@@ -891,6 +915,16 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
         "{shown}"
     );
     let run_id = shown["items"][1]["run_id"].as_i64().unwrap();
+    let runs_of_batches: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE origin = 'reindex.batch'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        runs_of_batches, 1,
+        "the retried batch enqueued nothing again"
+    );
+    assert_eq!(job_state(&db, &retried).await.0, "Done");
     until(60, async || finished(&db, run_id).await).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
