@@ -125,7 +125,7 @@ async fn index(ctx: &Arc<PipelineContext>, source: &str) -> Run {
         .await
         .unwrap();
     let run_id = requested.enqueued.run_id();
-    let run = trawl::service::index::wait_for_run(ctx.clone(), run_id, |_, _| {})
+    let run = trawl::service::index::wait_for_run(ctx.clone(), run_id, |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -923,7 +923,7 @@ async fn a_model_change_then_an_embeddings_only_reindex_moves_search_to_the_new_
         "every snippet lacks a toy-8 vector"
     );
     let changed_ctx = PipelineContext::new(db.store.clone(), changed.clone());
-    let run = trawl::service::index::wait_for_run(changed_ctx, queued.run_id, |_, _| {})
+    let run = trawl::service::index::wait_for_run(changed_ctx, queued.run_id, |_| {})
         .await
         .unwrap();
     assert_eq!(run.status, "succeeded", "{run:?}");

@@ -567,7 +567,7 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
     .await
     .unwrap();
     let id = requested.enqueued.run_id();
-    let run = trawl::service::index::wait_for_run(ctx.clone(), id, |_, _| {})
+    let run = trawl::service::index::wait_for_run(ctx.clone(), id, |_| {})
         .await
         .unwrap();
     assert_eq!(run.status, "succeeded");

@@ -183,7 +183,7 @@ async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_r
         clean.config(),
         Default::default(),
     );
-    let done = trawl::service::index::wait_for_run(ctx, clean_run, |_, _| {})
+    let done = trawl::service::index::wait_for_run(ctx, clean_run, |_| {})
         .await
         .unwrap();
     assert_eq!(done.status, "succeeded");

@@ -877,11 +877,23 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
     .await
     .unwrap();
 
+    // Not even JSON: the job fails, the worker goes on.
+    let garbage = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         VALUES ($1, $2, '\\xff00fe'::bytea, 'Pending', 0, 3, now(), 0)",
+    )
+    .bind(&garbage)
+    .bind(batch::QUEUE)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+
     let (stop, handle) = worker(trawl::pipeline::PipelineContext::new(
         db.store.clone(),
         db.config(),
     ));
-    for j in [&job, &vectors_job, &bad, &retried] {
+    for j in [&job, &vectors_job, &bad, &retried, &garbage] {
         until(60, async || {
             !matches!(
                 job_state(&db, j).await.0.as_str(),
@@ -949,6 +961,7 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
             .contains("unknown field `repos`"),
         "{shown}"
     );
+    assert_eq!(job_state(&db, &garbage).await, ("Killed".to_string(), 1));
     assert_refused(
         &trawl_in(&db, &["batch", "show", "nope"]),
         "no batch job nope",

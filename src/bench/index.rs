@@ -194,7 +194,7 @@ async fn index_once(
         .await
         .map_err(|e| BenchError::Input(e.to_string()))?;
     let run_id = requested.enqueued.run_id();
-    let run = index::wait_for_run(ctx.clone(), run_id, |_, _| {})
+    let run = index::wait_for_run(ctx.clone(), run_id, |_| {})
         .await
         .map_err(|e| BenchError::Input(e.to_string()))?;
     if run.status != "succeeded" {

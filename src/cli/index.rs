@@ -4,7 +4,6 @@ use crate::config::Config;
 use crate::database;
 use crate::pipeline::PipelineContext;
 use crate::service::index;
-use crate::store::runs::{Run, StageRun};
 
 /// Index a directory or a git repository: register it (once) and enqueue a user-initiated
 /// run of the five stages. Prints the run id; with --wait, follows the run until it ends.
@@ -54,11 +53,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     }
     let ctx = PipelineContext::new(store, config.clone());
     let json = args.json;
-    if json {
-        let first = crate::service::progress::Snapshot::preparing(run_id);
-        println!("{}", serde_json::to_string(&first)?);
-    }
-    let run = index::wait_for_run(ctx, run_id, |run, stages| print_progress(run, stages, json))
+    let run = index::wait_for_run(ctx, run_id, |s| print_progress(s, json))
         .await
         .with_context(|| format!("waiting for run {run_id}"))?;
     if !json {
@@ -70,18 +65,17 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     Ok(if run.status == "succeeded" { 0 } else { 1 })
 }
 
-/// Prints a run's state: a progress snapshot (one JSON line) with `json`, else a line on
-/// stderr with each stage's status.
-pub(super) fn print_progress(run: &Run, stages: &[StageRun], json: bool) {
-    let snapshot = crate::service::progress::Snapshot::of(run, stages);
+/// Prints a progress snapshot: one JSON line with `json`, else for people (see
+/// [`show_progress`]).
+pub(super) fn print_progress(snapshot: &crate::service::progress::Snapshot, json: bool) {
     if json {
         println!(
             "{}",
-            serde_json::to_string(&snapshot).expect("a snapshot serialises")
+            serde_json::to_string(snapshot).expect("a snapshot serialises")
         );
         return;
     }
-    show_progress(&snapshot);
+    show_progress(snapshot);
 }
 
 /// A snapshot for people, on stderr: on a terminal a progress bar redrawn in place (a

@@ -117,15 +117,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     }
     let ctx = PipelineContext::new(store.clone(), config.clone());
     let json = args.json;
-    if json {
-        let first = crate::service::progress::Snapshot::preparing(run_id);
-        println!("{}", serde_json::to_string(&first)?);
-    }
-    let run = index::wait_for_run(ctx, run_id, |run, stages| {
-        super::index::print_progress(run, stages, json)
-    })
-    .await
-    .with_context(|| format!("waiting for run {run_id}"))?;
+    let run = index::wait_for_run(ctx, run_id, |s| super::index::print_progress(s, json))
+        .await
+        .with_context(|| format!("waiting for run {run_id}"))?;
     let result = reindex::result_of(&store, &run).await?;
     if json {
         println!("{}", serde_json::json!({ "result": result }));

@@ -24,15 +24,16 @@ use apalis_core::worker::context::WorkerContext;
 use crate::store::runs::{Begin, STAGE_QUEUE};
 use crate::store::{Store, StoreError};
 
-/// A stage job claimed and begun by [`StageBackend`]: what the worker's handler receives.
-/// It holds one of the worker's slots until dropped.
+/// A job claimed by [`JobBackend`] (a stage job: claimed and begun): what the worker's
+/// handler receives. It holds one of the worker's slots until dropped.
 #[derive(Debug)]
-pub struct ClaimedStage {
+pub struct ClaimedJob {
     pub job_id: String,
     /// The payload as stored; decoded by the handler, which fails a malformed one for good.
     pub payload: Vec<u8>,
-    /// What the stage should do, or why the job cannot run.
-    pub begin: Result<Begin, String>,
+    /// For a stage job: what the stage should do, or why the job cannot run. None for a
+    /// job of another queue.
+    pub begin: Option<Result<Begin, String>>,
     _slot: Slot,
 }
 
@@ -73,6 +74,9 @@ struct StagePersistence {
     orphan_after: Duration,
     /// Counts the wake-ups (job notifications) the worker received; see `fetch_next`.
     wakes: Arc<AtomicU64>,
+    /// The apalis queue (job_type): the stage queue, whose jobs are begun as they are
+    /// claimed, or another (the reindex.batch jobs), whose jobs are only claimed.
+    queue: &'static str,
 }
 
 /// apalis-postgres' queries report its own error type; the worker reports the store's.
@@ -92,7 +96,7 @@ impl StagePersistence {
     ) -> Result<u64, StoreError> {
         apalis_postgres::queries::reenqueue_orphaned(
             &mut **tx,
-            STAGE_QUEUE,
+            self.queue,
             self.orphan_after.as_secs(),
         )
         .await
@@ -101,7 +105,7 @@ impl StagePersistence {
 }
 
 impl Persistence for StagePersistence {
-    type Compact = ClaimedStage;
+    type Compact = ClaimedJob;
     type Response = ();
     type Error = StoreError;
 
@@ -112,12 +116,12 @@ impl Persistence for StagePersistence {
         self.rescue_orphans(&mut tx).await?;
         sqlx::query(
             "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-             VALUES ($1, $2, 'TrawlStageBackend', $3, now())
+             VALUES ($1, $2, 'TrawlJobBackend', $3, now())
              ON CONFLICT (id) DO UPDATE SET worker_type = EXCLUDED.worker_type,
                  storage_name = EXCLUDED.storage_name, layers = EXCLUDED.layers, last_seen = now()",
         )
         .bind(worker.name())
-        .bind(STAGE_QUEUE)
+        .bind(self.queue)
         .bind(worker.get_service())
         .execute(&mut *tx)
         .await?;
@@ -127,7 +131,7 @@ impl Persistence for StagePersistence {
 
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), StoreError> {
         let mut tx = self.store.pool().begin().await?;
-        apalis_postgres::queries::keep_alive(&mut *tx, STAGE_QUEUE, worker)
+        apalis_postgres::queries::keep_alive(&mut *tx, self.queue, worker)
             .await
             .map_err(from_apalis)?;
         self.rescue_orphans(&mut tx).await?;
@@ -145,14 +149,18 @@ impl Persistence for StagePersistence {
     async fn fetch_next(
         &mut self,
         worker: &WorkerContext,
-    ) -> Result<Vec<Task<ClaimedStage>>, StoreError> {
+    ) -> Result<Vec<Task<ClaimedJob>>, StoreError> {
         let mut claims = Vec::new();
         for _ in 0..4 {
             let seen = self.wakes.load(Ordering::Acquire);
-            claims = self
-                .store
-                .claim_stages(worker.name(), self.slots.free().max(1))
-                .await?;
+            let free = self.slots.free().max(1);
+            claims = if self.queue == STAGE_QUEUE {
+                self.store.claim_stages(worker.name(), free).await?
+            } else {
+                self.store
+                    .claim_jobs(worker.name(), self.queue, free)
+                    .await?
+            };
             if !claims.is_empty() || self.wakes.load(Ordering::Acquire) == seen {
                 break;
             }
@@ -163,7 +171,7 @@ impl Persistence for StagePersistence {
                 let task_id = ulid::Ulid::from_string(&claim.job_id)
                     .map(TaskId::from_ulid)
                     .unwrap_or_else(|_| TaskId::String(claim.job_id.clone()));
-                TaskBuilder::new(ClaimedStage {
+                TaskBuilder::new(ClaimedJob {
                     job_id: claim.job_id,
                     payload: claim.payload,
                     begin: claim.begin,
@@ -180,7 +188,7 @@ impl Persistence for StagePersistence {
     /// Claimed jobs a stopping worker never started go back to the queue.
     async fn reenqueue_abandoned(
         &mut self,
-        tasks: Vec<Task<ClaimedStage>>,
+        tasks: Vec<Task<ClaimedJob>>,
         worker: &WorkerContext,
     ) -> Result<u64, StoreError> {
         let ids: Vec<String> = tasks.iter().map(|t| t.args.job_id.clone()).collect();
@@ -205,29 +213,31 @@ impl Persistence for StagePersistence {
     }
 
     /// Runs are enqueued by the store (`Store::enqueue_run`), five jobs at once.
-    async fn push_tasks(&mut self, _tasks: Vec<Task<ClaimedStage>>) -> Result<(), StoreError> {
+    async fn push_tasks(&mut self, _tasks: Vec<Task<ClaimedJob>>) -> Result<(), StoreError> {
         Err(StoreError::Invalid(
             "stage jobs are enqueued with their run (Store::enqueue_run)".into(),
         ))
     }
 }
 
-/// The backend of one stage worker with `slots` slots.
-pub struct StageBackend {
+/// The backend of one worker with `slots` slots on one queue.
+pub struct JobBackend {
     persistence: Persisted<StagePersistence>,
     heartbeat: Duration,
 }
 
-impl StageBackend {
-    /// `wakes` is counted up by the worker's wake-up stream, once per notification.
+impl JobBackend {
+    /// A worker on `queue`; `wakes` is counted up by the worker's wake-up stream, once per
+    /// notification.
     pub fn new(
+        queue: &'static str,
         store: Store,
         slots: usize,
         heartbeat: Duration,
         orphan_after: Duration,
         wakes: Arc<AtomicU64>,
     ) -> Self {
-        StageBackend {
+        JobBackend {
             persistence: Persisted::new(StagePersistence {
                 store,
                 slots: Slots {
@@ -236,14 +246,15 @@ impl StageBackend {
                 },
                 orphan_after,
                 wakes,
+                queue,
             }),
             heartbeat,
         }
     }
 }
 
-impl Backend for StageBackend {
-    type Task = Task<ClaimedStage>;
+impl Backend for JobBackend {
+    type Task = Task<ClaimedJob>;
     type Error = StoreError;
 
     fn poll_ready(
@@ -258,7 +269,7 @@ impl Backend for StageBackend {
         &mut self,
         cx: &mut Context<'_>,
         worker: &WorkerContext,
-    ) -> Poll<Option<Result<Task<ClaimedStage>, StoreError>>> {
+    ) -> Poll<Option<Result<Task<ClaimedJob>, StoreError>>> {
         self.persistence.poll_next(cx, worker)
     }
 
@@ -271,8 +282,8 @@ impl Backend for StageBackend {
     }
 }
 
-impl BackendConfig for StageBackend {
-    type Args = ClaimedStage;
+impl BackendConfig for JobBackend {
+    type Args = ClaimedJob;
     type Id = ulid::Ulid;
     /// The claimed jobs are handed over as they are: nothing to decode.
     type Kind = Ephemeral;

@@ -102,7 +102,7 @@ impl BatchPayload {
         let p: BatchPayload = serde_json::from_slice(bytes).map_err(|e| {
             format!(
                 "invalid {JOB_TYPE} payload {}: {e}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                crate::pipeline::job::shown(bytes)
             )
         })?;
         match (p.repositories.is_empty(), p.snippets.is_empty()) {

@@ -21,13 +21,24 @@ impl StageJob {
     /// Decodes a payload as stored; the error says what is wrong with it, for the job's
     /// last result.
     pub fn decode(bytes: &[u8]) -> Result<StageJob, String> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            format!(
-                "malformed stage job payload {}: {e}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-            )
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|e| format!("malformed stage job payload {}: {e}", shown(bytes)))
     }
+}
+
+/// A payload as an error message can quote it: its first 300 bytes, read lossily, with
+/// control characters escaped (Postgres stores no NUL in text or JSON).
+pub fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -47,7 +58,8 @@ mod tests {
         assert_eq!(StageJob::decode(v.to_string().as_bytes()).unwrap(), job);
         let err = StageJob::decode(br#"{"run_id": "x"}"#).unwrap_err();
         assert!(err.contains("malformed stage job payload"), "{err}");
-        let err = StageJob::decode(b"\xff not json").unwrap_err();
+        let err = StageJob::decode(b"\xff\0 not json").unwrap_err();
+        assert!(!err.contains('\0'), "{err}");
         assert!(err.contains("malformed stage job payload"), "{err}");
     }
 }

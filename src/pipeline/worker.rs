@@ -1,7 +1,7 @@
 //! Stage workers: an apalis worker on the one stage queue, each job run through [`handle`].
 //!
 //! One apalis worker per process with `concurrency` slots. Its backend
-//! ([`super::backend::StageBackend`]) claims jobs only for free slots, so the jobs it takes
+//! ([`super::backend::JobBackend`]) claims jobs only for free slots, so the jobs it takes
 //! are always the highest-priority ones queued at that moment. It wakes on LISTEN/NOTIFY
 //! for new and released jobs and polls at an interval for retries whose backoff has
 //! passed. Orphaned jobs of a dead worker are re-queued when its heartbeat is older than
@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-use super::backend::{ClaimedStage, StageBackend};
+use super::backend::{ClaimedJob, JobBackend};
 use super::batch;
 use super::job::StageJob;
 use super::{PipelineContext, StageError, stages};
@@ -55,7 +55,8 @@ pub async fn run(
     let monitor = Monitor::new()
         .register(move |restarts| {
             let wakes = Arc::new(AtomicU64::new(0));
-            let backend = StageBackend::new(
+            let backend = JobBackend::new(
+                STAGE_QUEUE,
                 store.clone(),
                 concurrency,
                 heartbeat,
@@ -67,11 +68,7 @@ pub async fn run(
             // One listener per process, and the notifications that arrived meanwhile wake
             // one fetch together: a fetch claims for every free slot anyway, and a backlog
             // of notifications would otherwise be worked off as a string of empty fetches.
-            let wake = Pubsub::new(store.pool().clone(), STAGE_QUEUE.into())
-                .inspect(move |_| {
-                    wakes.fetch_add(1, Ordering::AcqRel);
-                })
-                .ready_chunks(4096);
+            let wake = wake_stream(&store, STAGE_QUEUE, wakes);
             let backend =
                 PollWith::new(backend, StreamStrategy::new(wake)).poll_with_interval(poll);
             let name = if restarts == 0 {
@@ -90,20 +87,21 @@ pub async fn run(
         .register({
             let ctx = ctx.clone();
             let name = name.clone();
-            let pool = ctx.store.pool().clone();
             move |restarts| {
-                let config = apalis_postgres::Config::default()
-                    .queue(batch::QUEUE)
-                    .batch_size(1)
-                    // The handler closes the job itself (see `batch::handle`).
-                    .lock_tasks(false)
-                    .persist_results(false)
-                    .heartbeat_interval(heartbeat)
-                    .missed_heartbeats(3);
-                let backend = apalis_postgres::PostgresStorage::<Value>::new(&pool)
-                    .with_config(config)
-                    .with_pubsub()
-                    .poll_with_interval(poll);
+                let wakes = Arc::new(AtomicU64::new(0));
+                let backend = JobBackend::new(
+                    batch::QUEUE,
+                    ctx.store.clone(),
+                    1,
+                    heartbeat,
+                    Duration::from_secs(orphan),
+                    wakes.clone(),
+                );
+                let backend = PollWith::new(
+                    backend,
+                    StreamStrategy::new(wake_stream(&ctx.store, batch::QUEUE, wakes)),
+                )
+                .poll_with_interval(poll);
                 WorkerBuilder::new(format!("{name}-batch-r{restarts}"))
                     .backend(backend)
                     .data(ctx.clone())
@@ -123,6 +121,20 @@ pub async fn run(
     let released = release_held_jobs(&ctx, &name).await;
     tracing::info!(worker = %name, released, "stage worker stopped");
     result.map_err(|e| WorkerError(e.to_string()))
+}
+
+/// The notifications of new and released jobs of `queue`, counted in `wakes`; those that
+/// arrived meanwhile come together, as one wake-up.
+fn wake_stream(
+    store: &Store,
+    queue: &'static str,
+    wakes: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = Vec<Result<TaskId, apalis_postgres::Error>>> + Unpin + use<> {
+    Pubsub::new(store.pool().clone(), queue.into())
+        .inspect(move |_| {
+            wakes.fetch_add(1, Ordering::AcqRel);
+        })
+        .ready_chunks(4096)
 }
 
 /// A worker name unique across hosts and processes (apalis keys heartbeats by it).
@@ -159,7 +171,7 @@ async fn release_held_jobs(ctx: &PipelineContext, name: &str) -> u64 {
 /// succeeded, and the job waits for this worker's restart (its lock is released on
 /// shutdown) or its death (orphan rescue).
 async fn handle(
-    claimed: ClaimedStage,
+    claimed: ClaimedJob,
     ctx: Data<Arc<PipelineContext>>,
     completions: Data<Completions>,
 ) -> Result<(), BoxDynError> {
@@ -176,7 +188,10 @@ async fn handle(
     };
     let span = tracing::info_span!("stage", run = payload.run_id, repo = payload.repository_id, stage = %payload.stage, job = %job_id);
     async {
-        let (run, attempt) = match claimed.begin {
+        let begin = claimed
+            .begin
+            .unwrap_or_else(|| Err(format!("job {job_id} is not a stage job")));
+        let (run, attempt) = match begin {
             Ok(Begin::Proceed { run, attempt }) => (run, attempt),
             Ok(Begin::Wait) => {
                 tracing::debug!("predecessor unfinished: parked again");
@@ -231,15 +246,14 @@ async fn handle(
     .await
 }
 
-/// Runs one reindex.batch job (see [`batch`]), which records its own outcome.
+/// Runs one reindex.batch job (see [`batch`]), which records its own outcome; its payload
+/// is decoded there, so that a malformed one fails the job, not the worker.
 async fn handle_batch(
-    job: Value,
-    id: TaskId,
+    claimed: ClaimedJob,
     ctx: Data<Arc<PipelineContext>>,
 ) -> Result<(), BoxDynError> {
     let Data(ctx) = ctx;
-    let payload = serde_json::to_vec(&job)?;
-    batch::handle(ctx, id.to_string(), payload).await;
+    batch::handle(ctx, claimed.job_id.clone(), claimed.payload.clone()).await;
     Ok(())
 }
 

@@ -115,12 +115,13 @@ pub async fn workers_alive(store: &Store, within: Duration) -> Result<bool, Stor
     .await?)
 }
 
-/// Waits until run `run_id` ends, calling `on_change` with its state whenever a stage
-/// changes. When no worker is alive, runs an in-process worker until the run ends.
+/// Waits until run `run_id` ends, calling `on_snapshot` with its progress snapshots (the
+/// first at once, the last terminal; see `service::progress`). When no worker is alive,
+/// runs an in-process worker until the run ends.
 pub async fn wait_for_run(
     ctx: Arc<PipelineContext>,
     run_id: i64,
-    mut on_change: impl FnMut(&Run, &[crate::store::runs::StageRun]),
+    mut on_snapshot: impl FnMut(&crate::service::progress::Snapshot),
 ) -> Result<Run, IndexError> {
     let store = ctx.store.clone();
     let alive = workers_alive(
@@ -143,25 +144,14 @@ pub async fn wait_for_run(
             },
         )))
     };
-    let mut last = String::new();
-    let run = loop {
-        let run = store.run(run_id).await?;
-        let stages = store.stage_runs(run_id).await?;
-        let fingerprint = format!(
-            "{}|{}",
-            run.status,
-            stages
-                .iter()
-                .map(|s| format!("{}:{}:{}:{}", s.stage, s.status, s.attempts, s.items_done))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        if fingerprint != last {
-            on_change(&run, &stages);
-            last = fingerprint;
-        }
-        if run.run_status().is_finished() {
-            break run;
+    let mut follower = crate::service::progress::Follower::new(run_id);
+    on_snapshot(follower.first());
+    let run = 'watch: loop {
+        for s in follower.next(&store).await? {
+            on_snapshot(&s);
+            if s.terminal {
+                break 'watch store.run(run_id).await?;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

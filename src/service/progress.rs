@@ -71,10 +71,8 @@ impl Snapshot {
         let (done, total) = (i64::from(stage.items_done), i64::from(stage.items_total));
         let percent = if run.status == "succeeded" {
             100.0
-        } else if total > 0 {
-            (1000.0 * done.min(total) as f64 / total as f64).round() / 10.0
         } else {
-            0.0
+            percent(done, total)
         };
         Snapshot {
             run_id: run.id,
@@ -91,29 +89,97 @@ impl Snapshot {
     }
 }
 
+/// Turns what a run's stages reported into snapshots: one per stage start and per batch
+/// (from `run_progress`, so none is missed between two looks), and the run's own state
+/// when it changes otherwise (paused, resumed) or ends.
+pub struct Follower {
+    run_id: i64,
+    after_event: i64,
+    last: Snapshot,
+}
+
+impl Follower {
+    /// A follower whose first snapshot, `preparing_index`, is [`Follower::first`].
+    pub fn new(run_id: i64) -> Follower {
+        Follower {
+            run_id,
+            after_event: 0,
+            last: Snapshot::preparing(run_id),
+        }
+    }
+
+    /// The first snapshot, to send before anything is read.
+    pub fn first(&self) -> &Snapshot {
+        &self.last
+    }
+
+    /// The snapshots since the last call, oldest first; the last one is terminal when the
+    /// run has ended.
+    pub async fn next(&mut self, store: &Store) -> Result<Vec<Snapshot>, StoreError> {
+        // The run first: events read after it include every one it ended with.
+        let run = store.run(self.run_id).await?;
+        let stages = store.stage_runs(self.run_id).await?;
+        let mut out = Vec::new();
+        for e in store.progress_events(self.run_id, self.after_event).await? {
+            self.after_event = e.id;
+            let (done, total) = (i64::from(e.items_done), i64::from(e.items_total));
+            let snapshot = Snapshot {
+                run_id: self.run_id,
+                status: "running".into(),
+                stage: e.stage,
+                percent: percent(done, total),
+                items_done: done,
+                items_total: total,
+                items_failed: i64::from(e.items_failed),
+                current_item: e.current_item,
+                error: None,
+                terminal: false,
+            };
+            self.push(snapshot, &mut out);
+        }
+        let now = Snapshot::of(&run, &stages);
+        if now.terminal || now.status != self.last.status {
+            self.push(now, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn push(&mut self, snapshot: Snapshot, out: &mut Vec<Snapshot>) {
+        if snapshot != self.last {
+            self.last = snapshot.clone();
+            out.push(snapshot);
+        }
+    }
+}
+
+/// 100 × done / total, to a tenth; 0 while the total is unknown.
+fn percent(done: i64, total: i64) -> f64 {
+    if total > 0 {
+        (1000.0 * done.min(total) as f64 / total as f64).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
 /// Follows run `run_id`, calling `emit` with the first snapshot at once, then with each
-/// that differs from the last, until the terminal one (which it returns). It only
-/// watches: workers do the work.
+/// one after, until the terminal one (which it returns). It only watches: workers do the
+/// work.
 pub async fn follow(
     store: &Store,
     run_id: i64,
     mut emit: impl FnMut(&Snapshot),
 ) -> Result<Snapshot, StoreError> {
+    let mut follower = Follower::new(run_id);
     let run = store.run(run_id).await?;
-    let mut last = Snapshot::preparing(run_id);
     if !run.run_status().is_finished() {
-        emit(&last);
+        emit(follower.first());
     }
     loop {
-        let run = store.run(run_id).await?;
-        let stages = store.stage_runs(run_id).await?;
-        let now = Snapshot::of(&run, &stages);
-        if now != last {
-            emit(&now);
-            last = now;
-        }
-        if last.terminal {
-            return Ok(last);
+        for s in follower.next(store).await? {
+            emit(&s);
+            if s.terminal {
+                return Ok(s);
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

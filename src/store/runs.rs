@@ -131,7 +131,8 @@ pub struct Claim {
     pub payload: Vec<u8>,
     pub priority: i32,
     pub run_at: chrono::DateTime<chrono::Utc>,
-    pub begin: Result<Begin, String>,
+    /// For a stage job, what beginning it decided; None for a job of another queue.
+    pub begin: Option<Result<Begin, String>>,
 }
 
 /// What a worker should do with a stage job it took.
@@ -361,10 +362,40 @@ impl Store {
                         payload,
                         priority: priority.unwrap_or(0),
                         run_at,
-                        begin,
+                        begin: Some(begin),
                     }
                 },
             )
+            .collect())
+    }
+
+    /// Claims up to `limit` jobs of another apalis queue for worker `worker`, by apalis'
+    /// own fetch (`apalis.get_jobs`), highest priority first.
+    pub async fn claim_jobs(
+        &self,
+        worker: &str,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        type Row = (String, Vec<u8>, Option<i32>, chrono::DateTime<chrono::Utc>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, job, priority, run_at FROM apalis.get_jobs($1, $2, $3)
+                 ORDER BY priority DESC, run_at",
+        )
+        .bind(worker)
+        .bind(queue)
+        .bind(limit.clamp(1, i32::MAX as usize) as i32)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(job_id, payload, priority, run_at)| Claim {
+                job_id,
+                payload,
+                priority: priority.unwrap_or(0),
+                run_at,
+                begin: None,
+            })
             .collect())
     }
 

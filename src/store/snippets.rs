@@ -252,6 +252,23 @@ impl Store {
     }
 
     /// Records a stage's progress: items done out of total, and what it works on now.
+    /// The progress a run's stages reported after event `after_id`, oldest first, as
+    /// (event id, stage, items total, done, failed, current item).
+    pub async fn progress_events(
+        &self,
+        run_id: i64,
+        after_id: i64,
+    ) -> Result<Vec<ProgressEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, stage, items_total, items_done, items_failed, current_item
+             FROM run_progress WHERE run_id = $1 AND id > $2 ORDER BY id",
+        )
+        .bind(run_id)
+        .bind(after_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Records a stage's progress before its next batch; `Err(Stopped)` when the run was
     /// paused or cancelled meanwhile, which stops the stage there.
     pub async fn stage_progress(
@@ -269,7 +286,10 @@ impl Store {
                         current_item = $6
                   WHERE s.run_id = $1 AND s.stage = $2 AND s.status = 'running'
                     AND EXISTS (SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.status = 'running')
-                 RETURNING s.status)
+                 RETURNING s.status),
+             logged AS (
+                 INSERT INTO run_progress (run_id, stage, items_total, items_done, items_failed, current_item)
+                 SELECT $1, $2, $3, $4, $5, $6 FROM progress)
              SELECT (SELECT status FROM progress), r.status FROM runs r WHERE r.id = $1",
         )
         .bind(run_id)
@@ -286,6 +306,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// One progress report of a stage (see `run_progress`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProgressEvent {
+    pub id: i64,
+    pub stage: String,
+    pub items_total: i32,
+    pub items_done: i32,
+    pub items_failed: i32,
+    pub current_item: Option<String>,
 }
 
 /// Snippets that keep their id: only their position changes.

@@ -39,6 +39,9 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let mut summarised = 0i64;
     let mut after = 0;
     loop {
+        ctx.store
+            .stage_progress(run.id, "enrich", 0, summarised, 0, None)
+            .await?;
         let page = ctx
             .store
             .snippets_without_summary(run.repository_id, after, PAGE)

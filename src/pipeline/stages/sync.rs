@@ -26,6 +26,9 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
             up_to_date: false,
         });
     }
+    ctx.store
+        .stage_progress(run.id, "sync", 0, 0, 0, None)
+        .await?;
     let repo = ctx.store.repository(run.repository_id).await?;
     let root = super::working_dir(ctx, &repo)?;
     let mut commit = None;
