@@ -536,6 +536,22 @@ async fn operators_list_retry_and_cancel_tasks() {
         &trawl_in(&db, &["tasks", "cancel", &sync_job]),
         "only queued, waiting or running tasks can be cancelled",
     );
+    // Each retry and cancel is audited, done or refused.
+    let r = trawl_in(&db, &["audit", "--json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    for (action, outcome) in [
+        ("retry_task", "ok"),
+        ("retry_task", "refused"),
+        ("cancel_task", "ok"),
+        ("cancel_task", "refused"),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["action"] == action && e["outcome"] == outcome && e["actor"] == "cli"),
+            "no {action} {outcome}: {entries:?}"
+        );
+    }
 
     let r = run(trawl_cmd()
         .envs(db.env())

@@ -31,6 +31,9 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let mut done = 0i64;
     let mut failed = 0i64;
     let (mut inserted, mut kept, mut deleted, mut snippets) = (0usize, 0usize, 0usize, 0usize);
+    ctx.store
+        .stage_progress(run.id, "extract", total, 0, 0, None)
+        .await?;
 
     if !removed.is_empty() {
         let counts = ctx
