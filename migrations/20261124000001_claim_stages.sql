@@ -119,7 +119,9 @@ BEGIN
         RETURN QUERY SELECT 'missing'::text, 0, 'no stage run has this job'::text, NULL::jsonb;
         RETURN;
     END IF;
-    SELECT * INTO r FROM runs WHERE id = sr.run_id;
+    -- Shared-locked: a resume (which locks the run) waits for this decision and then finds
+    -- the stage parked, instead of committing in between and leaving it parked for good.
+    SELECT * INTO r FROM runs WHERE id = sr.run_id FOR SHARE;
     IF r.status IN ('succeeded', 'failed', 'cancelled')
        OR sr.status IN ('succeeded', 'failed', 'cancelled', 'skipped') THEN
         reason := format('run %s is %s, stage %s is %s', r.id, r.status, sr.stage, sr.status);

@@ -129,14 +129,25 @@ impl Persistence for StagePersistence {
         Ok(())
     }
 
+    /// A heartbeat that fails for a passing reason (a lost connection, a deadlock) is
+    /// skipped: an error here would end the worker for good, with its stages.
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), StoreError> {
-        let mut tx = self.store.pool().begin().await?;
-        apalis_postgres::queries::keep_alive(&mut *tx, self.queue, worker)
-            .await
-            .map_err(from_apalis)?;
-        self.rescue_orphans(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let beat = async {
+            let mut tx = self.store.pool().begin().await?;
+            apalis_postgres::queries::keep_alive(&mut *tx, self.queue, worker)
+                .await
+                .map_err(from_apalis)?;
+            self.rescue_orphans(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        };
+        match beat.await {
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "a worker heartbeat failed; the next one will try again");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Claims and begins as many jobs as there are free slots. apalis asks only when its
@@ -154,12 +165,22 @@ impl Persistence for StagePersistence {
         for _ in 0..4 {
             let seen = self.wakes.load(Ordering::Acquire);
             let free = self.slots.free().max(1);
-            claims = if self.queue == STAGE_QUEUE {
-                self.store.claim_stages(worker.name(), free).await?
+            let claimed = if self.queue == STAGE_QUEUE {
+                self.store.claim_stages(worker.name(), free).await
             } else {
-                self.store
-                    .claim_jobs(worker.name(), self.queue, free)
-                    .await?
+                self.store.claim_jobs(worker.name(), self.queue, free).await
+            };
+            claims = match claimed {
+                Ok(c) => c,
+                // A passing failure (a lost connection, a deadlock with an operator's pause
+                // or cancel: the claim was rolled back) claims nothing this time; the
+                // interval poll comes back. An error here would end the worker for good.
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "claiming jobs failed; trying again shortly");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
             };
             if !claims.is_empty() || self.wakes.load(Ordering::Acquire) == seen {
                 break;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::PipelineContext;
 use crate::domain::{PriorityClass, Trigger};
-use crate::store::runs::{Enqueued, NewRun};
+use crate::store::runs::NewRun;
 use crate::store::vectors::VectorKind;
 use crate::store::{Store, StoreError};
 
@@ -170,8 +170,9 @@ async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<V
         if recorded.contains(&item) {
             continue;
         }
-        let (status, message, run_id) = reindex_item(ctx, r, p.priority).await?;
-        record(store, job_id, &item, status, &message, run_id).await?;
+        if let Some((status, message)) = reindex_item(ctx, job_id, &item, r, p.priority).await? {
+            record(store, job_id, &item, status, &message, None).await?;
+        }
     }
     if !p.snippets.is_empty() {
         let todo: Vec<i64> = p
@@ -195,47 +196,46 @@ async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<V
     ))
 }
 
-/// One repository: skipped when already past the version asked for, else a run enqueued.
+/// One repository: skipped or failed (returned, to record), or a run enqueued and the item
+/// recorded with it, in one transaction (returns None).
 async fn reindex_item(
     ctx: &PipelineContext,
+    job_id: &str,
+    item: &str,
     r: &RepositoryItem,
     priority: PriorityClass,
-) -> Result<(&'static str, String, Option<i64>), StoreError> {
+) -> Result<Option<(&'static str, String)>, StoreError> {
     let store = &ctx.store;
     if store.repository(r.repository_id).await.is_err() {
-        return Ok(("failed", format!("no repository {}", r.repository_id), None));
+        return Ok(Some((
+            "failed",
+            format!("no repository {}", r.repository_id),
+        )));
     }
     let current = store
         .current_index_version(r.repository_id)
         .await?
         .map_or(0, |v| v.version);
     if current > r.version {
-        return Ok((
+        return Ok(Some((
             "skipped",
             format!(
                 "already at index version {current}, newer than {}",
                 r.version
             ),
-            None,
-        ));
+        )));
     }
-    let enqueued = store
-        .enqueue_run(&NewRun {
-            repository_id: r.repository_id,
-            trigger: Trigger::User,
-            origin: JOB_TYPE.into(),
-            priority,
-            scope: json!({ "kind": "project" }),
-            full: false,
-            max_attempts: [ctx.config.worker.max_attempts; 5],
-        })
-        .await?;
-    let run_id = enqueued.run_id();
-    let message = match enqueued {
-        Enqueued::Created { .. } => format!("run {run_id} enqueued"),
-        Enqueued::AlreadyPending { .. } => format!("run {run_id} already pending"),
+    let new = NewRun {
+        repository_id: r.repository_id,
+        trigger: Trigger::User,
+        origin: JOB_TYPE.into(),
+        priority,
+        scope: json!({ "kind": "project" }),
+        full: false,
+        max_attempts: [ctx.config.worker.max_attempts; 5],
     };
-    Ok(("done", message, Some(run_id)))
+    store.enqueue_batch_item(&new, job_id, item).await?;
+    Ok(None)
 }
 
 /// Snippets: each one that exists is embedded again; a missing one is a failed item.

@@ -110,17 +110,43 @@ pub async fn run(
             }
         })
         .shutdown_timeout(shutdown_timeout);
+    // apalis sends no heartbeat while it drains: this process keeps them going itself, so
+    // that no other worker takes its stages for orphans and runs them a second time.
+    let keeper: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let started_keeper = keeper.clone();
+    let (keeper_store, keeper_name) = (ctx.store.clone(), name.clone());
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
+            let handle = tokio::spawn(keep_alive_while_draining(
+                keeper_store,
+                keeper_name,
+                heartbeat,
+            ));
+            *started_keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
             Ok(())
         })
         .await;
+    if let Some(handle) = keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        handle.abort();
+    }
     // Whatever the timeout cut short goes back to the queue now rather than after the
     // orphan timeout. Stages are idempotent, so running one again is safe.
     let released = release_held_jobs(&ctx, &name).await;
     tracing::info!(worker = %name, released, "stage worker stopped");
     result.map_err(|e| WorkerError(e.to_string()))
+}
+
+/// Marks this process' workers alive every `every` until aborted (while apalis drains).
+async fn keep_alive_while_draining(store: Store, name: String, every: Duration) {
+    loop {
+        let _ =
+            sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE starts_with(id, $1)")
+                .bind(&name)
+                .execute(store.pool())
+                .await;
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The notifications of new and released jobs of `queue`, counted in `wakes`; those that

@@ -288,6 +288,37 @@ impl Store {
         .await?)
     }
 
+    /// Enqueues a run for item `item` of batch job `job_id` and records the item with it,
+    /// in one transaction: a retried batch never enqueues the run twice.
+    pub async fn enqueue_batch_item(
+        &self,
+        new: &NewRun,
+        job_id: &str,
+        item: &str,
+    ) -> Result<Enqueued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let enqueued = enqueue_in(&mut tx, new).await?;
+        let run_id = enqueued.run_id();
+        let message = match enqueued {
+            Enqueued::Created { .. } => format!("run {run_id} enqueued"),
+            Enqueued::AlreadyPending { .. } => format!("run {run_id} already pending"),
+        };
+        sqlx::query(
+            "INSERT INTO batch_items (job_id, item, status, message, run_id)
+             VALUES ($1, $2, 'done', $3, $4)
+             ON CONFLICT (job_id, item) DO UPDATE SET status = 'done',
+                 message = EXCLUDED.message, run_id = EXCLUDED.run_id, at = now()",
+        )
+        .bind(job_id)
+        .bind(item)
+        .bind(message)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(enqueued)
+    }
+
     /// A run's items done and failed (completed, or skipped with a reason, count as done).
     pub async fn item_counts(&self, run_id: i64) -> Result<(i64, i64), StoreError> {
         Ok(sqlx::query_as(
@@ -460,9 +491,12 @@ impl Store {
     /// back. Resumed meanwhile: back to the queue. Cancelled: its job is closed.
     pub async fn stop_stage(&self, job_id: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The run first, locked as pause, resume and cancel lock it: a resume committing
+        // meanwhile is seen whole, never half.
         let run_status: Option<String> = sqlx::query_scalar(
-            "SELECT r.status FROM stage_runs s JOIN runs r ON r.id = s.run_id
-             WHERE s.job_id = $1 FOR UPDATE OF s",
+            "SELECT r.status FROM runs r
+             WHERE r.id = (SELECT s.run_id FROM stage_runs s WHERE s.job_id = $1)
+             FOR UPDATE",
         )
         .bind(job_id)
         .fetch_optional(&mut *tx)
