@@ -111,7 +111,9 @@ pub async fn run(
         })
         .shutdown_timeout(shutdown_timeout);
     // apalis sends no heartbeat while it drains: this process keeps them going itself, so
-    // that no other worker takes its stages for orphans and runs them a second time.
+    // that no other worker takes its stages for orphans and runs them a second time. It is
+    // stopped and awaited before the workers are marked gone, so no beat comes after.
+    let (keeper_stop, keeper_stopped) = tokio::sync::watch::channel(false);
     let keeper: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let started_keeper = keeper.clone();
     let (keeper_store, keeper_name) = (ctx.store.clone(), name.clone());
@@ -122,13 +124,16 @@ pub async fn run(
                 keeper_store,
                 keeper_name,
                 heartbeat,
+                keeper_stopped,
             ));
             *started_keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
             Ok(())
         })
         .await;
-    if let Some(handle) = keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        handle.abort();
+    let _ = keeper_stop.send(true);
+    let handle = keeper.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(handle) = handle {
+        let _ = handle.await;
     }
     // Whatever the timeout cut short goes back to the queue now rather than after the
     // orphan timeout. Stages are idempotent, so running one again is safe.
@@ -137,15 +142,24 @@ pub async fn run(
     result.map_err(|e| WorkerError(e.to_string()))
 }
 
-/// Marks this process' workers alive every `every` until aborted (while apalis drains).
-async fn keep_alive_while_draining(store: Store, name: String, every: Duration) {
+/// Marks this process' workers alive every `every` until `stop` says so (while apalis
+/// drains); a beat under way is finished first.
+async fn keep_alive_while_draining(
+    store: Store,
+    name: String,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
         let _ =
             sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE starts_with(id, $1)")
                 .bind(&name)
                 .execute(store.pool())
                 .await;
-        tokio::time::sleep(every).await;
     }
 }
 

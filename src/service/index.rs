@@ -15,6 +15,11 @@ use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    #[error(
+        "the worker this process ran for run {run_id} stopped before the run ended ({why}); \
+         the run stays queued: run `trawl worker`, or wait again"
+    )]
+    WorkerStopped { run_id: i64, why: String },
     #[error("{path} does not exist: give the path of a directory to index")]
     NoSuchPath { path: String },
     #[error("{path} is not a directory: give the path of a directory to index")]
@@ -124,28 +129,26 @@ pub async fn wait_for_run(
     mut on_snapshot: impl FnMut(&crate::service::progress::Snapshot),
 ) -> Result<Run, IndexError> {
     let store = ctx.store.clone();
-    let alive = workers_alive(
-        &store,
-        Duration::from_secs(ctx.config.worker.orphan_timeout_secs),
-    )
-    .await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let local = if alive {
-        None
-    } else {
+    let alive_within = Duration::from_secs(ctx.config.worker.orphan_timeout_secs);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // A worker in this process, when no worker process is alive.
+    let spawn_local = || {
         tracing::info!("no worker is alive: working the run in this process");
         let ctx = ctx.clone();
         let concurrency = ctx.config.worker.concurrency;
-        Some(tokio::spawn(crate::pipeline::worker::run(
-            ctx,
-            concurrency,
-            async move {
-                let _ = stop_rx.await;
-            },
-        )))
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::pipeline::worker::run(ctx, concurrency, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }))
+    };
+    let mut local = if workers_alive(&store, alive_within).await? {
+        None
+    } else {
+        Some(spawn_local())
     };
     let mut follower = crate::service::progress::Follower::new(run_id);
     on_snapshot(follower.first());
+    let mut looks = 0u32;
     let run = 'watch: loop {
         for s in follower.next(&store).await? {
             on_snapshot(&s);
@@ -153,10 +156,26 @@ pub async fn wait_for_run(
                 break 'watch store.run(run_id).await?;
             }
         }
+        if local.as_ref().is_some_and(|h| h.is_finished()) {
+            let why = match local.take().expect("checked").await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "it stopped".to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(IndexError::WorkerStopped { run_id, why });
+        }
+        // The workers relied on may go away: look again every few seconds.
+        looks += 1;
+        if local.is_none()
+            && looks.is_multiple_of(30)
+            && !workers_alive(&store, alive_within).await?
+        {
+            local = Some(spawn_local());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     if let Some(handle) = local {
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         let _ = handle.await;
     }
     Ok(run)
