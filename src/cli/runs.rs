@@ -97,14 +97,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 bail!("no run {run}: see `trawl runs list` for run ids");
             }
             let last = crate::service::progress::follow(&store, run, |s| {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(s).expect("a snapshot serialises")
-                    );
-                } else {
-                    super::index::show_progress(s);
-                }
+                super::index::print_progress(s, json)
             })
             .await?;
             if !json {

@@ -263,21 +263,21 @@ async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Resu
         if texts.is_empty() {
             continue;
         }
-        let vectors = embedder
-            .embed(texts.iter().map(|t| t.text.clone()).collect())
+        let embedded: Vec<i64> = texts.iter().map(|t| t.snippet_id).collect();
+        // Any failure here fails the attempt, which is retried (see `handle`).
+        super::stages::embeddings::embed_and_store(ctx, &embedder, VectorKind::Code, texts)
             .await
             .map_err(|e| StoreError::Connection(format!("embedding: {e}")))?;
-        let rows: Vec<(i64, String, Vec<f32>)> = texts
-            .iter()
-            .zip(vectors)
-            .map(|(t, v)| (t.snippet_id, t.source_hash.clone(), v))
-            .collect();
-        store
-            .store_vectors(VectorKind::Code, embedder.model(), &rows)
+        for id in embedded {
+            record(
+                store,
+                job_id,
+                &format!("snippet:{id}"),
+                "done",
+                "embedded",
+                None,
+            )
             .await?;
-        for t in &texts {
-            let item = format!("snippet:{}", t.snippet_id);
-            record(store, job_id, &item, "done", "embedded", None).await?;
         }
     }
     Ok(())

@@ -54,23 +54,7 @@ pub async fn run(
     let factory_name = name.clone();
     let monitor = Monitor::new()
         .register(move |restarts| {
-            let wakes = Arc::new(AtomicU64::new(0));
-            let backend = JobBackend::new(
-                STAGE_QUEUE,
-                store.clone(),
-                concurrency,
-                heartbeat,
-                Duration::from_secs(orphan),
-                wakes.clone(),
-            );
-            // Woken at once by apalis' insert notifications (and the ones a completed stage
-            // sends for its successor), and at an interval for retries whose backoff passed.
-            // One listener per process, and the notifications that arrived meanwhile wake
-            // one fetch together: a fetch claims for every free slot anyway, and a backlog
-            // of notifications would otherwise be worked off as a string of empty fetches.
-            let wake = wake_stream(&store, STAGE_QUEUE, wakes);
-            let backend =
-                PollWith::new(backend, StreamStrategy::new(wake)).poll_with_interval(poll);
+            let backend = polled_backend(STAGE_QUEUE, &store, concurrency, heartbeat, orphan, poll);
             let name = if restarts == 0 {
                 factory_name.clone()
             } else {
@@ -88,20 +72,7 @@ pub async fn run(
             let ctx = ctx.clone();
             let name = name.clone();
             move |restarts| {
-                let wakes = Arc::new(AtomicU64::new(0));
-                let backend = JobBackend::new(
-                    batch::QUEUE,
-                    ctx.store.clone(),
-                    1,
-                    heartbeat,
-                    Duration::from_secs(orphan),
-                    wakes.clone(),
-                );
-                let backend = PollWith::new(
-                    backend,
-                    StreamStrategy::new(wake_stream(&ctx.store, batch::QUEUE, wakes)),
-                )
-                .poll_with_interval(poll);
+                let backend = polled_backend(batch::QUEUE, &ctx.store, 1, heartbeat, orphan, poll);
                 WorkerBuilder::new(format!("{name}-batch-r{restarts}"))
                     .backend(backend)
                     .data(ctx.clone())
@@ -161,6 +132,39 @@ async fn keep_alive_while_draining(
                 .execute(store.pool())
                 .await;
     }
+}
+
+/// The backend of a worker with `slots` slots on `queue`, and how it is woken: at once by
+/// apalis' insert notifications (and the ones a completed stage sends for its successor),
+/// and at an interval for retries whose backoff passed. One listener per worker, and the
+/// notifications that arrived meanwhile wake one claim together: a claim takes jobs for
+/// every free slot anyway, and a backlog of notifications would otherwise be worked off as
+/// a string of empty claims.
+fn polled_backend(
+    queue: &'static str,
+    store: &Store,
+    slots: usize,
+    heartbeat: Duration,
+    orphan_secs: u64,
+    poll: Duration,
+) -> PollWith<
+    PollWith<JobBackend, StreamStrategy<impl futures::Stream + Unpin + use<>>>,
+    IntervalStrategy,
+> {
+    let wakes = Arc::new(AtomicU64::new(0));
+    let backend = JobBackend::new(
+        queue,
+        store.clone(),
+        slots,
+        heartbeat,
+        Duration::from_secs(orphan_secs),
+        wakes.clone(),
+    );
+    PollWith::new(
+        backend,
+        StreamStrategy::new(wake_stream(store, queue, wakes)),
+    )
+    .poll_with_interval(poll)
 }
 
 /// The notifications of new and released jobs of `queue`, counted in `wakes`; those that

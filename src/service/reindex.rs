@@ -3,7 +3,7 @@
 //! enqueued, so that bad paths are refused with nothing enqueued and a dry run can list
 //! what would be processed. The CLI calls it; the HTTP API and MCP server will too.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use serde::Serialize;
 
@@ -138,7 +138,12 @@ pub async fn plan(
         .ok_or_else(|| ReindexError::UnknownRepository {
             selector: request.repository.clone(),
         })?;
-    let root = working_dir(config, &repository);
+    let root = crate::pipeline::stages::source_dir(config, &repository).map_err(|detail| {
+        ReindexError::Unreadable {
+            root: repository.source.clone(),
+            detail,
+        }
+    })?;
     let scope = resolve_scope(&root, request)?;
     if scope == Scope::EmbeddingsOnly {
         let model = &config.embedding.model;
@@ -327,14 +332,6 @@ pub async fn result_of(store: &Store, run: &Run) -> Result<ReindexResult, StoreE
         embeddings_generated: n("code_embeddings", "embedded"),
         summaries_written: n("enrich", "summaries"),
     })
-}
-
-fn working_dir(config: &Config, repository: &Repository) -> PathBuf {
-    if repository.source_kind == "git" {
-        crate::sources::git::working_copy_dir(config, repository.id)
-    } else {
-        PathBuf::from(&repository.source)
-    }
 }
 
 /// The scope `request` asks for, its paths checked against the repository at `root`.

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::StageOutcome;
 use crate::domain::scope::Scope;
 use crate::pipeline::{PipelineContext, StageError};
+use crate::providers::Embedder;
 use crate::store::runs::Run;
 use crate::store::vectors::{PendingText, VectorKind};
 
@@ -81,15 +82,29 @@ pub async fn embed_all(
         };
         let Some(last) = page.last() else { break };
         after = last.snippet_id;
-        let texts: Vec<String> = page.iter().map(|p| p.text.clone()).collect();
-        let vectors = embedder.embed(texts).await?;
-        let rows: Vec<(i64, String, Vec<f32>)> = page
-            .into_iter()
-            .zip(vectors)
-            .map(|(p, v)| (p.snippet_id, p.source_hash, v))
-            .collect();
-        done += rows.len() as i64;
-        ctx.store.store_vectors(kind, &model, &rows).await?;
+        done += embed_and_store(ctx, &embedder, kind, page).await? as i64;
     }
     Ok(done)
+}
+
+/// Embeds `texts` and stores their vectors of `kind` under the embedder's model; returns
+/// how many.
+pub async fn embed_and_store(
+    ctx: &PipelineContext,
+    embedder: &Embedder,
+    kind: VectorKind,
+    texts: Vec<PendingText>,
+) -> Result<usize, StageError> {
+    let vectors = embedder
+        .embed(texts.iter().map(|p| p.text.clone()).collect())
+        .await?;
+    let rows: Vec<(i64, String, Vec<f32>)> = texts
+        .into_iter()
+        .zip(vectors)
+        .map(|(p, v)| (p.snippet_id, p.source_hash, v))
+        .collect();
+    ctx.store
+        .store_vectors(kind, embedder.model(), &rows)
+        .await?;
+    Ok(rows.len())
 }

@@ -43,12 +43,17 @@ pub async fn run(
 /// Where a repository's files are read from: a directory source in place, a git source's
 /// working copy under trawl's home.
 pub fn working_dir(ctx: &PipelineContext, repo: &Repository) -> Result<PathBuf, StageError> {
+    source_dir(&ctx.config, repo).map_err(StageError::Permanent)
+}
+
+/// [`working_dir`] for callers outside a stage; the error names the repository.
+pub fn source_dir(config: &crate::config::Config, repo: &Repository) -> Result<PathBuf, String> {
     match repo.source_kind.as_str() {
         "directory" => Ok(PathBuf::from(&repo.source)),
-        "git" => Ok(crate::sources::git::working_copy_dir(&ctx.config, repo.id)),
-        other => Err(StageError::Permanent(format!(
+        "git" => Ok(crate::sources::git::working_copy_dir(config, repo.id)),
+        other => Err(format!(
             "repository {} has an unknown source kind {other}",
             repo.id
-        ))),
+        )),
     }
 }
