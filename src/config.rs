@@ -28,6 +28,8 @@ pub const DEFAULT_WORKER_CONCURRENCY: usize = 2;
 pub const DEFAULT_ORPHAN_TIMEOUT_SECS: u64 = 30;
 /// The interval of `trawl scheduler` between background syncs of one repository.
 pub const DEFAULT_SCHEDULE_EVERY_SECS: u64 = 3600;
+/// Where `trawl serve` listens by default: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7700";
 /// Attempts a stage gets in all before it fails for good.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// The delay before a stage's second attempt; it doubles with each attempt after.
@@ -74,10 +76,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "worker.shutdown_timeout_secs",
     ),
     ("TRAWL_SCHEDULE_EVERY_SECS", "scheduler.every_secs"),
+    ("TRAWL_BIND", "serve.bind"),
+    ("TRAWL_API_TOKEN", "serve.token"),
 ];
 
 /// Keys whose values are secrets: `trawl config` prints them redacted.
-const SECRET_KEYS: &[&str] = &["embedding.api_key", "enrich.api_key"];
+const SECRET_KEYS: &[&str] = &["embedding.api_key", "enrich.api_key", "serve.token"];
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +96,8 @@ pub struct Config {
     pub enrich: EnrichConfig,
     pub worker: WorkerConfig,
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +206,26 @@ pub struct SchedulerConfig {
     pub every_secs: u64,
 }
 
+/// `trawl serve`: where the HTTP API, MCP endpoint, dashboard and metrics listen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address and port; loopback by default. A non-loopback address needs a token.
+    pub bind: String,
+    /// The bearer token every route but /healthz requires; empty means none (loopback
+    /// only).
+    pub token: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            bind: DEFAULT_BIND.to_string(),
+            token: String::new(),
+        }
+    }
+}
+
 /// Why a configuration could not be loaded. Always permanent: fix the input and retry.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -267,6 +293,7 @@ impl Config {
             scheduler: SchedulerConfig {
                 every_secs: DEFAULT_SCHEDULE_EVERY_SECS,
             },
+            serve: ServeConfig::default(),
         }
     }
 

@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: `trawl serve`'s HTTP API, dashboard and metrics (axum).
+//! - [`mcp`]: the MCP server (rmcp) over stdio and streamable HTTP.
 //! - [`bench`]: `trawl bench`: the queue and the indexing pipeline measured.
 //! - [`cli`]: clap commands; parse, call library code, print. No business rules.
 //! - [`config`]: the typed configuration and its layering (defaults < file < env < flags).
@@ -20,6 +22,7 @@
 //! - [`pipeline`]: the five-stage pipeline on apalis: payloads, workers, stages.
 //! - [`sources`]: working copies (directories; git to come).
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
@@ -29,6 +32,7 @@ pub mod doctor;
 pub mod domain;
 pub mod extract;
 pub mod filelock;
+pub mod mcp;
 pub mod pipeline;
 pub mod providers;
 pub mod search;

@@ -22,7 +22,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
-    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| crate::domain::parse_since(s).map_err(|e| anyhow::anyhow!("--since {e}")))
+        .transpose()?;
     let store = database::open(config).await?;
     let repository_id = super::repository_id(&store, args.repo).await?;
     let entries = store
@@ -46,35 +50,4 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
-}
-
-/// `30m`, `12h`, `7d`, `90s` back from now, or an RFC 3339 time.
-fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let secs = match (n.parse::<i64>(), unit) {
-        (Ok(n), "s") => n,
-        (Ok(n), "m") => n * 60,
-        (Ok(n), "h") => n * 3_600,
-        (Ok(n), "d") => n * 86_400,
-        _ => anyhow::bail!(
-            "--since {s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
-        ),
-    };
-    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn since_takes_durations_and_times_and_refuses_the_rest() {
-        let day = super::parse_since("1d").unwrap();
-        let ago = chrono::Utc::now() - day;
-        assert!((ago.num_seconds() - 86_400).abs() < 5);
-        assert!(super::parse_since("2026-11-24T08:00:00Z").is_ok());
-        let err = super::parse_since("yesterday").unwrap_err().to_string();
-        assert!(err.contains("--since yesterday"), "{err}");
-    }
 }

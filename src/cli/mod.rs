@@ -10,6 +10,7 @@ mod db;
 mod doctor;
 mod index;
 mod keyword_index;
+mod mcp;
 mod migrate;
 mod queue;
 mod reindex;
@@ -17,6 +18,7 @@ mod reingest;
 mod runs;
 mod scheduler;
 mod search;
+mod serve;
 mod setup;
 mod status;
 mod tasks;
@@ -76,6 +78,8 @@ pub enum Command {
     Queue(queue::Args),
     Search(search::Args),
     Scheduler(scheduler::Args),
+    Serve(serve::Args),
+    Mcp(mcp::Args),
     KeywordIndex(keyword_index::Args),
     Bench(bench::Args),
 }
@@ -85,7 +89,7 @@ impl Cli {
     /// point, informative for long-running ones.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Worker(_) | Command::Scheduler(_) => {
+            Command::Worker(_) | Command::Scheduler(_) | Command::Serve(_) => {
                 "trawl=info,sqlx=warn,tantivy=warn,apalis=warn"
             }
             _ => "trawl=warn,sqlx=warn,tantivy=warn,apalis=warn",
@@ -131,6 +135,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Queue(args) => queue::run(args, &config).await,
         Command::Search(args) => search::run(args, &config).await,
         Command::Scheduler(args) => scheduler::run(args, &config).await,
+        Command::Serve(args) => serve::run(args, &config).await,
+        Command::Mcp(args) => mcp::run(args, &config).await,
         Command::KeywordIndex(args) => keyword_index::run(args, &config).await,
         Command::Bench(args) => bench::run(args, &config).await,
     }

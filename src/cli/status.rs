@@ -1,10 +1,6 @@
-use serde::Serialize;
-
 use crate::config::Config;
 use crate::database;
-use crate::service::progress::Snapshot;
-use crate::store::runs::Repository;
-use crate::store::versions::IndexVersion;
+use crate::service::status;
 
 /// Show each repository's current index version, its age, and its pending or running runs.
 ///
@@ -17,46 +13,9 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct RepositoryStatus {
-    repository: Repository,
-    index_version: Option<IndexVersion>,
-    /// Seconds since the current version was built.
-    age_seconds: Option<i64>,
-    /// Runs not ended yet, oldest first, with their progress.
-    unfinished_runs: Vec<Snapshot>,
-}
-
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
-    let repositories = match &args.repository {
-        Some(sel) => match store.find_repository(sel).await? {
-            Some(r) => vec![r],
-            None => anyhow::bail!(
-                "no repository {sel}: give a repository id, or the path or URL it was indexed from (see `trawl status`)"
-            ),
-        },
-        None => store.list_repositories().await?,
-    };
-    let now = chrono::Utc::now();
-    let mut out = Vec::new();
-    for repository in repositories {
-        let version = store.current_index_version(repository.id).await?;
-        let mut unfinished = Vec::new();
-        for run_id in store.unfinished_runs(repository.id).await? {
-            let run = store.run(run_id).await?;
-            let stages = store.stage_runs(run_id).await?;
-            let mut snapshot = Snapshot::of(&run, &stages);
-            snapshot.status = run.status.clone();
-            unfinished.push(snapshot);
-        }
-        out.push(RepositoryStatus {
-            age_seconds: version.as_ref().map(|v| (now - v.built_at).num_seconds()),
-            index_version: version,
-            repository,
-            unfinished_runs: unfinished,
-        });
-    }
+    let out = status::status(&store, args.repository.as_deref()).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);

@@ -94,7 +94,9 @@ impl Trigger {
 }
 
 /// A run's priority class and its numeric base (documented in the README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PriorityClass {
     /// Overtakes queued user work: stages 140 .. 100.
@@ -226,6 +228,17 @@ impl StageStatus {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn since_takes_durations_and_times_and_refuses_the_rest() {
+        let day = super::parse_since("1d").unwrap();
+        let ago = chrono::Utc::now() - day;
+        assert!((ago.num_seconds() - 86_400).abs() < 5);
+        assert!(super::parse_since("2026-11-24T08:00:00Z").is_ok());
+        let err = super::parse_since("yesterday").unwrap_err();
+        assert!(err.starts_with("yesterday:"), "{err}");
+        assert!(super::parse_since("-3d").is_err());
+    }
+
     use super::*;
 
     #[test]
@@ -263,4 +276,25 @@ mod tests {
         assert_eq!(Stage::parse("code-embeddings"), Some(Stage::CodeEmbeddings));
         assert_eq!(Stage::parse("index"), None);
     }
+}
+
+/// A moment back from now: a duration (`90s`, `30m`, `12h`, `7d`) or an RFC 3339 time. The
+/// error names the input and what is accepted.
+pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let secs = match (n.parse::<i64>(), unit) {
+        (Ok(n), "s") if n >= 0 => n,
+        (Ok(n), "m") if n >= 0 => n * 60,
+        (Ok(n), "h") if n >= 0 => n * 3_600,
+        (Ok(n), "d") if n >= 0 => n * 86_400,
+        _ => {
+            return Err(format!(
+                "{s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
+            ));
+        }
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
 }

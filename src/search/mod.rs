@@ -28,7 +28,18 @@ const MIN_CANDIDATES: usize = 50;
 /// How many more keyword candidates to fetch when a path filter is applied afterwards.
 const PATH_FILTER_FACTOR: usize = 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Keyword, code vectors and summary vectors, fused by reciprocal rank.

@@ -1,5 +1,5 @@
-//! Application services: one function per use case, called by every adapter (the CLI now;
-//! the HTTP API, MCP server and scheduler later). No printing, no argument parsing.
+//! Application services: one function per use case, called by every adapter (the CLI, the
+//! HTTP API, the MCP server, the dashboard and the scheduler). No printing, no argument parsing.
 
 pub mod control;
 pub mod index;
@@ -7,3 +7,4 @@ pub mod progress;
 pub mod reindex;
 pub mod reingest;
 pub mod scheduler;
+pub mod status;

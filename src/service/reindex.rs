@@ -16,7 +16,17 @@ use crate::store::runs::{Enqueued, NewRun, Repository, Run};
 use crate::store::{Store, StoreError};
 
 /// The kinds of scope, as the CLI and API name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScopeKind {
     /// The whole repository.

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 mod error;
 pub mod files;
+pub mod metrics;
 pub mod runs;
 pub mod snippets;
 pub mod tasks;

@@ -1,0 +1,51 @@
+//! The operator dashboard: one HTML page (`dashboard.html`, plain JavaScript, no build
+//! step) that polls [`state`] every second and renders the queue, the stages at work, the
+//! failed tasks with retry and cancel buttons, recent runs with their stage timelines, and
+//! the repositories.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::service::status;
+use crate::store::tasks::TaskFilter;
+
+const PAGE: &str = include_str!("dashboard.html");
+
+/// How many recent runs and failed tasks the dashboard lists.
+const RECENT: i64 = 20;
+
+pub async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Html(PAGE)).into_response()
+}
+
+/// Everything the page shows, in one answer.
+pub async fn state(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = &state.store;
+    let queue = store.queue_stats().await?;
+    let tasks = |status: &str, limit: i64| TaskFilter {
+        status: Some(status.to_string()),
+        limit,
+        ..TaskFilter::default()
+    };
+    let running = store.list_tasks(&tasks("running", 100)).await?;
+    let failed = store.list_tasks(&tasks("failed", RECENT)).await?;
+    let mut runs = Vec::new();
+    for run in store.list_runs(None, RECENT).await? {
+        let stages = store.stage_runs(run.id).await?;
+        runs.push(json!({ "run": run, "stages": stages }));
+    }
+    let repositories = status::status(store, None).await?;
+    Ok(Json(json!({
+        "now": chrono::Utc::now(),
+        "queue": queue,
+        "running": running,
+        "failed": failed,
+        "runs": runs,
+        "repositories": repositories,
+    })))
+}

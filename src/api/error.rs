@@ -1,0 +1,227 @@
+//! The API's errors: JSON `{"error": {"code", "message"}}` with a stable code, and the
+//! extractors that turn malformed input into a 400 of that shape (never axum's plain-text
+//! rejections, never a 500).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::search::SearchError;
+use crate::service::index::IndexError;
+use crate::service::reindex::ReindexError;
+use crate::service::reingest::ReingestError;
+use crate::service::status::StatusError;
+use crate::store::StoreError;
+use crate::store::runs::RunControlError;
+use crate::store::tasks::TaskError;
+
+/// An error answer: an HTTP status, a stable machine-readable code, and a message saying
+/// what was wrong and what to do.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "API request failed");
+        }
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match &e {
+            StoreError::NotFound(_) => ApiError::not_found("not_found", e.to_string()),
+            StoreError::Invalid(_) => ApiError::bad_request("invalid_request", e.to_string()),
+            e if e.is_retryable() => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                e.to_string(),
+            ),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> ApiError {
+        match e {
+            IndexError::NoSuchPath { .. } | IndexError::NotADirectory { .. } => {
+                ApiError::bad_request("invalid_source", e.to_string())
+            }
+            IndexError::Git(_) => ApiError::bad_request("git_failed", e.to_string()),
+            IndexError::UnknownRepository { .. } => {
+                ApiError::not_found("unknown_repository", e.to_string())
+            }
+            IndexError::WorkerStopped { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker_stopped",
+                e.to_string(),
+            ),
+            IndexError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ReindexError> for ApiError {
+    fn from(e: ReindexError) -> ApiError {
+        match e {
+            ReindexError::UnknownRepository { .. } => {
+                ApiError::not_found("unknown_repository", e.to_string())
+            }
+            ReindexError::Unreadable { .. } => {
+                ApiError::conflict("repository_unreadable", e.to_string())
+            }
+            ReindexError::Store(e) => e.into(),
+            _ => ApiError::bad_request("invalid_scope", e.to_string()),
+        }
+    }
+}
+
+impl From<ReingestError> for ApiError {
+    fn from(e: ReingestError) -> ApiError {
+        match e {
+            ReingestError::UnknownRepository { .. } => {
+                ApiError::not_found("unknown_repository", e.to_string())
+            }
+            ReingestError::Store(e) => e.into(),
+            _ => ApiError::bad_request("invalid_reingest", e.to_string()),
+        }
+    }
+}
+
+impl From<StatusError> for ApiError {
+    fn from(e: StatusError) -> ApiError {
+        match e {
+            StatusError::UnknownRepository { .. } => {
+                ApiError::not_found("unknown_repository", e.to_string())
+            }
+            StatusError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> ApiError {
+        match e {
+            SearchError::EmptyQuery | SearchError::BadPath { .. } => {
+                ApiError::bad_request("invalid_query", e.to_string())
+            }
+            SearchError::Store(e) => e.into(),
+            SearchError::Keyword(_) | SearchError::Provider(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "search_unavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<RunControlError> for ApiError {
+    fn from(e: RunControlError) -> ApiError {
+        match e {
+            RunControlError::Unknown(_) => ApiError::not_found("unknown_run", e.to_string()),
+            RunControlError::WrongState { .. } => ApiError::conflict("wrong_state", e.to_string()),
+            RunControlError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> ApiError {
+        match e {
+            TaskError::Unknown(_) => ApiError::not_found("unknown_task", e.to_string()),
+            TaskError::NotRetryable { .. } | TaskError::NotCancellable { .. } => {
+                ApiError::conflict("wrong_state", e.to_string())
+            }
+            TaskError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A JSON request body; malformed or mistyped bodies are a 400 `invalid_body`.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(ApiError::new(
+                // 415 for a missing JSON content type, 400 for the rest.
+                match rejection.status() {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                },
+                "invalid_body",
+                format!("the request body is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// Query parameters; unknown values or wrong types are a 400 `invalid_query`.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("the query string is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// Path parameters; a run id that is not a number is a 400 `invalid_path`.
+pub struct Id<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Id<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Id(value)),
+            Err(rejection) => Err(ApiError::bad_request(
+                "invalid_path",
+                format!("the URL path is not valid: {}", rejection.body_text()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! `trawl serve`'s HTTP side: the JSON API under `/api/v1`, the MCP endpoint at `/mcp`, the
+//! operator dashboard at `/`, `/metrics` and `/healthz`. Every handler is a thin adapter
+//! over the application services the CLI uses (`crate::service`), so the two cannot
+//! drift apart.
+//!
+//! - [`routes`]: the route table and handlers; the router and the OpenAPI document are
+//!   both built from the table.
+//! - [`error`]: JSON errors with stable codes; extractors that turn bad input into 4xx.
+//! - [`openapi`]: the OpenAPI 3.1 document.
+//! - [`metrics`]: Prometheus text: queue and stage figures from the database, request and
+//!   search latencies from this process.
+//! - [`dashboard`]: the operator page (one HTML file, no build step) and its data.
+
+pub mod dashboard;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::config::Config;
+use crate::search::Searcher;
+use crate::store::Store;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub config: Config,
+    pub searcher: Searcher,
+    pub metrics: metrics::Metrics,
+    /// The bearer token every route but `/healthz` requires; `None` when none is set.
+    pub token: Option<String>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config) -> AppState {
+        let token = Some(config.serve.token.clone()).filter(|t| !t.is_empty());
+        AppState(Arc::new(Inner {
+            searcher: Searcher::new(store.clone(), config.clone()),
+            store,
+            config,
+            metrics: metrics::Metrics::default(),
+            token,
+        }))
+    }
+}
+
+/// Which parts the server answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    /// The JSON API under /api/v1.
+    pub api: bool,
+    /// The operator dashboard at /.
+    pub dashboard: bool,
+}
+
+/// The router: the routes of [`routes::ROUTES`] that `parts` enables, behind the token
+/// check, plus `extra` (the MCP endpoint), also behind it.
+pub fn router(state: AppState, parts: Parts, extra: Option<Router>) -> Router {
+    let mut public = Router::new();
+    let mut protected = Router::new();
+    for route in routes::ROUTES {
+        let enabled = match route.tag {
+            "meta" => true,
+            "dashboard" => parts.dashboard,
+            _ => parts.api,
+        };
+        if !enabled {
+            continue;
+        }
+        if route.public {
+            public = public.route(route.path, (route.handler)());
+        } else {
+            protected = protected.route(route.path, (route.handler)());
+        }
+    }
+    let mut protected = protected.with_state(state.clone());
+    if let Some(extra) = extra {
+        protected = protected.merge(extra);
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    public
+        .with_state(state.clone())
+        .merge(protected)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state, observe))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "no_route",
+        format!(
+            "no route {} {}: see /api/v1/openapi.json for the routes",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Refuses a request without the right bearer token (`Authorization: Bearer …`; the
+/// dashboard page also takes `?token=` so a browser can open it).
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let from_query = (request.uri().path() == "/")
+        .then(|| request.uri().query())
+        .flatten()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+    let given = bearer.map(str::to_string).or(from_query);
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => unauthorized("the bearer token is wrong").into_response(),
+        None => unauthorized(
+            "this route needs a bearer token: send Authorization: Bearer <TRAWL_API_TOKEN>",
+        )
+        .into_response(),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"trawl\""),
+    );
+    response
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing of
+/// how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts and times every request by route and status for `/metrics`.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Why the server would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to listen on {addr} without a token: anyone who reaches it could steer the queue. Set TRAWL_API_TOKEN (or serve.token), or bind a loopback address such as 127.0.0.1:7700"
+    )]
+    NoTokenOffLoopback { addr: SocketAddr },
+    #[error("{bind:?} is not an address to listen on: give host:port, as in 127.0.0.1:7700")]
+    BadAddress { bind: String },
+    #[error(
+        "cannot listen on {addr}: {source}; is another server using the port? Pick another with --bind"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The address to listen on, checked: a non-loopback address needs a token.
+pub fn listen_address(bind: &str, token: Option<&str>) -> Result<SocketAddr, ServeError> {
+    use std::net::ToSocketAddrs as _;
+    let addr = bind
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ServeError::BadAddress {
+            bind: bind.to_string(),
+        })?;
+    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+        return Err(ServeError::NoTokenOffLoopback { addr });
+    }
+    Ok(addr)
+}
+
+/// Binds `addr`.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_needs_no_token_but_any_other_address_does() {
+        assert!(listen_address("127.0.0.1:7700", None).is_ok());
+        assert!(listen_address("[::1]:7700", None).is_ok());
+        let err = listen_address("0.0.0.0:7700", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TRAWL_API_TOKEN"), "{err}");
+        assert!(listen_address("0.0.0.0:7700", Some("")).is_err());
+        assert!(listen_address("0.0.0.0:7700", Some("s3cret")).is_ok());
+        let err = listen_address("nowhere", None).unwrap_err().to_string();
+        assert!(err.contains("host:port"), "{err}");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

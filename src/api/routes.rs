@@ -1,0 +1,1022 @@
+//! The routes of the HTTP API: one table ([`ROUTES`]) that both the router and the OpenAPI
+//! document are built from, so the two cannot disagree, and the handlers, each a thin
+//! adapter over an application service.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use futures::Stream;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, Body, Id, Params};
+use crate::domain::PriorityClass;
+use crate::search::{Mode, Query};
+use crate::service::control::{RunAction, control_run, control_task};
+use crate::service::progress::{Follower, Snapshot};
+use crate::service::reindex::{self, ReindexRequest, ScopeKind};
+use crate::service::reingest::{self, ReingestRequest};
+use crate::service::{index, status};
+use crate::store::tasks::TaskFilter;
+
+/// The media type of a progress stream: one JSON snapshot per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// One route: what the OpenAPI document says about it, and its handler.
+pub struct Route {
+    pub method: &'static str,
+    /// In axum's and OpenAPI's shared syntax: `/api/v1/runs/{run}`.
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    /// Query parameters: name, JSON type, description.
+    pub query: &'static [(&'static str, &'static str, &'static str)],
+    /// The JSON schema of the request body, when it takes one.
+    pub body: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
+    /// Whether it answers `application/x-ndjson` when asked to.
+    pub streams: bool,
+    /// Whether it answers without a token.
+    pub public: bool,
+    pub handler: fn() -> MethodRouter<AppState>,
+}
+
+fn schema<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<T>()
+}
+
+const REPOSITORY_QUERY: (&str, &str, &str) = (
+    "repo",
+    "string",
+    "Only this repository: its id, or the path or URL it was indexed from.",
+);
+const LIMIT_QUERY: (&str, &str, &str) = ("limit", "integer", "How many, at most.");
+
+/// Every route the server answers (besides the MCP endpoint, which `/mcp` mounts).
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/healthz",
+        summary: "Liveness: 200 while the server runs and reaches the database.",
+        tag: "meta",
+        query: &[],
+        body: None,
+        streams: false,
+        public: true,
+        handler: || get(healthz),
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        summary: "Prometheus metrics: queue depth, stage durations, attempts, failures, items, embeddings per second, search latency.",
+        tag: "meta",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::metrics::metrics),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/openapi.json",
+        summary: "This API's OpenAPI 3.1 document.",
+        tag: "meta",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(openapi),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/repositories",
+        summary: "Every repository with its index version and freshness.",
+        tag: "repositories",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(list_repositories),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/repositories",
+        summary: "Index a source (a directory on the server, or a git URL): registers it and enqueues a run. With Accept: application/x-ndjson, streams the run's progress.",
+        tag: "repositories",
+        query: &[],
+        body: Some(schema::<IndexBody>),
+        streams: true,
+        public: false,
+        handler: || post(index_source),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/repositories/{repository}",
+        summary: "One repository (by id, or the URL-encoded path or URL it was indexed from) with its index version, freshness and unfinished runs.",
+        tag: "repositories",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(show_repository),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/repositories/{repository}/reindex",
+        summary: "Reindex a repository: a scope, paths, priority, full or incremental, dry run, wait. With Accept: application/x-ndjson, streams the run's progress snapshots (first at once, terminal last).",
+        tag: "repositories",
+        query: &[],
+        body: Some(schema::<ReindexBody>),
+        streams: true,
+        public: false,
+        handler: || post(reindex_repository),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/search",
+        summary: "Search indexed code; list filters are comma-separated.",
+        tag: "search",
+        query: &[
+            ("q", "string", "What to look for (required)."),
+            ("mode", "string", "hybrid (default), keyword or semantic."),
+            (
+                "repo",
+                "string",
+                "Repositories (ids, or the paths or URLs they were indexed from), comma-separated.",
+            ),
+            ("lang", "string", "Languages, comma-separated."),
+            (
+                "kind",
+                "string",
+                "Snippet kinds (function, class, …), comma-separated.",
+            ),
+            ("path", "string", "A glob over repository-relative paths."),
+            ("limit", "integer", "How many hits (1–1000, default 10)."),
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(search_get),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/search",
+        summary: "Search indexed code, the filters as JSON.",
+        tag: "search",
+        query: &[],
+        body: Some(schema::<SearchBody>),
+        streams: false,
+        public: false,
+        handler: || post(search_post),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/runs",
+        summary: "The most recent runs, newest first.",
+        tag: "runs",
+        query: &[
+            REPOSITORY_QUERY,
+            ("status", "string", "Only runs in this status."),
+            LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(list_runs),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/runs/{run}",
+        summary: "One run: its stages (the timeline), its progress, and its result when it has ended.",
+        tag: "runs",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(show_run),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/runs/{run}/items",
+        summary: "The files a run touched, with status, error and duration.",
+        tag: "runs",
+        query: &[(
+            "failures",
+            "boolean",
+            "Only the files that failed, with their errors.",
+        )],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(run_items),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/runs/{run}/progress",
+        summary: "A run's progress snapshot; with Accept: application/x-ndjson, the live stream of snapshots until the terminal one.",
+        tag: "runs",
+        query: &[],
+        body: None,
+        streams: true,
+        public: false,
+        handler: || get(run_progress),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/runs/{run}/pause",
+        summary: "Pause a queued or running run: no new stage or batch of it starts.",
+        tag: "runs",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(pause_run),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/runs/{run}/resume",
+        summary: "Resume a paused run where it stopped.",
+        tag: "runs",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(resume_run),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/runs/{run}/cancel",
+        summary: "Cancel a run that has not ended; the last index version stays searchable.",
+        tag: "runs",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(cancel_run),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/tasks",
+        summary: "Stage tasks (apalis jobs) with their run, newest run first.",
+        tag: "tasks",
+        query: &[
+            (
+                "status",
+                "string",
+                "A stage status (queued, waiting, running, succeeded, failed, cancelled) or a job status.",
+            ),
+            (
+                "stage",
+                "string",
+                "sync, extract, bm25_index, code_embeddings or enrich.",
+            ),
+            REPOSITORY_QUERY,
+            ("run", "integer", "Only this run's tasks."),
+            LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(list_tasks),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/tasks/{task}",
+        summary: "One task.",
+        tag: "tasks",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(show_task),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/tasks/{task}/retry",
+        summary: "Queue a failed or cancelled task again with fresh attempts.",
+        tag: "tasks",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(retry_task),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/tasks/{task}/cancel",
+        summary: "Cancel a queued, waiting or running task.",
+        tag: "tasks",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(cancel_task),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/queue",
+        summary: "Queue depth by stage × status × priority class, the oldest queued job's age, and live workers.",
+        tag: "tasks",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(queue_stats),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/audit",
+        summary: "The audit log, newest first.",
+        tag: "audit",
+        query: &[
+            REPOSITORY_QUERY,
+            (
+                "since",
+                "string",
+                "A duration back from now (30m, 12h, 7d) or an RFC 3339 time.",
+            ),
+            LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(audit),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/admin/reingest",
+        summary: "Reingest repositories (all, or some) with full runs, filtered by language, in batches; or a dry run.",
+        tag: "admin",
+        query: &[],
+        body: Some(schema::<ReingestBody>),
+        streams: false,
+        public: false,
+        handler: || post(admin_reingest),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/dashboard",
+        summary: "Everything the operator dashboard shows, in one answer.",
+        tag: "dashboard",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::dashboard::state),
+    },
+    Route {
+        method: "GET",
+        path: "/",
+        summary: "The operator dashboard (HTML).",
+        tag: "dashboard",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::dashboard::page),
+    },
+];
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(_) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            format!("the database does not answer: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn openapi() -> Json<Value> {
+    Json(super::openapi::document())
+}
+
+/// `POST /api/v1/repositories`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexBody {
+    /// A directory on the server (absolute path), or a git URL.
+    pub source: String,
+    /// For git sources: a branch, tag or commit (default: the default branch).
+    #[serde(default, rename = "ref")]
+    pub git_ref: String,
+}
+
+async fn index_source(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<IndexBody>,
+) -> Result<Response, ApiError> {
+    if body.source.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_source",
+            "source is empty: give the absolute path of a directory on the server, or a git URL",
+        ));
+    }
+    let requested = index::index(
+        &state.store,
+        &state.config,
+        &body.source,
+        &body.git_ref,
+        "api",
+    )
+    .await?;
+    let run_id = requested.enqueued.run_id();
+    if wants_ndjson(&headers) {
+        return Ok(ndjson(progress_stream(state.store.clone(), run_id, true)));
+    }
+    Ok((StatusCode::ACCEPTED, Json(requested)).into_response())
+}
+
+async fn list_repositories(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let all = status::status(&state.store, None).await?;
+    Ok(Json(json!({ "repositories": all })))
+}
+
+async fn show_repository(
+    State(state): State<AppState>,
+    Id(selector): Id<String>,
+) -> Result<Json<status::RepositoryStatus>, ApiError> {
+    let mut one = status::status(&state.store, Some(&selector)).await?;
+    Ok(Json(one.remove(0)))
+}
+
+/// `POST /api/v1/repositories/{repository}/reindex`: the options of `trawl reindex`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexBody {
+    /// What to reindex (default project).
+    #[serde(default = "default_scope")]
+    pub scope: ScopeKind,
+    /// Files (scope files) or directories (scope directory) inside the repository,
+    /// relative to its root.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// With scope directory: the files below the directories too.
+    #[serde(default)]
+    pub recursive: bool,
+    /// high, normal (default) or low.
+    #[serde(default = "default_priority")]
+    pub priority: PriorityClass,
+    /// Reprocess everything in scope, changed or not.
+    #[serde(default)]
+    pub full: bool,
+    /// Say what would be processed; enqueue nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Answer only when the run has ended, with its result.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+fn default_scope() -> ScopeKind {
+    ScopeKind::Project
+}
+
+fn default_priority() -> PriorityClass {
+    PriorityClass::Normal
+}
+
+async fn reindex_repository(
+    State(state): State<AppState>,
+    Id(repository): Id<String>,
+    headers: HeaderMap,
+    Body(body): Body<ReindexBody>,
+) -> Result<Response, ApiError> {
+    let request = ReindexRequest {
+        repository,
+        scope: body.scope,
+        paths: body.paths,
+        recursive: body.recursive,
+        priority: body.priority,
+        full: body.full,
+        origin: "api".into(),
+    };
+    if body.dry_run {
+        let plan = reindex::plan(&state.store, &state.config, &request).await?;
+        return Ok(Json(json!({ "dry_run": true, "plan": plan })).into_response());
+    }
+    let (_, queued) = reindex::reindex(&state.store, &state.config, &request).await?;
+    if wants_ndjson(&headers) {
+        return Ok(ndjson(progress_stream(
+            state.store.clone(),
+            queued.run_id,
+            true,
+        )));
+    }
+    if body.wait {
+        let run = wait_until_ended(&state, queued.run_id).await?;
+        let result = reindex::result_of(&state.store, &run).await?;
+        return Ok(Json(json!({ "queued": queued, "result": result })).into_response());
+    }
+    Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
+}
+
+/// Waits for run `run_id` to end (workers do the work) and returns it.
+async fn wait_until_ended(
+    state: &AppState,
+    run_id: i64,
+) -> Result<crate::store::runs::Run, ApiError> {
+    loop {
+        let run = state.store.run(run_id).await?;
+        if run.run_status().is_finished() {
+            return Ok(run);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /api/v1/search`; `GET` takes the same as query parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// Words, identifiers, or a description of the code.
+    pub query: String,
+    /// hybrid (default), keyword or semantic.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Repositories: ids, or the paths or URLs they were indexed from.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Snippet kinds: function, method, class, struct, chunk, …
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// A glob over repository-relative paths.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How many hits: 1 to 1000 (default 10).
+    #[serde(default)]
+    pub limit: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    q: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    repo: Option<String>,
+    lang: Option<String>,
+    kind: Option<String>,
+    path: Option<String>,
+    limit: Option<u16>,
+}
+
+/// A comma-separated list, without empty entries.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn search_get(
+    State(state): State<AppState>,
+    Params(p): Params<SearchParams>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(query) = p.q else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "q is missing: give what to look for, as in /api/v1/search?q=parse+config",
+        ));
+    };
+    let body = SearchBody {
+        query,
+        mode: p.mode,
+        repositories: list(p.repo),
+        languages: list(p.lang),
+        kinds: list(p.kind),
+        path: p.path,
+        limit: p.limit,
+    };
+    search(&state, body).await.map(Json)
+}
+
+async fn search_post(
+    State(state): State<AppState>,
+    Body(body): Body<SearchBody>,
+) -> Result<Json<Value>, ApiError> {
+    search(&state, body).await.map(Json)
+}
+
+/// Runs a search for the API or the MCP server, timing it for the metrics.
+pub async fn search(state: &AppState, body: SearchBody) -> Result<Value, ApiError> {
+    let limit = body.limit.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} is out of range: give 1 to 1000"),
+        ));
+    }
+    let mut repository_ids = Vec::new();
+    for selector in &body.repositories {
+        match state.store.find_repository(selector).await? {
+            Some(r) => repository_ids.push(r.id),
+            None => {
+                return Err(ApiError::not_found(
+                    "unknown_repository",
+                    format!(
+                        "no repository {selector}: give a repository id, or the path or URL it was indexed from"
+                    ),
+                ));
+            }
+        }
+    }
+    let query = Query {
+        text: body.query,
+        mode: body.mode,
+        repository_ids,
+        languages: body.languages.iter().map(|l| l.to_lowercase()).collect(),
+        kinds: body.kinds.iter().map(|k| k.to_lowercase()).collect(),
+        path: body.path,
+        limit: usize::from(limit),
+    };
+    let started = std::time::Instant::now();
+    let results = state.searcher.search(&query).await?;
+    state
+        .metrics
+        .observe_search(query.mode, started.elapsed().as_secs_f64());
+    Ok(json!({
+        "hits": results.hits,
+        "warnings": results.warnings,
+        "took_ms": results.took_ms,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsParams {
+    repo: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Resolves an optional repository selector to its id; an unknown one is a 404.
+async fn repository_id(state: &AppState, selector: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(selector) = selector else {
+        return Ok(None);
+    };
+    match state.store.find_repository(selector).await? {
+        Some(r) => Ok(Some(r.id)),
+        None => Err(ApiError::not_found(
+            "unknown_repository",
+            format!(
+                "no repository {selector}: give a repository id, or the path or URL it was indexed from"
+            ),
+        )),
+    }
+}
+
+fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    match value.unwrap_or(default) {
+        n @ 1..=10_000 => Ok(n),
+        n => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {n} is out of range: give 1 to 10000"),
+        )),
+    }
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Params(p): Params<RunsParams>,
+) -> Result<Json<Value>, ApiError> {
+    let repository_id = repository_id(&state, p.repo.as_deref()).await?;
+    let limit = limit(p.limit, 50)?;
+    let mut runs = state.store.list_runs(repository_id, limit).await?;
+    if let Some(status) = &p.status {
+        runs.retain(|r| &r.status == status);
+    }
+    Ok(Json(json!({ "runs": runs })))
+}
+
+async fn existing_run(state: &AppState, run_id: i64) -> Result<crate::store::runs::Run, ApiError> {
+    match state.store.run(run_id).await {
+        Ok(run) => Ok(run),
+        Err(crate::store::StoreError::NotFound(_)) => Err(ApiError::not_found(
+            "unknown_run",
+            format!("no run {run_id}: see GET /api/v1/runs for run ids"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn show_run(
+    State(state): State<AppState>,
+    Id(run_id): Id<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let run = existing_run(&state, run_id).await?;
+    let stages = state.store.stage_runs(run_id).await?;
+    let progress = Snapshot::of(&run, &stages);
+    let result = if run.run_status().is_finished() {
+        Some(reindex::result_of(&state.store, &run).await?)
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "run": run, "stages": stages, "progress": progress, "result": result }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsParams {
+    #[serde(default)]
+    failures: bool,
+}
+
+async fn run_items(
+    State(state): State<AppState>,
+    Id(run_id): Id<i64>,
+    Params(p): Params<ItemsParams>,
+) -> Result<Json<Value>, ApiError> {
+    existing_run(&state, run_id).await?;
+    let items = state.store.run_items(run_id, p.failures).await?;
+    Ok(Json(json!({ "run_id": run_id, "items": items })))
+}
+
+async fn run_progress(
+    State(state): State<AppState>,
+    Id(run_id): Id<i64>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let run = existing_run(&state, run_id).await?;
+    if wants_ndjson(&headers) {
+        let preparing = !run.run_status().is_finished();
+        return Ok(ndjson(progress_stream(
+            state.store.clone(),
+            run_id,
+            preparing,
+        )));
+    }
+    let stages = state.store.stage_runs(run_id).await?;
+    Ok(Json(Snapshot::of(&run, &stages)).into_response())
+}
+
+async fn steer_run(
+    state: &AppState,
+    action: RunAction,
+    run_id: i64,
+) -> Result<Json<Value>, ApiError> {
+    let run = control_run(&state.store, "api", action, run_id).await?;
+    Ok(Json(json!({ "run": run })))
+}
+
+async fn pause_run(
+    State(state): State<AppState>,
+    Id(run): Id<i64>,
+) -> Result<Json<Value>, ApiError> {
+    steer_run(&state, RunAction::Pause, run).await
+}
+
+async fn resume_run(
+    State(state): State<AppState>,
+    Id(run): Id<i64>,
+) -> Result<Json<Value>, ApiError> {
+    steer_run(&state, RunAction::Resume, run).await
+}
+
+async fn cancel_run(
+    State(state): State<AppState>,
+    Id(run): Id<i64>,
+) -> Result<Json<Value>, ApiError> {
+    steer_run(&state, RunAction::Cancel, run).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksParams {
+    status: Option<String>,
+    stage: Option<String>,
+    repo: Option<String>,
+    run: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list_tasks(
+    State(state): State<AppState>,
+    Params(p): Params<TasksParams>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(stage) = &p.stage
+        && crate::domain::Stage::parse(stage).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "stage {stage:?} is not a stage: give sync, extract, bm25_index, code_embeddings or enrich"
+            ),
+        ));
+    }
+    let filter = TaskFilter {
+        status: p.status,
+        stage: p.stage,
+        repository_id: repository_id(&state, p.repo.as_deref()).await?,
+        run_id: p.run,
+        limit: limit(p.limit, 100)?,
+    };
+    let tasks = state.store.list_tasks(&filter).await?;
+    Ok(Json(json!({ "tasks": tasks })))
+}
+
+async fn show_task(
+    State(state): State<AppState>,
+    Id(task): Id<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.store.task(&task).await? {
+        Some(t) => Ok(Json(json!({ "task": t }))),
+        None => Err(crate::store::tasks::TaskError::Unknown(task).into()),
+    }
+}
+
+async fn retry_task(
+    State(state): State<AppState>,
+    Id(task): Id<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = control_task(&state.store, "api", true, &task).await?;
+    Ok(Json(json!({ "task": t })))
+}
+
+async fn cancel_task(
+    State(state): State<AppState>,
+    Id(task): Id<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = control_task(&state.store, "api", false, &task).await?;
+    Ok(Json(json!({ "task": t })))
+}
+
+async fn queue_stats(
+    State(state): State<AppState>,
+) -> Result<Json<crate::store::tasks::QueueStats>, ApiError> {
+    Ok(Json(state.store.queue_stats().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    repo: Option<String>,
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    Params(p): Params<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    let since = p
+        .since
+        .as_deref()
+        .map(crate::domain::parse_since)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("since {e}")))?;
+    let repository_id = repository_id(&state, p.repo.as_deref()).await?;
+    let entries = state
+        .store
+        .audit_entries(repository_id, since, limit(p.limit, 100)?)
+        .await?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+/// `POST /api/v1/admin/reingest`: seed 003's shape.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReingestBody {
+    /// Repositories: ids, or the paths or URLs they were indexed from.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Every registered repository (instead of `repositories`).
+    #[serde(default)]
+    pub all: bool,
+    /// Only the files of these languages.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Runs enqueued per transaction (default 50).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Say what would be enqueued; enqueue nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// high, normal or low (default).
+    #[serde(default = "low_priority")]
+    pub priority: PriorityClass,
+}
+
+fn default_batch_size() -> usize {
+    50
+}
+
+fn low_priority() -> PriorityClass {
+    PriorityClass::Low
+}
+
+async fn admin_reingest(
+    State(state): State<AppState>,
+    Body(body): Body<ReingestBody>,
+) -> Result<Response, ApiError> {
+    let outcome = reingest::reingest(
+        &state.store,
+        &state.config,
+        &ReingestRequest {
+            repositories: body.repositories,
+            all: body.all,
+            languages: body.languages,
+            dry_run: body.dry_run,
+            batch_size: body.batch_size,
+            priority: body.priority,
+            origin: "api".into(),
+        },
+    )
+    .await?;
+    let status = if outcome.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+/// Whether the client asked for a stream of NDJSON progress snapshots.
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)))
+}
+
+fn ndjson(stream: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, NDJSON)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(HttpBody::from_stream(stream))
+        .expect("a valid response")
+}
+
+/// The progress snapshots of run `run_id` as NDJSON lines: `preparing_index` first when
+/// `preparing` (at once), one per stage change and per batch, the terminal one last; then
+/// the stream ends. A database failure mid-way ends it with an `{"error": …}` line.
+pub fn progress_stream(
+    store: crate::store::Store,
+    run_id: i64,
+    preparing: bool,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    struct Follow {
+        store: crate::store::Store,
+        follower: Follower,
+        pending: VecDeque<Snapshot>,
+        ended: bool,
+    }
+    let follower = Follower::new(run_id);
+    let pending = if preparing {
+        VecDeque::from([follower.first().clone()])
+    } else {
+        VecDeque::new()
+    };
+    let start = Follow {
+        store,
+        follower,
+        pending,
+        ended: false,
+    };
+    futures::stream::unfold(start, |mut f| async move {
+        loop {
+            if let Some(s) = f.pending.pop_front() {
+                f.ended = s.terminal;
+                return Some((Ok(line(&s)), f));
+            }
+            if f.ended {
+                return None;
+            }
+            match f.follower.next(&f.store).await {
+                Ok(more) if more.is_empty() => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(more) => f.pending.extend(more),
+                Err(e) => {
+                    f.ended = true;
+                    let error =
+                        json!({ "error": { "code": "stream_failed", "message": e.to_string() } });
+                    return Some((Ok(line(&error)), f));
+                }
+            }
+        }
+    })
+}
+
+fn line(value: &impl serde::Serialize) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).expect("snapshots serialise");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}

@@ -1,0 +1,155 @@
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::api::{self, AppState, Parts};
+use crate::config::Config;
+use crate::database;
+use crate::pipeline::{PipelineContext, worker};
+use crate::service::scheduler;
+
+/// Serve the HTTP API, the MCP endpoint, the operator dashboard and /metrics, and run
+/// stage workers and the scheduler, in one process.
+///
+/// Every route but /healthz needs `Authorization: Bearer <token>` when a token is set
+/// (TRAWL_API_TOKEN or serve.token); a non-loopback --bind is refused without one. The
+/// dashboard opens at http://ADDR/?token=TOKEN. Each part can be turned off, so API nodes
+/// and worker nodes can run apart against one database. SIGTERM or SIGINT stops taking
+/// new requests and jobs, lets what runs finish (workers: up to
+/// worker.shutdown_timeout_secs), and exits 0.
+///
+/// Examples: trawl serve
+///           TRAWL_API_TOKEN=s3cret trawl serve --bind 0.0.0.0:7700 --workers 0
+///           trawl serve --no-api --no-dashboard --no-mcp --workers 4
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address and port to listen on (default: serve.bind, 127.0.0.1:7700).
+    #[arg(long, value_name = "HOST:PORT")]
+    bind: Option<String>,
+    /// Stage jobs this process runs at once; 0 runs no worker (default: worker.concurrency).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Run no scheduler (background syncs are enqueued elsewhere, or not at all).
+    #[arg(long)]
+    no_scheduler: bool,
+    /// Serve no JSON API under /api/v1 (the dashboard needs it, so it goes too).
+    #[arg(long)]
+    no_api: bool,
+    /// Serve no MCP endpoint at /mcp.
+    #[arg(long)]
+    no_mcp: bool,
+    /// Serve no dashboard at /.
+    #[arg(long)]
+    no_dashboard: bool,
+    /// Print the address once listening, as JSON ({"listening": "127.0.0.1:7700"}).
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let bind = args
+        .bind
+        .clone()
+        .unwrap_or_else(|| config.serve.bind.clone());
+    let token = Some(config.serve.token.as_str()).filter(|t| !t.is_empty());
+    let addr = api::listen_address(&bind, token)?;
+    let store = database::open(config).await?;
+    let listener = api::bind(addr).await?;
+    let local = listener.local_addr().context("the listening address")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let state = AppState::new(store.clone(), config.clone());
+    let parts = Parts {
+        api: !args.no_api,
+        dashboard: !args.no_api && !args.no_dashboard,
+    };
+    let mcp = (!args.no_mcp).then(|| crate::mcp::http_router(state.clone(), stopped()));
+    let app = api::router(state, parts, mcp);
+    let server = tokio::spawn({
+        let stopped = stopped();
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    });
+
+    let concurrency = args.workers.unwrap_or(config.worker.concurrency);
+    let worker = (concurrency > 0).then(|| {
+        let ctx = PipelineContext::new(store.clone(), config.clone());
+        tokio::spawn(worker::run(ctx, concurrency, stopped()))
+    });
+    let scheduler = (!args.no_scheduler)
+        .then(|| tokio::spawn(run_scheduler(store.clone(), config.clone(), stopped())));
+
+    if args.json {
+        println!("{}", serde_json::json!({ "listening": local.to_string() }));
+    } else {
+        println!(
+            "trawl serving on http://{local} (API {}, MCP {}, dashboard {}, {} worker slots, scheduler {})",
+            on(parts.api),
+            on(!args.no_mcp),
+            on(parts.dashboard),
+            concurrency,
+            on(!args.no_scheduler)
+        );
+    }
+    tracing::info!(%local, "listening");
+
+    super::worker::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let mut failed = false;
+    if let Some(worker) = worker {
+        if let Err(e) = worker.await.context("the worker task")? {
+            tracing::error!(error = %e, "the worker stopped abnormally");
+            failed = true;
+        }
+    }
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
+    server
+        .await
+        .context("the HTTP server task")?
+        .context("the HTTP server")?;
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn on(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "off" }
+}
+
+/// Enqueues background syncs at the scheduler's interval until `stop` resolves. A failed
+/// look is logged and tried again at the next tick.
+async fn run_scheduler(
+    store: crate::store::Store,
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let every = Duration::from_secs(config.scheduler.every_secs);
+    let period = scheduler::tick_period(every);
+    tokio::pin!(stop);
+    loop {
+        match scheduler::tick(&store, every, config.worker.max_attempts).await {
+            Ok(tick) => {
+                for (repo, run) in &tick.enqueued {
+                    tracing::info!(repository = repo, run, "background run queued");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the scheduler could not look for due repositories")
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}

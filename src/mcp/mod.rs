@@ -1,0 +1,395 @@
+//! The MCP server (the official Rust SDK, rmcp): the tools an assistant uses to search code
+//! and steer reindexing, over stdio (`trawl mcp`) and over streamable HTTP at `/mcp` under
+//! `trawl serve`. Each tool calls the same application services as the CLI and the HTTP
+//! API; a refused call is a tool result with `isError` and the API's JSON error
+//! (`{"error": {"code", "message"}}`), so the assistant reads why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::routes::{self, SearchBody};
+use crate::domain::PriorityClass;
+use crate::search::Mode;
+use crate::service::control::{RunAction, control_run};
+use crate::service::progress::Snapshot;
+use crate::service::reindex::{self, ReindexRequest, ScopeKind};
+use crate::service::status;
+
+/// The tools, over one application state.
+#[derive(Clone)]
+pub struct TrawlMcp {
+    state: AppState,
+    tool_router: ToolRouter<Self>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SearchArgs {
+    /// Words, identifiers, or a description of the code to find.
+    pub query: String,
+    /// hybrid (default: keyword and semantic fused), keyword, or semantic.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Only these repositories: ids, or the paths or URLs they were indexed from.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Only these languages (rust, python, go, typescript, …).
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Only these snippet kinds (function, method, class, struct, …).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Only paths matching this glob (`*` and `**` match anything; a plain path matches
+    /// that file or directory).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How many results, 1 to 1000 (default 10).
+    #[serde(default)]
+    pub limit: Option<u16>,
+}
+
+/// The scopes of seed 001's `force_reindex`.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReindexScopeArg {
+    /// One file: `paths` holds it.
+    File,
+    /// The files in `paths`.
+    Files,
+    /// The directories in `paths` (with `recursive`, below them too).
+    Directory,
+    /// The whole repository.
+    Project,
+    /// No parse: embed the existing snippets again.
+    EmbeddingsOnly,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ForceReindexArgs {
+    /// What to reindex.
+    pub scope: ReindexScopeArg,
+    /// The repository: its id, or the path or URL it was indexed from. May be left out
+    /// when only one repository is indexed.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// File or directory paths inside the repository, relative to its root (for scope
+    /// file, files, directory).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// With scope directory: the files below the directories too.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Priority in the queue: high, normal (default) or low.
+    #[serde(default = "normal")]
+    pub priority: PriorityClass,
+    /// Only regenerate embeddings, skip parsing (the same as scope embeddings-only).
+    #[serde(default)]
+    pub embeddings_only: bool,
+    /// Run in the background and answer at once (true, the default), or answer when the
+    /// run has ended, with its result (false).
+    #[serde(default = "yes", rename = "async")]
+    pub run_async: bool,
+    /// Only reindex files whose content changed (true); by default every file in scope is
+    /// reprocessed.
+    #[serde(default)]
+    pub incremental: bool,
+}
+
+fn normal() -> PriorityClass {
+    PriorityClass::Normal
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct TaskArgs {
+    /// The task id force_reindex returned (the run id).
+    pub task_id: String,
+}
+
+/// A tool's successful answer: its JSON as text.
+fn answer(value: &Value) -> Result<CallToolResult, ErrorData> {
+    Ok(CallToolResult::success(vec![ContentBlock::text(
+        value.to_string(),
+    )]))
+}
+
+/// A refused call: `isError`, with the API's error JSON.
+fn refused(e: ApiError) -> Result<CallToolResult, ErrorData> {
+    let body = json!({ "error": { "code": e.code, "message": e.message } });
+    Ok(CallToolResult::error(vec![ContentBlock::text(
+        body.to_string(),
+    )]))
+}
+
+fn reply(result: Result<Value, ApiError>) -> Result<CallToolResult, ErrorData> {
+    match result {
+        Ok(value) => answer(&value),
+        Err(e) => refused(e),
+    }
+}
+
+/// A task id as a run id.
+fn run_id(task_id: &str) -> Result<i64, ApiError> {
+    let digits = task_id.trim().trim_start_matches("run-");
+    digits.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_task_id",
+            format!("{task_id:?} is not a task id: give the task_id force_reindex returned (a run id, such as \"12\")"),
+        )
+    })
+}
+
+#[tool_router]
+impl TrawlMcp {
+    pub fn new(state: AppState) -> TrawlMcp {
+        TrawlMcp {
+            state,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "Search indexed code: hybrid (keyword + semantic) by default. Returns hits with repository, path, lines, kind, name, language, score and the snippet."
+    )]
+    async fn search(
+        &self,
+        Parameters(args): Parameters<SearchArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let body = SearchBody {
+            query: args.query,
+            mode: args.mode,
+            repositories: args.repositories,
+            languages: args.languages,
+            kinds: args.kinds,
+            path: args.path,
+            limit: args.limit,
+        };
+        reply(routes::search(&self.state, body).await)
+    }
+
+    #[tool(
+        description = "Force reindexing of files, directories, or a whole project (or only its embeddings). Returns a task_id to follow with get_reindex_status; with async=false, waits and returns the result."
+    )]
+    async fn force_reindex(
+        &self,
+        Parameters(args): Parameters<ForceReindexArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(self.reindex(args).await)
+    }
+
+    #[tool(
+        description = "The progress of a reindex task: status, stage, percent, items done and total; its result once it has ended."
+    )]
+    async fn get_reindex_status(
+        &self,
+        Parameters(args): Parameters<TaskArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(self.status_of(&args.task_id).await)
+    }
+
+    #[tool(
+        description = "Cancel a reindex task that has not ended; the last index version stays searchable."
+    )]
+    async fn cancel_reindex(
+        &self,
+        Parameters(args): Parameters<TaskArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(self.steer(RunAction::Cancel, &args.task_id).await)
+    }
+
+    #[tool(description = "Pause a reindex task: no new stage or batch of it starts.")]
+    async fn pause_reindex(
+        &self,
+        Parameters(args): Parameters<TaskArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(self.steer(RunAction::Pause, &args.task_id).await)
+    }
+
+    #[tool(description = "Resume a paused reindex task where it stopped.")]
+    async fn resume_reindex(
+        &self,
+        Parameters(args): Parameters<TaskArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(self.steer(RunAction::Resume, &args.task_id).await)
+    }
+
+    #[tool(
+        description = "The indexed repositories with their index version, its age, and the runs not yet ended."
+    )]
+    async fn list_repositories(&self) -> Result<CallToolResult, ErrorData> {
+        let all = status::status(&self.state.store, None)
+            .await
+            .map_err(ApiError::from);
+        reply(all.map(|repositories| json!({ "repositories": repositories })))
+    }
+}
+
+impl TrawlMcp {
+    async fn reindex(&self, args: ForceReindexArgs) -> Result<Value, ApiError> {
+        let store = &self.state.store;
+        let repository = match args.repository {
+            Some(r) => r,
+            None => {
+                let all = store.list_repositories().await?;
+                match all.as_slice() {
+                    [only] => only.id.to_string(),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "repository_required",
+                            format!(
+                                "{} repositories are indexed: say which with `repository` (an id, or the path it was indexed from); list_repositories lists them",
+                                all.len()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let scope = match (args.embeddings_only, args.scope) {
+            (true, _) | (false, ReindexScopeArg::EmbeddingsOnly) => ScopeKind::EmbeddingsOnly,
+            (false, ReindexScopeArg::File) => {
+                if args.paths.len() != 1 {
+                    return Err(ApiError::bad_request(
+                        "invalid_scope",
+                        format!(
+                            "scope file takes exactly one path in `paths` ({} given); use scope files for several",
+                            args.paths.len()
+                        ),
+                    ));
+                }
+                ScopeKind::Files
+            }
+            (false, ReindexScopeArg::Files) => ScopeKind::Files,
+            (false, ReindexScopeArg::Directory) => ScopeKind::Directory,
+            (false, ReindexScopeArg::Project) => ScopeKind::Project,
+        };
+        let request = ReindexRequest {
+            repository,
+            scope,
+            paths: args.paths,
+            recursive: args.recursive,
+            priority: args.priority,
+            full: !args.incremental,
+            origin: "mcp".into(),
+        };
+        let (_, queued) = reindex::reindex(store, &self.state.config, &request).await?;
+        let task_id = queued.run_id.to_string();
+        let mut out = json!({
+            "task_id": task_id,
+            "scope": queued.scope,
+            "status": queued.status,
+            "items_total": queued.items_total,
+            "items_queued": queued.items_queued,
+            "estimated_duration_seconds": queued.estimated_seconds,
+            "message": format!("Reindexing task {task_id} created. Use get_reindex_status(task_id) to track progress."),
+            "result": null,
+        });
+        if !args.run_async {
+            let run = loop {
+                let run = store.run(queued.run_id).await?;
+                if run.run_status().is_finished() {
+                    break run;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            out["status"] = json!(run.status);
+            out["result"] = serde_json::to_value(reindex::result_of(store, &run).await?)
+                .expect("results serialise");
+            out["message"] = json!(format!("Reindexing task {task_id} {}.", run.status));
+        }
+        Ok(out)
+    }
+
+    async fn status_of(&self, task_id: &str) -> Result<Value, ApiError> {
+        let id = run_id(task_id)?;
+        let store = &self.state.store;
+        let run = match store.run(id).await {
+            Ok(run) => run,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(ApiError::not_found(
+                    "unknown_task",
+                    format!("no task {task_id}: give the task_id force_reindex returned"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stages = store.stage_runs(id).await?;
+        let mut progress = Snapshot::of(&run, &stages);
+        progress.status = run.status.clone();
+        let result = if run.run_status().is_finished() {
+            Some(reindex::result_of(store, &run).await?)
+        } else {
+            None
+        };
+        Ok(json!({
+            "task_id": task_id,
+            "status": run.status,
+            "progress": progress,
+            "result": result,
+        }))
+    }
+
+    async fn steer(&self, action: RunAction, task_id: &str) -> Result<Value, ApiError> {
+        let run = control_run(&self.state.store, "mcp", action, run_id(task_id)?).await?;
+        Ok(json!({ "task_id": task_id, "status": run.status }))
+    }
+}
+
+#[tool_handler(
+    router = self.tool_router,
+    name = "trawl",
+    instructions = "trawl indexes code repositories. Use `search` to find code (hybrid keyword + semantic), `list_repositories` to see what is indexed, and `force_reindex` with `get_reindex_status`, `pause_reindex`, `resume_reindex` and `cancel_reindex` to refresh an index."
+)]
+impl ServerHandler for TrawlMcp {}
+
+/// Serves MCP over stdin and stdout until the client closes them.
+pub async fn serve_stdio(state: AppState) -> anyhow::Result<()> {
+    use rmcp::ServiceExt as _;
+    let service = TrawlMcp::new(state)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow::anyhow!("the MCP client did not initialise the session: {e}"))?;
+    service.waiting().await?;
+    Ok(())
+}
+
+/// The streamable HTTP endpoint at `/mcp`, for `trawl serve`. It stops when `stop`
+/// resolves (open SSE streams included, so shutdown does not wait on clients). Without a
+/// token it answers only requests addressed to a loopback host (against DNS rebinding).
+pub fn http_router(
+    state: AppState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> axum::Router {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            stop.await;
+            cancel.cancel();
+        }
+    });
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    if state.token.is_some() {
+        config = config.disable_allowed_hosts();
+    }
+    let service = StreamableHttpService::new(
+        move || Ok(TrawlMcp::new(state.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    axum::Router::new().nest_service("/mcp", service)
+}

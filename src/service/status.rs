@@ -1,0 +1,77 @@
+//! What each repository's index is: its current version, how old it is, and the runs not
+//! yet ended with their progress. `trawl status`, the HTTP API, the MCP server and the
+//! dashboard all show this.
+
+use serde::Serialize;
+
+use crate::service::progress::Snapshot;
+use crate::store::runs::Repository;
+use crate::store::versions::IndexVersion;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryStatus {
+    pub repository: Repository,
+    pub index_version: Option<IndexVersion>,
+    /// Seconds since the current version was built.
+    pub age_seconds: Option<i64>,
+    /// Seconds since the working copy was last synced.
+    pub synced_seconds_ago: Option<i64>,
+    /// Runs not ended yet, oldest first, with their progress.
+    pub unfinished_runs: Vec<Snapshot>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(
+        "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl status`)"
+    )]
+    UnknownRepository { selector: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The status of one repository (`selector`: its id, or the path or URL it was indexed
+/// from), or of every repository.
+pub async fn status(
+    store: &Store,
+    selector: Option<&str>,
+) -> Result<Vec<RepositoryStatus>, StatusError> {
+    let repositories = match selector {
+        Some(sel) => match store.find_repository(sel).await? {
+            Some(r) => vec![r],
+            None => {
+                return Err(StatusError::UnknownRepository {
+                    selector: sel.to_string(),
+                });
+            }
+        },
+        None => store.list_repositories().await?,
+    };
+    let mut out = Vec::with_capacity(repositories.len());
+    for repository in repositories {
+        out.push(of(store, repository).await?);
+    }
+    Ok(out)
+}
+
+/// The status of `repository`.
+pub async fn of(store: &Store, repository: Repository) -> Result<RepositoryStatus, StoreError> {
+    let now = chrono::Utc::now();
+    let version = store.current_index_version(repository.id).await?;
+    let mut unfinished = Vec::new();
+    for run_id in store.unfinished_runs(repository.id).await? {
+        let run = store.run(run_id).await?;
+        let stages = store.stage_runs(run_id).await?;
+        let mut snapshot = Snapshot::of(&run, &stages);
+        snapshot.status = run.status.clone();
+        unfinished.push(snapshot);
+    }
+    Ok(RepositoryStatus {
+        age_seconds: version.as_ref().map(|v| (now - v.built_at).num_seconds()),
+        synced_seconds_ago: repository.last_synced_at.map(|t| (now - t).num_seconds()),
+        index_version: version,
+        repository,
+        unfinished_runs: unfinished,
+    })
+}
