@@ -3,8 +3,11 @@
 
 mod support;
 
+mod api;
 mod code;
+mod dashboard;
 mod foundation;
+mod mcp;
 mod pipeline;
 mod recovery;
 mod reindex;

@@ -433,7 +433,7 @@ async fn index_source(
     .await?;
     let run_id = requested.enqueued.run_id();
     if wants_ndjson(&headers) {
-        return Ok(ndjson(progress_stream(state.store.clone(), run_id, true)));
+        return Ok(ndjson(progress_stream(state.store.clone(), run_id)));
     }
     Ok((StatusCode::ACCEPTED, Json(requested)).into_response())
 }
@@ -508,11 +508,7 @@ async fn reindex_repository(
     }
     let (_, queued) = reindex::reindex(&state.store, &state.config, &request).await?;
     if wants_ndjson(&headers) {
-        return Ok(ndjson(progress_stream(
-            state.store.clone(),
-            queued.run_id,
-            true,
-        )));
+        return Ok(ndjson(progress_stream(state.store.clone(), queued.run_id)));
     }
     if body.wait {
         let run = wait_until_ended(&state, queued.run_id).await?;
@@ -756,16 +752,17 @@ async fn run_progress(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = existing_run(&state, run_id).await?;
-    if wants_ndjson(&headers) {
-        let preparing = !run.run_status().is_finished();
-        return Ok(ndjson(progress_stream(
-            state.store.clone(),
-            run_id,
-            preparing,
-        )));
+    if wants_ndjson(&headers) && !run.run_status().is_finished() {
+        return Ok(ndjson(progress_stream(state.store.clone(), run_id)));
     }
     let stages = state.store.stage_runs(run_id).await?;
-    Ok(Json(Snapshot::of(&run, &stages)).into_response())
+    let snapshot = Snapshot::of(&run, &stages);
+    if wants_ndjson(&headers) {
+        // An ended run's stream is its terminal snapshot alone.
+        let frame: Result<Bytes, Infallible> = Ok(line(&snapshot));
+        return Ok(ndjson(futures::stream::iter([frame])));
+    }
+    Ok(Json(snapshot).into_response())
 }
 
 async fn steer_run(
@@ -966,13 +963,12 @@ fn ndjson(stream: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static
         .expect("a valid response")
 }
 
-/// The progress snapshots of run `run_id` as NDJSON lines: `preparing_index` first when
-/// `preparing` (at once), one per stage change and per batch, the terminal one last; then
-/// the stream ends. A database failure mid-way ends it with an `{"error": …}` line.
+/// The progress snapshots of run `run_id` as NDJSON lines: `preparing_index` first (at
+/// once), one per stage change and per batch, the terminal one last; then the stream
+/// ends. A database failure mid-way ends it with an `{"error": …}` line.
 pub fn progress_stream(
     store: crate::store::Store,
     run_id: i64,
-    preparing: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     struct Follow {
         store: crate::store::Store,
@@ -981,11 +977,7 @@ pub fn progress_stream(
         ended: bool,
     }
     let follower = Follower::new(run_id);
-    let pending = if preparing {
-        VecDeque::from([follower.first().clone()])
-    } else {
-        VecDeque::new()
-    };
+    let pending = VecDeque::from([follower.first().clone()]);
     let start = Follow {
         store,
         follower,

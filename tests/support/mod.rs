@@ -9,6 +9,9 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -265,6 +268,8 @@ pub fn trawl_cmd() -> Command {
         "TRAWL_CONFIG",
         "TRAWL_PG_BIN",
         "TRAWL_MODEL_DIR",
+        "TRAWL_API_TOKEN",
+        "TRAWL_BIND",
     ] {
         cmd.env_remove(var);
     }

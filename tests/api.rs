@@ -1,0 +1,777 @@
+//! The HTTP API of `trawl serve`, over real HTTP against a real server process: the token,
+//! every route's happy path and its refusals, the NDJSON progress stream, the OpenAPI
+//! document against the routes, metrics, and a clean stop on SIGTERM.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::server::{Served, TOKEN};
+use crate::support::{TestDb, path_str, trawl_in};
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("src/config.py"),
+        "def parse_config_file(path):\n    \"\"\"Read the settings file.\"\"\"\n    return open(path).read()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("src/net.py"),
+        "def retry_with_backoff(call, attempts=3):\n    for i in range(attempts):\n        call()\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Sends a request and returns the status and the JSON body (Null when it is not JSON).
+async fn ask(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The error code of an error answer, checking its shape.
+fn code(body: &Value) -> &str {
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error needs a message: {body}"
+    );
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code: {body}"))
+}
+
+/// Reads an NDJSON progress stream to its end.
+async fn frames(request: reqwest::RequestBuilder) -> Vec<Value> {
+    let response = request
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-ndjson",
+        "the stream's media type"
+    );
+    let text = response.text().await.unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l:?}")))
+        .collect()
+}
+
+/// Checks a finished progress stream: `preparing_index` first, one terminal frame and it
+/// last, percentages within 5 points of done/total.
+fn check_stream(frames: &[Value], status: &str) {
+    assert!(frames.len() >= 2, "{frames:?}");
+    assert_eq!(frames[0]["stage"], "preparing_index", "{frames:?}");
+    assert_eq!(frames[0]["terminal"], false);
+    let last = frames.last().unwrap();
+    assert_eq!(last["terminal"], true, "{frames:?}");
+    assert_eq!(last["status"], status, "{last}");
+    assert_eq!(
+        frames.iter().filter(|f| f["terminal"] == true).count(),
+        1,
+        "one terminal frame"
+    );
+    for f in frames {
+        let (done, total) = (
+            f["items_done"].as_f64().unwrap(),
+            f["items_total"].as_f64().unwrap(),
+        );
+        if total > 0.0 && f["status"] == "running" {
+            let expected = 100.0 * done / total;
+            assert!(
+                (f["percent"].as_f64().unwrap() - expected).abs() <= 5.0,
+                "percent off: {f}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_but_healthz_needs_the_token() {
+    let db = TestDb::new().await;
+    let served = Served::start(&db, &["--workers", "0"], &[]);
+    let anonymous = reqwest::Client::new();
+
+    let (status, body) = ask(anonymous.get(served.url("/healthz"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ok");
+
+    for path in [
+        "/api/v1/repositories",
+        "/api/v1/runs",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/",
+    ] {
+        let response = anonymous.get(served.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "unauthorized", "{path}");
+
+        let (status, body) = ask(anonymous.get(served.url(path)).bearer_auth("wrong-token")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("wrong"),
+            "{body}"
+        );
+    }
+    // The MCP endpoint too.
+    let response = anonymous
+        .post(served.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let (status, _) = ask(served.client().get(served.url("/api/v1/repositories"))).await;
+    assert_eq!(status, StatusCode::OK);
+    // The dashboard page opens with ?token= (a browser cannot send the header); the API
+    // does not take it that way.
+    let page = anonymous
+        .get(served.url(&format!("/?token={TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let (status, _) = ask(anonymous.get(served.url(&format!("/api/v1/runs?token={TOKEN}")))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn serve_refuses_an_open_address_without_a_token_and_stops_cleanly_on_sigterm() {
+    let db = TestDb::new().await;
+    let r = trawl_in(&db, &["serve", "--bind", "0.0.0.0:0", "--no-scheduler"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("TRAWL_API_TOKEN"), "{}", r.stderr);
+    let r = trawl_in(&db, &["serve", "--bind", "not-an-address"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("host:port"), "{}", r.stderr);
+
+    let mut served = Served::start(&db, &["--workers", "1"], &[]);
+    let (status, _) = ask(served.client().get(served.url("/healthz"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let exit = served.stop(30).expect("trawl serve stops on SIGTERM");
+    assert!(exit.success(), "{exit:?}: {}", served.log());
+}
+
+#[tokio::test]
+async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let source = path_str(dir.path());
+    let served = Served::start(&db, &["--workers", "2"], &[]);
+    let http = served.client();
+    let url = |p: &str| served.url(p);
+
+    // Index, following the run's progress as NDJSON.
+    let stream = frames(
+        http.post(url("/api/v1/repositories"))
+            .json(&json!({ "source": source })),
+    )
+    .await;
+    check_stream(&stream, "succeeded");
+    let run_id = stream[0]["run_id"].as_i64().unwrap();
+
+    // Bad sources.
+    let (status, body) = ask(http
+        .post(url("/api/v1/repositories"))
+        .json(&json!({ "source": "/no/such/dir" })))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_source"),
+        "{body}"
+    );
+    let (status, body) = ask(http
+        .post(url("/api/v1/repositories"))
+        .json(&json!({ "path": "x" })))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_body"),
+        "{body}"
+    );
+    let (status, body) = ask(http
+        .post(url("/api/v1/repositories"))
+        .header("content-type", "application/json")
+        .body("{not json"))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_body"),
+        "{body}"
+    );
+
+    // Repositories.
+    let (status, body) = ask(http.get(url("/api/v1/repositories"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let repos = body["repositories"].as_array().unwrap();
+    assert_eq!(repos.len(), 1, "{body}");
+    assert_eq!(repos[0]["index_version"]["version"], 1, "{body}");
+    assert!(
+        repos[0]["age_seconds"].as_i64().is_some(),
+        "freshness: {body}"
+    );
+    let repo_id = repos[0]["repository"]["id"].as_i64().unwrap();
+    let (status, body) = ask(http.get(url(&format!("/api/v1/repositories/{repo_id}")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["repository"]["source"], source.as_str());
+    // By the path it was indexed from, URL-encoded.
+    let encoded: String = url::form_urlencoded::byte_serialize(source.as_bytes()).collect();
+    let (status, body) = ask(http.get(url(&format!("/api/v1/repositories/{encoded}")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["repository"]["id"], repo_id);
+    let (status, body) = ask(http.get(url("/api/v1/repositories/9999"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_repository")
+    );
+
+    // Search, GET and POST, with filters.
+    let (status, body) = ask(http.get(url(
+        "/api/v1/search?q=parse+config+file&mode=keyword&lang=python&limit=5",
+    )))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["hits"][0]["name"], "parse_config_file", "{body}");
+    let (status, body) = ask(http.post(url("/api/v1/search")).json(&json!({
+        "query": "retry a call with backoff", "mode": "hybrid", "path": "src/**",
+        "repositories": [repo_id.to_string()], "kinds": ["function"], "limit": 1,
+    })))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["hits"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["hits"][0]["name"], "retry_with_backoff", "{body}");
+    let (status, body) = ask(http.get(url("/api/v1/search?q=x&lang=go"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["hits"],
+        json!([]),
+        "a filter that matches nothing: {body}"
+    );
+    for (bad, expected) in [
+        ("/api/v1/search", "invalid_query"),
+        ("/api/v1/search?q=x&mode=fuzzy", "invalid_query"),
+        ("/api/v1/search?q=x&limit=0", "invalid_query"),
+        ("/api/v1/search?q=x&limit=many", "invalid_query"),
+        ("/api/v1/search?q=x&colour=red", "invalid_query"),
+        ("/api/v1/search?q=%20%20", "invalid_query"),
+    ] {
+        let (status, body) = ask(http.get(url(bad))).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, expected),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body) = ask(http.get(url("/api/v1/search?q=x&repo=nowhere"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_repository")
+    );
+
+    // Reindex: dry run, bad scopes, then a files reindex streamed.
+    let reindex = format!("/api/v1/repositories/{repo_id}/reindex");
+    let (status, body) = ask(http.post(url(&reindex)).json(
+        &json!({ "scope": "files", "paths": ["src/net.py"], "full": true, "dry_run": true }),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["plan"]["files"][0]["path"], "src/net.py", "{body}");
+    for (bad, expected) in [
+        (
+            json!({ "scope": "files", "paths": ["../etc/passwd"] }),
+            "invalid_scope",
+        ),
+        (
+            json!({ "scope": "files", "paths": ["src/missing.py"] }),
+            "invalid_scope",
+        ),
+        (json!({ "scope": "files" }), "invalid_scope"),
+        (json!({ "scope": "everything" }), "invalid_body"),
+        (json!({ "priority": "urgent" }), "invalid_body"),
+        (json!({ "full": "yes" }), "invalid_body"),
+    ] {
+        let (status, body) = ask(http.post(url(&reindex)).json(&bad)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, expected),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body) = ask(http
+        .post(url("/api/v1/repositories/9999/reindex"))
+        .json(&json!({})))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_repository")
+    );
+    let stream = frames(http.post(url(&reindex)).json(
+        &json!({ "scope": "files", "paths": ["src/net.py"], "full": true, "priority": "high" }),
+    ))
+    .await;
+    check_stream(&stream, "succeeded");
+    let reindex_run = stream[0]["run_id"].as_i64().unwrap();
+    // And waited for, without streaming.
+    let (status, body) = ask(http
+        .post(url(&reindex))
+        .json(&json!({ "scope": "directory", "paths": ["src"], "full": true, "wait": true })))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["status"], "succeeded", "{body}");
+    assert_eq!(body["result"]["items_completed"], 2, "{body}");
+
+    // Runs.
+    let (status, body) = ask(http.get(url(&format!("/api/v1/runs?repo={repo_id}&limit=2")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["runs"].as_array().unwrap().len(), 2, "{body}");
+    let (status, body) = ask(http.get(url(&format!("/api/v1/runs/{reindex_run}")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["run"]["status"], "succeeded");
+    assert_eq!(
+        body["stages"].as_array().unwrap().len(),
+        5,
+        "the stage timeline: {body}"
+    );
+    assert_eq!(body["progress"]["terminal"], true);
+    assert_eq!(body["result"]["items_completed"], 1, "{body}");
+    let (status, body) = ask(http.get(url(&format!("/api/v1/runs/{run_id}/items")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"].as_array().unwrap().len(), 2, "{body}");
+    let (status, body) =
+        ask(http.get(url(&format!("/api/v1/runs/{run_id}/items?failures=true")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"], json!([]), "{body}");
+    let (status, body) = ask(http.get(url(&format!("/api/v1/runs/{run_id}/progress")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "succeeded", "{body}");
+    // The stream of an ended run is its terminal frame alone.
+    let ended = frames(http.get(url(&format!("/api/v1/runs/{run_id}/progress")))).await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["terminal"], true);
+    for (bad, status_code, expected) in [
+        ("/api/v1/runs/abc", StatusCode::BAD_REQUEST, "invalid_path"),
+        ("/api/v1/runs/99999", StatusCode::NOT_FOUND, "unknown_run"),
+        (
+            "/api/v1/runs/99999/items",
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+        ),
+        (
+            "/api/v1/runs?limit=0",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/api/v1/runs?repo=nowhere",
+            StatusCode::NOT_FOUND,
+            "unknown_repository",
+        ),
+        (
+            "/api/v1/runs/1/items?failures=maybe",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+    ] {
+        let (status, body) = ask(http.get(url(bad))).await;
+        assert_eq!(
+            (status, code(&body)),
+            (status_code, expected),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body) = ask(http.post(url(&format!("/api/v1/runs/{run_id}/pause")))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "wrong_state"),
+        "{body}"
+    );
+
+    // Tasks and the queue.
+    let (status, body) = ask(http.get(url(&format!("/api/v1/tasks?run={run_id}")))).await;
+    assert_eq!(status, StatusCode::OK);
+    let tasks = body["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 5, "{body}");
+    let task = tasks[0]["job_id"].as_str().unwrap().to_string();
+    let (status, body) = ask(http.get(url(&format!("/api/v1/tasks/{task}")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["task"]["run_id"], run_id);
+    let (status, body) = ask(http.post(url(&format!("/api/v1/tasks/{task}/retry")))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "wrong_state"),
+        "{body}"
+    );
+    let (status, body) = ask(http.post(url(&format!("/api/v1/tasks/{task}/cancel")))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "wrong_state"),
+        "{body}"
+    );
+    let (status, body) = ask(http.get(url("/api/v1/tasks/no-such-task"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_task")
+    );
+    let (status, body) = ask(http.get(url("/api/v1/tasks?stage=parse"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query"),
+        "{body}"
+    );
+    let (status, body) = ask(http.get(url("/api/v1/tasks?stage=sync&status=succeeded"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["tasks"].as_array().unwrap().len(), 3, "{body}");
+    let (status, body) = ask(http.get(url("/api/v1/queue"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body["cells"].as_array().unwrap().is_empty(), "{body}");
+    assert_eq!(
+        body["workers"].as_array().unwrap().len(),
+        1,
+        "the server's worker: {body}"
+    );
+
+    // Audit.
+    let (status, body) =
+        ask(http.get(url(&format!("/api/v1/audit?repo={repo_id}&since=1h")))).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = body["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"] == "api" && e["action"] == "reindex"),
+        "{body}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"] == "api" && e["action"] == "pause" && e["outcome"] == "refused"),
+        "refused actions are audited too: {body}"
+    );
+    let (status, body) = ask(http.get(url("/api/v1/audit?since=yesterday"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query"),
+        "{body}"
+    );
+
+    // Admin reingest: a dry run, refusals, then for real.
+    let (status, body) = ask(http
+        .post(url("/api/v1/admin/reingest"))
+        .json(&json!({ "all": true, "languages": ["python"], "dry_run": true })))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["repository_ids"], json!([repo_id]), "{body}");
+    assert_eq!(body["dry_run"], true);
+    for bad in [
+        json!({}),
+        json!({ "all": true, "repositories": ["1"] }),
+        json!({ "all": true, "languages": ["cobol"] }),
+        json!({ "all": true, "batch_size": 0 }),
+        json!({ "all": "yes" }),
+    ] {
+        let (status, body) = ask(http.post(url("/api/v1/admin/reingest")).json(&bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            matches!(code(&body), "invalid_reingest" | "invalid_body"),
+            "{body}"
+        );
+    }
+    let (status, body) = ask(http
+        .post(url("/api/v1/admin/reingest"))
+        .json(&json!({ "repositories": [repo_id.to_string()], "batch_size": 1 })))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["enqueued"], 1, "{body}");
+
+    // Unknown routes and methods.
+    let (status, body) = ask(http.get(url("/api/v1/nothing"))).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "no_route"));
+    let status = http
+        .delete(url("/api/v1/runs/1"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // The dashboard's data.
+    let (status, body) = ask(http.get(url("/api/v1/dashboard"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body["runs"].as_array().unwrap().is_empty());
+    assert_eq!(body["repositories"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn runs_and_tasks_are_steered_over_http() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    // No worker: runs stay queued while they are steered.
+    let served = Served::start(&db, &["--workers", "0"], &[]);
+    let http = served.client();
+    let url = |p: &str| served.url(p);
+
+    let (status, body) = ask(http
+        .post(url("/api/v1/repositories"))
+        .json(&json!({ "source": path_str(dir.path()) })))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let repo_id = body["repository"]["id"].as_i64().unwrap();
+    let first_run = body["enqueued"]["run_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{body}"));
+
+    for (action, expected) in [
+        ("pause", "paused"),
+        ("resume", "queued"),
+        ("cancel", "cancelled"),
+    ] {
+        let (status, body) =
+            ask(http.post(url(&format!("/api/v1/runs/{first_run}/{action}")))).await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+        assert_eq!(body["run"]["status"], expected, "{action}: {body}");
+    }
+    let (status, body) = ask(http.post(url(&format!("/api/v1/runs/{first_run}/resume")))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "wrong_state"),
+        "{body}"
+    );
+    let (status, body) = ask(http.post(url("/api/v1/runs/424242/cancel"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_run")
+    );
+
+    // A reindex answers at once with what it queued.
+    let (status, queued) = ask(http
+        .post(url(&format!("/api/v1/repositories/{repo_id}/reindex")))
+        .json(&json!({ "priority": "low" })))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["status"], "queued", "{queued}");
+    assert_eq!(queued["priority"], "low", "{queued}");
+    let run_id = queued["run_id"].as_i64().unwrap();
+
+    // Cancel its SYNC task, then retry it.
+    let (_, body) = ask(http.get(url(&format!("/api/v1/tasks?run={run_id}&stage=sync")))).await;
+    let task = body["tasks"][0]["job_id"].as_str().unwrap().to_string();
+    let (status, body) = ask(http.post(url(&format!("/api/v1/tasks/{task}/cancel")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["task"]["stage_status"], "cancelled", "{body}");
+    let (status, body) = ask(http.post(url(&format!("/api/v1/tasks/{task}/retry")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["task"]["stage_status"], "queued", "{body}");
+    let (_, audit) = ask(http.get(url("/api/v1/audit"))).await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "api")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "pause",
+        "resume",
+        "cancel",
+        "reindex",
+        "cancel_task",
+        "retry_task",
+    ] {
+        assert!(actions.contains(&action), "{action} audited: {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let db = TestDb::new().await;
+    let served = Served::start(&db, &["--workers", "0"], &[]);
+    let http = served.client();
+    let (status, doc) = ask(http.get(served.url("/api/v1/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            // Path parameters are declared.
+            for name in path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            {
+                let declared = operation["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+                assert!(declared, "{method} {path} declares {name}");
+            }
+            // Every body schema reference resolves.
+            if let Some(reference) =
+                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+            {
+                let name = reference.trim_start_matches("#/components/schemas/");
+                assert!(
+                    doc["components"]["schemas"][name].is_object(),
+                    "{reference}"
+                );
+            }
+            // And the server answers it: not an unknown route, not a wrong method.
+            let concrete = path
+                .replace("{repository}", "1")
+                .replace("{run}", "1")
+                .replace("{task}", "t");
+            let request = match method.as_str() {
+                "get" => http.get(served.url(&concrete)),
+                "post" => http.post(served.url(&concrete)).json(&json!({})),
+                other => panic!("unexpected method {other}"),
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(body["error"]["code"], "no_route", "{method} {path}");
+            assert!(
+                !status.is_server_error(),
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+    assert!(operations >= 20, "{operations} operations documented");
+    // What is not documented is not served.
+    for (method, path) in [
+        ("DELETE", "/api/v1/runs/1"),
+        ("PUT", "/api/v1/search"),
+        ("GET", "/api/v2/runs"),
+    ] {
+        let response = http
+            .request(method.parse().unwrap(), served.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                response.status(),
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ),
+            "{method} {path}: {}",
+            response.status()
+        );
+        let documented = paths
+            .get(path)
+            .is_some_and(|item| item.get(method.to_lowercase()).is_some());
+        assert!(!documented, "{method} {path}");
+    }
+}
+
+/// The value of one metric series (`name{labels}`), or None when absent.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_are_present_and_change_after_a_run() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let served = Served::start(&db, &["--workers", "2"], &[]);
+    let http = served.client();
+    let scrape = async || {
+        let response = http.get(served.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        response.text().await.unwrap()
+    };
+    let before = scrape().await;
+    for name in [
+        "trawl_queue_depth",
+        "trawl_stage_duration_seconds",
+        "trawl_stage_attempts_total",
+        "trawl_stage_failures_total",
+        "trawl_items_processed_total",
+        "trawl_embeddings_per_second",
+        "trawl_search_duration_seconds",
+        "trawl_http_request_duration_seconds",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {name} ")),
+            "{name} declared"
+        );
+    }
+    assert_eq!(metric(&before, "trawl_embeddings_per_second"), Some(0.0));
+    assert_eq!(
+        metric(
+            &before,
+            "trawl_stage_duration_seconds_count{stage=\"sync\"}"
+        ),
+        None
+    );
+
+    let stream = frames(
+        http.post(served.url("/api/v1/repositories"))
+            .json(&json!({ "source": path_str(dir.path()) })),
+    )
+    .await;
+    check_stream(&stream, "succeeded");
+    let (status, _) = ask(http.get(served.url("/api/v1/search?q=parse+config&mode=keyword"))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let after = scrape().await;
+    assert_eq!(
+        metric(&after, "trawl_stage_duration_seconds_count{stage=\"sync\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "trawl_queue_depth{stage=\"enrich\",status=\"succeeded\",priority_class=\"user\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "trawl_stage_attempts_total{stage=\"extract\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&after, "trawl_items_processed_total{stage=\"extract\"}"),
+        Some(2.0),
+        "{after}"
+    );
+    assert!(
+        metric(&after, "trawl_embeddings_per_second").unwrap() > 0.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "trawl_search_duration_seconds_count{mode=\"keyword\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        after.contains("trawl_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/search\",status=\"200\"} 1"),
+        "{after}"
+    );
+}

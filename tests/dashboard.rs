@@ -1,0 +1,161 @@
+//! The operator dashboard end to end in headless Chromium (Debian's `chromium`, installed
+//! by the test support when missing): it loads with the token, shows a run progressing,
+//! shows a failed task, and a click on Retry re-queues it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::browser::Browser;
+use crate::support::server::{Served, TOKEN};
+use crate::support::{TestDb, path_str, spawn_worker, trawl_cmd};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            dir.path().join(format!("m{i}.py")),
+            format!("def f{i}():\n    return {i}\n"),
+        )
+        .unwrap();
+    }
+    // The server runs no worker; a worker process with faults does: SYNC takes a while
+    // (so the page can show it at work) and EXTRACT fails for good.
+    let served = Served::start(&db, &["--workers", "0"], &[]);
+    let mut faulty = trawl_cmd()
+        .envs(db.env())
+        .env("TRAWL_TEST_FAULTS", "sync:sleep:3000;extract:permanent:1")
+        .env("TRAWL_POLL_INTERVAL_MS", "100")
+        .args(["worker", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let browser = Browser::launch().await.expect("headless Chromium starts");
+    let page = browser.page().await.unwrap();
+    page.goto(&served.url(&format!("/?token={TOKEN}")))
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.getElementById('status').textContent.startsWith('updated')",
+        WAIT,
+    )
+    .await
+    .expect("the dashboard loads its data");
+    let href = page.eval("location.href").await.unwrap();
+    assert!(
+        !href.as_str().unwrap().contains("token"),
+        "the token is taken out of the address bar: {href}"
+    );
+    let sections = page
+        .eval("[...document.querySelectorAll('section h2')].map(h => h.textContent)")
+        .await
+        .unwrap();
+    for section in [
+        "Queue depth",
+        "Running stages",
+        "Failed tasks",
+        "Recent runs",
+        "Repositories",
+    ] {
+        assert!(
+            sections.to_string().contains(section),
+            "{section}: {sections}"
+        );
+    }
+
+    let queued: Value = served
+        .client()
+        .post(served.url("/api/v1/repositories"))
+        .json(&json!({ "source": path_str(dir.path()) }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = queued["enqueued"]["run_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{queued}"));
+
+    // The run at work: its row says running, SYNC is in the running stages with a progress
+    // bar, and the run's timeline shows SYNC running.
+    let at_work = format!(
+        "(() => {{
+            const row = document.querySelector('#runs tr[data-run=\"{run}\"]');
+            const running = [...document.querySelectorAll('#running tr[data-task]')]
+                .some(r => r.textContent.includes('run {run}') && r.textContent.includes('sync') && r.querySelector('.bar'));
+            return !!row && row.querySelector('.run-status').textContent.trim() === 'running'
+                && !!row.querySelector('.timeline span.s-running') && running;
+        }})()"
+    );
+    page.wait_for(&at_work, WAIT)
+        .await
+        .expect("the page shows the run at work");
+
+    // Then EXTRACT fails: the failed task shows with its error and a Retry button.
+    let failed = format!(
+        "(() => {{
+            const row = [...document.querySelectorAll('#failed tr[data-task]')]
+                .find(r => r.textContent.includes('run {run}') && r.textContent.includes('extract'));
+            return !!row && !!row.querySelector('button.retry') && row.querySelector('.error-text').textContent.length > 0;
+        }})()"
+    );
+    page.wait_for(&failed, WAIT)
+        .await
+        .expect("the page shows the failed task");
+    let run_row_failed = format!(
+        "document.querySelector('#runs tr[data-run=\"{run}\"] .run-status').textContent.trim() === 'failed'"
+    );
+    page.wait_for(&run_row_failed, WAIT).await.unwrap();
+
+    // Swap the faulty worker for a sound one, then click Retry.
+    unsafe {
+        libc::kill(faulty.id() as i32, libc::SIGTERM);
+    }
+    faulty.wait().unwrap();
+    let ctx = trawl::pipeline::PipelineContext::new(db.store.clone(), db.config());
+    let (stop, worker) = spawn_worker(ctx, 2);
+    page.click("#failed button.retry").await.unwrap();
+
+    // The task was re-queued and the run goes on to succeed; the page follows it.
+    let succeeded = format!(
+        "document.querySelector('#runs tr[data-run=\"{run}\"] .run-status')?.textContent.trim() === 'succeeded'"
+    );
+    page.wait_for(&succeeded, WAIT)
+        .await
+        .expect("the retried run succeeds on the page");
+    page.wait_for(
+        "document.querySelectorAll('#failed tr[data-task]').length === 0",
+        WAIT,
+    )
+    .await
+    .expect("no failed task is left");
+    let retried: (String, i64) = sqlx::query_as(
+        "SELECT actor, run_id FROM audit_log WHERE action = 'retry_task' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        retried,
+        ("api".to_string(), run),
+        "the click went through the API"
+    );
+    let extract: (String, i32) = sqlx::query_as(
+        "SELECT status, attempts FROM stage_runs WHERE run_id = $1 AND stage = 'extract'",
+    )
+    .bind(run)
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(extract.0, "succeeded");
+    let _ = stop.send(());
+    worker.await.unwrap();
+}
