@@ -13,12 +13,11 @@ use serde::Serialize;
 
 use super::{BenchError, Latency};
 use crate::config::Config;
-use crate::database;
 use crate::pipeline::PipelineContext;
 use crate::search::{Mode, Query, Searcher};
 use crate::service::index;
 use crate::store::runs::StageRun;
-use crate::store::{Store, StoreError, admin};
+use crate::store::{Store, StoreError};
 
 /// The scratch database the benchmark creates and drops.
 pub const BENCH_DB: &str = "trawl_bench_index";
@@ -90,33 +89,18 @@ pub async fn run(
             opts.corpus.display()
         )));
     }
-    let url = database::ensure_available(config).await?;
-    let bench_url = admin::url_with_database(&url, BENCH_DB)?;
-    admin::drop_database(&url, BENCH_DB).await?;
-    admin::create_database_if_missing(&url, BENCH_DB).await?;
-    let home = config.home.join("bench").join("index");
-    let _ = std::fs::remove_dir_all(&home);
-    let copy = home.join("corpus");
-    progress(&format!(
-        "copying {} to {}",
-        opts.corpus.display(),
-        copy.display()
-    ));
-    let copied = copy_corpus(&opts.corpus, &copy)
-        .map_err(|e| BenchError::Input(format!("copying the corpus: {e}")))?;
-    progress(&format!("{copied} files copied"));
-
-    let mut bench = config.clone();
-    bench.database.url = bench_url.clone();
-    bench.embedding.model_dir = config.model_dir().display().to_string();
-    bench.index.dir = home.join("index").display().to_string();
-    let store = Store::open(&bench_url, &database::pool_settings(&bench)).await?;
-    store.migrate().await?;
-
-    let result = measure(&bench, &store, &copy, &home, opts, &mut progress).await;
-    store.pool().close().await;
-    admin::drop_database(&url, BENCH_DB).await?;
-    let _ = std::fs::remove_dir_all(&home);
+    let scratch =
+        super::Scratch::create(config, BENCH_DB, "index", &opts.corpus, &mut progress).await?;
+    let result = measure(
+        &scratch.config,
+        &scratch.store,
+        &scratch.corpus,
+        &scratch.home,
+        opts,
+        &mut progress,
+    )
+    .await;
+    scratch.remove().await?;
     result
 }
 
@@ -185,7 +169,7 @@ async fn measure(
 }
 
 /// Indexes `source` once, worked in this process; returns the run and its stages.
-async fn index_once(
+pub(super) async fn index_once(
     ctx: &std::sync::Arc<PipelineContext>,
     config: &Config,
     source: &str,
@@ -229,7 +213,7 @@ fn stage_figures(stages: &[StageRun], files: i64) -> Vec<StageFigure> {
         .collect()
 }
 
-async fn counts(store: &Store, repo: i64) -> Result<(i64, i64, i64), BenchError> {
+pub(super) async fn counts(store: &Store, repo: i64) -> Result<(i64, i64, i64), BenchError> {
     Ok(sqlx::query_as(
         "SELECT (SELECT count(*) FROM files WHERE repository_id = $1 AND skip_reason IS NULL),
                 (SELECT count(*) FROM snippets WHERE repository_id = $1),
@@ -265,7 +249,7 @@ async fn edit_one_file(store: &Store, repo: i64, corpus: &Path) -> Result<String
 
 /// Queries made from the corpus itself: the words of definition names (`parse_config_file`
 /// → "parse config file") and the opening words of docstrings.
-async fn corpus_queries(store: &Store, n: usize) -> Result<Vec<String>, BenchError> {
+pub(super) async fn corpus_queries(store: &Store, n: usize) -> Result<Vec<String>, BenchError> {
     let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT name, doc FROM snippets WHERE name IS NOT NULL ORDER BY md5(id::text) LIMIT $1",
     )
@@ -404,7 +388,7 @@ fn pytorch(python: &Path, texts: &[String], dir: &Path, model: &Path) -> Result<
 
 /// Copies the files trawl would index (ignore files honoured, no symlinks) from `from` to
 /// `to`; returns how many.
-fn copy_corpus(from: &Path, to: &Path) -> std::io::Result<usize> {
+pub(super) fn copy_corpus(from: &Path, to: &Path) -> std::io::Result<usize> {
     let mut n = 0;
     for entry in ignore::WalkBuilder::new(from).hidden(true).build() {
         let entry = entry.map_err(std::io::Error::other)?;

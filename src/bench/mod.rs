@@ -3,16 +3,20 @@
 //!
 //! - [`queue`]: the stage queue with no-op stage work; tasks/s and enqueue→start latency.
 //! - [`index`]: the five stages on a real corpus, incremental runs and query latency.
+//! - [`api`]: the HTTP API's search under concurrent clients.
 
+pub mod api;
 pub mod index;
 pub mod queue;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::database::DatabaseError;
-use crate::store::StoreError;
+use crate::config::Config;
+use crate::database::{self, DatabaseError};
+use crate::store::{Store, StoreError, admin};
 
 /// Why a benchmark could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,75 @@ pub enum BenchError {
     Stalled(String),
     #[error("{0}")]
     Input(String),
+}
+
+/// A benchmark's scratch space: a database of its own on the configured server, and a
+/// directory under trawl's home with a copy of the corpus and the keyword index. Nothing
+/// indexed for real is touched; [`Scratch::remove`] drops it all.
+pub struct Scratch {
+    /// The configuration pointing at the scratch database and index.
+    pub config: Config,
+    pub store: Store,
+    pub home: PathBuf,
+    /// The copy of the corpus (the files trawl would index).
+    pub corpus: PathBuf,
+    server_url: String,
+    database: &'static str,
+}
+
+impl Scratch {
+    pub async fn create(
+        config: &Config,
+        database: &'static str,
+        dir: &str,
+        corpus: &Path,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<Scratch, BenchError> {
+        if !corpus.is_dir() {
+            return Err(BenchError::Input(format!(
+                "--corpus {} is not a directory: give a directory of source files (e.g. a Python standard library)",
+                corpus.display()
+            )));
+        }
+        let server_url = database::ensure_available(config).await?;
+        let url = admin::url_with_database(&server_url, database)?;
+        admin::drop_database(&server_url, database).await?;
+        admin::create_database_if_missing(&server_url, database).await?;
+        let home = config.home.join("bench").join(dir);
+        let _ = std::fs::remove_dir_all(&home);
+        let copy = home.join("corpus");
+        progress(&format!(
+            "copying {} to {}",
+            corpus.display(),
+            copy.display()
+        ));
+        let copied = index::copy_corpus(corpus, &copy)
+            .map_err(|e| BenchError::Input(format!("copying the corpus: {e}")))?;
+        progress(&format!("{copied} files copied"));
+
+        let mut scratch = config.clone();
+        scratch.database.url = url.clone();
+        scratch.embedding.model_dir = config.model_dir().display().to_string();
+        scratch.index.dir = home.join("index").display().to_string();
+        let store = Store::open(&url, &database::pool_settings(&scratch)).await?;
+        store.migrate().await?;
+        Ok(Scratch {
+            config: scratch,
+            store,
+            home,
+            corpus: copy,
+            server_url,
+            database,
+        })
+    }
+
+    /// Drops the scratch database and removes the directory.
+    pub async fn remove(self) -> Result<(), BenchError> {
+        self.store.pool().close().await;
+        admin::drop_database(&self.server_url, self.database).await?;
+        let _ = std::fs::remove_dir_all(&self.home);
+        Ok(())
+    }
 }
 
 /// Latency percentiles of a sample, in milliseconds.

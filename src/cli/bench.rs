@@ -2,7 +2,7 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 
-use crate::bench::{index, queue};
+use crate::bench::{api, index, queue};
 use crate::config::Config;
 
 /// Measure trawl on this machine: the stage queue alone, or indexing a real corpus.
@@ -19,6 +19,39 @@ pub struct Args {
 enum BenchCommand {
     Queue(QueueArgs),
     Index(IndexArgs),
+    Api(ApiArgs),
+}
+
+/// The HTTP API's search under concurrent clients: requests per second and latency p50 /
+/// p99 per search mode.
+///
+/// The corpus is indexed into a scratch database first (removed afterwards); the API is
+/// then served on a loopback port in this process, with a token, and --clients clients
+/// search back to back for --seconds in each mode.
+///
+/// Example: trawl bench api --corpus /usr/lib/python3.11/asyncio --clients 50
+#[derive(Debug, clap::Args)]
+struct ApiArgs {
+    /// The directory to index and search.
+    #[arg(long, value_name = "PATH")]
+    corpus: std::path::PathBuf,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Seconds each mode is measured.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Search modes to measure, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "keyword,hybrid"
+    )]
+    modes: Vec<crate::search::Mode>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Index a corpus with the five stages in this process and report files/s per stage,
@@ -77,6 +110,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     match args.command {
         BenchCommand::Queue(a) => run_queue(a, config).await,
         BenchCommand::Index(a) => run_index(a, config).await,
+        BenchCommand::Api(a) => run_api(a, config).await,
     }
 }
 
@@ -146,6 +180,45 @@ async fn run_index(args: IndexArgs, config: &Config) -> anyhow::Result<i32> {
         println!(
             "{name:<9} {} queries: p50 {:.1} ms, p99 {:.1} ms",
             l.samples, l.p50_ms, l.p99_ms
+        );
+    }
+    Ok(0)
+}
+
+async fn run_api(args: ApiArgs, config: &Config) -> anyhow::Result<i32> {
+    if args.clients == 0 || args.seconds <= 0.0 || args.modes.is_empty() {
+        anyhow::bail!("--clients, --seconds and --modes must be at least 1");
+    }
+    let opts = api::ApiOptions {
+        corpus: std::path::absolute(&args.corpus)
+            .with_context(|| format!("--corpus {}", args.corpus.display()))?,
+        clients: args.clients,
+        seconds: args.seconds,
+        modes: args.modes,
+    };
+    let r = api::run(config, &opts, |msg| eprintln!("bench api: {msg}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    println!(
+        "corpus {}: {} files, {} snippets",
+        r.corpus, r.files, r.snippets
+    );
+    println!(
+        "{:<9} {:>7} {:>9} {:>7} {:>10} {:>8} {:>8}",
+        "mode", "clients", "requests", "errors", "requests/s", "p50 ms", "p99 ms"
+    );
+    for f in &r.figures {
+        println!(
+            "{:<9} {:>7} {:>9} {:>7} {:>10.0} {:>8.1} {:>8.1}",
+            serde_json::to_value(f.mode)?.as_str().unwrap_or("?"),
+            f.clients,
+            f.requests,
+            f.errors,
+            f.requests_per_sec,
+            f.latency.p50_ms,
+            f.latency.p99_ms
         );
     }
     Ok(0)
