@@ -106,11 +106,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     super::worker::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let mut failed = false;
-    if let Some(worker) = worker {
-        if let Err(e) = worker.await.context("the worker task")? {
-            tracing::error!(error = %e, "the worker stopped abnormally");
-            failed = true;
-        }
+    if let Some(worker) = worker
+        && let Err(e) = worker.await.context("the worker task")?
+    {
+        tracing::error!(error = %e, "the worker stopped abnormally");
+        failed = true;
     }
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;

@@ -226,6 +226,27 @@ impl StageStatus {
     }
 }
 
+/// A moment back from now: a duration (`90s`, `30m`, `12h`, `7d`) or an RFC 3339 time. The
+/// error names the input and what is accepted.
+pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let secs = match (n.parse::<i64>(), unit) {
+        (Ok(n), "s") if n >= 0 => n,
+        (Ok(n), "m") if n >= 0 => n * 60,
+        (Ok(n), "h") if n >= 0 => n * 3_600,
+        (Ok(n), "d") if n >= 0 => n * 86_400,
+        _ => {
+            return Err(format!(
+                "{s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
+            ));
+        }
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -276,25 +297,4 @@ mod tests {
         assert_eq!(Stage::parse("code-embeddings"), Some(Stage::CodeEmbeddings));
         assert_eq!(Stage::parse("index"), None);
     }
-}
-
-/// A moment back from now: a duration (`90s`, `30m`, `12h`, `7d`) or an RFC 3339 time. The
-/// error names the input and what is accepted.
-pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let secs = match (n.parse::<i64>(), unit) {
-        (Ok(n), "s") if n >= 0 => n,
-        (Ok(n), "m") if n >= 0 => n * 60,
-        (Ok(n), "h") if n >= 0 => n * 3_600,
-        (Ok(n), "d") if n >= 0 => n * 86_400,
-        _ => {
-            return Err(format!(
-                "{s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
-            ));
-        }
-    };
-    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
 }
