@@ -356,14 +356,26 @@ impl TrawlMcp {
 )]
 impl ServerHandler for TrawlMcp {}
 
+/// Why the stdio server stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("the MCP client did not initialise the session: {0}")]
+    Initialise(String),
+    #[error("the MCP session ended abnormally: {0}")]
+    Session(String),
+}
+
 /// Serves MCP over stdin and stdout until the client closes them.
-pub async fn serve_stdio(state: AppState) -> anyhow::Result<()> {
+pub async fn serve_stdio(state: AppState) -> Result<(), McpError> {
     use rmcp::ServiceExt as _;
     let service = TrawlMcp::new(state)
         .serve(rmcp::transport::stdio())
         .await
-        .map_err(|e| anyhow::anyhow!("the MCP client did not initialise the session: {e}"))?;
-    service.waiting().await?;
+        .map_err(|e| McpError::Initialise(e.to_string()))?;
+    service
+        .waiting()
+        .await
+        .map_err(|e| McpError::Session(e.to_string()))?;
     Ok(())
 }
 
