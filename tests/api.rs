@@ -106,9 +106,9 @@ async fn every_route_but_healthz_needs_the_token() {
     for path in [
         "/api/v1/repositories",
         "/api/v1/runs",
+        "/api/v1/dashboard",
         "/metrics",
         "/api/v1/openapi.json",
-        "/",
     ] {
         let response = anonymous.get(served.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
@@ -138,16 +138,25 @@ async fn every_route_but_healthz_needs_the_token() {
 
     let (status, _) = ask(served.client().get(served.url("/api/v1/repositories"))).await;
     assert_eq!(status, StatusCode::OK);
-    // The dashboard page opens with ?token= (a browser cannot send the header); the API
-    // does not take it that way.
-    let page = anonymous
-        .get(served.url(&format!("/?token={TOKEN}")))
-        .send()
-        .await
-        .unwrap();
+    // The dashboard page is public: it holds no data, its script asks the API with the
+    // token. The API takes no token in the query string.
+    let page = anonymous.get(served.url("/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(page.text().await.unwrap().contains("<title>trawl"));
     let (status, _) = ask(anonymous.get(served.url(&format!("/api/v1/runs?token={TOKEN}")))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A browser's cross-site POST is refused even with the token.
+    let (status, body) = ask(served
+        .client()
+        .post(served.url("/api/v1/runs/1/cancel"))
+        .header("origin", "http://evil.example"))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "cross_origin"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -160,11 +169,55 @@ async fn serve_refuses_an_open_address_without_a_token_and_stops_cleanly_on_sigt
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("host:port"), "{}", r.stderr);
 
-    let mut served = Served::start(&db, &["--workers", "1"], &[]);
-    let (status, _) = ask(served.client().get(served.url("/healthz"))).await;
+    // Without a token, only requests to a loopback name are answered (DNS rebinding).
+    let open = Served::start(&db, &["--workers", "0"], &[("TRAWL_API_TOKEN", "")]);
+    let (status, _) = ask(reqwest::Client::new().get(open.url("/api/v1/runs"))).await;
     assert_eq!(status, StatusCode::OK);
-    let exit = served.stop(30).expect("trawl serve stops on SIGTERM");
-    assert!(exit.success(), "{exit:?}: {}", served.log());
+    let (status, body) = ask(reqwest::Client::new()
+        .get(open.url("/api/v1/runs"))
+        .header("host", "rebound.example:7700"))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "forbidden_host"),
+        "{body}"
+    );
+    drop(open);
+
+    // SIGTERM with a progress stream open on a run no worker takes: the stream ends with
+    // `shutting_down` and the process exits 0.
+    let dir = fixture();
+    let mut served = Served::start(&db, &["--workers", "0"], &[]);
+    let http = served.client();
+    let (status, body) = ask(http
+        .post(served.url("/api/v1/repositories"))
+        .json(&json!({ "source": path_str(dir.path()) })))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = body["enqueued"]["run_id"].as_i64().unwrap();
+    let response = http
+        .get(served.url(&format!("/api/v1/runs/{run}/progress")))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reading = tokio::spawn(response.text());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = served.stop(30);
+        (exit, served.log())
+    })
+    .await
+    .unwrap();
+    assert!(
+        exit.0.expect("trawl serve stops on SIGTERM").success(),
+        "{}",
+        exit.1
+    );
+    let text = reading.await.unwrap().unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{text}");
 }
 
 #[tokio::test]
@@ -339,6 +392,15 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
     let (status, body) = ask(http.get(url(&format!("/api/v1/runs?repo={repo_id}&limit=2")))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["runs"].as_array().unwrap().len(), 2, "{body}");
+    let (status, body) = ask(http.get(url("/api/v1/runs?status=succeeded&limit=1"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["runs"][0]["status"], "succeeded", "{body}");
+    let (status, body) = ask(http.get(url("/api/v1/runs?status=done"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query"),
+        "{body}"
+    );
     let (status, body) = ask(http.get(url(&format!("/api/v1/runs/{reindex_run}")))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["run"]["status"], "succeeded");
@@ -501,13 +563,22 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
     // Unknown routes and methods.
     let (status, body) = ask(http.get(url("/api/v1/nothing"))).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "no_route"));
-    let status = http
-        .delete(url("/api/v1/runs/1"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = ask(http.delete(url("/api/v1/runs/1"))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    // Input that reaches the database badly formed is the client's fault, not a 500.
+    for bad in [
+        "/api/v1/tasks/%00",
+        "/api/v1/runs?repo=%00",
+        "/api/v1/audit?since=%C3%A9",
+        "/api/v1/audit?since=999999999999d",
+    ] {
+        let (status, body) = ask(http.get(url(bad))).await;
+        assert!(status.is_client_error(), "{bad}: {status} {body}");
+        code(&body);
+    }
 
     // The dashboard's data.
     let (status, body) = ask(http.get(url("/api/v1/dashboard"))).await;
@@ -705,9 +776,9 @@ async fn metrics_are_present_and_change_after_a_run() {
     for name in [
         "trawl_queue_depth",
         "trawl_stage_duration_seconds",
-        "trawl_stage_attempts_total",
-        "trawl_stage_failures_total",
-        "trawl_items_processed_total",
+        "trawl_stage_attempts",
+        "trawl_stage_failures",
+        "trawl_items_processed",
         "trawl_embeddings_per_second",
         "trawl_search_duration_seconds",
         "trawl_http_request_duration_seconds",
@@ -718,6 +789,7 @@ async fn metrics_are_present_and_change_after_a_run() {
         );
     }
     assert_eq!(metric(&before, "trawl_embeddings_per_second"), Some(0.0));
+    assert_eq!(metric(&before, "trawl_workers"), Some(1.0), "{before}");
     assert_eq!(
         metric(
             &before,
@@ -742,21 +814,22 @@ async fn metrics_are_present_and_change_after_a_run() {
         "{after}"
     );
     assert_eq!(
-        metric(
-            &after,
-            "trawl_queue_depth{stage=\"enrich\",status=\"succeeded\",priority_class=\"user\"}"
-        ),
+        metric(&after, "trawl_runs{status=\"succeeded\"}"),
         Some(1.0),
         "{after}"
     );
     assert_eq!(
-        metric(&after, "trawl_stage_attempts_total{stage=\"extract\"}"),
+        metric(&after, "trawl_stage_attempts{stage=\"extract\"}"),
         Some(1.0)
     );
     assert_eq!(
-        metric(&after, "trawl_items_processed_total{stage=\"extract\"}"),
+        metric(&after, "trawl_items_processed{stage=\"extract\"}"),
         Some(2.0),
         "{after}"
+    );
+    assert!(
+        !after.contains("trawl_queue_depth{"),
+        "nothing waits, runs or failed: {after}"
     );
     assert!(
         metric(&after, "trawl_embeddings_per_second").unwrap() > 0.0,

@@ -27,15 +27,16 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     // The server runs no worker; a worker process with faults does: SYNC takes a while
     // (so the page can show it at work) and EXTRACT fails for good.
     let served = Served::start(&db, &["--workers", "0"], &[]);
-    let mut faulty = trawl_cmd()
+    let faulty = trawl_cmd()
         .envs(db.env())
-        .env("TRAWL_TEST_FAULTS", "sync:sleep:3000;extract:permanent:1")
+        .env("TRAWL_TEST_FAULTS", "sync:sleep:6000;extract:permanent:1")
         .env("TRAWL_POLL_INTERVAL_MS", "100")
         .args(["worker", "--concurrency", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut faulty = KillOnDrop(Some(faulty));
 
     let browser = Browser::launch().await.expect("headless Chromium starts");
     let page = browser.page().await.unwrap();
@@ -116,10 +117,7 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     page.wait_for(&run_row_failed, WAIT).await.unwrap();
 
     // Swap the faulty worker for a sound one, then click Retry.
-    unsafe {
-        libc::kill(faulty.id() as i32, libc::SIGTERM);
-    }
-    faulty.wait().unwrap();
+    faulty.stop();
     let ctx = trawl::pipeline::PipelineContext::new(db.store.clone(), db.config());
     let (stop, worker) = spawn_worker(ctx, 2);
     page.click("#failed button.retry").await.unwrap();
@@ -158,4 +156,25 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     assert_eq!(extract.0, "succeeded");
     let _ = stop.send(());
     worker.await.unwrap();
+}
+
+/// A child process stopped (SIGTERM, then waited for) when the test ends, even by a
+/// failed assertion.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

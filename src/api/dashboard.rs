@@ -20,7 +20,15 @@ const PAGE: &str = include_str!("dashboard.html");
 const RECENT: i64 = 20;
 
 pub async fn page() -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], Html(PAGE)).into_response()
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+        ],
+        Html(PAGE),
+    )
+        .into_response()
 }
 
 /// Everything the page shows, in one answer.
@@ -34,11 +42,17 @@ pub async fn state(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     };
     let running = store.list_tasks(&tasks("running", 100)).await?;
     let failed = store.list_tasks(&tasks("failed", RECENT)).await?;
-    let mut runs = Vec::new();
-    for run in store.list_runs(None, RECENT).await? {
-        let stages = store.stage_runs(run.id).await?;
-        runs.push(json!({ "run": run, "stages": stages }));
-    }
+    let recent = store.list_runs(None, None, RECENT).await?;
+    let ids: Vec<i64> = recent.iter().map(|r| r.id).collect();
+    let mut stages = store.stage_runs_of(&ids).await?;
+    let runs: Vec<Value> = recent
+        .into_iter()
+        .map(|run| {
+            let (mine, rest): (Vec<_>, Vec<_>) = stages.drain(..).partition(|s| s.run_id == run.id);
+            stages = rest;
+            json!({ "run": run, "stages": mine })
+        })
+        .collect();
     let repositories = status::status(store, None).await?;
     Ok(Json(json!({
         "now": chrono::Utc::now(),

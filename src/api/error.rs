@@ -64,6 +64,10 @@ impl From<StoreError> for ApiError {
         match &e {
             StoreError::NotFound(_) => ApiError::not_found("not_found", e.to_string()),
             StoreError::Invalid(_) => ApiError::bad_request("invalid_request", e.to_string()),
+            // Data exceptions (a NUL byte, a value out of range) come from the input.
+            StoreError::Database {
+                code: Some(code), ..
+            } if code.starts_with("22") => ApiError::bad_request("invalid_request", e.to_string()),
             e if e.is_retryable() => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
@@ -80,6 +84,11 @@ impl From<IndexError> for ApiError {
             IndexError::NoSuchPath { .. } | IndexError::NotADirectory { .. } => {
                 ApiError::bad_request("invalid_source", e.to_string())
             }
+            IndexError::Git(crate::sources::git::GitError::NoGit(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "git_unavailable",
+                e.to_string(),
+            ),
             IndexError::Git(_) => ApiError::bad_request("git_failed", e.to_string()),
             IndexError::UnknownRepository { .. } => {
                 ApiError::not_found("unknown_repository", e.to_string())
@@ -182,7 +191,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             Err(rejection) => Err(ApiError::new(
                 // 415 for a missing JSON content type, 400 for the rest.
                 match rejection.status() {
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    s @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE) => s,
                     _ => StatusCode::BAD_REQUEST,
                 },
                 "invalid_body",

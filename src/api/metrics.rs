@@ -105,6 +105,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], counts:
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = &state.store;
     let queue = store.queue_stats().await?;
+    let depth = store.queue_depth().await?;
     let totals = store.stage_totals().await?;
     let durations = store.stage_durations().await?;
     let rate = store.recent_embedding_rate().await?;
@@ -115,9 +116,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         &mut out,
         "trawl_queue_depth",
         "gauge",
-        "Stage tasks by stage, status and priority class.",
+        "Stage tasks waiting, running or failed, by stage, status and priority class.",
     );
-    for c in &queue.cells {
+    for c in &depth {
         let _ = writeln!(
             out,
             "trawl_queue_depth{{stage=\"{}\",status=\"{}\",priority_class=\"{}\"}} {}",
@@ -167,29 +168,31 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             d.sum_seconds,
         );
     }
+    // Gauges, not counters: they sum over the runs kept, and a retried failure leaves
+    // the failed count, so they can go down.
     for (name, help, pick) in [
         (
-            "trawl_stage_attempts_total",
-            "Attempts stages made, the first included.",
+            "trawl_stage_attempts",
+            "Attempts the kept runs' stages made, the first included.",
             (|t| t.attempts) as fn(&crate::store::metrics::StageTotals) -> i64,
         ),
         (
-            "trawl_stage_failures_total",
-            "Stages that failed for good.",
+            "trawl_stage_failures",
+            "Kept runs' stages that are failed for good.",
             |t| t.failures,
         ),
         (
-            "trawl_items_processed_total",
-            "Items (files, snippets, embeddings, summaries) stages processed.",
+            "trawl_items_processed",
+            "Items (files, snippets, embeddings, summaries) the kept runs' stages processed.",
             |t| t.items_done,
         ),
         (
-            "trawl_items_failed_total",
-            "Items stages could not process.",
+            "trawl_items_failed",
+            "Items the kept runs' stages could not process.",
             |t| t.items_failed,
         ),
     ] {
-        head(&mut out, name, "counter", help);
+        head(&mut out, name, "gauge", help);
         for t in &totals {
             let _ = writeln!(out, "{name}{{stage=\"{}\"}} {}", label(&t.stage), pick(t));
         }

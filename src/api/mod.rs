@@ -43,6 +43,8 @@ pub struct Inner {
     pub metrics: metrics::Metrics,
     /// The bearer token every route but `/healthz` requires; `None` when none is set.
     pub token: Option<String>,
+    /// True once the server is stopping: open streams and waits end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Deref for AppState {
@@ -53,7 +55,12 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config) -> AppState {
+    /// The state of a server that stops when `stopping` turns true.
+    pub fn new(
+        store: Store,
+        config: Config,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> AppState {
         let token = Some(config.serve.token.clone()).filter(|t| !t.is_empty());
         AppState(Arc::new(Inner {
             searcher: Searcher::new(store.clone(), config.clone()),
@@ -61,7 +68,14 @@ impl AppState {
             config,
             metrics: metrics::Metrics::default(),
             token,
+            stopping,
         }))
+    }
+
+    /// Resolves when the server starts stopping (or whoever could stop it is gone).
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|s| *s).await;
     }
 }
 
@@ -103,7 +117,78 @@ pub fn router(state: AppState, parts: Parts, extra: Option<Router>) -> Router {
         .with_state(state.clone())
         .merge(protected)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state, observe))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not a method of {}: see /api/v1/openapi.json for the routes",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Refuses what a browser could be tricked into sending. Without a token, a request must
+/// be addressed to a loopback host (a web page rebinding its own name to 127.0.0.1 cannot
+/// reach the API). With or without one, a browser's cross-site POST is refused (a form on
+/// another site cannot cancel runs).
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if state.token.is_none() && !is_loopback_host(host) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            format!(
+                "this server has no token, so it answers only requests to localhost, 127.0.0.1 or [::1], not to {host:?}: set TRAWL_API_TOKEN to serve other names"
+            ),
+        )
+        .into_response();
+    }
+    let safe = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| {
+            origin != "null"
+                && origin
+                    .split_once("://")
+                    .is_none_or(|(_, authority)| authority != host)
+        });
+    if !safe && (cross_site || foreign_origin) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "a request from another site's page is refused",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -179,7 +264,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().as_str().to_string();
+    // A fixed set, so that odd methods cannot grow the metrics without bound.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     state.metrics.observe_request(
@@ -248,6 +338,27 @@ mod tests {
         assert!(listen_address("0.0.0.0:7700", Some("s3cret")).is_ok());
         let err = listen_address("nowhere", None).unwrap_err().to_string();
         assert!(err.contains("host:port"), "{err}");
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for host in [
+            "localhost",
+            "localhost:7700",
+            "127.0.0.1:7700",
+            "[::1]:7700",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example:7700",
+            "10.0.0.1:7700",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]

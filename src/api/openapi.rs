@@ -8,7 +8,7 @@ use super::routes::{NDJSON, ROUTES};
 
 /// The document served at `/api/v1/openapi.json`.
 pub fn document() -> Value {
-    let mut generator = SchemaSettings::openapi3()
+    let mut generator = SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "/components/schemas/".into())
         .into_generator();
     let mut paths = Map::new();
@@ -41,7 +41,7 @@ pub fn document() -> Value {
                 json!({ "required": true, "content": { "application/json": { "schema": schema } } }),
             );
         }
-        operation.insert("responses".into(), responses(route.streams));
+        operation.insert("responses".into(), responses(route));
         if route.public {
             operation.insert("security".into(), json!([]));
         }
@@ -109,26 +109,39 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
-fn responses(streams: bool) -> Value {
+fn responses(route: &super::routes::Route) -> Value {
     let error = json!({
         "description": "An error: {\"error\": {\"code\": \"...\", \"message\": \"...\"}}",
         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
     });
+    let media = match route.path {
+        "/metrics" => "text/plain",
+        "/" => "text/html",
+        _ => "application/json",
+    };
     let mut ok = json!({
         "description": "Success.",
-        "content": { "application/json": { "schema": { "type": "object" } } },
+        "content": { media: { "schema": { "type": if media == "application/json" { "object" } else { "string" } } } },
     });
-    if streams {
+    if route.streams {
         ok["content"][NDJSON] = json!({
             "schema": { "type": "string", "description": "One progress snapshot per line, the first at once, the terminal one last." }
         });
     }
-    json!({
+    let accepted = json!({
+        "description": "Accepted: queued for the workers.",
+        "content": { "application/json": { "schema": { "type": "object" } } },
+    });
+    let mut all = json!({
         "200": ok,
         "400": error,
         "401": error,
         "404": error,
         "409": error,
         "503": error,
-    })
+    });
+    if route.method == "POST" {
+        all["202"] = accepted;
+    }
+    all
 }

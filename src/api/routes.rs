@@ -375,12 +375,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/",
-        summary: "The operator dashboard (HTML).",
+        summary: "The operator dashboard (HTML; it holds no data: its script asks the API with the token).",
         tag: "dashboard",
         query: &[],
         body: None,
         streams: false,
-        public: false,
+        public: true,
         handler: || get(super::dashboard::page),
     },
 ];
@@ -433,7 +433,7 @@ async fn index_source(
     .await?;
     let run_id = requested.enqueued.run_id();
     if wants_ndjson(&headers) {
-        return Ok(ndjson(progress_stream(state.store.clone(), run_id)));
+        return Ok(ndjson(progress_stream(&state, run_id)));
     }
     Ok((StatusCode::ACCEPTED, Json(requested)).into_response())
 }
@@ -508,28 +508,36 @@ async fn reindex_repository(
     }
     let (_, queued) = reindex::reindex(&state.store, &state.config, &request).await?;
     if wants_ndjson(&headers) {
-        return Ok(ndjson(progress_stream(state.store.clone(), queued.run_id)));
+        return Ok(ndjson(progress_stream(&state, queued.run_id)));
     }
     if body.wait {
-        let run = wait_until_ended(&state, queued.run_id).await?;
+        let run = until_ended(&state, queued.run_id).await?;
         let result = reindex::result_of(&state.store, &run).await?;
         return Ok(Json(json!({ "queued": queued, "result": result })).into_response());
     }
     Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
 }
 
-/// Waits for run `run_id` to end (workers do the work) and returns it.
-async fn wait_until_ended(
+/// Waits for run `run_id` to end (workers do the work); a server stopping ends the wait
+/// with a 503 `shutting_down`.
+pub async fn until_ended(
     state: &AppState,
     run_id: i64,
 ) -> Result<crate::store::runs::Run, ApiError> {
-    loop {
-        let run = state.store.run(run_id).await?;
-        if run.run_status().is_finished() {
-            return Ok(run);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::select! {
+        run = crate::service::progress::until_ended(&state.store, run_id) => Ok(run?),
+        _ = state.stopped() => Err(shutting_down(run_id)),
     }
+}
+
+fn shutting_down(run_id: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        format!(
+            "the server is stopping; run {run_id} goes on: follow it at /api/v1/runs/{run_id}/progress"
+        ),
+    )
 }
 
 /// `POST /api/v1/search`; `GET` takes the same as query parameters.
@@ -692,12 +700,22 @@ async fn list_runs(
     State(state): State<AppState>,
     Params(p): Params<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(status) = &p.status
+        && crate::domain::RunStatus::parse(status).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "status {status:?} is not a run status: give queued, running, paused, succeeded, failed or cancelled"
+            ),
+        ));
+    }
     let repository_id = repository_id(&state, p.repo.as_deref()).await?;
     let limit = limit(p.limit, 50)?;
-    let mut runs = state.store.list_runs(repository_id, limit).await?;
-    if let Some(status) = &p.status {
-        runs.retain(|r| &r.status == status);
-    }
+    let runs = state
+        .store
+        .list_runs(repository_id, p.status.as_deref(), limit)
+        .await?;
     Ok(Json(json!({ "runs": runs })))
 }
 
@@ -753,7 +771,7 @@ async fn run_progress(
 ) -> Result<Response, ApiError> {
     let run = existing_run(&state, run_id).await?;
     if wants_ndjson(&headers) && !run.run_status().is_finished() {
-        return Ok(ndjson(progress_stream(state.store.clone(), run_id)));
+        return Ok(ndjson(progress_stream(&state, run_id)));
     }
     let stages = state.store.stage_runs(run_id).await?;
     let snapshot = Snapshot::of(&run, &stages);
@@ -965,13 +983,14 @@ fn ndjson(stream: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static
 
 /// The progress snapshots of run `run_id` as NDJSON lines: `preparing_index` first (at
 /// once), one per stage change and per batch, the terminal one last; then the stream
-/// ends. A database failure mid-way ends it with an `{"error": …}` line.
+/// ends. A database failure mid-way, or the server stopping, ends it with an
+/// `{"error": …}` line.
 pub fn progress_stream(
-    store: crate::store::Store,
+    state: &AppState,
     run_id: i64,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     struct Follow {
-        store: crate::store::Store,
+        state: AppState,
         follower: Follower,
         pending: VecDeque<Snapshot>,
         ended: bool,
@@ -979,12 +998,12 @@ pub fn progress_stream(
     let follower = Follower::new(run_id);
     let pending = VecDeque::from([follower.first().clone()]);
     let start = Follow {
-        store,
+        state: state.clone(),
         follower,
         pending,
         ended: false,
     };
-    futures::stream::unfold(start, |mut f| async move {
+    futures::stream::unfold(start, move |mut f| async move {
         loop {
             if let Some(s) = f.pending.pop_front() {
                 f.ended = s.terminal;
@@ -993,8 +1012,19 @@ pub fn progress_stream(
             if f.ended {
                 return None;
             }
-            match f.follower.next(&f.store).await {
-                Ok(more) if more.is_empty() => tokio::time::sleep(Duration::from_millis(100)).await,
+            if *f.state.stopping.borrow() {
+                f.ended = true;
+                let e = shutting_down(run_id);
+                let error = json!({ "error": { "code": e.code, "message": e.message } });
+                return Some((Ok(line(&error)), f));
+            }
+            match f.follower.next(&f.state.store).await {
+                Ok(more) if more.is_empty() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = f.state.stopped() => {}
+                    }
+                }
                 Ok(more) => f.pending.extend(more),
                 Err(e) => {
                     f.ended = true;

@@ -84,7 +84,8 @@ async fn measure(
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let mut config = scratch.config.clone();
     config.serve.token = token.clone();
-    let state = AppState::new(store.clone(), config);
+    let (_running, stopping) = tokio::sync::watch::channel(false);
+    let state = AppState::new(store.clone(), config, stopping);
     let app = api::router(
         state,
         Parts {

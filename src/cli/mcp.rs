@@ -16,6 +16,8 @@ pub struct Args {}
 
 pub async fn run(_args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
-    crate::mcp::serve_stdio(AppState::new(store, config.clone())).await?;
+    // Nothing stops this server but its client closing stdin.
+    let (_running, stopping) = tokio::sync::watch::channel(false);
+    crate::mcp::serve_stdio(AppState::new(store, config.clone(), stopping)).await?;
     Ok(0)
 }

@@ -60,7 +60,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     match args.action {
         Action::List { repo, limit, json } => {
             let repository_id = super::repository_id(&store, repo).await?;
-            let runs = store.list_runs(repository_id, limit).await?;
+            let runs = store.list_runs(repository_id, None, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {

@@ -47,6 +47,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let signalled = super::worker::shutdown_signal();
     let bind = args
         .bind
         .clone()
@@ -58,14 +59,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let local = listener.local_addr().context("the listening address")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_watch = stop_rx.clone();
     let stopped = move || {
-        let mut rx = stop_rx.clone();
+        let mut rx = stop_watch.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
 
-    let state = AppState::new(store.clone(), config.clone());
+    let state = AppState::new(store.clone(), config.clone(), stop_rx.clone());
     let parts = Parts {
         api: !args.no_api,
         dashboard: !args.no_api && !args.no_dashboard,
@@ -103,7 +105,16 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     }
     tracing::info!(%local, "listening");
 
-    super::worker::shutdown_signal().await;
+    let mut server = server;
+    tokio::select! {
+        _ = signalled => {}
+        // The server cannot stop on its own; if it does, it failed.
+        ended = &mut server => {
+            let _ = stop_tx.send(true);
+            ended.context("the HTTP server task")?.context("the HTTP server")?;
+            anyhow::bail!("the HTTP server stopped on its own");
+        }
+    }
     let _ = stop_tx.send(true);
     let mut failed = false;
     if let Some(worker) = worker
@@ -115,10 +126,17 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }
-    server
-        .await
-        .context("the HTTP server task")?
-        .context("the HTTP server")?;
+    // Open streams end when they see the stop; a connection that still will not close is
+    // not waited on for ever.
+    match tokio::time::timeout(Duration::from_secs(10), &mut server).await {
+        Ok(ended) => ended
+            .context("the HTTP server task")?
+            .context("the HTTP server")?,
+        Err(_) => {
+            tracing::warn!("connections still open 10 s after the stop: closing them");
+            server.abort();
+        }
+    }
     Ok(if failed { 1 } else { 0 })
 }
 

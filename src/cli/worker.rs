@@ -31,13 +31,16 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub(super) async fn shutdown_signal() {
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed at the call, not
+/// at the first poll, so a signal that comes early is not lost.
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
     }
 }

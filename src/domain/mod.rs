@@ -232,19 +232,28 @@ pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let secs = match (n.parse::<i64>(), unit) {
-        (Ok(n), "s") if n >= 0 => n,
-        (Ok(n), "m") if n >= 0 => n * 60,
-        (Ok(n), "h") if n >= 0 => n * 3_600,
-        (Ok(n), "d") if n >= 0 => n * 86_400,
-        _ => {
-            return Err(format!(
-                "{s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
-            ));
-        }
+    let refuse = || {
+        format!(
+            "{s}: give a duration back from now (30m, 12h, 7d) or an RFC 3339 time (2026-11-24T08:00:00Z)"
+        )
     };
-    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+    let unit = s.chars().last().ok_or_else(refuse)?;
+    let n: i64 = s[..s.len() - unit.len_utf8()]
+        .parse()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(refuse)?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(refuse()),
+    };
+    n.checked_mul(scale)
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|back| chrono::Utc::now().checked_sub_signed(back))
+        .ok_or_else(|| format!("{s}: that is further back than time goes"))
 }
 
 #[cfg(test)]
@@ -258,6 +267,11 @@ mod tests {
         let err = super::parse_since("yesterday").unwrap_err();
         assert!(err.starts_with("yesterday:"), "{err}");
         assert!(super::parse_since("-3d").is_err());
+        // Neither a multi-byte character nor an overflow panics.
+        assert!(super::parse_since("é").is_err());
+        assert!(super::parse_since("").is_err());
+        assert!(super::parse_since("999999999999d").is_err());
+        assert!(super::parse_since("100000000d").is_err());
     }
 
     use super::*;

@@ -5,7 +5,6 @@
 //! (`{"error": {"code", "message"}}`), so the assistant reads why.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -21,7 +20,6 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::routes::{self, SearchBody};
 use crate::domain::PriorityClass;
-use crate::search::Mode;
 use crate::service::control::{RunAction, control_run};
 use crate::service::progress::Snapshot;
 use crate::service::reindex::{self, ReindexRequest, ScopeKind};
@@ -32,31 +30,6 @@ use crate::service::status;
 pub struct TrawlMcp {
     state: AppState,
     tool_router: ToolRouter<Self>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct SearchArgs {
-    /// Words, identifiers, or a description of the code to find.
-    pub query: String,
-    /// hybrid (default: keyword and semantic fused), keyword, or semantic.
-    #[serde(default)]
-    pub mode: Mode,
-    /// Only these repositories: ids, or the paths or URLs they were indexed from.
-    #[serde(default)]
-    pub repositories: Vec<String>,
-    /// Only these languages (rust, python, go, typescript, …).
-    #[serde(default)]
-    pub languages: Vec<String>,
-    /// Only these snippet kinds (function, method, class, struct, …).
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    /// Only paths matching this glob (`*` and `**` match anything; a plain path matches
-    /// that file or directory).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// How many results, 1 to 1000 (default 10).
-    #[serde(default)]
-    pub limit: Option<u16>,
 }
 
 /// The scopes of seed 001's `force_reindex`.
@@ -167,22 +140,13 @@ impl TrawlMcp {
     )]
     async fn search(
         &self,
-        Parameters(args): Parameters<SearchArgs>,
+        Parameters(args): Parameters<SearchBody>,
     ) -> Result<CallToolResult, ErrorData> {
-        let body = SearchBody {
-            query: args.query,
-            mode: args.mode,
-            repositories: args.repositories,
-            languages: args.languages,
-            kinds: args.kinds,
-            path: args.path,
-            limit: args.limit,
-        };
-        reply(routes::search(&self.state, body).await)
+        reply(routes::search(&self.state, args).await)
     }
 
     #[tool(
-        description = "Force reindexing of files, directories, or a whole project (or only its embeddings). Returns a task_id to follow with get_reindex_status; with async=false, waits and returns the result."
+        description = "Force reindexing of files, directories, or a whole project (or only its embeddings). Returns a task_id to follow with get_reindex_status; with async=false, waits for the run to end (workers do the work: `trawl serve` or `trawl worker` must run) and returns the result."
     )]
     async fn force_reindex(
         &self,
@@ -299,13 +263,7 @@ impl TrawlMcp {
             "result": null,
         });
         if !args.run_async {
-            let run = loop {
-                let run = store.run(queued.run_id).await?;
-                if run.run_status().is_finished() {
-                    break run;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
+            let run = routes::until_ended(&self.state, queued.run_id).await?;
             out["status"] = json!(run.status);
             out["result"] = serde_json::to_value(reindex::result_of(store, &run).await?)
                 .expect("results serialise");

@@ -108,7 +108,62 @@ pub struct Searcher {
     store: Store,
     config: Config,
     keyword: tokio::sync::OnceCell<Arc<KeywordIndex>>,
-    embedder: tokio::sync::OnceCell<Embedder>,
+    embedder: tokio::sync::OnceCell<QueryEmbedder>,
+}
+
+/// Most queries one inference call embeds together.
+const QUERY_BATCH: usize = 32;
+
+type QueryReply = tokio::sync::oneshot::Sender<Result<Vec<f32>, ProviderError>>;
+
+/// The embedder for queries, coalescing: the queries that arrive while one batch is being
+/// embedded go into the next, so concurrent searches (an API under load) share inference
+/// calls instead of queueing for the model one by one.
+#[derive(Clone)]
+struct QueryEmbedder {
+    model: String,
+    queue: tokio::sync::mpsc::UnboundedSender<(String, QueryReply)>,
+}
+
+impl QueryEmbedder {
+    /// Starts the batching task; it ends when the last handle is dropped.
+    fn start(embedder: Embedder) -> QueryEmbedder {
+        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<(String, QueryReply)>();
+        let model = embedder.model().to_string();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(QUERY_BATCH);
+            while pending.recv_many(&mut batch, QUERY_BATCH).await > 0 {
+                let (texts, replies): (Vec<String>, Vec<QueryReply>) = batch.drain(..).unzip();
+                match embedder.embed(texts).await {
+                    Ok(vectors) => {
+                        for (reply, vector) in replies.into_iter().zip(vectors) {
+                            let _ = reply.send(Ok(vector));
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(ProviderError::Inference(message.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        QueryEmbedder { model, queue }
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn embed(&self, text: &str) -> Result<Vec<f32>, ProviderError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || ProviderError::Inference("the query embedder stopped".into());
+        self.queue
+            .send((text.to_string(), reply))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
 }
 
 impl Searcher {
@@ -129,9 +184,13 @@ impl Searcher {
             .cloned()
     }
 
-    async fn embedder(&self) -> Result<Embedder, ProviderError> {
+    async fn embedder(&self) -> Result<QueryEmbedder, ProviderError> {
         self.embedder
-            .get_or_try_init(|| Embedder::load(self.config.clone()))
+            .get_or_try_init(|| async {
+                Embedder::load(self.config.clone())
+                    .await
+                    .map(QueryEmbedder::start)
+            })
             .await
             .cloned()
     }
@@ -161,11 +220,7 @@ impl Searcher {
         }
         if q.mode != Mode::Keyword {
             let embedder = self.embedder().await?;
-            let vector = embedder
-                .embed(vec![q.text.clone()])
-                .await?
-                .pop()
-                .unwrap_or_default();
+            let vector = embedder.embed(&q.text).await?;
             let model = embedder.model().to_string();
             for kind in [VectorKind::Code, VectorKind::Summary] {
                 let ranking = self

@@ -184,3 +184,14 @@ pub async fn follow(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until run `run_id` has ended and returns it. It only watches: workers do the work.
+pub async fn until_ended(store: &Store, run_id: i64) -> Result<Run, StoreError> {
+    loop {
+        let run = store.run(run_id).await?;
+        if run.run_status().is_finished() {
+            return Ok(run);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

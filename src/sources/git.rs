@@ -23,6 +23,12 @@ pub enum GitError {
     NoGit(String),
     #[error("cannot reach the git repository {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("{what} {value:?} is not valid: {why}")]
+    BadInput {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error("git {action} failed in {dir}: {detail}")]
     Failed {
         action: &'static str,
@@ -65,7 +71,9 @@ fn git(args: &[&str], dir: Option<&Path>, url: &str) -> Command {
         cmd.current_dir(dir);
     }
     // Never prompt: a missing credential is an error, not a hang.
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
+    // Only the transports trawl means: never `ext::` (a command) or others.
+    cmd.env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+        .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE");
@@ -88,14 +96,40 @@ fn last_line(stderr: &[u8]) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
+/// Refuses a URL or ref git could take for an option (`--upload-pack=…`) or that holds
+/// control characters; both come from users, over the network too.
+pub fn check_input(url: &str, git_ref: &str) -> Result<(), GitError> {
+    let bad = |what, value: &str, why| GitError::BadInput {
+        what,
+        value: value.to_string(),
+        why,
+    };
+    if url.starts_with('-') {
+        return Err(bad("the git URL", url, "it may not start with '-'"));
+    }
+    if url.chars().any(char::is_control) {
+        return Err(bad("the git URL", url, "it holds control characters"));
+    }
+    if git_ref.starts_with('-')
+        || git_ref
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+        || git_ref.contains("..")
+    {
+        return Err(bad(
+            "the git ref",
+            git_ref,
+            "give a branch, tag or commit name (no leading '-', spaces, '..' or ~^:?*[\\)",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `url` answers and has `git_ref` (or a default branch), without cloning.
 pub fn probe(url: &str, git_ref: &str) -> Result<(), GitError> {
-    let mut cmd = git(&["ls-remote", "--exit-code", url], None, url);
-    if !git_ref.is_empty() {
-        cmd.arg(git_ref);
-    } else {
-        cmd.arg("HEAD");
-    }
+    check_input(url, git_ref)?;
+    let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
+    let mut cmd = git(&["ls-remote", "--exit-code", "--", url, want], None, url);
     let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -157,9 +191,19 @@ pub fn update(url: &str, git_ref: &str, dir: &Path) -> Result<String, GitError> 
         std::fs::create_dir_all(dir).map_err(|e| fail("init")(e.to_string()))?;
         run(git(&["init", "--quiet"], Some(dir), url)).map_err(fail("init"))?;
     }
+    check_input(url, git_ref)?;
     let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
     run(git(
-        &["fetch", "--quiet", "--depth", "1", "--no-tags", url, want],
+        &[
+            "fetch",
+            "--quiet",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--",
+            url,
+            want,
+        ],
         Some(dir),
         url,
     ))
@@ -176,4 +220,26 @@ pub fn update(url: &str, git_ref: &str, dir: &Path) -> Result<String, GitError> 
     run(git(&["clean", "--quiet", "-ffdx"], Some(dir), url)).map_err(fail("clean"))?;
     let head = run(git(&["rev-parse", "HEAD"], Some(dir), url)).map_err(fail("rev-parse"))?;
     Ok(head.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_input;
+
+    #[test]
+    fn urls_and_refs_that_git_would_take_for_options_are_refused() {
+        assert!(check_input("https://example.com/a.git", "main").is_ok());
+        assert!(check_input("git@example.com:a/b.git", "v1.2").is_ok());
+        assert!(check_input("https://example.com/a.git", "").is_ok());
+        for (url, git_ref) in [
+            ("--upload-pack=touch /tmp/x #@x:y", ""),
+            ("https://example.com/a.git", "--upload-pack=x"),
+            ("https://example.com/a.git", "main branch"),
+            ("https://example.com/a.git", "a..b"),
+            ("https://example.com/\na.git", ""),
+        ] {
+            let err = check_input(url, git_ref).unwrap_err().to_string();
+            assert!(err.contains("is not valid"), "{url} {git_ref}: {err}");
+        }
+    }
 }

@@ -33,6 +33,19 @@ pub struct StageDurations {
 }
 
 impl Store {
+    /// Stage tasks not ended, plus the failed ones (which wait for an operator), by stage,
+    /// status and priority class.
+    pub async fn queue_depth(&self) -> Result<Vec<super::tasks::QueueCell>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT stage, stage_status, priority_class, count(*) AS count FROM trawl_tasks
+             WHERE stage_status NOT IN ('succeeded', 'skipped', 'cancelled')
+             GROUP BY stage, stage_status, priority_class
+             ORDER BY stage_ordinal_of(stage), stage_status, priority_class",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

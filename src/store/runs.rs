@@ -247,16 +247,30 @@ impl Store {
         )
     }
 
+    /// The most recent runs, newest first: of one repository or all, in one status or any.
     pub async fn list_runs(
         &self,
         repository_id: Option<i64>,
+        status: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Run>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM runs WHERE ($1::bigint IS NULL OR repository_id = $1) ORDER BY id DESC LIMIT $2",
+            "SELECT * FROM runs WHERE ($1::bigint IS NULL OR repository_id = $1)
+               AND ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(repository_id)
+        .bind(status)
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The stages of several runs, by run and ordinal.
+    pub async fn stage_runs_of(&self, run_ids: &[i64]) -> Result<Vec<StageRun>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM stage_runs WHERE run_id = ANY($1) ORDER BY run_id DESC, ordinal",
+        )
+        .bind(run_ids)
         .fetch_all(&self.pool)
         .await?)
     }
