@@ -615,6 +615,20 @@ async fn runs_and_tasks_are_steered_over_http() {
             ask(http.post(url(&format!("/api/v1/runs/{first_run}/{action}")))).await;
         assert_eq!(status, StatusCode::OK, "{action}: {body}");
         assert_eq!(body["run"]["status"], expected, "{action}: {body}");
+        if action == "pause" {
+            // A stream joining the paused run starts where it is, at once.
+            let mut stream = http
+                .get(url(&format!("/api/v1/runs/{first_run}/progress")))
+                .header("accept", "application/x-ndjson")
+                .send()
+                .await
+                .unwrap();
+            let chunk = stream.chunk().await.unwrap().expect("a first frame");
+            let first: Value =
+                serde_json::from_slice(chunk.split(|b| *b == b'\n').next().unwrap()).unwrap();
+            assert_eq!(first["status"], "paused", "{first}");
+            assert_eq!(first["terminal"], false, "{first}");
+        }
     }
     let (status, body) = ask(http.post(url(&format!("/api/v1/runs/{first_run}/resume")))).await;
     assert_eq!(

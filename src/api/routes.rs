@@ -433,7 +433,7 @@ async fn index_source(
     .await?;
     let run_id = requested.enqueued.run_id();
     if wants_ndjson(&headers) {
-        return Ok(ndjson(progress_stream(&state, run_id)));
+        return Ok(ndjson(progress_stream(&state, Follower::new(run_id))));
     }
     Ok((StatusCode::ACCEPTED, Json(requested)).into_response())
 }
@@ -508,7 +508,10 @@ async fn reindex_repository(
     }
     let (_, queued) = reindex::reindex(&state.store, &state.config, &request).await?;
     if wants_ndjson(&headers) {
-        return Ok(ndjson(progress_stream(&state, queued.run_id)));
+        return Ok(ndjson(progress_stream(
+            &state,
+            Follower::new(queued.run_id),
+        )));
     }
     if body.wait {
         let run = until_ended(&state, queued.run_id).await?;
@@ -771,7 +774,8 @@ async fn run_progress(
 ) -> Result<Response, ApiError> {
     let run = existing_run(&state, run_id).await?;
     if wants_ndjson(&headers) && !run.run_status().is_finished() {
-        return Ok(ndjson(progress_stream(&state, run_id)));
+        let follower = Follower::joining(&state.store, run_id).await?;
+        return Ok(ndjson(progress_stream(&state, follower)));
     }
     let stages = state.store.stage_runs(run_id).await?;
     let snapshot = Snapshot::of(&run, &stages);
@@ -981,13 +985,13 @@ fn ndjson(stream: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static
         .expect("a valid response")
 }
 
-/// The progress snapshots of run `run_id` as NDJSON lines: `preparing_index` first (at
-/// once), one per stage change and per batch, the terminal one last; then the stream
-/// ends. A database failure mid-way, or the server stopping, ends it with an
+/// The progress snapshots `follower` yields as NDJSON lines: its first at once
+/// (`preparing_index` for a new run), one per stage change and per batch, the terminal
+/// one last; then the stream ends. A database failure mid-way, or the server stopping, ends it with an
 /// `{"error": …}` line.
 pub fn progress_stream(
     state: &AppState,
-    run_id: i64,
+    follower: Follower,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     struct Follow {
         state: AppState,
@@ -995,7 +999,7 @@ pub fn progress_stream(
         pending: VecDeque<Snapshot>,
         ended: bool,
     }
-    let follower = Follower::new(run_id);
+    let run_id = follower.first().run_id;
     let pending = VecDeque::from([follower.first().clone()]);
     let start = Follow {
         state: state.clone(),

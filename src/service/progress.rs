@@ -14,7 +14,8 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub run_id: i64,
-    /// running (queued runs too: they are being prepared), succeeded, failed or cancelled.
+    /// running (queued runs too: they are being prepared), paused, succeeded, failed or
+    /// cancelled.
     pub status: String,
     /// `preparing_index` before a stage has started, then the stage at work (or the last
     /// one that worked, in a terminal snapshot).
@@ -57,9 +58,14 @@ impl Snapshot {
             .find(|s| s.status == "running")
             .or_else(|| stages.iter().rev().find(|s| s.started_at.is_some()));
         let Some(stage) = current else {
-            // Not started: still preparing (queued for a worker), or over before it began.
+            // Not started: still preparing (queued for a worker, or paused before it
+            // began), or over before it began.
             if !terminal {
-                return Snapshot::preparing(run.id);
+                let mut preparing = Snapshot::preparing(run.id);
+                if run.status == "paused" {
+                    preparing.status = run.status.clone();
+                }
+                return preparing;
             }
             return Snapshot {
                 status: run.status.clone(),
@@ -106,6 +112,21 @@ impl Follower {
             after_event: 0,
             last: Snapshot::preparing(run_id),
         }
+    }
+
+    /// A follower joining a run under way: its first snapshot is where the run is now,
+    /// and it goes on from the run's latest event (nothing before is replayed).
+    pub async fn joining(store: &Store, run_id: i64) -> Result<Follower, StoreError> {
+        // The event id first: an event written between the two reads is sent again
+        // rather than missed.
+        let after_event = store.last_progress_event(run_id).await?;
+        let run = store.run(run_id).await?;
+        let stages = store.stage_runs(run_id).await?;
+        Ok(Follower {
+            run_id,
+            after_event,
+            last: Snapshot::of(&run, &stages),
+        })
     }
 
     /// The first snapshot, to send before anything is read.

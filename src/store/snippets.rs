@@ -269,6 +269,16 @@ impl Store {
         .await?)
     }
 
+    /// The id of run `run_id`'s latest progress event (0 when it has none).
+    pub async fn last_progress_event(&self, run_id: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT coalesce(max(id), 0)::bigint FROM run_progress WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Records a stage's progress before its next batch; `Err(Stopped)` when the run was
     /// paused or cancelled meanwhile, which stops the stage there.
     pub async fn stage_progress(
