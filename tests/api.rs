@@ -862,3 +862,41 @@ async fn metrics_are_present_and_change_after_a_run() {
         "{after}"
     );
 }
+
+#[tokio::test]
+async fn serve_runs_the_scheduler_and_its_worker() {
+    let db = TestDb::new().await;
+    let dir = fixture();
+    let served = Served::start_with(
+        &db,
+        &["--workers", "1"],
+        &[("TRAWL_SCHEDULE_EVERY_SECS", "1")],
+    );
+    let http = served.client();
+    let stream = frames(
+        http.post(served.url("/api/v1/repositories"))
+            .json(&json!({ "source": path_str(dir.path()) })),
+    )
+    .await;
+    check_stream(&stream, "succeeded");
+    // The scheduler finds the repository due again and enqueues a background sync, which
+    // the server's worker runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, body) = ask(http.get(served.url("/api/v1/runs?status=succeeded"))).await;
+        let background = body["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "background");
+        if background {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background run: {body}\n{}",
+            served.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -181,6 +181,22 @@ async fn mcp_over_stdio_with_a_real_client() {
         info.server_info.as_ref().map(|s| s.name.as_str()),
         Some("trawl")
     );
+    // With no worker yet, a task stays queued while it is steered.
+    let (error, queued) = call(&client, "force_reindex", json!({ "scope": "project" })).await;
+    assert!(!error, "{queued}");
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let task = queued["task_id"].as_str().unwrap().to_string();
+    for (tool, expected) in [
+        ("pause_reindex", "paused"),
+        ("resume_reindex", "queued"),
+        ("cancel_reindex", "cancelled"),
+    ] {
+        let (error, steered) = call(&client, tool, json!({ "task_id": task })).await;
+        assert!(!error, "{tool}: {steered}");
+        assert_eq!(steered["status"], expected, "{tool}: {steered}");
+    }
+    let (_, status) = call(&client, "get_reindex_status", json!({ "task_id": task })).await;
+    assert_eq!(status["status"], "cancelled", "{status}");
     // The blocking reindex needs a worker: this process runs one.
     let ctx = trawl::pipeline::PipelineContext::new(db.store.clone(), db.config());
     let (stop, worker) = crate::support::spawn_worker(ctx, 2);

@@ -21,6 +21,13 @@ impl Served {
     /// Starts `trawl serve` on a free port with the test token, no scheduler, quick polls,
     /// and `args` (`--workers 0`, say) and `env` (test faults, say) added.
     pub fn start(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let mut all = vec!["--no-scheduler"];
+        all.extend_from_slice(args);
+        Served::start_with(db, &all, env)
+    }
+
+    /// [`Served::start`] with the scheduler unless `args` turn it off.
+    pub fn start_with(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Served {
         trawl::install_tls_provider();
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = trawl_cmd()
@@ -29,7 +36,7 @@ impl Served {
             .env("TRAWL_POLL_INTERVAL_MS", "100")
             .env("RUST_LOG", "trawl=info")
             .envs(env.iter().copied())
-            .args(["serve", "--bind", "127.0.0.1:0", "--json", "--no-scheduler"])
+            .args(["serve", "--bind", "127.0.0.1:0", "--json"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap())
