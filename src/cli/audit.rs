@@ -4,8 +4,11 @@ use crate::database;
 /// Show the audit log: every reindex, reingest, pause, resume, cancel and retry, who asked
 /// (cli, api, mcp, scheduler), what was asked and how it ended. Newest first.
 ///
-/// Examples: trawl audit --since 1d
-///           trawl audit --repo ~/src/app --json
+/// Examples:
+///
+///   trawl audit --since 1d
+///
+///   trawl audit --repo ~/src/app --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only entries of this repository (its id, or the path or URL it was indexed from).

@@ -10,9 +10,13 @@ use crate::pipeline::batch::{self, BatchPayload, RepositoryItem};
 /// skipped; one item's failure is recorded and the batch goes on; an invalid payload fails
 /// at once. Attempts: 3, each at most 30 minutes, 10 s apart.
 ///
-/// Examples: trawl batch submit --repo 1 --repo 2
-///           trawl batch submit --snippet 10 --snippet 11
-///           trawl batch show JOB --json
+/// Examples:
+///
+///   trawl batch submit --repo 1 --repo 2
+///
+///   trawl batch submit --snippet 10 --snippet 11
+///
+///   trawl batch show JOB --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

@@ -29,7 +29,9 @@ enum BenchCommand {
 /// then served on a loopback port in this process, with a token, and --clients clients
 /// search back to back for --seconds in each mode.
 ///
-/// Example: trawl bench api --corpus /usr/lib/python3.11/asyncio --clients 50
+/// Example:
+///
+///   trawl bench api --corpus /usr/lib/python3.11/asyncio --clients 50
 #[derive(Debug, clap::Args)]
 struct ApiArgs {
     /// The directory to index and search.
@@ -62,7 +64,9 @@ struct ApiArgs {
 /// and index directory, both removed afterwards. With --python, the sentence-transformers
 /// baseline (PyTorch, CPU) embeds the same texts as trawl's local embedder, side by side.
 ///
-/// Example: trawl bench index --corpus /usr/lib/python3.11 --python ~/venv/bin/python
+/// Example:
+///
+///   trawl bench index --corpus /usr/lib/python3.11 --python ~/venv/bin/python
 #[derive(Debug, clap::Args)]
 struct IndexArgs {
     /// The directory to index (e.g. a Python standard library).
@@ -85,7 +89,9 @@ struct IndexArgs {
 /// The stage queue with no-op stages: tasks worked per second with 1 and with 4 worker
 /// processes, and enqueue→start latency p50/p99 on an idle queue.
 ///
-/// Example: trawl bench queue --runs 2000 --processes 1,4
+/// Example:
+///
+///   trawl bench queue --runs 2000 --processes 1,4
 #[derive(Debug, clap::Args)]
 struct QueueArgs {
     /// Runs enqueued as a backlog per pass (five stage tasks each).

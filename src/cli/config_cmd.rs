@@ -3,7 +3,9 @@ use crate::config::Config;
 /// Print the effective configuration (defaults < trawl.toml < TRAWL_* env < flags), with
 /// secrets redacted.
 ///
-/// Example: TRAWL_WORKER_CONCURRENCY=4 trawl config
+/// Example:
+///
+///   TRAWL_WORKER_CONCURRENCY=4 trawl config
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON instead of TOML.

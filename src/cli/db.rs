@@ -9,7 +9,9 @@ use crate::database;
 /// Any command that needs the database starts the cluster on demand; `trawl db stop`
 /// stops it.
 ///
-/// Example: trawl db status
+/// Example:
+///
+///   trawl db status
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

@@ -7,7 +7,9 @@ use crate::doctor;
 /// embedding model, the index directory, and configured HTTP providers. Exit 1 when any
 /// check fails.
 ///
-/// Example: trawl doctor --json
+/// Example:
+///
+///   trawl doctor --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the checks as a JSON array.

@@ -15,8 +15,11 @@ use crate::service::index;
 /// With --wait and no worker alive, the run is worked in this process under the same queue
 /// rules; when workers are alive, they do the work.
 ///
-/// Examples: trawl index ~/src/myproject --wait
-///           trawl index https://github.com/rust-lang/log --ref master
+/// Examples:
+///
+///   trawl index ~/src/myproject --wait
+///
+///   trawl index https://github.com/rust-lang/log --ref master
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The directory or git URL to index.

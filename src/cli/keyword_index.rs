@@ -9,7 +9,9 @@ use crate::pipeline::stages::bm25;
 /// index again from it alone (after a disk loss, on a new search node, or to compact it).
 /// Searches keep reading the old index until the rebuilt one is committed.
 ///
-/// Example: trawl keyword-index rebuild
+/// Example:
+///
+///   trawl keyword-index rebuild
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

@@ -6,7 +6,9 @@ use crate::database;
 /// Every command that opens the database does this too; this command only makes it explicit.
 /// Safe to run from several processes at once.
 ///
-/// Example: trawl migrate
+/// Example:
+///
+///   trawl migrate
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 

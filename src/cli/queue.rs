@@ -4,7 +4,9 @@ use crate::database;
 /// Queue statistics: tasks by stage × status × priority class, the age of the oldest queued
 /// task, and what each live worker is running.
 ///
-/// Example: trawl queue stats --json
+/// Example:
+///
+///   trawl queue stats --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

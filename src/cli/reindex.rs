@@ -20,9 +20,13 @@ use crate::service::reindex::{self, ReindexRequest, ScopeKind};
 /// prints what it did (exit 0 when it succeeded, 1 when not). --dry-run lists what would
 /// be processed and enqueues nothing.
 ///
-/// Examples: trawl reindex ~/src/app --scope files --path src/main.rs --wait
-///           trawl reindex 3 --scope directory --path src --recursive --priority high
-///           trawl reindex 3 --scope embeddings-only --full
+/// Examples:
+///
+///   trawl reindex ~/src/app --scope files --path src/main.rs --wait
+///
+///   trawl reindex 3 --scope directory --path src --recursive --priority high
+///
+///   trawl reindex 3 --scope embeddings-only --full
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The repository: its id, or the path or URL it was indexed from.

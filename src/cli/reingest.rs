@@ -9,8 +9,11 @@ use crate::service::reingest::{self, ReingestRequest};
 /// Runs go in at the low priority class by default, with background work, so that user
 /// work is not held up; --priority normal or high to hurry them.
 ///
-/// Examples: trawl reingest --all --lang python --dry-run
-///           trawl reingest --repo 3 --repo ~/src/app --batch-size 10
+/// Examples:
+///
+///   trawl reingest --all --lang python --dry-run
+///
+///   trawl reingest --repo 3 --repo ~/src/app --batch-size 10
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A repository (its id, or the path or URL it was indexed from); repeatable.

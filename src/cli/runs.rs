@@ -6,7 +6,9 @@ use crate::service::control::{RunAction, control_run};
 
 /// Inspect runs: one indexing pass of one repository, with its five stages.
 ///
-/// Example: trawl runs show 12 --json
+/// Example:
+///
+///   trawl runs show 12 --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

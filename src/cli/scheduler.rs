@@ -9,8 +9,11 @@ use crate::service::scheduler;
 /// from the database it can be restarted (or run twice) without enqueueing twice. Background
 /// runs have the low priorities (SYNC 50 … ENRICH 10): user work overtakes them.
 ///
-/// Examples: trawl scheduler --every 30m
-///           trawl scheduler --once --json
+/// Examples:
+///
+///   trawl scheduler --every 30m
+///
+///   trawl scheduler --once --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Sync a repository when its last sync is older than this (90s, 15m, 1h, 2d; default:

@@ -12,9 +12,13 @@ use crate::search::{Hit, Mode, Query, Searcher, tokenizer};
 /// summary vectors nearest it. Identifiers match by their words: "parse config file" finds
 /// parseConfigFile and parse_config_file, and the exact identifier ranks first.
 ///
-/// Examples: trawl search "parse config file"
-///           trawl search "retry with backoff" --lang rust --path 'src/**' --limit 5
-///           trawl search HTTPServer --mode keyword --json
+/// Examples:
+///
+///   trawl search "parse config file"
+///
+///   trawl search "retry with backoff" --lang rust --path 'src/**' --limit 5
+///
+///   trawl search HTTPServer --mode keyword --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to look for: words, identifiers, or a description of the code.

@@ -18,9 +18,13 @@ use crate::service::scheduler;
 /// new requests and jobs, lets what runs finish (workers: up to
 /// worker.shutdown_timeout_secs), and exits 0.
 ///
-/// Examples: trawl serve
-///           TRAWL_API_TOKEN=s3cret trawl serve --bind 0.0.0.0:7700 --workers 0
-///           trawl serve --no-api --no-dashboard --no-mcp --workers 4
+/// Examples:
+///
+///   trawl serve
+///
+///   TRAWL_API_TOKEN=s3cret trawl serve --bind 0.0.0.0:7700 --workers 0
+///
+///   trawl serve --no-api --no-dashboard --no-mcp --workers 4
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address and port to listen on (default: serve.bind, 127.0.0.1:7700).

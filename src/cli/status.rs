@@ -4,7 +4,9 @@ use crate::service::status;
 
 /// Show each repository's current index version, its age, and its pending or running runs.
 ///
-/// Example: trawl status ~/src/app --json
+/// Example:
+///
+///   trawl status ~/src/app --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One repository (its id, or the path or URL it was indexed from); all by default.

@@ -6,7 +6,9 @@ use crate::store::tasks::{Task, TaskFilter};
 
 /// Inspect and steer stage tasks: the jobs in apalis' queue, with the run each belongs to.
 ///
-/// Example: trawl tasks list --status failed
+/// Example:
+///
+///   trawl tasks list --status failed
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]

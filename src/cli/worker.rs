@@ -8,7 +8,9 @@ use crate::pipeline::{PipelineContext, worker};
 /// worker.shutdown_timeout_secs, releases what still runs back to the queue, and exits 0.
 /// Run as many workers, on as many machines, as you like against one database.
 ///
-/// Example: trawl worker --concurrency 4
+/// Example:
+///
+///   trawl worker --concurrency 4
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stage jobs to run at once (default: worker.concurrency).
