@@ -146,6 +146,10 @@ async fn exercise(client: &Client, repo: &str) {
             json!({ "scope": "project", "repository": "nowhere" }),
             "unknown_repository",
         ),
+        (
+            json!({ "scope": "files", "paths": ["pkg/load.py"], "embeddings_only": true }),
+            "invalid_scope",
+        ),
     ] {
         let (error, refused) = call(client, "force_reindex", args.clone()).await;
         assert!(error, "{args}: {refused}");

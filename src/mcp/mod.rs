@@ -223,6 +223,14 @@ impl TrawlMcp {
                 }
             }
         };
+        let embeddings_only =
+            args.embeddings_only || matches!(args.scope, ReindexScopeArg::EmbeddingsOnly);
+        if embeddings_only && !args.paths.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_scope",
+                "embeddings-only re-embeds every snippet of the repository and takes no `paths`: leave them out, or reindex those paths with scope file, files or directory",
+            ));
+        }
         let scope = match (args.embeddings_only, args.scope) {
             (true, _) | (false, ReindexScopeArg::EmbeddingsOnly) => ScopeKind::EmbeddingsOnly,
             (false, ReindexScopeArg::File) => {
