@@ -803,7 +803,15 @@ async fn metrics_are_present_and_change_after_a_run() {
         );
     }
     assert_eq!(metric(&before, "trawl_embeddings_per_second"), Some(0.0));
-    assert_eq!(metric(&before, "trawl_workers"), Some(1.0), "{before}");
+    // The server's worker registers a moment after the server listens.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(&scrape().await, "trawl_workers") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's worker is not counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
         metric(
             &before,
