@@ -402,6 +402,23 @@ fn resolve_scope(root: &Path, request: &ReindexRequest) -> Result<Scope, Reindex
     })
 }
 
+/// A relative path with `.` dropped and each `..` taking off the part before it; `None`
+/// when a `..` would climb above where the path starts.
+fn lexically_normal(path: &Path) -> Option<std::path::PathBuf> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.iter().collect())
+}
+
 /// `path` as a '/'-separated path relative to `root` ("." for the root itself), if it
 /// names something that exists inside the repository. Symbolic links are resolved, so a
 /// link out of the repository is outside too.
@@ -412,13 +429,12 @@ fn inside(root: &Path, path: &str) -> Result<String, ReindexError> {
         root: shown_root.clone(),
     };
     let given = Path::new(path);
-    if given.is_relative() && given.components().any(|c| c == Component::ParentDir) {
-        return Err(outside());
-    }
+    // `..` is taken lexically (`src/../lib` is `lib`); one that climbs above the root is
+    // outside. What is then named is checked again below, symbolic links resolved.
     let joined = if given.is_absolute() {
         given.to_path_buf()
     } else {
-        root.join(given)
+        root.join(lexically_normal(given).ok_or_else(outside)?)
     };
     let canonical_root = std::fs::canonicalize(root).map_err(|e| ReindexError::Unreadable {
         root: shown_root.clone(),
@@ -512,6 +528,17 @@ mod tests {
             refused(ScopeKind::Files, &["../secret.py"], false).contains("outside the repository")
         );
         assert!(refused(ScopeKind::Files, &["src/../../secret.py"], false).contains("outside"));
+        // A `..` that stays inside is harmless.
+        let files = resolve_scope(
+            &root,
+            &request(ScopeKind::Files, &["lib/../src/./a.py"], false),
+        );
+        assert_eq!(
+            files.unwrap(),
+            Scope::Files {
+                paths: vec!["src/a.py".into()]
+            }
+        );
         let elsewhere = outer.path().join("secret.py").display().to_string();
         assert!(refused(ScopeKind::Files, &[&elsewhere], false).contains("outside"));
         assert!(refused(ScopeKind::Files, &["/nonexistent/x.py"], false).contains("outside"));
