@@ -8,6 +8,15 @@ use crate::store::audit::NewAuditEntry;
 use crate::store::runs::{Run, RunControlError};
 use crate::store::tasks::{Task, TaskError};
 
+/// Times an operator's action is tried again after a passing failure: a deadlock with a
+/// worker claiming the same run's stages (they lock rows in another order), a lost
+/// connection.
+const RETRIES: u32 = 3;
+
+fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(25 * u64::from(attempt))
+}
+
 /// What to do with a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunAction {
@@ -33,13 +42,23 @@ pub async fn control_run(
     action: RunAction,
     run_id: i64,
 ) -> Result<Run, RunControlError> {
-    let outcome = match action {
-        RunAction::Pause => store.pause_run(run_id).await,
-        RunAction::Resume => store.resume_run(run_id).await,
-        RunAction::Cancel => {
-            store
-                .cancel_run(run_id, &format!("cancelled by an operator ({actor})"))
-                .await
+    let mut tries = 0;
+    let outcome = loop {
+        let outcome = match action {
+            RunAction::Pause => store.pause_run(run_id).await,
+            RunAction::Resume => store.resume_run(run_id).await,
+            RunAction::Cancel => {
+                store
+                    .cancel_run(run_id, &format!("cancelled by an operator ({actor})"))
+                    .await
+            }
+        };
+        match &outcome {
+            Err(RunControlError::Store(e)) if e.is_retryable() && tries < RETRIES => {
+                tries += 1;
+                tokio::time::sleep(backoff(tries)).await;
+            }
+            _ => break outcome,
         }
     };
     let repository_id = match &outcome {
@@ -71,12 +90,22 @@ pub async fn control_task(
     retry: bool,
     job_id: &str,
 ) -> Result<Task, TaskError> {
-    let outcome = if retry {
-        store.retry_task(job_id).await
-    } else {
-        store
-            .cancel_task(job_id, &format!("cancelled by an operator ({actor})"))
-            .await
+    let mut tries = 0;
+    let outcome = loop {
+        let outcome = if retry {
+            store.retry_task(job_id).await
+        } else {
+            store
+                .cancel_task(job_id, &format!("cancelled by an operator ({actor})"))
+                .await
+        };
+        match &outcome {
+            Err(TaskError::Store(e)) if e.is_retryable() && tries < RETRIES => {
+                tries += 1;
+                tokio::time::sleep(backoff(tries)).await;
+            }
+            _ => break outcome,
+        }
     };
     let run_id = match &outcome {
         Ok(t) => Some(t.run_id),
