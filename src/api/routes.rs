@@ -632,17 +632,7 @@ pub async fn search(state: &AppState, body: SearchBody) -> Result<Value, ApiErro
     }
     let mut repository_ids = Vec::new();
     for selector in &body.repositories {
-        match state.store.find_repository(selector).await? {
-            Some(r) => repository_ids.push(r.id),
-            None => {
-                return Err(ApiError::not_found(
-                    "unknown_repository",
-                    format!(
-                        "no repository {selector}: give a repository id, or the path or URL it was indexed from"
-                    ),
-                ));
-            }
-        }
+        repository_ids.extend(repository_id(state, Some(selector)).await?);
     }
     let query = Query {
         text: body.query,
@@ -1018,9 +1008,7 @@ pub fn progress_stream(
             }
             if *f.state.stopping.borrow() {
                 f.ended = true;
-                let e = shutting_down(run_id);
-                let error = json!({ "error": { "code": e.code, "message": e.message } });
-                return Some((Ok(line(&error)), f));
+                return Some((Ok(line(&shutting_down(run_id).body())), f));
             }
             match f.follower.next(&f.state.store).await {
                 Ok(more) if more.is_empty() => {
@@ -1032,8 +1020,12 @@ pub fn progress_stream(
                 Ok(more) => f.pending.extend(more),
                 Err(e) => {
                     f.ended = true;
-                    let error =
-                        json!({ "error": { "code": "stream_failed", "message": e.to_string() } });
+                    let error = ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "stream_failed",
+                        e.to_string(),
+                    )
+                    .body();
                     return Some((Ok(line(&error)), f));
                 }
             }

@@ -102,9 +102,8 @@ fn answer(value: &Value) -> Result<CallToolResult, ErrorData> {
 
 /// A refused call: `isError`, with the API's error JSON.
 fn refused(e: ApiError) -> Result<CallToolResult, ErrorData> {
-    let body = json!({ "error": { "code": e.code, "message": e.message } });
     Ok(CallToolResult::error(vec![ContentBlock::text(
-        body.to_string(),
+        e.body().to_string(),
     )]))
 }
 
