@@ -40,6 +40,11 @@ pub const DEFAULT_BACKOFF_MAX_MS: u64 = 300_000;
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
 /// How long a stopping worker lets running stages finish before releasing them.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// A git remote that sends nothing for this long (or an ssh connect that takes longer) is
+/// given up on.
+pub const DEFAULT_GIT_CONNECT_TIMEOUT_SECS: u64 = 30;
+/// No git command runs longer than this; it is killed and the stage retried.
+pub const DEFAULT_GIT_TIMEOUT_SECS: u64 = 600;
 
 /// Environment variables that set a config key, and the key they set.
 ///
@@ -55,6 +60,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRAWL_PG_BIN", "database.pg_bin"),
     ("TRAWL_INDEX_DIR", "index.dir"),
     ("TRAWL_MAX_FILE_SIZE", "sync.max_file_size"),
+    ("TRAWL_SYNC_DENY", "sync.deny"),
     ("TRAWL_EMBEDDING_PROVIDER", "embedding.provider"),
     ("TRAWL_EMBEDDING_MODEL", "embedding.model"),
     ("TRAWL_MODEL_DIR", "embedding.model_dir"),
@@ -78,10 +84,20 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRAWL_SCHEDULE_EVERY_SECS", "scheduler.every_secs"),
     ("TRAWL_BIND", "serve.bind"),
     ("TRAWL_API_TOKEN", "serve.token"),
+    ("TRAWL_ALLOWED_ROOTS", "serve.allowed_roots"),
+    ("TRAWL_GIT_TOKEN", "git.token"),
+    ("TRAWL_GIT_TOKEN_HOSTS", "git.token_hosts"),
+    ("TRAWL_GIT_CONNECT_TIMEOUT_SECS", "git.connect_timeout_secs"),
+    ("TRAWL_GIT_TIMEOUT_SECS", "git.timeout_secs"),
 ];
 
 /// Keys whose values are secrets: `trawl config` prints them redacted.
-const SECRET_KEYS: &[&str] = &["embedding.api_key", "enrich.api_key", "serve.token"];
+const SECRET_KEYS: &[&str] = &[
+    "embedding.api_key",
+    "enrich.api_key",
+    "serve.token",
+    "git.token",
+];
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +114,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub git: GitConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +145,18 @@ pub struct IndexConfig {
 pub struct SyncConfig {
     /// Files larger than this many bytes are skipped.
     pub max_file_size: u64,
+    /// Files never read, as they usually hold secrets: globs matched against a file's
+    /// name, or its path from the root when the pattern holds a `/`. The default is
+    /// `sources::directory::DEFAULT_DENY`; `[]` reads everything.
+    #[serde(default = "default_deny")]
+    pub deny: Vec<String>,
+}
+
+fn default_deny() -> Vec<String> {
+    crate::sources::directory::DEFAULT_DENY
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +245,10 @@ pub struct ServeConfig {
     /// The bearer token every route but /healthz requires; empty means none (loopback
     /// only).
     pub token: String,
+    /// Directories under which HTTP and MCP clients may register directory sources
+    /// (absolute paths). Empty: none, so they may add git URLs only. The CLI, run by the
+    /// machine's own user, indexes any directory it can read.
+    pub allowed_roots: Vec<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -222,6 +256,35 @@ impl Default for ServeConfig {
         ServeConfig {
             bind: DEFAULT_BIND.to_string(),
             token: String::new(),
+            allowed_roots: Vec::new(),
+        }
+    }
+}
+
+/// Git sources: the credential for private https remotes and the time limits of git.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitConfig {
+    /// A token for private https remotes, sent as HTTP basic auth (`x-access-token`) to
+    /// the hosts in `token_hosts` only, over https only. A secret.
+    pub token: String,
+    /// The hosts (`github.com`, `git.example.com:8443`) the token is for. Empty: the token
+    /// is sent nowhere.
+    pub token_hosts: Vec<String>,
+    /// An ssh connect, or an https transfer that receives nothing, is given up after this
+    /// many seconds.
+    pub connect_timeout_secs: u64,
+    /// Any one git command is killed after this many seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for GitConfig {
+    fn default() -> Self {
+        GitConfig {
+            token: String::new(),
+            token_hosts: Vec::new(),
+            connect_timeout_secs: DEFAULT_GIT_CONNECT_TIMEOUT_SECS,
+            timeout_secs: DEFAULT_GIT_TIMEOUT_SECS,
         }
     }
 }
@@ -266,6 +329,7 @@ impl Config {
             index: IndexConfig { dir: String::new() },
             sync: SyncConfig {
                 max_file_size: DEFAULT_MAX_FILE_SIZE,
+                deny: default_deny(),
             },
             embedding: EmbeddingConfig {
                 provider: EmbeddingProvider::Local,
@@ -294,6 +358,7 @@ impl Config {
                 every_secs: DEFAULT_SCHEDULE_EVERY_SECS,
             },
             serve: ServeConfig::default(),
+            git: GitConfig::default(),
         }
     }
 
@@ -370,6 +435,7 @@ impl Config {
         if self.sync.max_file_size == 0 {
             return bad("sync.max_file_size must be at least 1 byte");
         }
+        crate::sources::directory::DenyList::new(&self.sync.deny).map_err(ConfigError::Invalid)?;
         if self.embedding.provider == EmbeddingProvider::Http && self.embedding.base_url.is_empty()
         {
             return bad(
@@ -385,6 +451,15 @@ impl Config {
                     "{name} is not a URL: {url:?}"
                 )));
             }
+        }
+        if let Some(root) = self.serve.allowed_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(ConfigError::Invalid(format!(
+                "serve.allowed_roots holds {}, which is not an absolute path",
+                root.display()
+            )));
+        }
+        if self.git.connect_timeout_secs == 0 || self.git.timeout_secs == 0 {
+            return bad("git.connect_timeout_secs and git.timeout_secs must be at least 1");
         }
         if !self.enrich.base_url.is_empty() && self.enrich.model.is_empty() {
             return bad("enrich.base_url is set but enrich.model is empty: set TRAWL_LLM_MODEL");
@@ -431,8 +506,10 @@ impl Config {
                 *s = "<redacted>".to_string();
             }
         }
-        if let Some(toml::Value::String(s)) = get_mut(&mut tree, "database.url") {
-            *s = redact_url(s);
+        for key in ["database.url", "embedding.base_url", "enrich.base_url"] {
+            if let Some(toml::Value::String(s)) = get_mut(&mut tree, key) {
+                *s = redact_url(s);
+            }
         }
         toml::to_string_pretty(&tree).expect("config serialises")
     }
@@ -465,15 +542,10 @@ fn default_home(env: &BTreeMap<String, String>) -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".local/share/trawl"))
 }
 
-/// Replaces the password of a URL with `***`; text that is not a URL passes unchanged.
+/// Masks the credentials of a URL (user name, password, secret query parameters); text
+/// that is not a URL passes unchanged. See [`crate::redact`].
 pub fn redact_url(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => s.to_string(),
-    }
+    crate::redact::url(s)
 }
 
 fn merge(base: &mut toml::Value, layer: toml::Value) {
@@ -522,6 +594,14 @@ fn set_key(tree: &mut toml::Value, key: &str, raw: &str, origin: &str) -> Result
             raw.trim()
                 .parse()
                 .map_err(|_| bad("expected a number".to_string()))?,
+        ),
+        // Lists from the environment: comma-separated, blanks dropped.
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
         ),
         _ => toml::Value::String(raw.to_string()),
     };

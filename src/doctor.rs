@@ -30,7 +30,7 @@ impl Check {
         Check {
             name,
             ok: true,
-            detail: detail.into(),
+            detail: crate::redact::text(&detail.into()),
             fix: String::new(),
         }
     }
@@ -38,7 +38,7 @@ impl Check {
         Check {
             name,
             ok: false,
-            detail: detail.into(),
+            detail: crate::redact::text(&detail.into()),
             fix: fix.into(),
         }
     }
@@ -71,8 +71,31 @@ pub async fn run(config: &Config) -> Vec<Check> {
     }
     checks.push(model_check(config));
     checks.push(index_dir_check(config));
+    checks.extend(git_token_check(config));
     checks.extend(provider_checks(config).await);
     checks
+}
+
+/// When a git token is configured: the hosts it goes to, or why it goes nowhere.
+fn git_token_check(config: &Config) -> Option<Check> {
+    if config.git.token.is_empty() {
+        return None;
+    }
+    let options = crate::sources::git::GitOptions::from_config(config);
+    Some(match options.token_warning() {
+        Some(why) => Check::fail(
+            "git token",
+            why,
+            "set git.token_hosts (TRAWL_GIT_TOKEN_HOSTS=github.com) to the hosts the token is for",
+        ),
+        None => Check::pass(
+            "git token",
+            format!(
+                "sent over https to {} only",
+                config.git.token_hosts.join(", ")
+            ),
+        ),
+    })
 }
 
 async fn database_checks(store: &Store, checks: &mut Vec<Check>) {

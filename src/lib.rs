@@ -35,6 +35,7 @@ pub mod filelock;
 pub mod mcp;
 pub mod pipeline;
 pub mod providers;
+pub mod redact;
 pub mod search;
 pub mod service;
 pub mod setup;

@@ -21,7 +21,7 @@ fn main() {
     let code = match runtime.block_on(trawl::cli::run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("trawl: error: {err:#}");
+            eprintln!("trawl: error: {}", trawl::redact::text(&format!("{err:#}")));
             1
         }
     };

@@ -238,14 +238,25 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
     check_stream(&stream, "succeeded");
     let run_id = stream[0]["run_id"].as_i64().unwrap();
 
-    // Bad sources.
+    // Bad sources: a missing directory under an allowed root is said to be missing; one
+    // outside every root is refused as such, whether it exists or not.
+    let missing = std::env::temp_dir().join("trawl-no-such-dir-7c1d");
+    let (status, body) = ask(http
+        .post(url("/api/v1/repositories"))
+        .json(&json!({ "source": path_str(&missing) })))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_source"),
+        "{body}"
+    );
     let (status, body) = ask(http
         .post(url("/api/v1/repositories"))
         .json(&json!({ "source": "/no/such/dir" })))
     .await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_source"),
+        (StatusCode::FORBIDDEN, "source_not_allowed"),
         "{body}"
     );
     let (status, body) = ask(http

@@ -121,9 +121,16 @@ fn context(db: &TestDb) -> Arc<PipelineContext> {
 /// Indexes `source` as a user would (`trawl index --wait` with no worker alive) and returns
 /// the finished run.
 async fn index(ctx: &Arc<PipelineContext>, source: &str) -> Run {
-    let requested = trawl::service::index::index(&ctx.store, &ctx.config, source, "", "test")
-        .await
-        .unwrap();
+    let requested = trawl::service::index::index(
+        &ctx.store,
+        &ctx.config,
+        source,
+        "",
+        "test",
+        trawl::service::index::SourceAccess::Local,
+    )
+    .await
+    .unwrap();
     let run_id = requested.enqueued.run_id();
     let run = trawl::service::index::wait_for_run(ctx.clone(), run_id, |_| {})
         .await

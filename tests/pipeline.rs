@@ -112,6 +112,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         dir.path().to_str().unwrap(),
         "",
         "test",
+        trawl::service::index::SourceAccess::Local,
     )
     .await
     .unwrap();
@@ -157,6 +158,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         dir.path().to_str().unwrap(),
         "",
         "test",
+        trawl::service::index::SourceAccess::Local,
     )
     .await
     .unwrap();
@@ -181,6 +183,7 @@ async fn a_run_goes_through_five_stages_in_order_and_an_unchanged_repo_is_up_to_
         dir.path().to_str().unwrap(),
         "",
         "test",
+        trawl::service::index::SourceAccess::Local,
     )
     .await
     .unwrap();
@@ -579,6 +582,7 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
         synced.path().to_str().unwrap(),
         "",
         "test",
+        trawl::service::index::SourceAccess::Local,
     )
     .await
     .unwrap();

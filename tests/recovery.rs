@@ -72,9 +72,16 @@ fn stop_gracefully(w: &mut Child) {
 
 async fn enqueue(db: &TestDb, dir: &std::path::Path) -> i64 {
     let config = db.config();
-    let r = trawl::service::index::index(&db.store, &config, dir.to_str().unwrap(), "", "test")
-        .await
-        .unwrap();
+    let r = trawl::service::index::index(
+        &db.store,
+        &config,
+        dir.to_str().unwrap(),
+        "",
+        "test",
+        trawl::service::index::SourceAccess::Local,
+    )
+    .await
+    .unwrap();
     match r.enqueued {
         trawl::store::runs::Enqueued::Created { run_id, .. } => run_id,
         other => panic!("{other:?}"),

@@ -635,6 +635,7 @@ async fn status_audit_and_failed_items() {
     assert_eq!(
         seen,
         [
+            cli("index", "ok"),
             cli("reindex", "ok"),
             cli("reindex", "refused"),
             cli("reindex", "ok"),

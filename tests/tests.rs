@@ -11,3 +11,4 @@ mod mcp;
 mod pipeline;
 mod recovery;
 mod reindex;
+mod security;

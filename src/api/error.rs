@@ -28,11 +28,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answer; credentials in any URL the message quotes are masked.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
-            message: message.into(),
+            message: crate::redact::text(&message.into()),
         }
     }
 
@@ -87,8 +88,13 @@ impl From<StoreError> for ApiError {
 impl From<IndexError> for ApiError {
     fn from(e: IndexError) -> ApiError {
         match e {
-            IndexError::NoSuchPath { .. } | IndexError::NotADirectory { .. } => {
+            IndexError::NoSuchPath { .. }
+            | IndexError::NotADirectory { .. }
+            | IndexError::RelativeSource { .. } => {
                 ApiError::bad_request("invalid_source", e.to_string())
+            }
+            IndexError::SourceNotAllowed { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "source_not_allowed", e.to_string())
             }
             IndexError::Git(crate::sources::git::GitError::NoGit(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -150,9 +156,10 @@ impl From<StatusError> for ApiError {
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> ApiError {
         match e {
-            SearchError::EmptyQuery | SearchError::BadPath { .. } => {
-                ApiError::bad_request("invalid_query", e.to_string())
-            }
+            SearchError::EmptyQuery
+            | SearchError::QueryTooLong { .. }
+            | SearchError::TooManyTerms { .. }
+            | SearchError::BadPath { .. } => ApiError::bad_request("invalid_query", e.to_string()),
             SearchError::Store(e) => e.into(),
             SearchError::Keyword(_) | SearchError::Provider(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -158,15 +158,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     let cross_site = headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"cross-site");
-    let foreign_origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|origin| {
-            origin != "null"
-                && origin
-                    .split_once("://")
-                    .is_none_or(|(_, authority)| authority != host)
-        });
+    // `Origin: null` (a sandboxed frame, a file:// page, a redirect) is foreign too.
+    let foreign_origin = headers.get(header::ORIGIN).is_some_and(|v| {
+        v.to_str().map_or(true, |origin| {
+            origin
+                .split_once("://")
+                .is_none_or(|(_, authority)| authority != host)
+        })
+    });
     if !safe && (cross_site || foreign_origin) {
         return ApiError::new(
             StatusCode::FORBIDDEN,

@@ -429,6 +429,7 @@ async fn index_source(
         &body.source,
         &body.git_ref,
         "api",
+        index::SourceAccess::Remote,
     )
     .await?;
     let run_id = requested.enqueued.run_id();
@@ -514,22 +515,64 @@ async fn reindex_repository(
         )));
     }
     if body.wait {
-        let run = until_ended(&state, queued.run_id).await?;
-        let result = reindex::result_of(&state.store, &run).await?;
-        return Ok(Json(json!({ "queued": queued, "result": result })).into_response());
+        match until_ended(&state, queued.run_id).await? {
+            Waited::Ended(run) => {
+                let result = reindex::result_of(&state.store, &run).await?;
+                return Ok(Json(json!({ "queued": queued, "result": result })).into_response());
+            }
+            Waited::NotYet(why) => {
+                let mut out = serde_json::to_value(&queued).expect("serialises");
+                out["waited"] = json!(false);
+                out["message"] = json!(why);
+                return Ok((StatusCode::ACCEPTED, Json(out)).into_response());
+            }
+        }
     }
     Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
 }
 
-/// Waits for run `run_id` to end (workers do the work); a server stopping ends the wait
-/// with a 503 `shutting_down`.
-pub async fn until_ended(
-    state: &AppState,
-    run_id: i64,
-) -> Result<crate::store::runs::Run, ApiError> {
+/// The longest a `wait` request waits for its run.
+pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How a wait for a run ended.
+pub enum Waited {
+    Ended(crate::store::runs::Run),
+    /// It did not end within [`MAX_WAIT`], or no worker is alive to work it: why, and how
+    /// to follow it.
+    NotYet(String),
+}
+
+/// Waits for run `run_id` to end (workers do the work): at most [`MAX_WAIT`], and no longer
+/// once no worker is alive (looked for every 2 s; the run stays queued for one to come). A
+/// server stopping ends the wait with a 503 `shutting_down`.
+pub async fn until_ended(state: &AppState, run_id: i64) -> Result<Waited, ApiError> {
+    let alive_within = Duration::from_secs(state.config.worker.orphan_timeout_secs);
+    let follow = format!("follow it at /api/v1/runs/{run_id}/progress");
+    // Two looks 2 s apart, so a worker that is just starting is not missed.
+    let no_worker = async {
+        let mut missed = 0;
+        loop {
+            match crate::service::index::workers_alive(&state.store, alive_within).await {
+                Ok(false) => missed += 1,
+                _ => missed = 0,
+            }
+            if missed == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
     tokio::select! {
-        run = crate::service::progress::until_ended(&state.store, run_id) => Ok(run?),
+        run = crate::service::progress::until_ended(&state.store, run_id) => Ok(Waited::Ended(run?)),
         _ = state.stopped() => Err(shutting_down(run_id)),
+        _ = no_worker => Ok(Waited::NotYet(format!(
+            "no worker is running, so run {run_id} waits in the queue: start `trawl worker` \
+             (or `trawl serve --workers N`), then {follow}"
+        ))),
+        _ = tokio::time::sleep(MAX_WAIT) => Ok(Waited::NotYet(format!(
+            "run {run_id} did not end within {} minutes; it goes on: {follow}",
+            MAX_WAIT.as_secs() / 60
+        ))),
     }
 }
 

@@ -174,9 +174,16 @@ pub(super) async fn index_once(
     config: &Config,
     source: &str,
 ) -> Result<(i64, Vec<StageRun>), BenchError> {
-    let requested = index::index(&ctx.store, config, source, "", "bench")
-        .await
-        .map_err(|e| BenchError::Input(e.to_string()))?;
+    let requested = index::index(
+        &ctx.store,
+        config,
+        source,
+        "",
+        "bench",
+        index::SourceAccess::Local,
+    )
+    .await
+    .map_err(|e| BenchError::Input(e.to_string()))?;
     let run_id = requested.enqueued.run_id();
     let run = index::wait_for_run(ctx.clone(), run_id, |_| {})
         .await

@@ -38,7 +38,15 @@ pub struct Args {
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
-    let requested = index::index(&store, config, &args.source, &args.git_ref, "cli").await?;
+    let requested = index::index(
+        &store,
+        config,
+        &args.source,
+        &args.git_ref,
+        "cli",
+        index::SourceAccess::Local,
+    )
+    .await?;
     let run_id = requested.enqueued.run_id();
     if args.json && !args.wait {
         println!("{}", serde_json::to_string(&requested)?);

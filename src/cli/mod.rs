@@ -155,3 +155,36 @@ async fn repository_id(
         ),
     }
 }
+
+/// `s` for a terminal: control characters (an escape sequence hidden in a file name or a
+/// file's text) written as visible escapes, so what is printed cannot drive the terminal.
+/// Tabs stay.
+pub fn for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    c.escape_default().collect::<String>()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(super::for_terminal("src/a.py"), "src/a.py");
+        assert_eq!(
+            super::for_terminal("evil\u{1b}]0;pwned\u{7}.py\n"),
+            "evil\\u{1b}]0;pwned\\u{7}.py\\n"
+        );
+        assert_eq!(super::for_terminal("a\tb"), "a\tb");
+    }
+}

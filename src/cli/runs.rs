@@ -153,8 +153,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                         i.status,
                         i.change,
                         i.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
-                        i.path,
-                        i.message.map(|m| format!(" — {m}")).unwrap_or_default()
+                        super::for_terminal(&i.path),
+                        i.message
+                            .map(|m| format!(" — {}", super::for_terminal(&m)))
+                            .unwrap_or_default()
                     );
                 }
             } else {

@@ -96,21 +96,22 @@ fn print_hit(rank: usize, hit: &Hit, terms: &HashSet<String>, color: bool) {
     };
     println!(
         "{bold}{rank}. {}:{}-{}{reset}  {} {}  {dim}[{} · {} · {:.4}]{reset}",
-        hit.path,
+        super::for_terminal(&hit.path),
         hit.start_line,
         hit.end_line,
         hit.kind,
-        hit.name.as_deref().unwrap_or(""),
-        hit.repository,
+        super::for_terminal(hit.name.as_deref().unwrap_or("")),
+        super::for_terminal(&hit.repository),
         hit.language.as_deref().unwrap_or("text"),
         hit.score
     );
     let lines: Vec<&str> = hit.snippet.lines().collect();
     for line in lines.iter().take(SHOWN_LINES) {
+        let line = super::for_terminal(line);
         let shown = if color {
-            highlight(line, terms)
+            highlight(&line, terms)
         } else {
-            line.to_string()
+            line.into_owned()
         };
         println!("    {shown}");
     }

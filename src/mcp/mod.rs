@@ -270,11 +270,19 @@ impl TrawlMcp {
             "result": null,
         });
         if !args.run_async {
-            let run = routes::until_ended(&self.state, queued.run_id).await?;
-            out["status"] = json!(run.status);
-            out["result"] = serde_json::to_value(reindex::result_of(store, &run).await?)
-                .expect("results serialise");
-            out["message"] = json!(format!("Reindexing task {task_id} {}.", run.status));
+            match routes::until_ended(&self.state, queued.run_id).await? {
+                routes::Waited::Ended(run) => {
+                    out["status"] = json!(run.status);
+                    out["result"] = serde_json::to_value(reindex::result_of(store, &run).await?)
+                        .expect("results serialise");
+                    out["message"] = json!(format!("Reindexing task {task_id} {}.", run.status));
+                }
+                routes::Waited::NotYet(why) => {
+                    out["message"] = json!(format!(
+                        "{why}; or call get_reindex_status(task_id {task_id})"
+                    ));
+                }
+            }
         }
         Ok(out)
     }

@@ -81,6 +81,12 @@ impl PipelineContext {
         if let Some(k) = self.keyword.get() {
             return Ok(k.clone());
         }
+        // The index directory is trawl's own: readable by trawl's user alone.
+        let dir = self.config.index_dir();
+        crate::sources::private_dir(&dir).map_err(|e| KeywordError::Open {
+            dir: dir.display().to_string(),
+            detail: format!("cannot create it: {e}"),
+        })?;
         let opened = Arc::new(KeywordIndex::open(&self.config.keyword_index_dir())?);
         Ok(self.keyword.get_or_init(|| opened).clone())
     }

@@ -271,6 +271,8 @@ async fn handle(
                 recorded(|| store.stop_stage(job_id)).await?;
             }
             Err(StageError::Retryable(msg)) if policy.allows_another(attempt as u32) => {
+                // Credentials in a remote's or provider's URL never reach the task table.
+                let msg = crate::redact::text(&msg);
                 let delay = policy.backoff(attempt as u32, rand::rng().random());
                 tracing::warn!(attempt, error = %msg, delay_ms = delay.as_millis() as u64, "stage failed, will retry");
                 recorded(|| store.retry_stage(job_id, &msg, delay)).await?;
@@ -280,6 +282,7 @@ async fn handle(
                     StageError::Retryable(m) => format!("{m} (gave up after {attempt} attempts)"),
                     StageError::Permanent(m) | StageError::Stopped(m) => m.clone(),
                 };
+                let msg = crate::redact::text(&msg);
                 tracing::error!(attempt, error = %msg, "stage failed for good");
                 recorded(|| store.fail_stage(job_id, &msg)).await?;
             }

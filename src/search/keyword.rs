@@ -136,7 +136,7 @@ impl KeywordIndex {
             // Derived data of an older schema (or a half-created directory): start over.
             std::fs::remove_dir_all(dir).map_err(|e| fail(format!("cannot clear it: {e}")))?;
         }
-        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+        crate::sources::private_dir(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| fail(e.to_string()))?;
         let index = Index::open_or_create(mmap, schema).map_err(|e| fail(e.to_string()))?;

@@ -89,10 +89,25 @@ pub struct Results {
     pub took_ms: f64,
 }
 
+/// The longest query searched, in characters: longer ones are refused, not cut.
+pub const MAX_QUERY_CHARS: usize = 2_000;
+/// The most distinct words a query may hold (each one is a term of the keyword search).
+pub const MAX_QUERY_TERMS: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("the query is empty: give words or identifiers to search for")]
     EmptyQuery,
+    #[error(
+        "the query is {chars} characters long, over the limit of {MAX_QUERY_CHARS}: \
+         search for fewer words"
+    )]
+    QueryTooLong { chars: usize },
+    #[error(
+        "the query holds {terms} distinct words, over the limit of {MAX_QUERY_TERMS}: \
+         search for fewer words"
+    )]
+    TooManyTerms { terms: usize },
     #[error("--path {pattern:?} is not a valid pattern: {detail}")]
     BadPath { pattern: String, detail: String },
     #[error(transparent)]
@@ -101,6 +116,27 @@ pub enum SearchError {
     Keyword(#[from] KeywordError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+}
+
+/// Refuses a query that is empty, too long, or holds too many distinct words, before any
+/// work is spent on it (a huge query once took seconds and gigabytes).
+pub fn check_query(text: &str) -> Result<(), SearchError> {
+    let chars = text.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(SearchError::QueryTooLong { chars });
+    }
+    let tokens = tokenizer::tokens(text);
+    if tokens.is_empty() {
+        return Err(SearchError::EmptyQuery);
+    }
+    let terms = tokens
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if terms > MAX_QUERY_TERMS {
+        return Err(SearchError::TooManyTerms { terms });
+    }
+    Ok(())
 }
 
 /// Searches; holds the keyword reader and the embedder, both opened on first use.
@@ -197,9 +233,7 @@ impl Searcher {
 
     pub async fn search(&self, q: &Query) -> Result<Results, SearchError> {
         let started = Instant::now();
-        if tokenizer::tokens(&q.text).is_empty() {
-            return Err(SearchError::EmptyQuery);
-        }
+        check_query(&q.text)?;
         let path_re = q.path.as_deref().map(path_regex).transpose()?;
         let limit = q.limit.max(1);
         let depth = match q.mode {

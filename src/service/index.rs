@@ -1,7 +1,7 @@
 //! Indexing a source: register the repository and enqueue a run; wait for a run to end,
 //! working it in-process when no worker is alive.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,17 @@ pub enum IndexError {
     WorkerStopped { run_id: i64, why: String },
     #[error("{path} does not exist: give the path of a directory to index")]
     NoSuchPath { path: String },
+    #[error(
+        "{source_given} is not under a directory this server allows clients to index \
+         (serve.allowed_roots, TRAWL_ALLOWED_ROOTS{roots}): over HTTP and MCP, give a git URL, \
+         or ask the operator to allow the directory"
+    )]
+    SourceNotAllowed { source_given: String, roots: String },
+    #[error(
+        "{source_given} is a relative path: give the absolute path of a directory on the server, \
+         or a git URL"
+    )]
+    RelativeSource { source_given: String },
     #[error("{path} is not a directory: give the path of a directory to index")]
     NotADirectory { path: String },
     #[error(transparent)]
@@ -41,16 +52,65 @@ pub struct IndexRequested {
     pub enqueued: Enqueued,
 }
 
-/// Registers `source` (idempotently) and enqueues a user-initiated run of it.
+/// Who asks for a source, and so which sources they may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceAccess {
+    /// The machine's own user (the CLI, benchmarks): any directory it can read, any git URL.
+    Local,
+    /// A client over HTTP or MCP: git URLs of remotes, and directories (or git URLs that
+    /// read this machine's disk, `file://`) under `serve.allowed_roots` only; relative
+    /// paths never.
+    Remote,
+}
+
+/// Registers `source` (idempotently) and enqueues a user-initiated run of it. Credentials
+/// in a git URL are never stored: the URL is registered without them (a token goes in
+/// `git.token`, for the hosts of `git.token_hosts`).
 pub async fn index(
     store: &Store,
     config: &crate::config::Config,
     source: &str,
     git_ref: &str,
     origin: &str,
+    access: SourceAccess,
 ) -> Result<IndexRequested, IndexError> {
+    let outcome = register_and_enqueue(store, config, source, git_ref, origin, access).await;
+    let entry = crate::store::audit::NewAuditEntry {
+        actor: origin,
+        action: "index",
+        repository_id: outcome.as_ref().ok().map(|r| r.repository.id),
+        run_id: outcome.as_ref().ok().map(|r| r.enqueued.run_id()),
+        parameters: serde_json::json!({ "source": source, "ref": git_ref }),
+        outcome: match &outcome {
+            Ok(r) => Ok(Some(format!(
+                "repository {} ({}), run {}",
+                r.repository.id,
+                r.repository.source,
+                r.enqueued.run_id()
+            ))),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Err(e) = store.audit(&entry).await {
+        tracing::warn!(error = %e, "could not write the audit entry of an index");
+    }
+    outcome
+}
+
+async fn register_and_enqueue(
+    store: &Store,
+    config: &crate::config::Config,
+    source: &str,
+    git_ref: &str,
+    origin: &str,
+    access: SourceAccess,
+) -> Result<IndexRequested, IndexError> {
+    if access == SourceAccess::Remote {
+        check_allowed(&config.serve.allowed_roots, source)?;
+    }
     let repository = if git::is_git_url(source) {
-        register_git(store, source, git_ref).await?
+        let url = crate::redact::strip_credentials(source);
+        register_git(store, &git::GitOptions::from_config(config), &url, git_ref).await?
     } else {
         register_directory(store, source).await?
     };
@@ -91,10 +151,70 @@ async fn register_directory(store: &Store, source: &str) -> Result<Repository, I
         .await?)
 }
 
+/// Refuses, for a client over HTTP or MCP, a source on this machine's disk that lies
+/// outside every allowed root, and a relative one. Checked on the path as written (with
+/// `.` and `..` taken lexically) before anything is looked up, so the answer says nothing
+/// of what exists outside the roots; then again with symbolic links resolved.
+pub fn check_allowed(roots: &[PathBuf], source: &str) -> Result<(), IndexError> {
+    let local = if git::is_git_url(source) {
+        git::local_path_of(source)
+    } else {
+        Some(PathBuf::from(source))
+    };
+    let Some(path) = local else {
+        return Ok(());
+    };
+    let not_allowed = || IndexError::SourceNotAllowed {
+        source_given: crate::redact::url(source),
+        roots: if roots.is_empty() {
+            ": none is set".to_string()
+        } else {
+            format!(
+                ": {}",
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    };
+    if !path.is_absolute() {
+        return Err(if roots.is_empty() {
+            not_allowed()
+        } else {
+            IndexError::RelativeSource {
+                source_given: source.to_string(),
+            }
+        });
+    }
+    let below_root = path.strip_prefix("/").expect("absolute");
+    let lexical =
+        Path::new("/").join(crate::sources::lexically_normal(below_root).ok_or_else(not_allowed)?);
+    let under = |p: &Path| {
+        roots.iter().any(|root| {
+            let canonical = std::fs::canonicalize(root).ok();
+            p.starts_with(root) || canonical.is_some_and(|c| p.starts_with(c))
+        })
+    };
+    if !under(&lexical) {
+        return Err(not_allowed());
+    }
+    match std::fs::canonicalize(&lexical) {
+        Ok(real) if !under(&real) => Err(not_allowed()),
+        _ => Ok(()),
+    }
+}
+
 /// Registers a git remote after checking that it answers (and has `git_ref`).
-async fn register_git(store: &Store, url: &str, git_ref: &str) -> Result<Repository, IndexError> {
-    let (u, r) = (url.to_string(), git_ref.to_string());
-    tokio::task::spawn_blocking(move || git::probe(&u, &r))
+async fn register_git(
+    store: &Store,
+    options: &git::GitOptions,
+    url: &str,
+    git_ref: &str,
+) -> Result<Repository, IndexError> {
+    let (o, u, r) = (options.clone(), url.to_string(), git_ref.to_string());
+    tokio::task::spawn_blocking(move || git::probe(&o, &u, &r))
         .await
         .map_err(|e| IndexError::Git(git::GitError::NoGit(e.to_string())))??;
     let name = url

@@ -3,7 +3,7 @@
 //! enqueued, so that bad paths are refused with nothing enqueued and a dry run can list
 //! what would be processed. The CLI calls it; the HTTP API and MCP server will too.
 
-use std::path::{Component, Path};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -174,10 +174,10 @@ pub async fn plan(
         });
     }
     let known = store.known_files(repository.id).await?;
-    let (max_size, full, planned_scope) = (config.sync.max_file_size, request.full, scope.clone());
+    let (rules, full, planned_scope) = (config.sync.clone(), request.full, scope.clone());
     let scan_root = root.clone();
     let sync = tokio::task::spawn_blocking(move || {
-        plan_sync(&scan_root, &known, max_size, full, &planned_scope)
+        plan_sync(&scan_root, &known, &rules, full, &planned_scope)
     })
     .await
     .map_err(|e| ReindexError::Unreadable {
@@ -402,23 +402,6 @@ fn resolve_scope(root: &Path, request: &ReindexRequest) -> Result<Scope, Reindex
     })
 }
 
-/// A relative path with `.` dropped and each `..` taking off the part before it; `None`
-/// when a `..` would climb above where the path starts.
-fn lexically_normal(path: &Path) -> Option<std::path::PathBuf> {
-    let mut parts = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(part) => parts.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(parts.iter().collect())
-}
-
 /// `path` as a '/'-separated path relative to `root` ("." for the root itself), if it
 /// names something that exists inside the repository. Symbolic links are resolved, so a
 /// link out of the repository is outside too.
@@ -434,7 +417,7 @@ fn inside(root: &Path, path: &str) -> Result<String, ReindexError> {
     let joined = if given.is_absolute() {
         given.to_path_buf()
     } else {
-        root.join(lexically_normal(given).ok_or_else(outside)?)
+        root.join(crate::sources::lexically_normal(given).ok_or_else(outside)?)
     };
     let canonical_root = std::fs::canonicalize(root).map_err(|e| ReindexError::Unreadable {
         root: shown_root.clone(),

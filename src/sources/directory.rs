@@ -4,7 +4,7 @@
 //! changed is the SYNC stage's.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::Digest as _;
 
@@ -31,8 +31,85 @@ const SKIPPED_DIRS: &[&str] = &[
     "build",
 ];
 
-/// Lists the regular files under `root` that ignore rules allow.
-pub fn scan(root: &Path) -> std::io::Result<Vec<ScannedFile>> {
+/// Files never read because they usually hold secrets (`sync.deny`, which the
+/// configuration can change): each a glob matched against a file's name, or against its
+/// path from the root when the pattern holds a `/`.
+pub const DEFAULT_DENY: &[&str] = &[
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+    ".pgpass",
+    ".npmrc",
+    ".pypirc",
+    ".git-credentials",
+    "credentials",
+    "credentials.json",
+    "*.tfstate",
+];
+
+/// The compiled `sync.deny` patterns.
+#[derive(Debug, Clone)]
+pub struct DenyList {
+    names: globset::GlobSet,
+    paths: globset::GlobSet,
+    patterns: Vec<(String, bool)>,
+}
+
+impl DenyList {
+    pub fn new(patterns: &[String]) -> Result<DenyList, String> {
+        let (mut names, mut paths) = (
+            globset::GlobSetBuilder::new(),
+            globset::GlobSetBuilder::new(),
+        );
+        let mut kept = Vec::new();
+        for p in patterns {
+            let glob = globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("sync.deny pattern {p:?} is not a valid glob: {e}"))?;
+            let by_path = p.contains('/');
+            if by_path {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+            kept.push((p.clone(), by_path));
+        }
+        let build = |b: globset::GlobSetBuilder| b.build().map_err(|e| e.to_string());
+        Ok(DenyList {
+            names: build(names)?,
+            paths: build(paths)?,
+            patterns: kept,
+        })
+    }
+
+    /// The pattern that keeps `rel` (a '/'-separated path from the root) out, if any.
+    pub fn matching(&self, rel: &str) -> Option<&str> {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let by_name = self.names.matches(name);
+        let by_path = self.paths.matches(rel);
+        let (names, paths): (Vec<_>, Vec<_>) = self.patterns.iter().partition(|(_, p)| !p);
+        by_name
+            .first()
+            .map(|&i| names[i].0.as_str())
+            .or_else(|| by_path.first().map(|&i| paths[i].0.as_str()))
+    }
+}
+
+/// Lists the regular files under `root` that ignore rules allow; files that `deny` keeps
+/// out, links, special files and names that are not UTF-8 are listed with the reason they
+/// are not read.
+pub fn scan(root: &Path, deny: &DenyList) -> std::io::Result<Vec<ScannedFile>> {
     let meta = std::fs::metadata(root)?;
     if !meta.is_dir() {
         return Err(std::io::Error::new(
@@ -60,17 +137,23 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ScannedFile>> {
         }
         // Links are never followed (they may leave the repository or loop); they and other
         // special files are listed with the reason they are not read.
-        let skip = if file_type.is_symlink() {
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let (rel, utf8) = match rel.to_str() {
+            Some(r) => (r.to_string(), true),
+            None => (rel.to_string_lossy().into_owned(), false),
+        };
+        let skip = if !utf8 {
+            Some("file name is not valid UTF-8: not read".to_string())
+        } else if file_type.is_symlink() {
             Some("symbolic link: not followed".to_string())
         } else if !file_type.is_file() {
             Some("not a regular file".to_string())
         } else {
-            None
+            deny.matching(&rel)
+                .map(|p| format!("may hold secrets (sync.deny pattern {p:?}): not read"))
         };
-        let Ok(rel) = entry.path().strip_prefix(root) else {
-            continue;
-        };
-        let Some(rel) = rel.to_str() else { continue };
         let meta = match std::fs::symlink_metadata(entry.path()) {
             Ok(m) => m,
             Err(_) => continue,
@@ -101,35 +184,118 @@ pub enum Content {
     Skipped { reason: String },
 }
 
+/// Why a file could not be read by [`read_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+    #[error("too large: {size} bytes (limit {limit})")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+/// Opens `path` ('/'-separated, relative) under `root` without following a symbolic link
+/// at any step and without blocking on a FIFO or a device: only a regular file opens. A
+/// file swapped for a link (or a directory swapped for a link out of the root) after the
+/// scan is refused, not followed.
+pub fn open_regular(root: &Path, path: &str) -> std::io::Result<std::fs::File> {
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use std::os::unix::ffi::OsStrExt as _;
+    let invalid =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(invalid("not a plain relative path"));
+    }
+    let open_at = |dir: libc::c_int, name: &[u8], flags: libc::c_int| -> std::io::Result<OwnedFd> {
+        let name = CString::new(name).map_err(|_| invalid("a NUL in the path"))?;
+        // SAFETY: a valid NUL-terminated name; the returned descriptor is owned below.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            // O_NOFOLLOW says ELOOP on a link, O_DIRECTORY ENOTDIR: say which it was.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid name and a stat buffer of the right type.
+            let is_link = matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+                && unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) }
+                    == 0
+                && (st.st_mode & libc::S_IFMT) == libc::S_IFLNK;
+            return Err(if is_link {
+                std::io::Error::other("a symbolic link: not followed")
+            } else {
+                e
+            });
+        }
+        // SAFETY: fd was just opened and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    use std::os::fd::AsRawFd as _;
+    let mut dir = open_at(
+        libc::AT_FDCWD,
+        root.as_os_str().as_bytes(),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+    )?;
+    let (last, dirs) = parts.split_last().expect("split yields one part at least");
+    for part in dirs {
+        dir = open_at(
+            dir.as_raw_fd(),
+            part.as_bytes(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        )?;
+    }
+    let fd = open_at(
+        dir.as_raw_fd(),
+        last.as_bytes(),
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+    )?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, a device or a directory)",
+        ));
+    }
+    Ok(file)
+}
+
+/// The bytes of `path` under `root`, opened by [`open_regular`], refused above `max_size`
+/// (checked on the open file, then on what was read, so a file that grows is caught too).
+pub fn read_bytes(root: &Path, path: &str, max_size: u64) -> Result<Vec<u8>, ReadError> {
+    let unreadable = |e: std::io::Error| ReadError::Unreadable(e.to_string());
+    let file = open_regular(root, path).map_err(unreadable)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > max_size {
+        return Err(ReadError::TooLarge {
+            size,
+            limit: max_size,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(max_size + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > max_size {
+        return Err(ReadError::TooLarge {
+            size: bytes.len() as u64,
+            limit: max_size,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Reads and hashes one file, skipping binaries (a NUL byte in the first 8 KiB) and files
 /// over `max_size`.
 pub fn read(root: &Path, path: &str, max_size: u64) -> Content {
-    let abs: PathBuf = root.join(path);
-    let mut file = match std::fs::File::open(&abs) {
-        Ok(f) => f,
+    let bytes = match read_bytes(root, path, max_size) {
+        Ok(b) => b,
         Err(e) => {
             return Content::Skipped {
-                reason: format!("unreadable: {e}"),
+                reason: e.to_string(),
             };
         }
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if size > max_size {
-        return Content::Skipped {
-            reason: format!("too large: {size} bytes (limit {max_size})"),
-        };
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    if let Err(e) = file.read_to_end(&mut bytes) {
-        return Content::Skipped {
-            reason: format!("unreadable: {e}"),
-        };
-    }
-    if bytes.len() as u64 > max_size {
-        return Content::Skipped {
-            reason: format!("too large: {} bytes (limit {max_size})", bytes.len()),
-        };
-    }
     if bytes[..bytes.len().min(8192)].contains(&0) {
         return Content::Skipped {
             reason: "binary".into(),
@@ -203,17 +369,37 @@ mod tests {
         std::fs::write(root.join(".git/config"), "x").unwrap();
         std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
         std::os::unix::fs::symlink(root, root.join("src/loop")).unwrap();
-        let found: Vec<(String, Option<String>)> = scan(root)
+        std::fs::write(root.join(".env"), "TOKEN=x").unwrap();
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        std::fs::write(root.join("keys/id_rsa"), "x").unwrap();
+        std::fs::write(root.join("keys/server.pem"), "x").unwrap();
+        let deny = DenyList::new(
+            &DEFAULT_DENY
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["keys/*.pem".to_string()])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let found: Vec<(String, Option<String>)> = scan(root, &deny)
             .unwrap()
             .into_iter()
             .map(|f| (f.path, f.skip))
             .collect();
         let link = Some("symbolic link: not followed".to_string());
+        let secret = |p: &str| {
+            Some(format!(
+                "may hold secrets (sync.deny pattern {p:?}): not read"
+            ))
+        };
         assert_eq!(
             found,
             vec![
+                (".env".to_string(), secret(".env")),
                 (".gitignore".to_string(), None),
                 ("etc-link".to_string(), link.clone()),
+                ("keys/id_rsa".to_string(), secret("id_rsa*")),
+                ("keys/server.pem".to_string(), secret("*.pem")),
                 ("src/a.rs".to_string(), None),
                 ("src/loop".to_string(), link),
             ]
@@ -243,6 +429,37 @@ mod tests {
         );
         assert!(
             matches!(read(dir.path(), "missing", 10), Content::Skipped { reason } if reason.starts_with("unreadable"))
+        );
+    }
+
+    #[test]
+    fn open_regular_refuses_links_at_any_step_and_fifos_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(outside.path().join("secret.py"), "KEY = 1").unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/ok.py"), "x = 1").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.py"), root.join("src/a.py"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("lib")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("src/pipe.py").to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+        assert_eq!(read_bytes(root, "src/ok.py", 100).unwrap(), b"x = 1");
+        for (path, why) in [
+            ("src/a.py", "symbolic link"),
+            ("lib/secret.py", "symbolic link"),
+            ("src/pipe.py", "not a regular file"),
+            ("src/../src/ok.py", "plain relative path"),
+        ] {
+            let err = read_bytes(root, path, 100).unwrap_err().to_string();
+            assert!(err.contains(why), "{path}: {err}");
+        }
+        assert_eq!(
+            read_bytes(root, "src/ok.py", 3),
+            Err(ReadError::TooLarge { size: 5, limit: 3 })
         );
     }
 

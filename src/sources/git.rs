@@ -1,20 +1,26 @@
 //! Git sources: a working copy under `<home>/repos/<repository id>`, cloned on the first
 //! sync and fetched and reset on later ones, with the `git` command.
 //!
-//! Only the chosen ref's tip is fetched (depth 1). A token for private https remotes comes
-//! from `TRAWL_GIT_TOKEN` and is passed as an HTTP header for the one command, never
-//! written to the working copy's config. Checkout only rewrites files that changed, so the
-//! size+mtime pre-check of SYNC keeps working.
+//! Only the chosen ref's tip is fetched (depth 1). A token for private https remotes
+//! (`git.token`, `TRAWL_GIT_TOKEN`) is sent to the hosts of `git.token_hosts` only, over
+//! https only, as an HTTP header scoped to that host's URLs; it reaches git through its
+//! environment (`GIT_CONFIG_*`), never its command line (which `ps` shows) or the working
+//! copy's config. Every git command is bounded: an ssh connect or an https transfer that
+//! receives nothing for `git.connect_timeout_secs` is given up, and the whole command is
+//! killed (with its helpers: it runs in its own process group) after `git.timeout_secs`.
+//! What git says on failure is kept with credentials masked. Checkout only rewrites files
+//! that changed, so the size+mtime pre-check of SYNC keeps working.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, GitConfig};
+use crate::redact;
 
 /// The environment variable holding a token for private https remotes.
 pub const TOKEN_ENV: &str = "TRAWL_GIT_TOKEN";
-/// How long `git ls-remote` may take when a source is registered.
+/// How long `git ls-remote` may take when a source is registered, at most.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +29,15 @@ pub enum GitError {
     NoGit(String),
     #[error("cannot reach the git repository {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error(
+        "git {action} of {url} was stopped after {secs} s without finishing \
+         (git.timeout_secs, git.connect_timeout_secs): the remote stalled or is too slow"
+    )]
+    TimedOut {
+        action: &'static str,
+        url: String,
+        secs: u64,
+    },
     #[error("{what} {value:?} is not valid: {why}")]
     BadInput {
         what: &'static str,
@@ -35,6 +50,119 @@ pub enum GitError {
         dir: String,
         detail: String,
     },
+}
+
+impl GitError {
+    /// Whether running the command again may succeed: the network, not the input.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            GitError::Unreachable { .. } | GitError::TimedOut { .. }
+        )
+    }
+}
+
+/// How git is run: the credential and its hosts, the time limits.
+#[derive(Debug, Clone)]
+pub struct GitOptions {
+    token: String,
+    token_hosts: Vec<String>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl GitOptions {
+    pub fn new(config: &GitConfig) -> GitOptions {
+        GitOptions {
+            token: config.token.clone(),
+            token_hosts: config
+                .token_hosts
+                .iter()
+                .map(|h| h.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            connect_timeout: Duration::from_secs(config.connect_timeout_secs.max(1)),
+            timeout: Duration::from_secs(config.timeout_secs.max(1)),
+        }
+    }
+
+    pub fn from_config(config: &Config) -> GitOptions {
+        GitOptions::new(&config.git)
+    }
+
+    /// The authority (`host` or `host:port`) of `url` the token is sent to, when it is: an
+    /// https URL whose host is one of `token_hosts`. Never for plain http, ssh or others.
+    pub fn token_authority(&self, url: &str) -> Option<String> {
+        if self.token.is_empty() {
+            return None;
+        }
+        let u = url::Url::parse(url).ok()?;
+        if u.scheme() != "https" {
+            return None;
+        }
+        let host = u.host_str()?.to_ascii_lowercase();
+        let authority = match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        self.token_hosts
+            .iter()
+            .any(|h| *h == authority || (u.port().is_none() && *h == format!("{host}:443")))
+            .then_some(authority)
+    }
+
+    /// Why the token is not used anywhere, when it is set but cannot be: for `trawl doctor`.
+    pub fn token_warning(&self) -> Option<String> {
+        (!self.token.is_empty() && self.token_hosts.is_empty()).then(|| {
+            "a git token is set (git.token, TRAWL_GIT_TOKEN) but no host is named for it: \
+             it is sent nowhere; set git.token_hosts (TRAWL_GIT_TOKEN_HOSTS), e.g. github.com"
+                .to_string()
+        })
+    }
+
+    /// A git command for work on `url`: the token's header (when `url` is one of its
+    /// hosts) and the connect limits through the environment, prompts and foreign
+    /// transports off.
+    fn command(&self, args: &[&str], dir: Option<&Path>, url: &str) -> Command {
+        let mut cmd = Command::new("git");
+        let connect = self.connect_timeout.as_secs().to_string();
+        // http: fewer than 1 byte/s for that long is a stall.
+        let mut config: Vec<(String, String)> = vec![
+            ("http.lowSpeedLimit".into(), "1".into()),
+            ("http.lowSpeedTime".into(), connect.clone()),
+        ];
+        if let Some(authority) = self.token_authority(url) {
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("x-access-token:{}", self.token));
+            // Scoped to the host's URLs: git sends it to no other.
+            config.push((
+                format!("http.https://{authority}/.extraHeader"),
+                format!("Authorization: Basic {basic}"),
+            ));
+        }
+        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (key, value)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        }
+        cmd.args(args);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        // Never prompt: a missing credential is an error, not a hang.
+        // Only the transports trawl means: never `ext::` (a command) or others.
+        cmd.env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env(
+                "GIT_SSH_COMMAND",
+                format!("ssh -o BatchMode=yes -o ConnectTimeout={connect}"),
+            )
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove(TOKEN_ENV);
+        cmd
+    }
 }
 
 /// Where the working copy of repository `id` lives.
@@ -52,48 +180,144 @@ pub fn is_git_url(source: &str) -> bool {
         || (source.contains('@') && source.contains(':') && !Path::new(source).exists())
 }
 
-fn git(args: &[&str], dir: Option<&Path>, url: &str) -> Command {
-    let mut cmd = Command::new("git");
-    if let Ok(token) = std::env::var(TOKEN_ENV)
-        && !token.is_empty()
-        && url.starts_with("http")
+/// The local path a git URL names, when git would read it from this machine's disk:
+/// `file://` URLs, and anything git takes for a path (a slash before the first colon).
+/// Such a source is a directory for the allowed-roots rule.
+pub fn local_path_of(url: &str) -> Option<PathBuf> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        let u = url::Url::parse(url).ok()?;
+        if u.host_str()
+            .is_some_and(|h| !h.is_empty() && h != "localhost")
+        {
+            return Some(PathBuf::from(rest));
+        }
+        return u.to_file_path().ok().or_else(|| Some(PathBuf::from(rest)));
+    }
+    if ["https://", "http://", "ssh://", "git://"]
+        .iter()
+        .any(|p| url.starts_with(p))
     {
-        use base64::Engine;
-        let basic =
-            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-        cmd.args([
-            "-c",
-            &format!("http.extraHeader=Authorization: Basic {basic}"),
-        ]);
+        return None;
     }
-    cmd.args(args);
-    if let Some(dir) = dir {
-        cmd.current_dir(dir);
-    }
-    // Never prompt: a missing credential is an error, not a hang.
-    // Only the transports trawl means: never `ext::` (a command) or others.
-    cmd.env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
-    cmd
-}
-
-fn run(mut cmd: Command) -> Result<String, String> {
-    match cmd.output() {
-        Err(e) => Err(format!("cannot run git: {e}")),
-        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Ok(out) => Err(last_line(&out.stderr).unwrap_or_else(|| "git exited with an error".into())),
+    // scp-like `user@host:path` has no slash before its first colon.
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), Some(slash)) if slash < colon => Some(PathBuf::from(url)),
+        (Some(_), _) => None,
+        _ => Some(PathBuf::from(url)),
     }
 }
 
-/// The last non-empty line git wrote to stderr: its error.
-fn last_line(stderr: &[u8]) -> Option<String> {
-    String::from_utf8_lossy(stderr)
+/// Runs `cmd` (stdout and stderr captured) until it ends or `limit` passes; then kills it
+/// and every process it started. `Ok(None)` is a timeout.
+fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+) -> Result<Option<std::process::Output>, std::io::Error> {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: killpg only sends a signal to the group this child leads.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok(status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }))
+}
+
+/// The lines of git's stderr that say what failed (`fatal:`, `error:`, `remote:`), or its
+/// last line, credentials masked.
+fn what_git_said(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
         .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let telling: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            ["fatal:", "error:", "remote:"]
+                .iter()
+                .any(|p| l.to_ascii_lowercase().starts_with(p))
+        })
+        .collect();
+    let chosen = if telling.is_empty() {
+        lines.last().map(|l| vec![*l])?
+    } else {
+        telling
+    };
+    let mut joined = chosen
+        .iter()
+        .rev()
+        .take(6)
+        .rev()
+        .copied()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if joined.len() > 2000 {
+        let mut cut = 2000;
+        while !joined.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        joined.truncate(cut);
+        joined.push('…');
+    }
+    Some(redact::text(&joined))
+}
+
+/// Why a git command did not succeed.
+enum Failure {
+    /// It ran and failed: what it said.
+    Said(String),
+    TimedOut,
+    NotRun(String),
+}
+
+impl GitOptions {
+    fn run(&self, cmd: Command, limit: Duration) -> Result<String, Failure> {
+        match run_bounded(cmd, limit) {
+            Err(e) => Err(Failure::NotRun(e.to_string())),
+            Ok(None) => Err(Failure::TimedOut),
+            Ok(Some(out)) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Ok(Some(out)) => Err(Failure::Said(
+                what_git_said(&out.stderr).unwrap_or_else(|| "git exited with an error".into()),
+            )),
+        }
+    }
 }
 
 /// Refuses a URL or ref git could take for an option (`--upload-pack=…`) or that holds
@@ -126,74 +350,69 @@ pub fn check_input(url: &str, git_ref: &str) -> Result<(), GitError> {
 }
 
 /// Checks that `url` answers and has `git_ref` (or a default branch), without cloning.
-pub fn probe(url: &str, git_ref: &str) -> Result<(), GitError> {
+pub fn probe(options: &GitOptions, url: &str, git_ref: &str) -> Result<(), GitError> {
     check_input(url, git_ref)?;
     let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    let mut cmd = git(&["ls-remote", "--exit-code", "--", url, want], None, url);
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| GitError::NoGit(e.to_string()))?;
-    let out = wait_with_timeout(child, PROBE_TIMEOUT);
-    match out {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => {
-            let detail = last_line(&out.stderr).unwrap_or_else(|| match out.status.code() {
+    let cmd = options.command(&["ls-remote", "--exit-code", "--", url, want], None, url);
+    let limit = PROBE_TIMEOUT.min(options.timeout);
+    let unreachable = |detail: String| GitError::Unreachable {
+        url: redact::url(url),
+        detail,
+    };
+    match run_bounded(cmd, limit) {
+        Err(e) => Err(GitError::NoGit(e.to_string())),
+        Ok(None) => Err(GitError::TimedOut {
+            action: "ls-remote",
+            url: redact::url(url),
+            secs: limit.as_secs(),
+        }),
+        Ok(Some(out)) if out.status.success() => Ok(()),
+        Ok(Some(out)) => Err(unreachable(what_git_said(&out.stderr).unwrap_or_else(
+            || match out.status.code() {
                 Some(2) if !git_ref.is_empty() => format!("it has no ref {git_ref}"),
                 _ => "git ls-remote failed".to_string(),
-            });
-            Err(GitError::Unreachable {
-                url: crate::config::redact_url(url),
-                detail,
-            })
-        }
-        Err(detail) => Err(GitError::Unreachable {
-            url: crate::config::redact_url(url),
-            detail,
-        }),
-    }
-}
-
-fn wait_with_timeout(
-    mut child: std::process::Child,
-    timeout: Duration,
-) -> Result<std::process::Output, String> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().map_err(|e| e.to_string()),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer within {} s", timeout.as_secs()));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+            },
+        ))),
     }
 }
 
 /// Brings the working copy in `dir` to the tip of `git_ref` (the remote's default branch
 /// when empty), cloning it first if needed. Returns the commit checked out.
-pub fn update(url: &str, git_ref: &str, dir: &Path) -> Result<String, GitError> {
-    let fail = |action: &'static str| {
-        let dir = dir.display().to_string();
-        move |detail: String| GitError::Failed {
+pub fn update(
+    options: &GitOptions,
+    url: &str,
+    git_ref: &str,
+    dir: &Path,
+) -> Result<String, GitError> {
+    check_input(url, git_ref)?;
+    let limit = options.timeout;
+    let local = |action: &'static str, args: &[&str]| -> Result<String, GitError> {
+        let failed = |detail: String| GitError::Failed {
             action,
-            dir,
+            dir: dir.display().to_string(),
             detail,
+        };
+        match options.run(options.command(args, Some(dir), url), limit) {
+            Ok(out) => Ok(out),
+            Err(Failure::Said(detail)) => Err(failed(detail)),
+            Err(Failure::NotRun(e)) => Err(GitError::NoGit(e)),
+            Err(Failure::TimedOut) => Err(GitError::TimedOut {
+                action,
+                url: redact::url(url),
+                secs: limit.as_secs(),
+            }),
         }
     };
     if !dir.join(".git").is_dir() {
-        std::fs::create_dir_all(dir).map_err(|e| fail("init")(e.to_string()))?;
-        run(git(&["init", "--quiet"], Some(dir), url)).map_err(fail("init"))?;
+        crate::sources::private_dir(dir).map_err(|e| GitError::Failed {
+            action: "init",
+            dir: dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        local("init", &["init", "--quiet"])?;
     }
-    check_input(url, git_ref)?;
     let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    run(git(
+    let fetch = options.command(
         &[
             "fetch",
             "--quiet",
@@ -206,19 +425,30 @@ pub fn update(url: &str, git_ref: &str, dir: &Path) -> Result<String, GitError> 
         ],
         Some(dir),
         url,
-    ))
-    .map_err(|detail| GitError::Unreachable {
-        url: crate::config::redact_url(url),
-        detail,
-    })?;
-    run(git(
+    );
+    match options.run(fetch, limit) {
+        Ok(_) => {}
+        Err(Failure::Said(detail)) => {
+            return Err(GitError::Unreachable {
+                url: redact::url(url),
+                detail,
+            });
+        }
+        Err(Failure::NotRun(e)) => return Err(GitError::NoGit(e)),
+        Err(Failure::TimedOut) => {
+            return Err(GitError::TimedOut {
+                action: "fetch",
+                url: redact::url(url),
+                secs: limit.as_secs(),
+            });
+        }
+    }
+    local(
+        "checkout",
         &["checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"],
-        Some(dir),
-        url,
-    ))
-    .map_err(fail("checkout"))?;
-    run(git(&["clean", "--quiet", "-ffdx"], Some(dir), url)).map_err(fail("clean"))?;
-    let head = run(git(&["rev-parse", "HEAD"], Some(dir), url)).map_err(fail("rev-parse"))?;
+    )?;
+    local("clean", &["clean", "--quiet", "-ffdx"])?;
+    let head = local("rev-parse", &["rev-parse", "HEAD"])?;
     Ok(head.trim().to_string())
 }
 

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod remote;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -270,6 +271,9 @@ pub fn trawl_cmd() -> Command {
         "TRAWL_MODEL_DIR",
         "TRAWL_API_TOKEN",
         "TRAWL_BIND",
+        "TRAWL_ALLOWED_ROOTS",
+        "TRAWL_GIT_TOKEN",
+        "TRAWL_GIT_TOKEN_HOSTS",
     ] {
         cmd.env_remove(var);
     }

@@ -34,6 +34,8 @@ impl Served {
             .envs(db.env())
             .env("TRAWL_API_TOKEN", TOKEN)
             .env("TRAWL_POLL_INTERVAL_MS", "100")
+            // The tests' fixtures are temporary directories: clients may index those.
+            .env("TRAWL_ALLOWED_ROOTS", std::env::temp_dir())
             .env("RUST_LOG", "trawl=info")
             .envs(env.iter().copied())
             .args(["serve", "--bind", "127.0.0.1:0", "--json"])

@@ -5,7 +5,7 @@
 //! syntax errors or invalid UTF-8 is extracted anyway with a note. Neither fails the stage.
 //! Idempotent: items already handled by an earlier attempt are not in the next one's list.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
@@ -57,7 +57,8 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
             .await?;
         let root = root.clone();
         let batch = batch.to_vec();
-        let files = tokio::task::spawn_blocking(move || extract_batch(&root, &batch))
+        let max_size = ctx.config.sync.max_file_size;
+        let files = tokio::task::spawn_blocking(move || extract_batch(&root, &batch, max_size))
             .await
             .map_err(|e| StageError::Retryable(format!("extract task: {e}")))?;
         let counts = ctx
@@ -89,7 +90,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 }
 
 /// Reads and parses a batch of files, spread over the machine's cores.
-fn extract_batch(root: &Path, items: &[ExtractItem]) -> Vec<ExtractedFile> {
+fn extract_batch(root: &Path, items: &[ExtractItem], max_size: u64) -> Vec<ExtractedFile> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -102,7 +103,7 @@ fn extract_batch(root: &Path, items: &[ExtractItem]) -> Vec<ExtractedFile> {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|i| extract_file(root, i))
+                        .map(|i| extract_file(root, i, max_size))
                         .collect::<Vec<_>>()
                 })
             })
@@ -114,7 +115,9 @@ fn extract_batch(root: &Path, items: &[ExtractItem]) -> Vec<ExtractedFile> {
     })
 }
 
-fn extract_file(root: &Path, item: &ExtractItem) -> ExtractedFile {
+/// Reads (never through a symbolic link, never a FIFO or device, never above `max_size`:
+/// the file may have been swapped since SYNC looked at it) and parses one file.
+fn extract_file(root: &Path, item: &ExtractItem, max_size: u64) -> ExtractedFile {
     let started = Instant::now();
     let mut out = ExtractedFile {
         path: item.path.clone(),
@@ -124,8 +127,7 @@ fn extract_file(root: &Path, item: &ExtractItem) -> ExtractedFile {
         note: None,
         duration_ms: 0,
     };
-    let full: PathBuf = root.join(&item.path);
-    match std::fs::read(&full) {
+    match crate::sources::directory::read_bytes(root, &item.path, max_size) {
         Err(e) => out.error = Some(format!("cannot read {}: {e}", item.path)),
         Ok(bytes) => {
             let x = extract::extract(item.language.as_deref(), &bytes);

@@ -34,22 +34,31 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let mut commit = None;
     if repo.source_kind == "git" {
         let (url, git_ref, dir) = (repo.source.clone(), repo.git_ref.clone(), root.clone());
-        let head = tokio::task::spawn_blocking(move || git::update(&url, &git_ref, &dir))
+        let options = git::GitOptions::from_config(&ctx.config);
+        // Working copies hold private code: their directory is trawl's user's alone.
+        let repos = ctx.config.home.join("repos");
+        crate::sources::private_dir(&repos).map_err(|e| {
+            StageError::Retryable(format!("cannot create {}: {e}", repos.display()))
+        })?;
+        let head = tokio::task::spawn_blocking(move || git::update(&options, &url, &git_ref, &dir))
             .await
             .map_err(|e| StageError::Retryable(format!("git task: {e}")))?;
-        // A fetch that fails may work later (network); a checkout that fails will not.
-        commit = Some(head.map_err(|e| match e {
-            git::GitError::Unreachable { .. } => StageError::Retryable(e.to_string()),
-            _ => StageError::Permanent(e.to_string()),
+        // A fetch that fails or stalls may work later (network); a checkout that fails
+        // will not.
+        commit = Some(head.map_err(|e| {
+            if e.is_retryable() {
+                StageError::Retryable(e.to_string())
+            } else {
+                StageError::Permanent(e.to_string())
+            }
         })?);
     }
     let known = ctx.store.known_files(repo.id).await?;
-    let max_size = ctx.config.sync.max_file_size;
+    let rules = ctx.config.sync.clone();
     let full = run.full_reindex;
-    let plan =
-        tokio::task::spawn_blocking(move || plan_sync(&root, &known, max_size, full, &scope))
-            .await
-            .map_err(|e| StageError::Retryable(format!("sync task: {e}")))??;
+    let plan = tokio::task::spawn_blocking(move || plan_sync(&root, &known, &rules, full, &scope))
+        .await
+        .map_err(|e| StageError::Retryable(format!("sync task: {e}")))??;
     let files_seen = plan.upserts.len();
     let counts = ctx.store.apply_sync(run.id, repo.id, &plan).await?;
     let changed = counts.added + counts.modified + counts.deleted;
@@ -72,11 +81,13 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 pub fn plan_sync(
     root: &Path,
     known: &HashMap<String, KnownFile>,
-    max_size: u64,
+    rules: &crate::config::SyncConfig,
     full: bool,
     scope: &Scope,
 ) -> Result<SyncPlan, StageError> {
-    let scanned = directory::scan(root).map_err(|e| {
+    let max_size = rules.max_file_size;
+    let deny = directory::DenyList::new(&rules.deny).map_err(StageError::Permanent)?;
+    let scanned = directory::scan(root, &deny).map_err(|e| {
         StageError::Permanent(format!(
             "cannot read the source directory {}: {e}",
             root.display()
