@@ -63,6 +63,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TRAWL_SYNC_DENY", "sync.deny"),
     ("TRAWL_EMBEDDING_PROVIDER", "embedding.provider"),
     ("TRAWL_EMBEDDING_MODEL", "embedding.model"),
+    ("TRAWL_EMBEDDING_KIND", "embedding.kind"),
     ("TRAWL_MODEL_DIR", "embedding.model_dir"),
     ("TRAWL_EMBEDDING_RUNTIME", "embedding.runtime"),
     ("TRAWL_ONNXRUNTIME", "embedding.onnxruntime"),
@@ -168,6 +169,19 @@ pub enum EmbeddingProvider {
     Http,
 }
 
+/// Which local embedding runs: the static table distilled from the model, or the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingKind {
+    /// A table of one vector per token, distilled from the model by `trawl setup`
+    /// (`static256.bin`): a look-up and a mean per text, thousands of times faster than the
+    /// transformer. Vectors are stored as model `<model>+static256`.
+    #[default]
+    Static,
+    /// The transformer itself (ONNX Runtime or candle): slower, stored as model `<model>`.
+    Transformer,
+}
+
 /// What runs the local model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -187,8 +201,12 @@ pub enum EmbeddingRuntime {
 pub struct EmbeddingConfig {
     pub provider: EmbeddingProvider,
     pub model: String,
-    /// Directory with config.json, tokenizer.json and model.safetensors (and model.onnx,
-    /// which set-up builds); empty means `<home>/models/<model>`.
+    /// For the local provider: the static table distilled from the model (default) or
+    /// the transformer.
+    #[serde(default)]
+    pub kind: EmbeddingKind,
+    /// Directory with config.json, tokenizer.json and model.safetensors (and model.onnx
+    /// and static256.bin, which set-up builds); empty means `<home>/models/<model>`.
     #[serde(default)]
     pub model_dir: String,
     #[serde(default)]
@@ -334,6 +352,7 @@ impl Config {
             embedding: EmbeddingConfig {
                 provider: EmbeddingProvider::Local,
                 model: DEFAULT_MODEL.to_string(),
+                kind: EmbeddingKind::Static,
                 model_dir: String::new(),
                 runtime: EmbeddingRuntime::Auto,
                 onnxruntime: String::new(),

@@ -181,6 +181,32 @@ fn model_check(config: &Config) -> Check {
         );
     }
     let dir = config.model_dir();
+    if config.embedding.kind == crate::config::EmbeddingKind::Static {
+        let table = crate::providers::static_model::table_path(&dir);
+        return match crate::providers::static_model::StaticEmbedder::load(&dir, &table)
+            .and_then(|m| m.embed(&["fn main() {}"]).map(|v| (m.dimension(), v)))
+        {
+            Ok((dim, v)) if v.first().map(Vec::len) == Some(dim) => Check::pass(
+                "embedding model",
+                format!(
+                    "{} ({dim}-d static table distilled from {}) in {}",
+                    crate::providers::static_model_name(&config.embedding.model),
+                    config.embedding.model,
+                    table.display()
+                ),
+            ),
+            Ok((dim, _)) => Check::fail(
+                "embedding model",
+                format!("the static table gave vectors not of {dim} dimensions"),
+                "run `trawl setup` to distil it again",
+            ),
+            Err(e) => Check::fail(
+                "embedding model",
+                e.to_string(),
+                "run `trawl setup` (it distils the static table), or set TRAWL_EMBEDDING_KIND=transformer",
+            ),
+        };
+    }
     match LocalEmbedder::load_with(&dir, config.embedding.runtime, &config.onnxruntime_lib())
         .and_then(|m| {
             m.embed(&["fn main() {}"])

@@ -94,6 +94,8 @@ pub enum SetupError {
     },
     #[error("io error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("cannot distil the static embedding table from the model in {dir}: {detail}")]
+    Distill { dir: PathBuf, detail: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SetupError + '_ {
@@ -198,7 +200,49 @@ pub async fn run(config: &Config) -> Result<Vec<Step>, SetupError> {
     } else {
         steps.push(install_onnxruntime(&config.home, &default_ort)?);
     }
+
+    if config.embedding.provider != crate::config::EmbeddingProvider::Local {
+        steps.push(Step::NotNeeded {
+            what: "static embedding table",
+            why: "an HTTP embedder is configured".into(),
+        });
+    } else {
+        steps.push(distill_static_table(config)?);
+    }
     Ok(steps)
+}
+
+/// Distils the static embedding table from the local model, once: every vocabulary token
+/// through the model (see `providers::static_model`). About half a minute on two cores.
+fn distill_static_table(config: &Config) -> Result<Step, SetupError> {
+    use crate::providers::static_model;
+    let what = "static embedding table";
+    let dir = config.model_dir();
+    let path = static_model::table_path(&dir);
+    if static_model::StaticTable::read(&path).is_ok() {
+        return Ok(Step::AlreadyInstalled { what, path });
+    }
+    let fail = |detail: String| SetupError::Distill {
+        dir: dir.clone(),
+        detail,
+    };
+    eprintln!(
+        "trawl setup: distilling the static embedding table from {} (every token through the model once)",
+        config.embedding.model
+    );
+    let teacher = crate::providers::local::LocalEmbedder::load_with(
+        &dir,
+        config.embedding.runtime,
+        &config.onnxruntime_lib(),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let vocab = static_model::Vocabulary::of(teacher.tokenizer()).map_err(fail)?;
+    let table = static_model::distill(&vocab, static_model::STATIC_DIMS, |seqs| {
+        teacher.embed_short_ids(seqs)
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    table.write(&path).map_err(io_err(&path))?;
+    Ok(Step::Installed { what, path })
 }
 
 fn install_onnxruntime(home: &Path, lib: &Path) -> Result<Step, SetupError> {

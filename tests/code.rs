@@ -231,14 +231,16 @@ async fn a_git_fixture_in_many_languages_gives_the_expected_snippets_vectors_and
         Some("Reads the configuration file at `path`.")
     );
 
-    // Every snippet has a 384-d code vector and a heuristic summary with its vector; the
+    // Every snippet has a code vector of the default model (the static table distilled
+    // from all-MiniLM-L6-v2) and a heuristic summary with its vector; the
     // keyword index holds one document per snippet; the version is stamped.
     let snippets = count(&db, "SELECT count(*) FROM snippets").await;
     assert!(snippets >= 25, "{snippets} snippets");
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM snippet_vectors WHERE kind = 'code' AND dimension = 384"
+            "SELECT count(*) FROM snippet_vectors WHERE kind = 'code' AND dimension = 256 \
+             AND model = 'all-MiniLM-L6-v2+static256'"
         )
         .await,
         snippets
@@ -268,7 +270,7 @@ async fn a_git_fixture_in_many_languages_gives_the_expected_snippets_vectors_and
         .unwrap();
     assert_eq!((version.version, version.snippets as i64), (1, snippets));
     assert_eq!(version.files, FILES.len() as i32);
-    assert_eq!(version.model, "all-MiniLM-L6-v2");
+    assert_eq!(version.model, "all-MiniLM-L6-v2+static256");
 
     // A new commit is fetched on the next sync.
     std::fs::write(
@@ -430,7 +432,7 @@ async fn semantic_search_finds_a_paraphrase_and_hybrid_fuses() {
         results
             .warnings
             .iter()
-            .any(|w| w.contains("all-MiniLM-L6-v2") && w.contains("embeddings-only")),
+            .any(|w| w.contains("all-MiniLM-L6-v2+static256") && w.contains("embeddings-only")),
         "{:?}",
         results.warnings
     );
@@ -646,6 +648,47 @@ fn compare_with_reference(model: &trawl::providers::local::LocalEmbedder) -> f32
         worst = worst.max(max_diff);
     }
     worst
+}
+
+#[tokio::test]
+async fn the_distilled_static_table_embeds_by_look_up_and_keeps_meaning() {
+    use trawl::providers::static_model::{StaticEmbedder, StaticTable, table_path};
+    let db = TestDb::new().await;
+    let dir = db.config().model_dir();
+    let table = StaticTable::read(&table_path(&dir)).expect("set-up distilled the table");
+    assert_eq!(table.dim, trawl::providers::static_model::STATIC_DIMS);
+    let embedder = StaticEmbedder::load(&dir, &table_path(&dir)).unwrap();
+    // A text's vector is the unit mean of its tokens' rows, computed here from the table
+    // and the tokenizer alone.
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let text = "def parse_config_file(path): return toml.load(path)";
+    let ids = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+    let mut want = vec![0f32; table.dim];
+    for &id in &ids {
+        for (w, r) in want.iter_mut().zip(&table.rows[id as usize * table.dim..]) {
+            *w += r;
+        }
+    }
+    let norm = want.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let got = embedder.embed(&[text]).unwrap().remove(0);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w / norm).abs() < 1e-5, "{got:?}");
+    }
+    // The distilled table keeps what the transformer knows: related code is nearer.
+    let v = embedder
+        .embed(&[
+            "read the settings from the configuration file",
+            "def load_config(path):\n    with open(path) as f:\n        return parse_settings(f.read())",
+            "def matmul(a, b):\n    return [[sum(x * y for x, y in zip(r, c)) for c in zip(*b)] for r in a]",
+        ])
+        .unwrap();
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(
+        cos(&v[0], &v[1]) > cos(&v[0], &v[2]) + 0.05,
+        "config {} vs matmul {}",
+        cos(&v[0], &v[1]),
+        cos(&v[0], &v[2])
+    );
 }
 
 #[tokio::test]
@@ -949,7 +992,7 @@ async fn a_model_change_then_an_embeddings_only_reindex_moves_search_to_the_new_
         .unwrap();
     assert!(!after.hits.is_empty(), "{:?}", after.warnings);
     let minilm: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM snippet_vectors WHERE model = 'all-MiniLM-L6-v2' AND kind = 'code'",
+        "SELECT count(*) FROM snippet_vectors WHERE model = 'all-MiniLM-L6-v2+static256' AND kind = 'code'",
     )
     .fetch_one(db.store.pool())
     .await

@@ -208,18 +208,45 @@ impl LocalEmbedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| inference(&e))?;
-        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
         let batching = match self.engine {
             Engine::Candle { .. } => CANDLE_BATCHING,
             Engine::Onnx { .. } => ONNX_BATCHING,
         };
-        let mut out = vec![Vec::new(); texts.len()];
+        self.embed_ids(&ids, batching)
+    }
+
+    /// The tokenizer the model was trained with (its vocabulary included).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Embeds sequences of token ids of at most 3 tokens each (`[CLS] token [SEP]`, say)
+    /// in large batches: what distilling a static table asks of the model.
+    pub fn embed_short_ids(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        self.embed_ids(
+            seqs,
+            Batching {
+                max_texts: 256,
+                max_tokens: 4_096,
+            },
+        )
+    }
+
+    /// Embeds token id sequences (special tokens included), in batches of `batching`.
+    fn embed_ids(
+        &self,
+        seqs: &[&[u32]],
+        batching: Batching,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let mut out = vec![Vec::new(); seqs.len()];
         for batch in batches(&lengths, batching) {
             let width = batch.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
             let mut ids = vec![0i64; batch.len() * width];
             let mut mask = vec![0i64; batch.len() * width];
             for (row, &i) in batch.iter().enumerate() {
-                let t = encodings[i].get_ids();
+                let t = seqs[i];
                 for (slot, &id) in ids[row * width..].iter_mut().zip(t) {
                     *slot = i64::from(id);
                 }

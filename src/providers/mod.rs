@@ -6,12 +6,13 @@
 
 pub mod http;
 pub mod local;
+pub mod static_model;
 pub mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, EmbeddingProvider};
+use crate::config::{Config, EmbeddingKind, EmbeddingProvider};
 
 /// Errors from a provider, classified for the queue's retry policy.
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +35,22 @@ impl ProviderError {
     }
 }
 
+/// The model name vectors of the static table distilled from `model` are stored under.
+pub fn static_model_name(model: &str) -> String {
+    format!("{model}+static{}", static_model::STATIC_DIMS)
+}
+
 /// Requests to HTTP providers give up after this long.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The configured embedder: the local model, or an HTTP endpoint.
+/// The configured embedder: the local model's static table, the local model, or an HTTP
+/// endpoint.
 #[derive(Clone)]
 pub enum Embedder {
+    Static {
+        model: String,
+        embedder: Arc<static_model::StaticEmbedder>,
+    },
     Local {
         model: String,
         embedder: Arc<local::LocalEmbedder>,
@@ -55,6 +66,16 @@ impl Embedder {
     pub fn from_config(config: &Config) -> Result<Embedder, ProviderError> {
         let model = config.embedding.model.clone();
         Ok(match config.embedding.provider {
+            EmbeddingProvider::Local if config.embedding.kind == EmbeddingKind::Static => {
+                let dir = config.model_dir();
+                Embedder::Static {
+                    model: static_model_name(&model),
+                    embedder: Arc::new(static_model::StaticEmbedder::load(
+                        &dir,
+                        &static_model::table_path(&dir),
+                    )?),
+                }
+            }
             EmbeddingProvider::Local => Embedder::Local {
                 model,
                 embedder: Arc::new(local::LocalEmbedder::load_with(
@@ -88,13 +109,30 @@ impl Embedder {
     /// The model name vectors are stored under; vectors of two models never mix.
     pub fn model(&self) -> &str {
         match self {
-            Embedder::Local { model, .. } | Embedder::Http { model, .. } => model,
+            Embedder::Static { model, .. }
+            | Embedder::Local { model, .. }
+            | Embedder::Http { model, .. } => model,
         }
     }
 
     /// Embeds `texts`; the vectors come back in the same order.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ProviderError> {
         match self {
+            // A look-up and a mean: no thread hop needed for a query, but a stage's large
+            // batch still leaves the runtime's threads free.
+            Embedder::Static { embedder, .. } if texts.len() <= 8 => {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                embedder.embed(&refs)
+            }
+            Embedder::Static { embedder, .. } => {
+                let embedder = embedder.clone();
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    embedder.embed(&refs)
+                })
+                .await
+                .map_err(|e| ProviderError::Inference(format!("embedding task: {e}")))?
+            }
             Embedder::Local { embedder, .. } => {
                 let embedder = embedder.clone();
                 tokio::task::spawn_blocking(move || {
