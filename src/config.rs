@@ -491,6 +491,18 @@ impl Config {
         self.database.url.is_empty()
     }
 
+    /// The model name vectors of the configured embedder are stored under: the local
+    /// static tier's is `<model>+static256`; the others' is `embedding.model`.
+    pub fn vector_model(&self) -> String {
+        if self.embedding.provider == EmbeddingProvider::Local
+            && self.embedding.kind == EmbeddingKind::Static
+        {
+            crate::providers::static_model_name(&self.embedding.model)
+        } else {
+            self.embedding.model.clone()
+        }
+    }
+
     /// The tantivy index directory.
     pub fn index_dir(&self) -> PathBuf {
         non_empty_or(&self.index.dir, || self.home.join("index"))

@@ -69,7 +69,7 @@ impl Embedder {
             EmbeddingProvider::Local if config.embedding.kind == EmbeddingKind::Static => {
                 let dir = config.model_dir();
                 Embedder::Static {
-                    model: static_model_name(&model),
+                    model: config.vector_model(),
                     embedder: Arc::new(static_model::StaticEmbedder::load(
                         &dir,
                         &static_model::table_path(&dir),

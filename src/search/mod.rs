@@ -6,6 +6,7 @@
 //! run writing at the same time never shows half a file.
 
 pub mod keyword;
+pub mod rank;
 pub mod tokenizer;
 
 use std::collections::HashMap;
@@ -23,7 +24,10 @@ use keyword::{Filters, KeywordError, KeywordIndex};
 
 /// Reciprocal rank fusion's constant: a hit at rank r in one ranking adds 1 / (K + r).
 const RRF_K: f64 = 60.0;
-/// Candidates each ranking contributes to a hybrid search, at least.
+/// The share of the summary vectors' ranking in the semantic side of a search (the code
+/// vectors' ranking has the rest).
+const SUMMARY_SHARE: f64 = 0.3;
+/// Candidates each ranking contributes to a search, at least.
 const MIN_CANDIDATES: usize = 50;
 /// How many more keyword candidates to fetch when a path filter is applied afterwards.
 const PATH_FILTER_FACTOR: usize = 20;
@@ -236,16 +240,22 @@ impl Searcher {
         check_query(&q.text)?;
         let path_re = q.path.as_deref().map(path_regex).transpose()?;
         let limit = q.limit.max(1);
-        let depth = match q.mode {
-            Mode::Hybrid => MIN_CANDIDATES.max(limit * 2),
-            _ => limit,
-        };
+        // Every mode retrieves more than it shows: the ranking rules choose among them.
+        let depth = MIN_CANDIDATES.max(limit * 2);
+        let kind = rank::query_kind(&q.text);
+        let alpha = rank::semantic_weight(kind);
         let mut warnings = Vec::new();
-        let mut rankings: Vec<Vec<(i64, f64)>> = Vec::new();
+        // Each ranking with its weight in the fusion.
+        let mut rankings: Vec<(Vec<(i64, f64)>, f64)> = Vec::new();
 
         if q.mode != Mode::Semantic {
+            let weight = if q.mode == Mode::Hybrid {
+                1.0 - alpha
+            } else {
+                1.0
+            };
             match self.keyword_ranking(q, path_re.as_ref(), depth).await {
-                Ok(r) => rankings.push(r),
+                Ok(r) => rankings.push((r, weight)),
                 Err(e) if q.mode == Mode::Hybrid => warnings.push(format!(
                     "keyword search is unavailable, results are semantic only: {e}"
                 )),
@@ -256,7 +266,14 @@ impl Searcher {
             let embedder = self.embedder().await?;
             let vector = embedder.embed(&q.text).await?;
             let model = embedder.model().to_string();
-            for kind in [VectorKind::Code, VectorKind::Summary] {
+            let semantic = if q.mode == Mode::Hybrid { alpha } else { 1.0 };
+            for (kind, share) in [
+                (VectorKind::Code, 1.0 - SUMMARY_SHARE),
+                (VectorKind::Summary, SUMMARY_SHARE),
+            ] {
+                if share == 0.0 {
+                    continue;
+                }
                 let ranking = self
                     .store
                     .nearest_snippets(
@@ -269,24 +286,46 @@ impl Searcher {
                     )
                     .await?;
                 tracing::debug!(kind = kind.as_str(), ?ranking, "semantic ranking");
-                rankings.push(ranking);
+                rankings.push((ranking, semantic * share));
             }
             if rankings
                 .iter()
                 .skip(usize::from(q.mode == Mode::Hybrid))
-                .all(Vec::is_empty)
+                .all(|(r, _)| r.is_empty())
             {
                 warnings.extend(self.model_warnings(q, &model).await?);
             }
         }
 
         let ranked: Vec<(i64, f64)> = if rankings.len() == 1 {
-            rankings.pop().unwrap_or_default()
+            rankings.pop().map(|(r, _)| r).unwrap_or_default()
         } else {
-            fuse(&rankings)
+            fuse_weighted(&rankings)
         };
-        let ranked: Vec<(i64, f64)> = ranked.into_iter().take(limit).collect();
-        let hits = self.hydrate(&ranked).await?;
+        let ranked: Vec<(i64, f64)> = ranked.into_iter().take(depth).collect();
+        let mut hits = self.hydrate(&ranked).await?;
+        let candidates = hits
+            .iter()
+            .map(|h| rank::Candidate {
+                id: h.snippet_id,
+                score: h.score,
+                path: h.path.clone(),
+                name: h.name.clone(),
+                kind: h.kind.clone(),
+                language: h.language.clone(),
+            })
+            .collect();
+        let order = rank::rerank(&q.text, candidates);
+        let mut by_id: HashMap<i64, Hit> = hits.drain(..).map(|h| (h.snippet_id, h)).collect();
+        let hits: Vec<Hit> = order
+            .into_iter()
+            .take(limit)
+            .filter_map(|c| {
+                let mut h = by_id.remove(&c.id)?;
+                h.score = (c.score * 1e6).round() / 1e6;
+                Some(h)
+            })
+            .collect();
         Ok(Results {
             hits,
             warnings,
@@ -387,15 +426,22 @@ impl Searcher {
 
 /// Reciprocal rank fusion of several rankings (best first); ties keep first-seen order.
 pub fn fuse(rankings: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
+    let weighted: Vec<(Vec<(i64, f64)>, f64)> = rankings.iter().map(|r| (r.clone(), 1.0)).collect();
+    fuse_weighted(&weighted)
+}
+
+/// Reciprocal rank fusion with a weight per ranking: a hit at rank r of a ranking of
+/// weight w adds w / (K + r).
+pub fn fuse_weighted(rankings: &[(Vec<(i64, f64)>, f64)]) -> Vec<(i64, f64)> {
     let mut scores: HashMap<i64, f64> = HashMap::new();
     let mut order: Vec<i64> = Vec::new();
-    for ranking in rankings {
+    for (ranking, weight) in rankings {
         for (rank, (id, _)) in ranking.iter().enumerate() {
             let entry = scores.entry(*id).or_insert_with(|| {
                 order.push(*id);
                 0.0
             });
-            *entry += 1.0 / (RRF_K + rank as f64 + 1.0);
+            *entry += weight / (RRF_K + rank as f64 + 1.0);
         }
     }
     let mut fused: Vec<(i64, f64)> = order.into_iter().map(|id| (id, scores[&id])).collect();

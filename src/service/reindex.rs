@@ -156,7 +156,7 @@ pub async fn plan(
     })?;
     let scope = resolve_scope(&root, request)?;
     if scope == Scope::EmbeddingsOnly {
-        let model = &config.embedding.model;
+        let model = &config.vector_model();
         let snippets = if request.full {
             store.count_snippets(repository.id).await?
         } else {
