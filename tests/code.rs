@@ -999,3 +999,34 @@ async fn a_model_change_then_an_embeddings_only_reindex_moves_search_to_the_new_
     .unwrap();
     assert_eq!(minilm, snippets, "the old model's vectors are untouched");
 }
+
+#[tokio::test]
+async fn status_reports_line_coverage_and_every_line_is_in_a_snippet() {
+    let db = TestDb::new().await;
+    let repo = tempfile::tempdir().unwrap();
+    // Module-level code and assignments of functions, the kind of file (express's) whose
+    // lines once were mostly in no snippet.
+    std::fs::write(
+        repo.path().join("app.js"),
+        "'use strict';\nvar debug = require('debug')('app');\n\napp.use = function use(fn) {\n  this.stack.push(fn);\n  return this;\n};\n\nfunction listen(port) {\n  return port;\n}\n\nmodule.exports = app;\n",
+    )
+    .unwrap();
+    std::fs::write(repo.path().join("notes.md"), "# Notes\n\nSome words.\n").unwrap();
+    let r = crate::support::trawl_in(&db, &["index", repo.path().to_str().unwrap(), "--wait"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = crate::support::trawl_in(&db, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(status[0]["coverage"], 1.0, "{}", r.stdout);
+    assert_eq!(status[0]["lines_total"], 12, "{}", r.stdout);
+    let r = crate::support::trawl_in(
+        &db,
+        &["search", "stack push", "--mode", "keyword", "--json"],
+    );
+    assert!(
+        r.stdout.contains("app.js"),
+        "module-level code is searchable: {}",
+        r.stdout
+    );
+    let human = crate::support::trawl_in(&db, &["status"]).stdout;
+    assert!(human.contains("coverage 100.0%"), "{human}");
+}

@@ -42,6 +42,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             ),
             None => println!("repository {} {}: no index version yet", r.id, r.source),
         }
+        if let Some(c) = s.coverage {
+            println!(
+                "  coverage {:.1}%: {} of {} non-blank lines are in a snippet",
+                c * 100.0,
+                s.lines_covered,
+                s.lines_total
+            );
+        }
         for run in &s.unfinished_runs {
             println!(
                 "  run {} {}: {} {:.1}% ({}/{} items)",

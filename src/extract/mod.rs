@@ -57,6 +57,28 @@ pub struct Extraction {
     pub syntax_errors: bool,
     /// The file was not valid UTF-8 and was read lossily.
     pub lossy: bool,
+    /// The file's non-blank lines, and how many of them some snippet covers.
+    pub lines_total: usize,
+    pub lines_covered: usize,
+}
+
+/// (non-blank lines of `text`, how many of them lie in some snippet).
+pub fn coverage(text: &str, snippets: &[Snippet]) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut covered = vec![false; lines.len()];
+    for s in snippets {
+        let (a, b) = (s.start_line.max(1) as usize - 1, s.end_line.max(0) as usize);
+        for c in covered.iter_mut().take(b).skip(a) {
+            *c = true;
+        }
+    }
+    let nonblank = lines.iter().filter(|l| !l.trim().is_empty()).count();
+    let hit = lines
+        .iter()
+        .zip(&covered)
+        .filter(|(l, c)| **c && !l.trim().is_empty())
+        .count();
+    (nonblank, hit)
 }
 
 /// Extracts the snippets of the file at `path` (for messages only) in `language` (None:
@@ -90,6 +112,7 @@ pub fn extract(language: Option<&str>, bytes: &[u8]) -> Extraction {
     if out.snippets.is_empty() && !text.trim().is_empty() {
         out.snippets = windows(&text);
     }
+    (out.lines_total, out.lines_covered) = coverage(&text, &out.snippets);
     out
 }
 
@@ -403,6 +426,31 @@ impl<'a> Walk<'a> {
                 out.push(part);
             }
         }
+        // What lies between definitions (imports, module-level code, assignments the
+        // grammar rules do not take for definitions) becomes windows of its own, so every
+        // line of the file is searchable.
+        if !out.is_empty() {
+            let lines: Vec<&str> = self.src.lines().collect();
+            let mut covered = vec![false; lines.len()];
+            for def in &self.defs {
+                for c in covered.iter_mut().take(def.end_row + 1).skip(def.start_row) {
+                    *c = true;
+                }
+            }
+            let mut row = 0;
+            while row < lines.len() {
+                if covered[row] {
+                    row += 1;
+                    continue;
+                }
+                let start = row;
+                while row < lines.len() && !covered[row] {
+                    row += 1;
+                }
+                let base = out.len() as i32;
+                out.extend(windows_of(&lines[start..row], start, base));
+            }
+        }
         out
     }
 
@@ -609,19 +657,29 @@ fn split_parts(whole: &Snippet) -> Vec<Snippet> {
 /// A file without definitions as overlapping line windows.
 fn windows(text: &str) -> Vec<Snippet> {
     let lines: Vec<&str> = text.lines().collect();
+    windows_of(&lines, 0, 0)
+}
+
+/// `lines` (the file's from row `first_row` on) as overlapping windows, blank ones left
+/// out, with ordinals from `ordinal`. Blank lines at either end of a window are trimmed.
+fn windows_of(lines: &[&str], first_row: usize, ordinal: i32) -> Vec<Snippet> {
     window_bounds(lines.len())
         .into_iter()
-        .filter(|(a, b)| lines[*a..=*b].iter().any(|l| !l.trim().is_empty()))
+        .filter_map(|(a, b)| {
+            let a = (a..=b).find(|&i| !lines[i].trim().is_empty())?;
+            let b = (a..=b).rev().find(|&i| !lines[i].trim().is_empty())?;
+            Some((a, b))
+        })
         .enumerate()
         .map(|(i, (a, b))| {
             let mut s = Snippet {
-                ordinal: i as i32,
+                ordinal: ordinal + i as i32,
                 kind: "chunk".into(),
                 name: None,
                 parent: None,
                 qualified_name: None,
-                start_line: a as i32 + 1,
-                end_line: b as i32 + 1,
+                start_line: (first_row + a) as i32 + 1,
+                end_line: (first_row + b) as i32 + 1,
                 doc: None,
                 signature: None,
                 code: lines[a..=b].join("\n"),

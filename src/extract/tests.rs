@@ -1,11 +1,31 @@
 use super::*;
 
-/// (kind, qualified name, start line, end line) of each whole snippet.
+/// The 1-based numbers of the non-blank lines of `src` that no snippet covers.
+fn uncovered(src: &str, snippets: &[Snippet]) -> Vec<usize> {
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, _)| i + 1)
+        .filter(|&n| {
+            !snippets
+                .iter()
+                .any(|s| s.start_line as usize <= n && n <= s.end_line as usize)
+        })
+        .collect()
+}
+
+/// (kind, qualified name, start line, end line) of each whole definition (the windows
+/// between definitions left out; every non-blank line must be in some snippet).
 fn outline(language: &str, src: &str) -> Vec<(String, String, i32, i32)> {
     let x = extract(Some(language), src.as_bytes());
+    assert_eq!(
+        uncovered(src, &x.snippets),
+        Vec::<usize>::new(),
+        "{language}: lines in no snippet"
+    );
     x.snippets
         .iter()
-        .filter(|s| s.part.is_none())
+        .filter(|s| s.part.is_none() && s.kind != "chunk")
         .map(|s| {
             (
                 s.kind.clone(),
@@ -382,4 +402,98 @@ fn hashes_follow_content_not_position() {
     assert_eq!(a.snippets[0].hash, b.snippets[0].hash);
     assert_ne!(a.snippets[0].start_line, b.snippets[0].start_line);
     assert_ne!(a.snippets[0].hash, c.snippets[0].hash);
+}
+
+#[test]
+fn the_lines_between_definitions_become_windows() {
+    let src = "\
+import os
+import sys
+
+def first():
+    return 1
+
+LIMIT = 10
+app.handler = function_of(LIMIT)
+
+def second():
+    return 2
+";
+    let x = extract(Some("python"), src.as_bytes());
+    let chunks: Vec<(i32, i32, &str)> = x
+        .snippets
+        .iter()
+        .filter(|s| s.kind == "chunk")
+        .map(|s| (s.start_line, s.end_line, s.code.as_str()))
+        .collect();
+    assert_eq!(
+        chunks,
+        vec![
+            (1, 2, "import os\nimport sys"),
+            (7, 8, "LIMIT = 10\napp.handler = function_of(LIMIT)"),
+        ]
+    );
+}
+
+/// Every non-blank line of real files (the CPython standard library and the crate sources
+/// cargo downloaded, where present) is in some snippet, for each language found there.
+#[test]
+fn every_line_of_real_files_is_covered() {
+    let mut roots = vec![std::path::PathBuf::from("/usr/lib/python3.11")];
+    if let Ok(out) = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
+        .output()
+    {
+        roots.push(String::from_utf8_lossy(&out.stdout).trim().into());
+    }
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+    {
+        roots.push(home.join("registry/src"));
+    }
+    let mut per_language: std::collections::BTreeMap<&str, usize> = Default::default();
+    for root in roots.iter().filter(|r| r.is_dir()) {
+        for entry in ignore::WalkBuilder::new(root)
+            .standard_filters(false)
+            .build()
+            .flatten()
+        {
+            let path = entry.path();
+            let Some(language) = crate::sources::directory::language_of(&path.to_string_lossy())
+            else {
+                continue;
+            };
+            let seen = per_language.entry(language).or_default();
+            if *seen >= 25 || !path.is_file() {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            if bytes.len() > 200_000 {
+                continue;
+            }
+            let x = extract(Some(language), &bytes);
+            let text = String::from_utf8_lossy(&bytes);
+            let missing = uncovered(&text, &x.snippets);
+            assert!(
+                missing.is_empty(),
+                "{}: lines {missing:?} in no snippet",
+                path.display()
+            );
+            assert_eq!(x.lines_total, x.lines_covered, "{}", path.display());
+            *seen += 1;
+        }
+    }
+    for language in ["python", "rust", "c"] {
+        assert!(
+            per_language.get(language).copied().unwrap_or(0) > 0,
+            "no {language} files found: {per_language:?}"
+        );
+    }
+    eprintln!("files checked per language: {per_language:?}");
 }

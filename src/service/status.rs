@@ -19,6 +19,11 @@ pub struct RepositoryStatus {
     pub synced_seconds_ago: Option<i64>,
     /// Runs not ended yet, oldest first, with their progress.
     pub unfinished_runs: Vec<Snapshot>,
+    /// The share of its indexed files' non-blank lines that some snippet covers (None
+    /// before EXTRACT recorded any).
+    pub coverage: Option<f64>,
+    pub lines_total: i64,
+    pub lines_covered: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +72,12 @@ pub async fn of(store: &Store, repository: Repository) -> Result<RepositoryStatu
         snapshot.status = run.status.clone();
         unfinished.push(snapshot);
     }
+    let (lines_total, lines_covered) = store.line_coverage(repository.id).await?;
     Ok(RepositoryStatus {
+        coverage: (lines_total > 0)
+            .then(|| (lines_covered as f64 / lines_total as f64 * 1e4).round() / 1e4),
+        lines_total,
+        lines_covered,
         age_seconds: version.as_ref().map(|v| (now - v.built_at).num_seconds()),
         synced_seconds_ago: repository.last_synced_at.map(|t| (now - t).num_seconds()),
         index_version: version,

@@ -34,6 +34,9 @@ pub struct ExtractedFile {
     /// Notes on a file that was extracted anyway (lossy UTF-8, syntax errors).
     pub note: Option<String>,
     pub duration_ms: i32,
+    /// Non-blank lines, and how many some snippet covers.
+    pub lines_total: i32,
+    pub lines_covered: i32,
 }
 
 /// A stored snippet, as search and the later stages read it.
@@ -196,6 +199,7 @@ impl Store {
         .await?;
 
         record_extract_items(&mut tx, run_id, files, removed).await?;
+        record_coverage(&mut tx, repository_id, &extracted).await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -434,6 +438,44 @@ impl NewRows {
         .bind(&self.hashes)
         .fetch_all(&mut **tx)
         .await?)
+    }
+}
+
+/// Each extracted file's line coverage, on its `files` row.
+async fn record_coverage(
+    tx: &mut Transaction<'_, Postgres>,
+    repository_id: i64,
+    files: &[&ExtractedFile],
+) -> Result<(), StoreError> {
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let totals: Vec<i32> = files.iter().map(|f| f.lines_total).collect();
+    let covered: Vec<i32> = files.iter().map(|f| f.lines_covered).collect();
+    sqlx::query(
+        "UPDATE files f SET lines_total = u.total, lines_covered = u.covered
+         FROM UNNEST($2::text[], $3::int[], $4::int[]) AS u(path, total, covered)
+         WHERE f.repository_id = $1 AND f.path = u.path",
+    )
+    .bind(repository_id)
+    .bind(&paths)
+    .bind(&totals)
+    .bind(&covered)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl crate::store::Store {
+    /// A repository's line coverage: (non-blank lines of its indexed files, lines in
+    /// some snippet), over the files extracted since coverage is recorded.
+    pub async fn line_coverage(&self, repository_id: i64) -> Result<(i64, i64), StoreError> {
+        let (total, covered): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT sum(lines_total)::int8, sum(lines_covered)::int8 FROM files
+             WHERE repository_id = $1 AND skip_reason IS NULL AND lines_total IS NOT NULL",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((total.unwrap_or(0), covered.unwrap_or(0)))
     }
 }
 

@@ -126,6 +126,8 @@ fn extract_file(root: &Path, item: &ExtractItem, max_size: u64) -> ExtractedFile
         error: None,
         note: None,
         duration_ms: 0,
+        lines_total: 0,
+        lines_covered: 0,
     };
     match crate::sources::directory::read_bytes(root, &item.path, max_size) {
         Err(e) => out.error = Some(format!("cannot read {}: {e}", item.path)),
@@ -139,6 +141,8 @@ fn extract_file(root: &Path, item: &ExtractItem, max_size: u64) -> ExtractedFile
                 notes.push("syntax errors: definitions around them were still extracted");
             }
             out.note = (!notes.is_empty()).then(|| notes.join("; "));
+            out.lines_total = x.lines_total.min(i32::MAX as usize) as i32;
+            out.lines_covered = x.lines_covered.min(i32::MAX as usize) as i32;
             out.snippets = x.snippets;
         }
     }
