@@ -253,13 +253,14 @@ async fn a_git_fixture_in_many_languages_gives_the_expected_snippets_vectors_and
         .await,
         count(&db, "SELECT count(*) FROM snippets WHERE part IS NULL").await
     );
+    // Heuristic summaries get no vectors (they were measured to lower search quality).
     assert_eq!(
         count(
             &db,
             "SELECT count(*) FROM snippet_vectors WHERE kind = 'summary'"
         )
         .await,
-        count(&db, "SELECT count(*) FROM snippet_summaries").await
+        0
     );
     assert_eq!(ctx.keyword_index().unwrap().num_docs() as i64, snippets);
     let version = ctx
@@ -882,6 +883,18 @@ async fn the_llm_enricher_writes_summaries_through_a_chat_endpoint() {
     .unwrap();
     let run = index(&ctx, dir.path().to_str().unwrap()).await;
     assert_eq!(run.result["enrich"]["summary_source"], "llm");
+    // A chat model's summaries are embedded (heuristic ones are not).
+    let (vectors, summaries): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM snippet_vectors WHERE kind = 'summary'), \
+                (SELECT count(*) FROM snippet_summaries)",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        summaries > 0 && vectors == summaries,
+        "{vectors} vectors, {summaries} summaries"
+    );
     let rows: Vec<(String, String, Option<String>)> =
         sqlx::query_as("SELECT summary, source, model FROM snippet_summaries")
             .fetch_all(db.store.pool())

@@ -1,5 +1,5 @@
 //! ENRICH: summarise the snippets that have no summary of their current content (with the
-//! configured chat model, or heuristically), embed the summaries, and stamp the repository's
+//! configured chat model, or heuristically), embed a chat model's summaries, and stamp the repository's
 //! new index version.
 //!
 //! Summaries and their vectors are keyed by content hash, so a retry redoes nothing that was
@@ -99,7 +99,13 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
             .mark_vectors_stale(run.repository_id, &model, VectorKind::Summary)
             .await?;
     }
-    let embedded = embed_all(ctx, run, "enrich", VectorKind::Summary, summarised).await?;
+    // Heuristic summaries restate the snippet's name and doc comment: their vectors were
+    // measured to lower search quality, so only a chat model's summaries are embedded.
+    let embedded = if llm.is_some() {
+        embed_all(ctx, run, "enrich", VectorKind::Summary, summarised).await?
+    } else {
+        0
+    };
     let version = ctx
         .store
         .stamp_index_version(run.id, run.repository_id, &model)
