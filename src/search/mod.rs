@@ -297,6 +297,9 @@ impl Searcher {
             }
         }
 
+        // A ranking that found nothing (no summary vectors, say) takes no part: one left
+        // alone keeps its own scores, which the ranking rules weigh against.
+        rankings.retain(|(r, _)| !r.is_empty());
         let ranked: Vec<(i64, f64)> = if rankings.len() == 1 {
             rankings.pop().map(|(r, _)| r).unwrap_or_default()
         } else {
