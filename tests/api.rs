@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::server::{Served, TOKEN};
+use crate::support::server::{Served, TOKEN, ask, code};
 use crate::support::{TestDb, path_str, trawl_in};
 
 fn fixture() -> tempfile::TempDir {
@@ -22,27 +22,6 @@ fn fixture() -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-/// Sends a request and returns the status and the JSON body (Null when it is not JSON).
-async fn ask(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// The error code of an error answer, checking its shape.
-fn code(body: &Value) -> &str {
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "an error needs a message: {body}"
-    );
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code: {body}"))
 }
 
 /// Reads an NDJSON progress stream to its end.

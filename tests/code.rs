@@ -3,14 +3,13 @@
 //! mode, incremental runs, bad files, and the HTTP providers against a local stub.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use trawl::pipeline::PipelineContext;
 use trawl::search::{Mode, Query, Searcher};
 use trawl::store::runs::Run;
 
+use crate::support::git;
 use crate::support::{TestDb, trawl_in};
 
 const FILES: &[(&str, &str)] = &[
@@ -64,27 +63,6 @@ const FILES: &[(&str, &str)] = &[
         "# Fixture\n\nA repository in many languages.\n",
     ),
 ];
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A git repository with the fixture files, one commit.
 fn git_fixture() -> tempfile::TempDir {

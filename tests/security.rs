@@ -9,21 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::remote::{Remote, bare_repo};
-use crate::support::server::Served;
+use crate::support::server::{Served, ask, code};
 use crate::support::{TestDb, path_str, trawl_cmd, trawl_in};
-
-async fn ask(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code: {body}"))
-}
 
 const TOKEN: &str = "tok-1b9e-not-for-strangers";
 

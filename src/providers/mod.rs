@@ -35,6 +35,19 @@ impl ProviderError {
     }
 }
 
+/// Runs an in-process embedder over `texts` on a blocking thread, off the runtime's.
+async fn on_blocking_thread(
+    texts: Vec<String>,
+    embed: impl FnOnce(&[&str]) -> Result<Vec<Vec<f32>>, ProviderError> + Send + 'static,
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embed(&refs)
+    })
+    .await
+    .map_err(|e| ProviderError::Inference(format!("embedding task: {e}")))?
+}
+
 /// The model name vectors of the static table distilled from `model` are stored under.
 pub fn static_model_name(model: &str) -> String {
     format!("{model}+static{}", static_model::STATIC_DIMS)
@@ -126,21 +139,11 @@ impl Embedder {
             }
             Embedder::Static { embedder, .. } => {
                 let embedder = embedder.clone();
-                tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    embedder.embed(&refs)
-                })
-                .await
-                .map_err(|e| ProviderError::Inference(format!("embedding task: {e}")))?
+                on_blocking_thread(texts, move |refs| embedder.embed(refs)).await
             }
             Embedder::Local { embedder, .. } => {
                 let embedder = embedder.clone();
-                tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    embedder.embed(&refs)
-                })
-                .await
-                .map_err(|e| ProviderError::Inference(format!("embedding task: {e}")))?
+                on_blocking_thread(texts, move |refs| embedder.embed(refs)).await
             }
             Embedder::Http { embedder, .. } => embedder.embed(&texts).await,
         }

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::git;
+
 /// One connection as the remote saw it.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
@@ -212,31 +214,12 @@ pub fn bare_repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
-    let git = |args: &[&str], cwd: &Path| {
-        let out = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(cwd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    git(&["init", "--quiet"], &work);
-    git(&["add", "."], &work);
-    git(&["commit", "--quiet", "-m", "first"], &work);
+    git(&work, &["init", "--quiet"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "first"]);
     let bare = dir.join("repo.git");
     git(
+        dir,
         &[
             "clone",
             "--quiet",
@@ -244,8 +227,7 @@ pub fn bare_repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
             work.to_str().unwrap(),
             bare.to_str().unwrap(),
         ],
-        dir,
     );
-    git(&["update-server-info"], &bare);
+    git(&bare, &["update-server-info"]);
     bare
 }

@@ -117,3 +117,27 @@ impl Drop for Served {
         }
     }
 }
+
+/// Sends a request and returns the status and the JSON body (Null when it is not JSON).
+pub async fn ask(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The error code of an error answer, checking its shape.
+pub fn code(body: &serde_json::Value) -> &str {
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error needs a message: {body}"
+    );
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code: {body}"))
+}
