@@ -429,3 +429,39 @@ async fn each_test_database_is_isolated() {
         .unwrap();
     assert_eq!(count_b, 0);
 }
+
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly_and_logs_have_no_colours_off_a_terminal() {
+    let db = TestDb::new().await;
+    // The reader goes away before trawl writes: no panic ("Broken pipe"), no exit 101.
+    let mut child = trawl_cmd()
+        .envs(db.env())
+        .args(["audit", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+
+    // Logs written to a pipe carry no escape sequences.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.py"), "def a():\n    return 1\n").unwrap();
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .env("RUST_LOG", "trawl=info")
+        .args(["index", dir.path().to_str().unwrap(), "--wait"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("INFO"), "logs were written: {}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}'), "{:?}", r.stderr);
+
+    // A worker with no slot is a usage error.
+    let r = run(trawl_cmd()
+        .envs(db.env())
+        .args(["worker", "--concurrency", "0"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("at least 1 slot"), "{}", r.stderr);
+}

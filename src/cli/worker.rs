@@ -13,8 +13,8 @@ use crate::pipeline::{PipelineContext, worker};
 ///   trawl worker --concurrency 4
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Stage jobs to run at once (default: worker.concurrency).
-    #[arg(long)]
+    /// Stage jobs to run at once, 1 or more (default: worker.concurrency).
+    #[arg(long, value_parser = at_least_one)]
     concurrency: Option<usize>,
     /// Run every stage as a no-op that succeeds at once (for `trawl bench queue` only).
     #[arg(long, hide = true)]
@@ -44,5 +44,14 @@ pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send 
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
         }
+    }
+}
+
+/// A count of slots: a whole number of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a worker needs at least 1 slot".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
     }
 }
