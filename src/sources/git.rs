@@ -78,7 +78,11 @@ impl GitOptions {
             token_hosts: config
                 .token_hosts
                 .iter()
-                .map(|h| h.trim().trim_end_matches('/').to_ascii_lowercase())
+                .map(|h| {
+                    let h = h.trim().to_ascii_lowercase();
+                    let h = h.strip_prefix("https://").unwrap_or(&h);
+                    h.trim_end_matches('/').to_string()
+                })
                 .filter(|h| !h.is_empty())
                 .collect(),
             connect_timeout: Duration::from_secs(config.connect_timeout_secs.max(1)),
@@ -454,7 +458,87 @@ pub fn update(
 
 #[cfg(test)]
 mod tests {
-    use super::check_input;
+    use super::*;
+
+    fn options(hosts: &[&str]) -> GitOptions {
+        GitOptions::new(&GitConfig {
+            token: "tok-123".into(),
+            token_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..GitConfig::default()
+        })
+    }
+
+    #[test]
+    fn the_token_goes_to_named_https_hosts_only() {
+        let o = options(&["GitHub.com", "https://git.example.com:8443/"]);
+        assert_eq!(
+            o.token_authority("https://github.com/o/r.git").as_deref(),
+            Some("github.com")
+        );
+        assert_eq!(
+            o.token_authority("https://git.example.com:8443/r.git")
+                .as_deref(),
+            Some("git.example.com:8443")
+        );
+        for url in [
+            "http://github.com/o/r.git",
+            "https://evil.example/o/r.git",
+            "https://github.com.evil.example/o/r.git",
+            "https://git.example.com/r.git",
+            "ssh://git@github.com/o/r.git",
+            "git@github.com:o/r.git",
+        ] {
+            assert_eq!(o.token_authority(url), None, "{url}");
+        }
+        assert_eq!(options(&[]).token_authority("https://github.com/o/r"), None);
+        assert!(options(&[]).token_warning().is_some());
+        assert!(o.token_warning().is_none());
+    }
+
+    #[test]
+    fn the_token_travels_in_the_environment_scoped_to_its_host() {
+        let cmd = options(&["github.com"]).command(
+            &["ls-remote", "--", "https://github.com/o/r.git"],
+            None,
+            "https://github.com/o/r.git",
+        );
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.iter()
+                .all(|a| !a.contains("tok-123") && !a.contains("extraHeader")),
+            "{args:?}"
+        );
+        let env: std::collections::HashMap<String, String> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.to_string_lossy().into_owned(),
+                    v?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        let count: usize = env["GIT_CONFIG_COUNT"].parse().unwrap();
+        let scoped = (0..count)
+            .find(|i| env[&format!("GIT_CONFIG_KEY_{i}")] == "http.https://github.com/.extraHeader")
+            .expect("a header scoped to the host");
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:tok-123");
+        assert_eq!(
+            env[&format!("GIT_CONFIG_VALUE_{scoped}")],
+            format!("Authorization: Basic {basic}")
+        );
+        // Another host's command carries no header at all.
+        let other =
+            options(&["github.com"]).command(&["ls-remote"], None, "https://gitlab.com/o/r");
+        assert!(
+            other
+                .get_envs()
+                .all(|(_, v)| v.is_none_or(|v| !v.to_string_lossy().contains("Basic")))
+        );
+    }
 
     #[test]
     fn urls_and_refs_that_git_would_take_for_options_are_refused() {
