@@ -7,10 +7,14 @@ use crate::search::{Hit, Mode, Query, Searcher, tokenizer};
 
 /// Search indexed code.
 ///
-/// Hybrid search (the default) fuses three rankings by reciprocal rank: BM25 over names, doc
-/// comments, code and paths; the code vectors nearest the query's embedding; and the
-/// summary vectors nearest it. Identifiers match by their words: "parse config file" finds
-/// parseConfigFile and parse_config_file, and the exact identifier ranks first.
+/// Hybrid search (the default) fuses rankings by weighted reciprocal rank: BM25 over names,
+/// doc comments, code and paths; the code vectors nearest the query's embedding (the static
+/// table by default, see embedding.kind); and, when a chat model wrote summaries, the
+/// summary vectors nearest it. The vectors weigh less for an identifier-like query. Ranking
+/// rules then put definitions of the symbol asked for, and files named like the query,
+/// first; tests, examples, docs and non-code files lower. Identifiers match by their words:
+/// "parse config file" finds parseConfigFile and parse_config_file, and the exact
+/// identifier ranks first. Queries over 2,000 characters or 64 distinct words are refused.
 ///
 /// Examples:
 ///

@@ -46,12 +46,13 @@ const PATH_FILTER_FACTOR: usize = 20;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Keyword, code vectors and summary vectors, fused by reciprocal rank.
+    /// Keyword, code vectors (and a chat model's summary vectors), fused by weighted
+    /// reciprocal rank, then the ranking rules.
     #[default]
     Hybrid,
     /// BM25 over names, doc comments, code and paths.
     Keyword,
-    /// Nearest code and summary vectors of the query's embedding.
+    /// Nearest code (and summary) vectors of the query's embedding, then the ranking rules.
     Semantic,
 }
 
