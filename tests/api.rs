@@ -125,17 +125,20 @@ async fn every_route_but_healthz_needs_the_token() {
     assert!(page.text().await.unwrap().contains("<title>trawl"));
     let (status, _) = ask(anonymous.get(served.url(&format!("/api/v1/runs?token={TOKEN}")))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    // A browser's cross-site POST is refused even with the token.
-    let (status, body) = ask(served
-        .client()
-        .post(served.url("/api/v1/runs/1/cancel"))
-        .header("origin", "http://evil.example"))
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::FORBIDDEN, "cross_origin"),
-        "{body}"
-    );
+    // A browser's cross-site POST is refused even with the token; so is one from an
+    // opaque origin (`Origin: null`: a sandboxed frame, a file:// page).
+    for origin in ["http://evil.example", "null"] {
+        let (status, body) = ask(served
+            .client()
+            .post(served.url("/api/v1/runs/1/cancel"))
+            .header("origin", origin))
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "cross_origin"),
+            "{origin}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
