@@ -5,6 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::schema;
 use crate::support::server::{Served, TOKEN, ask, code};
 use crate::support::{TestDb, path_str, trawl_in};
 
@@ -675,43 +676,55 @@ async fn runs_and_tasks_are_steered_over_http() {
 }
 
 #[tokio::test]
-async fn the_openapi_document_matches_the_routes() {
+async fn the_openapi_document_matches_the_routes_and_every_answer_its_schema() {
     let db = TestDb::new().await;
+    // Data to answer with: a repository, an ended run and its tasks.
+    let dir = fixture();
+    let r = trawl_in(&db, &["index", &path_str(dir.path()), "--wait"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let served = Served::start(&db, &["--workers", "0"], &[]);
     let http = served.client();
     let (status, doc) = ask(http.get(served.url("/api/v1/openapi.json"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
+    let (_, tasks) = ask(http.get(served.url("/api/v1/tasks?run=1"))).await;
+    let task = tasks["tasks"][0]["job_id"].as_str().unwrap().to_string();
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;
+    let mut checked = Vec::new();
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
             operations += 1;
-            // Path parameters are declared.
+            // Path parameters are declared, run ids as integers.
             for name in path
                 .split('/')
                 .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
             {
                 let declared = operation["parameters"]
                     .as_array()
-                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
-                assert!(declared, "{method} {path} declares {name}");
+                    .and_then(|ps| ps.iter().find(|p| p["name"] == name && p["in"] == "path"))
+                    .unwrap_or_else(|| panic!("{method} {path} declares {name}"));
+                let kind = if name == "run" { "integer" } else { "string" };
+                assert_eq!(declared["schema"]["type"], kind, "{method} {path} {name}");
             }
-            // Every body schema reference resolves.
-            if let Some(reference) =
-                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
-            {
-                let name = reference.trim_start_matches("#/components/schemas/");
-                assert!(
-                    doc["components"]["schemas"][name].is_object(),
-                    "{reference}"
+            // Every error it may answer is documented with the error schema.
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["400", "403", "404", "405", "503"] {
+                assert_eq!(
+                    responses[status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{method} {path} {status}"
                 );
             }
-            // And the server answers it: not an unknown route, not a wrong method.
+            if operation.get("requestBody").is_some() {
+                assert!(responses.contains_key("413") && responses.contains_key("415"));
+            }
+            // The server answers it (not an unknown route, not a wrong method, never a
+            // 5xx), and what it answers is what the document says for that status.
             let concrete = path
                 .replace("{repository}", "1")
                 .replace("{run}", "1")
-                .replace("{task}", "t");
+                .replace("{task}", &task);
             let request = match method.as_str() {
                 "get" => http.get(served.url(&concrete)),
                 "post" => http.post(served.url(&concrete)).json(&json!({})),
@@ -719,16 +732,142 @@ async fn the_openapi_document_matches_the_routes() {
             };
             let response = request.send().await.unwrap();
             let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let media = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let text = response.text().await.unwrap();
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-            assert_ne!(body["error"]["code"], "no_route", "{method} {path}");
             assert!(
                 !status.is_server_error(),
-                "{method} {path}: {status} {body}"
+                "{method} {path}: {status} {text}"
             );
+            let answer = &responses
+                .get(status.as_str())
+                .unwrap_or_else(|| panic!("{method} {path} answered an undocumented {status}"));
+            let schema =
+                answer["content"].get(&media).unwrap_or_else(|| {
+                    panic!("{method} {path} {status}: {media} is not documented")
+                })["schema"]
+                    .clone();
+            if media == "application/json" {
+                let body: Value = serde_json::from_str(&text).unwrap();
+                assert_ne!(body["error"]["code"], "no_route", "{method} {path}");
+                let wrong = schema::violations(&doc, &schema, &body);
+                assert!(
+                    wrong.is_empty(),
+                    "{method} {path} {status}: {wrong:#?}\n{body}"
+                );
+            }
+            checked.push(format!("{method} {path} {}", status.as_u16()));
         }
     }
     assert!(operations >= 20, "{operations} operations documented");
+    // The answers checked include real data, not only refusals.
+    for answer in [
+        "get /api/v1/repositories 200",
+        "get /api/v1/runs/{run} 200",
+        "get /api/v1/tasks/{task} 200",
+        "get /api/v1/dashboard 200",
+        "post /api/v1/repositories/{repository}/reindex 202",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == answer),
+            "{answer}: {checked:#?}"
+        );
+    }
+    // A search with hits, checked against its schema too.
+    let (status, found) = ask(http.get(served.url("/api/v1/search?q=parse+config&limit=3"))).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert!(!found["hits"].as_array().unwrap().is_empty(), "{found}");
+    let schema = &doc["paths"]["/api/v1/search"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    let wrong = schema::violations(&doc, schema, &found);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // A query of words the model does not know has no semantic hits (its vector is zero,
+    // near nothing), and says so; it once answered every snippet with a null score.
+    let (status, found) =
+        ask(http.get(served.url("/api/v1/search?q=%EB%AA%99&mode=semantic"))).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["hits"], json!([]), "{found}");
+    assert!(
+        found["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("knows none"),
+        "{found}"
+    );
+    assert!(schema::violations(&doc, schema, &found).is_empty());
+
+    // The document and the handlers agree on what is refused.
+    for (request, code_wanted) in [
+        (http.get(served.url("/api/v1/runs/abc")), "invalid_path"),
+        (
+            http.get(served.url("/api/v1/search?q=x&mode=")),
+            "invalid_query",
+        ),
+        (
+            http.get(served.url("/api/v1/runs?status=")),
+            "invalid_query",
+        ),
+        (
+            http.get(served.url("/api/v1/tasks?status=sleeping")),
+            "invalid_query",
+        ),
+        (http.get(served.url("/api/v1/tasks/a%00b")), "invalid_path"),
+        (
+            http.get(served.url("/api/v1/runs?repo=a%00b")),
+            "invalid_query",
+        ),
+        (
+            http.post(served.url("/api/v1/repositories/1/reindex"))
+                .json(&json!([])),
+            "invalid_body",
+        ),
+        (
+            http.post(served.url("/api/v1/repositories/1/reindex"))
+                .json(&json!(["project"])),
+            "invalid_body",
+        ),
+    ] {
+        let (status, body) = ask(request).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, code_wanted),
+            "{body}"
+        );
+    }
+    // A reindex may leave its body out: the defaults (project, normal, incremental).
+    let (status, body) = ask(http.post(served.url("/api/v1/repositories/1/reindex"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["scope"]["kind"], "project", "{body}");
+    // A body of the wrong type is a documented 415, one over the limit a documented 413.
+    let (status, body) = ask(http
+        .post(served.url("/api/v1/search"))
+        .header("content-type", "text/plain")
+        .body("query=x"))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_body")
+    );
+    // (On a connection of its own: the server closes it without reading the rest.)
+    let (status, body) = ask(served
+        .client()
+        .post(served.url("/api/v1/search"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"query\": \"{}\"}}", "x".repeat(3 << 20))))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "invalid_body")
+    );
+
     // What is not documented is not served.
     for (method, path) in [
         ("DELETE", "/api/v1/runs/1"),

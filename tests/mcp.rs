@@ -106,11 +106,35 @@ async fn exercise(client: &Client, repo: &str) {
     let (error, refused) = call(client, "search", json!({ "query": "   " })).await;
     assert!(error, "{refused}");
     assert_eq!(refused["error"]["code"], "invalid_query", "{refused}");
-    let (error, refused) = call(client, "search", json!({ "limit": 3 })).await;
-    assert!(
-        error,
-        "arguments that do not fit the schema are refused: {refused}"
-    );
+    // Arguments that do not fit a tool's schema are refused with the error JSON too.
+    for (tool, args, names) in [
+        ("search", json!({ "limit": 3 }), "query"),
+        ("search", json!({ "query": "x", "mode": "fuzzy" }), "fuzzy"),
+        ("force_reindex", json!({ "paths": ["a.py"] }), "scope"),
+        (
+            "force_reindex",
+            json!({ "scope": "everything" }),
+            "everything",
+        ),
+        (
+            "force_reindex",
+            json!({ "scope": "project", "priority": "urgent" }),
+            "urgent",
+        ),
+        ("get_reindex_status", json!({ "task_id": 12 }), "string"),
+    ] {
+        let (error, refused) = call(client, tool, args.clone()).await;
+        assert!(error, "{tool} {args}: {refused}");
+        assert_eq!(
+            refused["error"]["code"], "invalid_arguments",
+            "{tool} {args}: {refused}"
+        );
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(tool) && message.contains(names),
+            "{message}"
+        );
+    }
 
     // A blocking reindex of one file returns its result.
     let (error, done) = call(
@@ -230,6 +254,31 @@ async fn mcp_over_streamable_http_with_the_token() {
     );
     let client = ().serve(transport).await.expect("the MCP session starts");
     exercise(&client, &source).await;
+
+    // The transport's own refusals are the error JSON too: a body over its limit (4 MiB)
+    // and a request that accepts neither JSON nor an event stream.
+    let http = served.client();
+    let big = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping", "params": { "pad": "x".repeat(5 << 20) } });
+    let response = http
+        .post(served.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let response = http
+        .post(served.url("/mcp"))
+        .header("accept", "text/html")
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_ACCEPTABLE);
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "not_acceptable", "{body}");
 
     // In the background (the default), then followed to its end.
     let (error, queued) = call(

@@ -3,16 +3,15 @@
 //! failed tasks with retry and cancel buttons, recent runs with their stage timelines, and
 //! the repositories.
 
+use super::AppState;
+use super::answers::{Dashboard, RunWithStages};
+use super::error::ApiError;
+use crate::service::status;
+use crate::store::tasks::TaskFilter;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use serde_json::{Value, json};
-
-use super::AppState;
-use super::error::ApiError;
-use crate::service::status;
-use crate::store::tasks::TaskFilter;
 
 const PAGE: &str = include_str!("dashboard.html");
 
@@ -32,7 +31,7 @@ pub async fn page() -> Response {
 }
 
 /// Everything the page shows, in one answer.
-pub async fn state(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn state(State(state): State<AppState>) -> Result<Json<Dashboard>, ApiError> {
     let store = &state.store;
     let queue = store.queue_stats().await?;
     let tasks = |status: &str, limit: i64| TaskFilter {
@@ -45,21 +44,21 @@ pub async fn state(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     let recent = store.list_runs(None, None, RECENT).await?;
     let ids: Vec<i64> = recent.iter().map(|r| r.id).collect();
     let mut stages = store.stage_runs_of(&ids).await?;
-    let runs: Vec<Value> = recent
+    let runs = recent
         .into_iter()
         .map(|run| {
             let (mine, rest): (Vec<_>, Vec<_>) = stages.drain(..).partition(|s| s.run_id == run.id);
             stages = rest;
-            json!({ "run": run, "stages": mine })
+            RunWithStages { run, stages: mine }
         })
         .collect();
     let repositories = status::status(store, None).await?;
-    Ok(Json(json!({
-        "now": chrono::Utc::now(),
-        "queue": queue,
-        "running": running,
-        "failed": failed,
-        "runs": runs,
-        "repositories": repositories,
-    })))
+    Ok(Json(Dashboard {
+        now: chrono::Utc::now(),
+        queue,
+        running,
+        failed,
+        runs,
+        repositories,
+    }))
 }

@@ -192,17 +192,18 @@ impl From<TaskError> for ApiError {
     }
 }
 
-/// A JSON request body; malformed or mistyped bodies are a 400 `invalid_body`.
+/// A JSON request body: an object (an array or a bare value is refused, though serde would
+/// read an array as a struct's fields in order). A malformed or mistyped body is a 400
+/// `invalid_body`; one without a JSON content type a 415, one over the limit a 413.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Body(value)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => object(value).map(Body),
             Err(rejection) => Err(ApiError::new(
-                // 415 for a missing JSON content type, 400 for the rest.
                 match rejection.status() {
                     s @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE) => s,
                     _ => StatusCode::BAD_REQUEST,
@@ -214,13 +215,72 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
-/// Query parameters; unknown values or wrong types are a 400 `invalid_query`.
+/// A JSON request body that may be left out (no body at all, with or without a content
+/// type): then it is `{}`, every field at its default. Otherwise as [`Body`].
+pub struct OptionalBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|rejection| {
+                    ApiError::new(
+                        rejection.status(),
+                        "invalid_body",
+                        format!("the request body is not valid: {}", rejection.body_text()),
+                    )
+                })?;
+        if bytes.is_empty() {
+            return object(serde_json::Value::Object(Default::default())).map(OptionalBody);
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        Body::from_request(req, state)
+            .await
+            .map(|Body(b)| OptionalBody(b))
+    }
+}
+
+fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the request body is not valid: give a JSON object ({...}), not an array or a bare value",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("the request body is not valid: {e}"),
+        )
+    })
+}
+
+/// Query parameters; unknown names, wrong types and empty values (`?mode=`: leave the
+/// parameter out instead) are a 400 `invalid_query`.
 pub struct Params<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let wrong = if value.is_empty() {
+                "is empty: give it a value, or leave it out"
+            } else if value.contains('\0') {
+                "holds a NUL character, which no name, path or word has"
+            } else {
+                continue;
+            };
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("the query parameter {name:?} {wrong}"),
+            ));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Params(value)),
             Err(rejection) => Err(ApiError::bad_request(
@@ -238,6 +298,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Id<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.path().contains("%00") {
+            return Err(ApiError::bad_request(
+                "invalid_path",
+                "the URL path holds a NUL character (%00), which no id or name has",
+            ));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Id(value)),
             Err(rejection) => Err(ApiError::bad_request(
@@ -246,4 +312,46 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Id<T> {
             )),
         }
     }
+}
+
+/// Turns a plain-text error answer (one a library wrote, such as the MCP transport's 413
+/// for a body over its limit, or its 406 for a wrong `Accept`) into the error JSON every
+/// interface answers with; JSON answers and successes pass unchanged.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The libraries' messages are one line; more is not worth reading.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("refused").to_string(),
+        text => text.to_string(),
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    // Keep what the client needs to act on the refusal (Allow, WWW-Authenticate, a session id).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    out
 }

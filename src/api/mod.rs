@@ -7,10 +7,13 @@
 //!   both built from the table.
 //! - [`error`]: JSON errors with stable codes; extractors that turn bad input into 4xx.
 //! - [`openapi`]: the OpenAPI 3.1 document.
+//! - [`answers`]: the success answers as types, which the document's response schemas
+//!   come from.
 //! - [`metrics`]: Prometheus text: queue and stage figures from the database, request and
 //!   search latencies from this process.
 //! - [`dashboard`]: the operator page (one HTML file, no build step) and its data.
 
+pub mod answers;
 pub mod dashboard;
 pub mod error;
 pub mod metrics;

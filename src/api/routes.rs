@@ -15,18 +15,24 @@ use axum::routing::{MethodRouter, get, post};
 use futures::Stream;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
-use super::error::{ApiError, Body, Id, Params};
+use super::answers;
+use super::error::{ApiError, Body, Id, OptionalBody, Params};
 use crate::domain::PriorityClass;
-use crate::search::{Mode, Query};
+use crate::search::{MAX_QUERY_CHARS, Mode, Query, Results};
 use crate::service::control::{RunAction, control_run, control_task};
 use crate::service::progress::{Follower, Snapshot};
 use crate::service::reindex::{self, ReindexRequest, ScopeKind};
-use crate::service::reingest::{self, ReingestRequest};
+use crate::service::reingest::{self, ReingestOutcome, ReingestRequest};
 use crate::service::{index, status};
-use crate::store::tasks::TaskFilter;
+use crate::store::tasks::{QueueStats, TaskFilter};
+
+/// A JSON Schema pattern for "holds a character that is not white space": the white space
+/// characters listed are exactly those Rust's `str::trim` removes, so the document and the
+/// handlers' "is it blank" agree in every regex dialect.
+pub const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
 /// The media type of a progress stream: one JSON snapshot per line.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -38,10 +44,11 @@ pub struct Route {
     pub path: &'static str,
     pub summary: &'static str,
     pub tag: &'static str,
-    /// Query parameters: name, JSON type, description.
-    pub query: &'static [(&'static str, &'static str, &'static str)],
-    /// The JSON schema of the request body, when it takes one.
-    pub body: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
+    pub query: &'static [Param],
+    /// The request body, when it takes one.
+    pub body: Option<RequestBody>,
+    /// Its success answers (errors are documented for every route alike).
+    pub answers: &'static [Answer],
     /// Whether it answers `application/x-ndjson` when asked to.
     pub streams: bool,
     /// Whether it answers without a token.
@@ -49,22 +56,147 @@ pub struct Route {
     pub handler: fn() -> MethodRouter<AppState>,
 }
 
+/// What a query or path parameter takes. The OpenAPI document states it and the handlers
+/// enforce it; an empty value (`?mode=`) is refused everywhere: leave the parameter out.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A string of at least one character.
+    Text,
+    /// Words to search for: not only blanks, at most [`MAX_QUERY_CHARS`] characters.
+    Words,
+    /// An integer from `min` to `max`.
+    Integer { min: i64, max: i64 },
+    /// `true` or `false`.
+    Boolean,
+    /// One of these names.
+    OneOf(&'static [&'static str]),
+    /// A duration back from now (`30m`, `12h`, `7d`) or an RFC 3339 time.
+    Since,
+}
+
+/// A query parameter.
+pub struct Param {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+const fn param(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param {
+        name,
+        kind,
+        required: false,
+        description,
+    }
+}
+
+/// What a path parameter takes: run ids are integers, the rest non-empty strings.
+pub fn path_kind(name: &str) -> Kind {
+    match name {
+        "run" => Kind::Integer {
+            min: i64::MIN,
+            max: i64::MAX,
+        },
+        _ => Kind::Text,
+    }
+}
+
+type SchemaOf = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// A JSON request body: its schema, and whether it may be left out (then every field
+/// takes its default).
+pub struct RequestBody {
+    pub schema: SchemaOf,
+    pub required: bool,
+}
+
+/// A success answer: its status and the schema of its body.
+pub struct Answer {
+    pub status: u16,
+    pub description: &'static str,
+    pub schema: SchemaOf,
+}
+
 fn schema<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     generator.subschema_for::<T>()
 }
 
-const REPOSITORY_QUERY: (&str, &str, &str) = (
+/// A body that is not JSON (Prometheus text, the dashboard's HTML).
+fn text(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string" })
+}
+
+/// Any JSON object (the OpenAPI document itself).
+fn object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object" })
+}
+
+const fn ok(description: &'static str, schema: SchemaOf) -> Answer {
+    Answer {
+        status: 200,
+        description,
+        schema,
+    }
+}
+
+const fn accepted(description: &'static str, schema: SchemaOf) -> Answer {
+    Answer {
+        status: 202,
+        description,
+        schema,
+    }
+}
+
+/// The run statuses `?status=` takes on /api/v1/runs.
+pub const RUN_STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "paused",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+/// The search modes `?mode=` takes.
+pub const MODES: &[&str] = &["hybrid", "keyword", "semantic"];
+/// The stages `?stage=` takes.
+pub const STAGES: &[&str] = &["sync", "extract", "bm25_index", "code_embeddings", "enrich"];
+/// The statuses `?status=` takes on /api/v1/tasks: a stage status, or an apalis job status.
+pub const TASK_STATUSES: &[&str] = &[
+    "queued",
+    "waiting",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "pending",
+    "done",
+    "killed",
+];
+
+const REPOSITORY_QUERY: Param = param(
     "repo",
-    "string",
+    Kind::Text,
     "Only this repository: its id, or the path or URL it was indexed from.",
 );
-const LIMIT_QUERY: (&str, &str, &str) = ("limit", "integer", "How many, at most.");
+const LIMIT_QUERY: Param = param(
+    "limit",
+    Kind::Integer {
+        min: 1,
+        max: 10_000,
+    },
+    "How many, at most (1 to 10000).",
+);
 
 /// Every route the server answers (besides the MCP endpoint, which `/mcp` mounts).
 pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/healthz",
+        answers: &[ok(
+            "The server runs and its database answers.",
+            schema::<answers::Health>,
+        )],
         summary: "Liveness: 200 while the server runs and reaches the database.",
         tag: "meta",
         query: &[],
@@ -76,6 +208,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/metrics",
+        answers: &[ok("Prometheus text exposition.", text)],
         summary: "Prometheus metrics: queue depth, stage durations, attempts, failures, items, embeddings per second, search latency.",
         tag: "meta",
         query: &[],
@@ -87,6 +220,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/openapi.json",
+        answers: &[ok("This document.", object)],
         summary: "This API's OpenAPI 3.1 document.",
         tag: "meta",
         query: &[],
@@ -98,6 +232,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/repositories",
+        answers: &[ok("The repositories.", schema::<answers::Repositories>)],
         summary: "Every repository with its index version and freshness.",
         tag: "repositories",
         query: &[],
@@ -109,10 +244,17 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/repositories",
+        answers: &[accepted(
+            "Registered (once) and a run enqueued.",
+            schema::<index::IndexRequested>,
+        )],
         summary: "Index a source (a directory on the server, or a git URL): registers it and enqueues a run. With Accept: application/x-ndjson, streams the run's progress.",
         tag: "repositories",
         query: &[],
-        body: Some(schema::<IndexBody>),
+        body: Some(RequestBody {
+            schema: schema::<IndexBody>,
+            required: true,
+        }),
         streams: true,
         public: false,
         handler: || post(index_source),
@@ -120,6 +262,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/repositories/{repository}",
+        answers: &[ok("The repository.", schema::<status::RepositoryStatus>)],
         summary: "One repository (by id, or the URL-encoded path or URL it was indexed from) with its index version, freshness and unfinished runs.",
         tag: "repositories",
         query: &[],
@@ -131,10 +274,23 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/repositories/{repository}/reindex",
+        answers: &[
+            ok(
+                "A dry run's plan, or (with wait) the ended run's result.",
+                schema::<answers::Reindexed>,
+            ),
+            accepted(
+                "Queued; with wait, not ended in time (waited: false, message says how to follow it).",
+                schema::<answers::Queued>,
+            ),
+        ],
         summary: "Reindex a repository: a scope, paths, priority, full or incremental, dry run, wait. With Accept: application/x-ndjson, streams the run's progress snapshots (first at once, terminal last).",
         tag: "repositories",
         query: &[],
-        body: Some(schema::<ReindexBody>),
+        body: Some(RequestBody {
+            schema: schema::<ReindexBody>,
+            required: false,
+        }),
         streams: true,
         public: false,
         handler: || post(reindex_repository),
@@ -142,24 +298,40 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/search",
+        answers: &[ok("The hits, best first.", schema::<Results>)],
         summary: "Search indexed code; list filters are comma-separated.",
         tag: "search",
         query: &[
-            ("q", "string", "What to look for (required)."),
-            ("mode", "string", "hybrid (default), keyword or semantic."),
-            (
+            Param {
+                required: true,
+                ..param(
+                    "q",
+                    Kind::Words,
+                    "What to look for: words, identifiers or a description (at most 2000 characters and 64 distinct words).",
+                )
+            },
+            param(
+                "mode",
+                Kind::OneOf(MODES),
+                "hybrid (default), keyword or semantic.",
+            ),
+            param(
                 "repo",
-                "string",
+                Kind::Text,
                 "Repositories (ids, or the paths or URLs they were indexed from), comma-separated.",
             ),
-            ("lang", "string", "Languages, comma-separated."),
-            (
+            param("lang", Kind::Text, "Languages, comma-separated."),
+            param(
                 "kind",
-                "string",
+                Kind::Text,
                 "Snippet kinds (function, class, …), comma-separated.",
             ),
-            ("path", "string", "A glob over repository-relative paths."),
-            ("limit", "integer", "How many hits (1–1000, default 10)."),
+            param("path", Kind::Text, "A glob over repository-relative paths."),
+            param(
+                "limit",
+                Kind::Integer { min: 1, max: 1000 },
+                "How many hits (1 to 1000, default 10).",
+            ),
         ],
         body: None,
         streams: false,
@@ -169,10 +341,14 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/search",
+        answers: &[ok("The hits, best first.", schema::<Results>)],
         summary: "Search indexed code, the filters as JSON.",
         tag: "search",
         query: &[],
-        body: Some(schema::<SearchBody>),
+        body: Some(RequestBody {
+            schema: schema::<SearchBody>,
+            required: true,
+        }),
         streams: false,
         public: false,
         handler: || post(search_post),
@@ -180,11 +356,16 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/runs",
+        answers: &[ok("The runs.", schema::<answers::Runs>)],
         summary: "The most recent runs, newest first.",
         tag: "runs",
         query: &[
             REPOSITORY_QUERY,
-            ("status", "string", "Only runs in this status."),
+            param(
+                "status",
+                Kind::OneOf(RUN_STATUSES),
+                "Only runs in this status.",
+            ),
             LIMIT_QUERY,
         ],
         body: None,
@@ -195,6 +376,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/runs/{run}",
+        answers: &[ok("The run.", schema::<answers::RunDetail>)],
         summary: "One run: its stages (the timeline), its progress, and its result when it has ended.",
         tag: "runs",
         query: &[],
@@ -206,11 +388,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/runs/{run}/items",
+        answers: &[ok("The files.", schema::<answers::RunItems>)],
         summary: "The files a run touched, with status, error and duration.",
         tag: "runs",
-        query: &[(
+        query: &[param(
             "failures",
-            "boolean",
+            Kind::Boolean,
             "Only the files that failed, with their errors.",
         )],
         body: None,
@@ -221,6 +404,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/runs/{run}/progress",
+        answers: &[ok("The run's progress snapshot.", schema::<Snapshot>)],
         summary: "A run's progress snapshot; with Accept: application/x-ndjson, the live stream of snapshots until the terminal one.",
         tag: "runs",
         query: &[],
@@ -232,6 +416,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/runs/{run}/pause",
+        answers: &[ok("The run, paused.", schema::<answers::Steered>)],
         summary: "Pause a queued or running run: no new stage or batch of it starts.",
         tag: "runs",
         query: &[],
@@ -243,6 +428,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/runs/{run}/resume",
+        answers: &[ok("The run, resumed.", schema::<answers::Steered>)],
         summary: "Resume a paused run where it stopped.",
         tag: "runs",
         query: &[],
@@ -254,6 +440,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/runs/{run}/cancel",
+        answers: &[ok("The run, cancelled.", schema::<answers::Steered>)],
         summary: "Cancel a run that has not ended; the last index version stays searchable.",
         tag: "runs",
         query: &[],
@@ -265,21 +452,29 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/tasks",
+        answers: &[ok("The tasks.", schema::<answers::Tasks>)],
         summary: "Stage tasks (apalis jobs) with their run, newest run first.",
         tag: "tasks",
         query: &[
-            (
+            param(
                 "status",
-                "string",
-                "A stage status (queued, waiting, running, succeeded, failed, cancelled) or a job status.",
+                Kind::OneOf(TASK_STATUSES),
+                "A stage status (queued, waiting, running, succeeded, failed, cancelled) or a job status (pending, done, killed).",
             ),
-            (
+            param(
                 "stage",
-                "string",
+                Kind::OneOf(STAGES),
                 "sync, extract, bm25_index, code_embeddings or enrich.",
             ),
             REPOSITORY_QUERY,
-            ("run", "integer", "Only this run's tasks."),
+            param(
+                "run",
+                Kind::Integer {
+                    min: i64::MIN,
+                    max: i64::MAX,
+                },
+                "Only this run's tasks.",
+            ),
             LIMIT_QUERY,
         ],
         body: None,
@@ -290,6 +485,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/tasks/{task}",
+        answers: &[ok("The task.", schema::<answers::OneTask>)],
         summary: "One task.",
         tag: "tasks",
         query: &[],
@@ -301,6 +497,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/tasks/{task}/retry",
+        answers: &[ok("The task, queued again.", schema::<answers::OneTask>)],
         summary: "Queue a failed or cancelled task again with fresh attempts.",
         tag: "tasks",
         query: &[],
@@ -312,6 +509,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/tasks/{task}/cancel",
+        answers: &[ok("The task, cancelled.", schema::<answers::OneTask>)],
         summary: "Cancel a queued, waiting or running task.",
         tag: "tasks",
         query: &[],
@@ -323,6 +521,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/queue",
+        answers: &[ok("The queue's figures.", schema::<QueueStats>)],
         summary: "Queue depth by stage × status × priority class, the oldest queued job's age, and live workers.",
         tag: "tasks",
         query: &[],
@@ -334,13 +533,14 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/audit",
+        answers: &[ok("The entries.", schema::<answers::Audit>)],
         summary: "The audit log, newest first.",
         tag: "audit",
         query: &[
             REPOSITORY_QUERY,
-            (
+            param(
                 "since",
-                "string",
+                Kind::Since,
                 "A duration back from now (30m, 12h, 7d) or an RFC 3339 time.",
             ),
             LIMIT_QUERY,
@@ -353,10 +553,20 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/v1/admin/reingest",
+        answers: &[
+            ok(
+                "A dry run: what would be enqueued.",
+                schema::<ReingestOutcome>,
+            ),
+            accepted("Enqueued.", schema::<ReingestOutcome>),
+        ],
         summary: "Reingest repositories (all, or some) with full runs, filtered by language, in batches; or a dry run.",
         tag: "admin",
         query: &[],
-        body: Some(schema::<ReingestBody>),
+        body: Some(RequestBody {
+            schema: schema::<ReingestBody>,
+            required: true,
+        }),
         streams: false,
         public: false,
         handler: || post(admin_reingest),
@@ -364,6 +574,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/api/v1/dashboard",
+        answers: &[ok("The dashboard's data.", schema::<answers::Dashboard>)],
         summary: "Everything the operator dashboard shows, in one answer.",
         tag: "dashboard",
         query: &[],
@@ -375,6 +586,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/",
+        answers: &[ok("The page.", text)],
         summary: "The operator dashboard (HTML; it holds no data: its script asks the API with the token).",
         tag: "dashboard",
         query: &[],
@@ -387,7 +599,7 @@ pub const ROUTES: &[Route] = &[
 
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(_) => Json(json!({ "status": "ok" })).into_response(),
+        Ok(_) => Json(answers::Health { status: "ok" }).into_response(),
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
@@ -405,7 +617,9 @@ async fn openapi() -> Json<Value> {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IndexBody {
-    /// A directory on the server (absolute path), or a git URL.
+    /// A directory on the server (absolute path, under one of the server's
+    /// `serve.allowed_roots`), or a git URL.
+    #[schemars(regex(pattern = NOT_BLANK))]
     pub source: String,
     /// For git sources: a branch, tag or commit (default: the default branch).
     #[serde(default, rename = "ref")]
@@ -439,9 +653,11 @@ async fn index_source(
     Ok((StatusCode::ACCEPTED, Json(requested)).into_response())
 }
 
-async fn list_repositories(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let all = status::status(&state.store, None).await?;
-    Ok(Json(json!({ "repositories": all })))
+async fn list_repositories(
+    State(state): State<AppState>,
+) -> Result<Json<answers::Repositories>, ApiError> {
+    let repositories = status::status(&state.store, None).await?;
+    Ok(Json(answers::Repositories { repositories }))
 }
 
 async fn show_repository(
@@ -492,7 +708,7 @@ async fn reindex_repository(
     State(state): State<AppState>,
     Id(repository): Id<String>,
     headers: HeaderMap,
-    Body(body): Body<ReindexBody>,
+    OptionalBody(body): OptionalBody<ReindexBody>,
 ) -> Result<Response, ApiError> {
     let request = ReindexRequest {
         repository,
@@ -505,7 +721,11 @@ async fn reindex_repository(
     };
     if body.dry_run {
         let plan = reindex::plan(&state.store, &state.config, &request).await?;
-        return Ok(Json(json!({ "dry_run": true, "plan": plan })).into_response());
+        let answer = answers::Reindexed::DryRun(Box::new(answers::DryRun {
+            dry_run: true,
+            plan,
+        }));
+        return Ok(Json(answer).into_response());
     }
     let (_, queued) = reindex::reindex(&state.store, &state.config, &request).await?;
     if wants_ndjson(&headers) {
@@ -518,17 +738,27 @@ async fn reindex_repository(
         match until_ended(&state, queued.run_id).await? {
             Waited::Ended(run) => {
                 let result = reindex::result_of(&state.store, &run).await?;
-                return Ok(Json(json!({ "queued": queued, "result": result })).into_response());
+                let answer =
+                    answers::Reindexed::Finished(Box::new(answers::Finished { queued, result }));
+                return Ok(Json(answer).into_response());
             }
             Waited::NotYet(why) => {
-                let mut out = serde_json::to_value(&queued).expect("serialises");
-                out["waited"] = json!(false);
-                out["message"] = json!(why);
-                return Ok((StatusCode::ACCEPTED, Json(out)).into_response());
+                let answer = answers::Queued {
+                    queued: reindex::ReindexQueued {
+                        message: why,
+                        ..queued
+                    },
+                    waited: Some(false),
+                };
+                return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
             }
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
+    let answer = answers::Queued {
+        queued,
+        waited: None,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// The longest a `wait` request waits for its run.
@@ -590,7 +820,9 @@ fn shutting_down(run_id: i64) -> ApiError {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
-    /// Words, identifiers, or a description of the code.
+    /// Words, identifiers, or a description of the code (at most 2000 characters and 64
+    /// distinct words).
+    #[schemars(length(max = MAX_QUERY_CHARS), regex(pattern = NOT_BLANK))]
     pub query: String,
     /// hybrid (default), keyword or semantic.
     #[serde(default)]
@@ -605,9 +837,11 @@ pub struct SearchBody {
     pub kinds: Vec<String>,
     /// A glob over repository-relative paths.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub path: Option<String>,
     /// How many hits: 1 to 1000 (default 10).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u16>,
 }
 
@@ -638,7 +872,7 @@ fn list(value: Option<String>) -> Vec<String> {
 async fn search_get(
     State(state): State<AppState>,
     Params(p): Params<SearchParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Results>, ApiError> {
     let Some(query) = p.q else {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -660,12 +894,12 @@ async fn search_get(
 async fn search_post(
     State(state): State<AppState>,
     Body(body): Body<SearchBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Results>, ApiError> {
     search(&state, body).await.map(Json)
 }
 
 /// Runs a search for the API or the MCP server, timing it for the metrics.
-pub async fn search(state: &AppState, body: SearchBody) -> Result<Value, ApiError> {
+pub async fn search(state: &AppState, body: SearchBody) -> Result<Results, ApiError> {
     let limit = body.limit.unwrap_or(10);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -691,11 +925,7 @@ pub async fn search(state: &AppState, body: SearchBody) -> Result<Value, ApiErro
     state
         .metrics
         .observe_search(query.mode, started.elapsed().as_secs_f64());
-    Ok(json!({
-        "hits": results.hits,
-        "warnings": results.warnings,
-        "took_ms": results.took_ms,
-    }))
+    Ok(results)
 }
 
 #[derive(Debug, Deserialize)]
@@ -735,7 +965,7 @@ fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {
 async fn list_runs(
     State(state): State<AppState>,
     Params(p): Params<RunsParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Runs>, ApiError> {
     if let Some(status) = &p.status
         && crate::domain::RunStatus::parse(status).is_none()
     {
@@ -752,7 +982,7 @@ async fn list_runs(
         .store
         .list_runs(repository_id, p.status.as_deref(), limit)
         .await?;
-    Ok(Json(json!({ "runs": runs })))
+    Ok(Json(answers::Runs { runs }))
 }
 
 async fn existing_run(state: &AppState, run_id: i64) -> Result<crate::store::runs::Run, ApiError> {
@@ -769,7 +999,7 @@ async fn existing_run(state: &AppState, run_id: i64) -> Result<crate::store::run
 async fn show_run(
     State(state): State<AppState>,
     Id(run_id): Id<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::RunDetail>, ApiError> {
     let run = existing_run(&state, run_id).await?;
     let stages = state.store.stage_runs(run_id).await?;
     let progress = Snapshot::of(&run, &stages);
@@ -778,9 +1008,12 @@ async fn show_run(
     } else {
         None
     };
-    Ok(Json(
-        json!({ "run": run, "stages": stages, "progress": progress, "result": result }),
-    ))
+    Ok(Json(answers::RunDetail {
+        run,
+        stages,
+        progress,
+        result,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -794,10 +1027,10 @@ async fn run_items(
     State(state): State<AppState>,
     Id(run_id): Id<i64>,
     Params(p): Params<ItemsParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::RunItems>, ApiError> {
     existing_run(&state, run_id).await?;
     let items = state.store.run_items(run_id, p.failures).await?;
-    Ok(Json(json!({ "run_id": run_id, "items": items })))
+    Ok(Json(answers::RunItems { run_id, items }))
 }
 
 async fn run_progress(
@@ -824,29 +1057,29 @@ async fn steer_run(
     state: &AppState,
     action: RunAction,
     run_id: i64,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Steered>, ApiError> {
     let run = control_run(&state.store, "api", action, run_id).await?;
-    Ok(Json(json!({ "run": run })))
+    Ok(Json(answers::Steered { run }))
 }
 
 async fn pause_run(
     State(state): State<AppState>,
     Id(run): Id<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Steered>, ApiError> {
     steer_run(&state, RunAction::Pause, run).await
 }
 
 async fn resume_run(
     State(state): State<AppState>,
     Id(run): Id<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Steered>, ApiError> {
     steer_run(&state, RunAction::Resume, run).await
 }
 
 async fn cancel_run(
     State(state): State<AppState>,
     Id(run): Id<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Steered>, ApiError> {
     steer_run(&state, RunAction::Cancel, run).await
 }
 
@@ -863,7 +1096,18 @@ struct TasksParams {
 async fn list_tasks(
     State(state): State<AppState>,
     Params(p): Params<TasksParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Tasks>, ApiError> {
+    if let Some(status) = &p.status
+        && !TASK_STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "status {status:?} is not a task status: give {}",
+                TASK_STATUSES.join(", ")
+            ),
+        ));
+    }
     if let Some(stage) = &p.stage
         && crate::domain::Stage::parse(stage).is_none()
     {
@@ -882,15 +1126,15 @@ async fn list_tasks(
         limit: limit(p.limit, 100)?,
     };
     let tasks = state.store.list_tasks(&filter).await?;
-    Ok(Json(json!({ "tasks": tasks })))
+    Ok(Json(answers::Tasks { tasks }))
 }
 
 async fn show_task(
     State(state): State<AppState>,
     Id(task): Id<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::OneTask>, ApiError> {
     match state.store.task(&task).await? {
-        Some(t) => Ok(Json(json!({ "task": t }))),
+        Some(task) => Ok(Json(answers::OneTask { task })),
         None => Err(crate::store::tasks::TaskError::Unknown(task).into()),
     }
 }
@@ -898,22 +1142,20 @@ async fn show_task(
 async fn retry_task(
     State(state): State<AppState>,
     Id(task): Id<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::OneTask>, ApiError> {
     let t = control_task(&state.store, "api", true, &task).await?;
-    Ok(Json(json!({ "task": t })))
+    Ok(Json(answers::OneTask { task: t }))
 }
 
 async fn cancel_task(
     State(state): State<AppState>,
     Id(task): Id<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::OneTask>, ApiError> {
     let t = control_task(&state.store, "api", false, &task).await?;
-    Ok(Json(json!({ "task": t })))
+    Ok(Json(answers::OneTask { task: t }))
 }
 
-async fn queue_stats(
-    State(state): State<AppState>,
-) -> Result<Json<crate::store::tasks::QueueStats>, ApiError> {
+async fn queue_stats(State(state): State<AppState>) -> Result<Json<QueueStats>, ApiError> {
     Ok(Json(state.store.queue_stats().await?))
 }
 
@@ -928,7 +1170,7 @@ struct AuditParams {
 async fn audit(
     State(state): State<AppState>,
     Params(p): Params<AuditParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<answers::Audit>, ApiError> {
     let since = p
         .since
         .as_deref()
@@ -940,7 +1182,7 @@ async fn audit(
         .store
         .audit_entries(repository_id, since, limit(p.limit, 100)?)
         .await?;
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(answers::Audit { entries }))
 }
 
 /// `POST /api/v1/admin/reingest`: seed 003's shape.
@@ -958,6 +1200,7 @@ pub struct ReingestBody {
     pub languages: Vec<String>,
     /// Runs enqueued per transaction (default 50).
     #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1))]
     pub batch_size: usize,
     /// Say what would be enqueued; enqueue nothing.
     #[serde(default)]

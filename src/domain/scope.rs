@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A run's scope. Paths are relative to the repository root, '/'-separated, and checked to
 /// exist inside it when the run is asked for (see `service::reindex`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Scope {
     /// Every file of the repository.

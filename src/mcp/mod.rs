@@ -6,14 +6,16 @@
 
 use std::sync::Arc;
 
+use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
@@ -93,6 +95,38 @@ pub struct TaskArgs {
     pub task_id: String,
 }
 
+/// A tool's arguments, read by trawl rather than by rmcp: arguments that do not fit the
+/// tool's schema (a missing field, an unknown scope or priority, a wrong type) make a
+/// refused call with the error JSON (code `invalid_arguments`), as every other refusal,
+/// not a JSON-RPC error in plain text. Named `Parameters` because rmcp's `#[tool]` takes a
+/// tool's input schema from the argument of that name (through `JsonSchema` here).
+pub struct Parameters<T>(Result<T, ApiError>);
+
+impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Parameters<T> {
+    fn from_context_part(context: &mut ToolCallContext<S>) -> Result<Self, ErrorData> {
+        let arguments = Value::Object(context.arguments.take().unwrap_or_default());
+        Ok(Parameters(serde_json::from_value(arguments).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_arguments",
+                format!(
+                    "the arguments of {} do not fit its input schema: {e}",
+                    context.name
+                ),
+            )
+        })))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Parameters<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 /// A tool's successful answer: its JSON as text.
 fn answer(value: &Value) -> Result<CallToolResult, ErrorData> {
     Ok(CallToolResult::success(vec![ContentBlock::text(
@@ -141,7 +175,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<SearchBody>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(routes::search(&self.state, args).await)
+        reply(async { Ok(json!(routes::search(&self.state, args?).await?)) }.await)
     }
 
     #[tool(
@@ -151,7 +185,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<ForceReindexArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(self.reindex(args).await)
+        reply(async { self.reindex(args?).await }.await)
     }
 
     #[tool(
@@ -161,7 +195,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<TaskArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(self.status_of(&args.task_id).await)
+        reply(async { self.status_of(&args?.task_id).await }.await)
     }
 
     #[tool(
@@ -171,7 +205,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<TaskArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(self.steer(RunAction::Cancel, &args.task_id).await)
+        reply(async { self.steer(RunAction::Cancel, &args?.task_id).await }.await)
     }
 
     #[tool(description = "Pause a reindex task: no new stage or batch of it starts.")]
@@ -179,7 +213,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<TaskArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(self.steer(RunAction::Pause, &args.task_id).await)
+        reply(async { self.steer(RunAction::Pause, &args?.task_id).await }.await)
     }
 
     #[tool(description = "Resume a paused reindex task where it stopped.")]
@@ -187,7 +221,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<TaskArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(self.steer(RunAction::Resume, &args.task_id).await)
+        reply(async { self.steer(RunAction::Resume, &args?.task_id).await }.await)
     }
 
     #[tool(
@@ -376,5 +410,9 @@ pub fn http_router(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::map_response(
+            crate::api::error::json_errors,
+        ))
 }

@@ -71,7 +71,7 @@ pub struct Query {
 }
 
 /// One result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Hit {
     pub repository: String,
     pub repository_id: i64,
@@ -87,7 +87,7 @@ pub struct Hit {
 }
 
 /// The results and what the searcher wants the user to know.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Results {
     pub hits: Vec<Hit>,
     pub warnings: Vec<String>,
@@ -268,11 +268,25 @@ impl Searcher {
             let vector = embedder.embed(&q.text).await?;
             let model = embedder.model().to_string();
             let semantic = if q.mode == Mode::Hybrid { alpha } else { 1.0 };
+            // A query of tokens the static table does not know embeds to zero: it is
+            // near nothing (its cosine distance to everything is undefined).
+            let known = vector.iter().any(|x| *x != 0.0);
+            if !known {
+                warnings.push(format!(
+                    "the embedding model knows none of the query's words, so it has no semantic \
+                     results{}",
+                    if q.mode == Mode::Hybrid {
+                        "; these are keyword results"
+                    } else {
+                        ": try --mode keyword"
+                    }
+                ));
+            }
             for (kind, share) in [
                 (VectorKind::Code, 1.0 - SUMMARY_SHARE),
                 (VectorKind::Summary, SUMMARY_SHARE),
             ] {
-                if share == 0.0 {
+                if share == 0.0 || !known {
                     continue;
                 }
                 let ranking = self
@@ -289,10 +303,11 @@ impl Searcher {
                 tracing::debug!(kind = kind.as_str(), ?ranking, "semantic ranking");
                 rankings.push((ranking, semantic * share));
             }
-            if rankings
-                .iter()
-                .skip(usize::from(q.mode == Mode::Hybrid))
-                .all(|(r, _)| r.is_empty())
+            if known
+                && rankings
+                    .iter()
+                    .skip(usize::from(q.mode == Mode::Hybrid))
+                    .all(|(r, _)| r.is_empty())
             {
                 warnings.extend(self.model_warnings(q, &model).await?);
             }

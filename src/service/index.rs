@@ -46,7 +46,7 @@ pub enum IndexError {
 }
 
 /// What `index` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct IndexRequested {
     pub repository: Repository,
     pub enqueued: Enqueued,

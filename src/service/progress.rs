@@ -11,7 +11,7 @@ use crate::store::runs::{Run, StageRun};
 use crate::store::{Store, StoreError};
 
 /// One snapshot of a run's progress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Snapshot {
     pub run_id: i64,
     /// running (queued runs too: they are being prepared), paused, succeeded, failed or

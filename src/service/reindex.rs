@@ -91,7 +91,7 @@ pub enum ReindexError {
 }
 
 /// A file a run would process, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlannedFile {
     pub path: String,
     /// added, modified (or, with --full, unchanged but reprocessed), deleted
@@ -99,7 +99,7 @@ pub struct PlannedFile {
 }
 
 /// What a reindex would process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReindexPlan {
     pub repository: Repository,
     pub scope: Scope,
@@ -119,7 +119,7 @@ impl ReindexPlan {
 }
 
 /// What `reindex` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReindexQueued {
     pub run_id: i64,
     pub repository_id: i64,
@@ -294,7 +294,7 @@ async fn plan_and_enqueue(
 }
 
 /// What a finished run did, for `--wait`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReindexResult {
     pub run_id: i64,
     pub status: String,
@@ -310,7 +310,7 @@ pub struct ReindexResult {
 }
 
 /// A file a run could not process.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ItemFailure {
     pub path: String,
     pub error: Option<String>,

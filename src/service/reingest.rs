@@ -47,7 +47,7 @@ pub enum ReingestError {
 }
 
 /// The filters a reingest applied, as it understood them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReingestFilters {
     pub repositories: Vec<String>,
     pub all: bool,
@@ -57,7 +57,7 @@ pub struct ReingestFilters {
 }
 
 /// What a reingest did (or, dry, would do).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReingestOutcome {
     pub dry_run: bool,
     pub filters: ReingestFilters,

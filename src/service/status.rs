@@ -9,7 +9,7 @@ use crate::store::runs::Repository;
 use crate::store::versions::IndexVersion;
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RepositoryStatus {
     pub repository: Repository,
     pub index_version: Option<IndexVersion>,

@@ -24,7 +24,7 @@ pub const PARKED_UNTIL_SECS: i64 = 7_258_118_400; // 2200-01-01
 /// fetch index (the SQL functions of the stage transitions use the same word).
 pub const PARKED_STATUS: &str = "Waiting";
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Repository {
     pub id: i64,
     pub source_kind: String,
@@ -35,7 +35,7 @@ pub struct Repository {
     pub last_synced_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, FromRow, schemars::JsonSchema)]
 pub struct Run {
     pub id: i64,
     pub repository_id: i64,
@@ -58,7 +58,7 @@ impl Run {
     }
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct StageRun {
     pub run_id: i64,
     pub stage: String,
@@ -78,7 +78,7 @@ pub struct StageRun {
 }
 
 /// A file a run touched.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct RunItem {
     pub path: String,
     /// added, modified, deleted
@@ -104,7 +104,7 @@ pub struct NewRun {
 }
 
 /// What enqueueing did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Enqueued {
     /// A new run, its five jobs in the queue; `superseded` lists background runs it cancelled.
@@ -172,6 +172,10 @@ impl Store {
 
     /// A repository by id, or by the path/URL it was registered from.
     pub async fn find_repository(&self, selector: &str) -> Result<Option<Repository>, StoreError> {
+        // Postgres text holds no NUL, so no source has one (and the query would fail).
+        if selector.contains('\0') {
+            return Ok(None);
+        }
         if let Ok(id) = selector.parse::<i64>() {
             let by_id = sqlx::query_as("SELECT * FROM repositories WHERE id = $1")
                 .bind(id)

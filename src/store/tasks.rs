@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use super::runs::{PARKED_STATUS, PARKED_UNTIL_SECS};
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Task {
     pub job_id: String,
     pub stage: String,
@@ -63,7 +63,7 @@ impl From<sqlx::Error> for TaskError {
 }
 
 /// Counts of one (stage, status, priority class) cell.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct QueueCell {
     pub stage: String,
     pub stage_status: String,
@@ -71,14 +71,14 @@ pub struct QueueCell {
     pub count: i64,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct WorkerLoad {
     pub worker: String,
     pub last_seen: chrono::DateTime<chrono::Utc>,
     pub running: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct QueueStats {
     pub cells: Vec<QueueCell>,
     /// Seconds since the oldest job that may run now was queued; None when none is queued.

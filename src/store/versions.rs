@@ -3,7 +3,7 @@
 use super::{Store, StoreError};
 
 /// A repository's index as one run left it.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, schemars::JsonSchema)]
 pub struct IndexVersion {
     pub repository_id: i64,
     pub version: i32,

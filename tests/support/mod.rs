@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod remote;
+pub mod schema;
 pub mod server;
 
 use std::collections::BTreeMap;
