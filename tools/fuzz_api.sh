@@ -91,6 +91,8 @@ done
 
 echo "fuzz_api.sh: fuzzing http://127.0.0.1:$PORT for ${SECONDS_BUDGET}s" >&2
 status=0
+# From the scratch folder: schemathesis keeps a cache (.schemathesis/) in its working folder.
+cd "$WORK"
 "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run \
   "http://127.0.0.1:$PORT/api/v1/openapi.json" \
   -H "Authorization: Bearer $TOKEN" \
