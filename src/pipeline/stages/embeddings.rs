@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use futures::StreamExt as _;
 use serde_json::json;
 
 use super::StageOutcome;
@@ -18,6 +19,8 @@ use crate::store::vectors::{PendingText, VectorKind};
 
 /// Texts fetched, embedded and stored together.
 pub const BATCH: i64 = 256;
+/// Pages embedded and stored at once (see [`embed_all`]).
+const PAGES_AT_ONCE: usize = 2;
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
     let embedder = ctx.embedder().await?;
@@ -64,7 +67,16 @@ pub async fn embed_all(
     let model = embedder.model().to_string();
     let mut after = 0;
     let mut done = 0i64;
+    // Pages embedded and stored at once: while Postgres inserts one page into the HNSW
+    // graph (the stage's cost with a static model), the next is embedded and inserted on
+    // another connection. Pages are disjoint (keyed by snippet id), so they never conflict.
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
+        if in_flight.len() >= PAGES_AT_ONCE
+            && let Some(stored) = in_flight.next().await
+        {
+            done += stored? as i64;
+        }
         ctx.store
             .stage_progress(run.id, stage, total.max(done), done, 0, None)
             .await?;
@@ -82,8 +94,14 @@ pub async fn embed_all(
         };
         let Some(last) = page.last() else { break };
         after = last.snippet_id;
-        done += embed_and_store(ctx, &embedder, kind, page).await? as i64;
+        in_flight.push(embed_and_store(ctx, &embedder, kind, page));
     }
+    while let Some(stored) = in_flight.next().await {
+        done += stored? as i64;
+    }
+    ctx.store
+        .stage_progress(run.id, stage, total.max(done), done, 0, None)
+        .await?;
     Ok(done)
 }
 
