@@ -972,7 +972,8 @@ async fn list_runs(
         return Err(ApiError::bad_request(
             "invalid_query",
             format!(
-                "status {status:?} is not a run status: give queued, running, paused, succeeded, failed or cancelled"
+                "status {status:?} is not a run status: give {}",
+                RUN_STATUSES.join(", ")
             ),
         ));
     }
@@ -1113,9 +1114,7 @@ async fn list_tasks(
     {
         return Err(ApiError::bad_request(
             "invalid_query",
-            format!(
-                "stage {stage:?} is not a stage: give sync, extract, bm25_index, code_embeddings or enrich"
-            ),
+            format!("stage {stage:?} is not a stage: give {}", STAGES.join(", ")),
         ));
     }
     let filter = TaskFilter {
@@ -1323,4 +1322,38 @@ fn line(value: &impl serde::Serialize) -> Bytes {
     let mut bytes = serde_json::to_vec(value).expect("snapshots serialise");
     bytes.push(b'\n');
     Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the document lists are the domain's, all of them.
+    #[test]
+    fn documented_names_are_the_domains() {
+        let stages: Vec<&str> = crate::domain::Stage::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(stages, STAGES);
+        for status in RUN_STATUSES {
+            assert_eq!(
+                crate::domain::RunStatus::parse(status).map(|r| r.as_str()),
+                Some(*status)
+            );
+        }
+        for status in &TASK_STATUSES[..6] {
+            assert_eq!(
+                crate::domain::StageStatus::parse(status).map(|s| s.as_str()),
+                Some(*status)
+            );
+        }
+        for mode in MODES {
+            let parsed: Mode = serde_json::from_value(serde_json::json!(mode)).unwrap();
+            assert_eq!(
+                serde_json::to_value(parsed).unwrap(),
+                serde_json::json!(mode)
+            );
+        }
+    }
 }
