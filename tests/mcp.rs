@@ -259,7 +259,10 @@ async fn mcp_over_streamable_http_with_the_token() {
     // and a request that accepts neither JSON nor an event stream.
     let http = served.client();
     let big = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping", "params": { "pad": "x".repeat(5 << 20) } });
-    let response = http
+    // (On a connection of its own: the server closes it without reading the rest, and a
+    // client reusing it would fail its next request.)
+    let response = served
+        .client()
         .post(served.url("/mcp"))
         .header("accept", "application/json, text/event-stream")
         .json(&big)
