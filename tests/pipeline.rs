@@ -7,7 +7,8 @@ use std::time::Duration;
 use trawl::domain::{PriorityClass, Trigger};
 use trawl::pipeline::PipelineContext;
 use trawl::pipeline::faults::Faults;
-use trawl::store::runs::{Enqueued, NewRun, Run, STAGE_QUEUE, StageRun};
+use trawl::store::lifecycle::STAGE_QUEUE;
+use trawl::store::runs::{Enqueued, NewRun, Run, StageRun};
 
 use crate::support::{TestDb, assert_refused, run, spawn_worker, trawl_cmd, trawl_in};
 

@@ -7,6 +7,7 @@ mod api;
 mod code;
 mod dashboard;
 mod foundation;
+mod lifecycle;
 mod mcp;
 mod pipeline;
 mod recovery;

@@ -15,7 +15,7 @@ use crate::service::reindex::ReindexError;
 use crate::service::reingest::ReingestError;
 use crate::service::status::StatusError;
 use crate::store::StoreError;
-use crate::store::runs::RunControlError;
+use crate::store::lifecycle::RunControlError;
 use crate::store::tasks::TaskError;
 
 /// An error answer: an HTTP status, a stable machine-readable code, and a message saying

@@ -766,7 +766,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// How a wait for a run ended.
 pub enum Waited {
-    Ended(crate::store::runs::Run),
+    Ended(Box<crate::store::runs::Run>),
     /// It did not end within [`MAX_WAIT`], or no worker is alive to work it: why, and how
     /// to follow it.
     NotYet(String),
@@ -793,7 +793,7 @@ pub async fn until_ended(state: &AppState, run_id: i64) -> Result<Waited, ApiErr
         }
     };
     tokio::select! {
-        run = crate::service::progress::until_ended(&state.store, run_id) => Ok(Waited::Ended(run?)),
+        run = crate::service::progress::until_ended(&state.store, run_id) => Ok(Waited::Ended(Box::new(run?))),
         _ = state.stopped() => Err(shutting_down(run_id)),
         _ = no_worker => Ok(Waited::NotYet(format!(
             "no worker is running, so run {run_id} waits in the queue: start `trawl worker` \

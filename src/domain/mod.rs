@@ -1,6 +1,7 @@
 //! The domain's words and their rules: stages and their order, run and stage statuses,
 //! priorities. Pure: no I/O, no SQL.
 
+pub mod lifecycle;
 pub mod retry;
 pub mod scope;
 
@@ -116,6 +117,15 @@ impl PriorityClass {
         }
     }
 
+    /// The name stored in `runs.priority_class` and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriorityClass::High => "high",
+            PriorityClass::Normal => "normal",
+            PriorityClass::Low => "low",
+        }
+    }
+
     /// The class a trigger gets unless asked otherwise.
     pub fn default_for(trigger: Trigger) -> PriorityClass {
         match trigger {
@@ -126,7 +136,7 @@ impl PriorityClass {
 }
 
 /// A run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -172,7 +182,7 @@ impl RunStatus {
 }
 
 /// A stage run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageStatus {
     /// Its job may be taken by a worker.

@@ -21,7 +21,7 @@ use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::persistence::{Persisted, Persistence, TaskEvent};
 use apalis_core::worker::context::WorkerContext;
 
-use crate::store::runs::{Begin, STAGE_QUEUE};
+use crate::store::lifecycle::{Begin, STAGE_QUEUE};
 use crate::store::{Store, StoreError};
 
 /// A job claimed by [`JobBackend`] (a stage job: claimed and begun): what the worker's
@@ -89,18 +89,12 @@ fn from_apalis(e: apalis_postgres::Error) -> StoreError {
 
 impl StagePersistence {
     /// Gives the jobs of workers whose heartbeat is older than `orphan_after` back to the
-    /// queue (apalis-postgres' own query).
+    /// queue (apalis-postgres' orphan rescue, in the store's lifecycle).
     async fn rescue_orphans(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     ) -> Result<u64, StoreError> {
-        apalis_postgres::queries::reenqueue_orphaned(
-            &mut **tx,
-            self.queue,
-            self.orphan_after.as_secs(),
-        )
-        .await
-        .map_err(from_apalis)
+        crate::store::lifecycle::rescue_orphans(tx, self.queue, self.orphan_after).await
     }
 }
 
@@ -213,15 +207,7 @@ impl Persistence for StagePersistence {
         worker: &WorkerContext,
     ) -> Result<u64, StoreError> {
         let ids: Vec<String> = tasks.iter().map(|t| t.args.job_id.clone()).collect();
-        let r = sqlx::query(
-            "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-             WHERE lock_by = $1 AND id = ANY($2) AND status IN ('Queued', 'Running')",
-        )
-        .bind(worker.name())
-        .bind(&ids)
-        .execute(self.store.pool())
-        .await?;
-        Ok(r.rows_affected())
+        self.store.abandon_jobs(worker.name(), Some(&ids)).await
     }
 
     /// The store records every transition itself; apalis sends no events here.

@@ -307,34 +307,14 @@ async fn record(
 }
 
 async fn close(store: &Store, job_id: &str, status: &str, result: Value) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = $2, last_result = $3, done_at = now(), lock_by = NULL,
-                lock_at = NULL, attempts = attempts + 1
-         WHERE id = $1",
-    )
-    .bind(job_id)
-    .bind(status)
-    .bind(result)
-    .execute(store.pool())
-    .await?;
-    Ok(())
+    store.close_job(job_id, status, &result).await
 }
 
 /// A failed attempt: back to the queue after the backoff, or failed for good when the
 /// attempts are spent (apalis fetches Failed jobs below max_attempts only).
 async fn retry(store: &Store, job_id: &str, error: &str) -> Result<(), StoreError> {
     tracing::warn!(job = %job_id, %error, "batch job attempt failed");
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Failed', last_result = $2, attempts = attempts + 1,
-                lock_by = NULL, lock_at = NULL, run_at = now() + make_interval(secs => $3)
-         WHERE id = $1",
-    )
-    .bind(job_id)
-    .bind(json!({ "Err": error }))
-    .bind(POLICY.backoff.as_secs_f64())
-    .execute(store.pool())
-    .await?;
-    Ok(())
+    store.retry_job(job_id, error, POLICY.backoff).await
 }
 
 /// A batch job as `trawl batch show` reports it.

@@ -24,7 +24,7 @@ use super::backend::{ClaimedJob, JobBackend};
 use super::batch;
 use super::job::StageJob;
 use super::{PipelineContext, StageError, stages};
-use crate::store::runs::{Begin, STAGE_QUEUE};
+use crate::store::lifecycle::{Begin, STAGE_QUEUE};
 use crate::store::{Store, StoreError};
 
 /// Why the worker stopped abnormally.
@@ -199,14 +199,7 @@ async fn release_held_jobs(ctx: &PipelineContext, name: &str) -> u64 {
     .bind(name)
     .execute(ctx.store.pool())
     .await;
-    let r = sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-         WHERE starts_with(lock_by, $1) AND status IN ('Queued', 'Running')",
-    )
-    .bind(name)
-    .execute(ctx.store.pool())
-    .await;
-    r.map(|r| r.rows_affected()).unwrap_or(0)
+    ctx.store.abandon_jobs(name, None).await.unwrap_or(0)
 }
 
 /// Runs one stage job, claimed and begun by the backend. Every outcome is recorded by the

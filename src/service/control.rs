@@ -5,7 +5,8 @@ use serde_json::json;
 
 use crate::store::Store;
 use crate::store::audit::NewAuditEntry;
-use crate::store::runs::{Run, RunControlError};
+use crate::store::lifecycle::RunControlError;
+use crate::store::runs::Run;
 use crate::store::tasks::{Task, TaskError};
 
 /// Times an operator's action is tried again after a passing failure: a deadlock with a

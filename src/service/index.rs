@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::PipelineContext;
 use crate::sources::git;
-use crate::store::runs::{Enqueued, NewRun, Repository, Run, STAGE_QUEUE};
+use crate::store::lifecycle::STAGE_QUEUE;
+use crate::store::runs::{Enqueued, NewRun, Repository, Run};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 mod error;
 pub mod files;
+pub mod lifecycle;
 pub mod metrics;
 pub mod runs;
 pub mod snippets;
@@ -24,6 +25,10 @@ pub use error::{StoreError, is_retryable_sqlstate};
 
 /// trawl's own migrations (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Every transition of runs, stages and their jobs (see the file's head), applied after the
+/// migrations.
+const LIFECYCLE_SQL: &str = include_str!("lifecycle.sql");
 
 /// How to open a pool.
 #[derive(Debug, Clone)]
@@ -65,6 +70,40 @@ impl Store {
                 StoreError::Migrate(format!("apalis queue schema: {e}"))
             })?;
         MIGRATOR.run(&self.pool).await.map_err(migrate_error)?;
+        self.apply_sql_file("lifecycle.sql", LIFECYCLE_SQL).await
+    }
+
+    /// Applies a file of idempotent definitions (`CREATE OR REPLACE`) when its checksum
+    /// differs from the one last applied, in one transaction under a lock, so concurrent
+    /// start-ups apply it once and a failed apply leaves the previous definitions whole.
+    async fn apply_sql_file(&self, name: &str, sql: &'static str) -> Result<(), StoreError> {
+        use sha2::Digest;
+        let sum = format!("{:x}", sha2::Sha256::digest(sql.as_bytes()));
+        let applied: Option<String> =
+            sqlx::query_scalar("SELECT sha256 FROM trawl_sql_files WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        if applied.as_deref() == Some(sum.as_str()) {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7002, 0)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Migrate(format!("{name}: {e}")))?;
+        sqlx::query(
+            "INSERT INTO trawl_sql_files (name, sha256) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+        )
+        .bind(name)
+        .bind(&sum)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

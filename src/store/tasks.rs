@@ -4,7 +4,6 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::runs::{PARKED_STATUS, PARKED_UNTIL_SECS};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
@@ -115,105 +114,6 @@ impl Store {
         )
     }
 
-    /// Puts a failed or cancelled stage back in the queue with a fresh budget of attempts;
-    /// the later stages of its run wait for it again, and the run is running again.
-    pub async fn retry_task(&self, job_id: &str) -> Result<Task, TaskError> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<(i64, i16, String)> = sqlx::query_as(
-            "SELECT run_id, ordinal, status FROM stage_runs WHERE job_id = $1 FOR UPDATE",
-        )
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((run_id, ordinal, status)) = row else {
-            return Err(TaskError::Unknown(job_id.into()));
-        };
-        if status != "failed" && status != "cancelled" {
-            return Err(TaskError::NotRetryable {
-                id: job_id.into(),
-                status,
-            });
-        }
-        let prev_ok: bool = sqlx::query_scalar(
-            "SELECT COALESCE(bool_and(status = 'succeeded'), true) FROM stage_runs WHERE run_id = $1 AND ordinal < $2",
-        )
-        .bind(run_id)
-        .bind(ordinal)
-        .fetch_one(&mut *tx)
-        .await?;
-        // This stage runs now if its predecessors succeeded, else it waits like the later ones.
-        let jobs: Vec<(String, i16)> = sqlx::query_as(
-            "UPDATE stage_runs SET
-                 status = CASE WHEN ordinal = $2 AND $3 THEN 'queued' ELSE 'waiting' END,
-                 finished_at = NULL, last_error = NULL, queued_at = now()
-             WHERE run_id = $1 AND ordinal >= $2 AND status IN ('failed', 'cancelled')
-             RETURNING job_id, ordinal",
-        )
-        .bind(run_id)
-        .bind(ordinal)
-        .bind(prev_ok)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, ord) in &jobs {
-            let runnable = *ord == ordinal && prev_ok;
-            sqlx::query(
-                "UPDATE apalis.jobs SET status = CASE WHEN $2 THEN 'Pending' ELSE $4 END, attempts = 0,
-                        lock_by = NULL, lock_at = NULL, done_at = NULL, last_result = NULL,
-                        run_at = CASE WHEN $2 THEN now() ELSE to_timestamp($3) END
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(runnable)
-            .bind(PARKED_UNTIL_SECS as f64)
-            .bind(PARKED_STATUS)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE id = $1",
-        )
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        super::runs::wake_workers(&mut tx, job_id).await?;
-        tx.commit().await?;
-        self.task(job_id)
-            .await?
-            .ok_or_else(|| TaskError::Unknown(job_id.into()))
-    }
-
-    /// Cancels a stage that has not finished, the later stages of its run, and the run.
-    pub async fn cancel_task(&self, job_id: &str, reason: &str) -> Result<Task, TaskError> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<(i64, i16, String)> = sqlx::query_as(
-            "SELECT run_id, ordinal, status FROM stage_runs WHERE job_id = $1 FOR UPDATE",
-        )
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((run_id, ordinal, status)) = row else {
-            return Err(TaskError::Unknown(job_id.into()));
-        };
-        if !matches!(status.as_str(), "queued" | "waiting" | "running") {
-            return Err(TaskError::NotCancellable {
-                id: job_id.into(),
-                status,
-            });
-        }
-        super::runs::cancel_stages_from(&mut tx, run_id, ordinal, reason).await?;
-        sqlx::query(
-            "UPDATE runs SET status = 'cancelled', finished_at = now(), error = $2 WHERE id = $1",
-        )
-        .bind(run_id)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.task(job_id)
-            .await?
-            .ok_or_else(|| TaskError::Unknown(job_id.into()))
-    }
-
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let cells: Vec<QueueCell> = sqlx::query_as(
             "SELECT stage, stage_status, priority_class, count(*) AS count FROM trawl_tasks
@@ -232,7 +132,7 @@ impl Store {
              WHERE w.worker_type = $1 AND w.last_seen > now() - interval '5 minutes'
              GROUP BY w.id, w.last_seen ORDER BY w.id",
         )
-        .bind(super::runs::STAGE_QUEUE)
+        .bind(super::lifecycle::STAGE_QUEUE)
         .fetch_all(&self.pool)
         .await?;
         Ok(QueueStats {

@@ -91,6 +91,18 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 
 /// Reads and parses a batch of files, spread over the machine's cores.
 fn extract_batch(root: &Path, items: &[ExtractItem], max_size: u64) -> Vec<ExtractedFile> {
+    extract_batch_with(root, items, max_size, extract_file)
+}
+
+/// [`extract_batch`] with the per-file work given. A file whose parsing panics comes back
+/// failed with the panic's message; the other files of its thread go on (a panic used to
+/// drop the thread's whole share, leaving those items pending and the stage succeeding).
+fn extract_batch_with(
+    root: &Path,
+    items: &[ExtractItem],
+    max_size: u64,
+    one: fn(&Path, &ExtractItem, u64) -> ExtractedFile,
+) -> Vec<ExtractedFile> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -103,15 +115,37 @@ fn extract_batch(root: &Path, items: &[ExtractItem], max_size: u64) -> Vec<Extra
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|i| extract_file(root, i, max_size))
+                        .map(|i| guarded(i, || one(root, i, max_size)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().expect("every file's panic is caught"))
             .collect()
+    })
+}
+
+/// Runs `f` for `item`, turning a panic into a failed file.
+fn guarded(item: &ExtractItem, f: impl FnOnce() -> ExtractedFile) -> ExtractedFile {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        tracing::error!(path = %item.path, panic = %why, "the parser panicked on a file");
+        ExtractedFile {
+            path: item.path.clone(),
+            language: item.language.clone(),
+            snippets: Vec::new(),
+            error: Some(format!("the parser failed on {} (a panic: {why})", item.path)),
+            note: None,
+            duration_ms: 0,
+            lines_total: 0,
+            lines_covered: 0,
+        }
     })
 }
 
@@ -148,4 +182,49 @@ fn extract_file(root: &Path, item: &ExtractItem, max_size: u64) -> ExtractedFile
     }
     out.duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(path: &str) -> ExtractItem {
+        ExtractItem {
+            path: path.into(),
+            change: "added".into(),
+            status: "pending".into(),
+            language: Some("python".into()),
+            indexable: true,
+        }
+    }
+
+    /// A parser that panics on one file fails that file; the rest of the batch, the files
+    /// of the same thread included, are parsed.
+    #[test]
+    fn a_parser_panic_fails_its_file_and_the_others_proceed() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..9).map(|i| format!("m{i}.py")).collect();
+        for n in &names {
+            std::fs::write(dir.path().join(n), "def f():\n    return 1\n").unwrap();
+        }
+        let items: Vec<ExtractItem> = names.iter().map(|n| item(n)).collect();
+        fn panicky(root: &Path, i: &ExtractItem, max: u64) -> ExtractedFile {
+            if i.path == "m1.py" {
+                panic!("tree-sitter blew up");
+            }
+            extract_file(root, i, max)
+        }
+        let files = extract_batch_with(dir.path(), &items, 1 << 20, panicky);
+        assert_eq!(files.len(), 9, "no file is dropped");
+        for f in &files {
+            if f.path == "m1.py" {
+                let err = f.error.as_deref().unwrap();
+                assert!(err.contains("m1.py") && err.contains("tree-sitter blew up"), "{err}");
+                assert!(f.snippets.is_empty());
+            } else {
+                assert_eq!(f.error, None, "{}", f.path);
+                assert!(!f.snippets.is_empty(), "{} was parsed", f.path);
+            }
+        }
+    }
 }

@@ -1,0 +1,637 @@
+-- The lifecycle of runs, their stages and the stages' queue jobs: every write of a run's,
+-- a stage's or a job's status is one function here. The specification is the pure model in
+-- src/domain/lifecycle.rs (its table is in docs/ARCHITECTURE.md); tests/lifecycle.rs drives
+-- random event sequences through both and compares the states after every step.
+--
+-- This file is not a migration: the store applies it at start-up, in one transaction under
+-- the migration lock, whenever its checksum differs from the one recorded in
+-- trawl_sql_files. Every statement must therefore be idempotent (CREATE OR REPLACE). A
+-- change of a function's signature needs a migration that drops the old one first.
+--
+-- Words: an open stage is queued, waiting or running. A parked job ('Waiting', run_at in
+-- 2200) is one apalis never fetches: its fetch index covers 'Pending' and 'Failed' only.
+-- Every function that decides on a stage locks its row first, and on a run its row (pause,
+-- resume and cancel lock the run; begin share-locks it), so concurrent events serialise.
+
+-- ---------------------------------------------------------------------------------------
+-- Shared rules and job writes
+-- ---------------------------------------------------------------------------------------
+
+-- The rule every start and release obeys: the stage's predecessor succeeded, or it has none.
+CREATE OR REPLACE FUNCTION trawl_predecessor_done(p_run BIGINT, p_ordinal SMALLINT)
+RETURNS BOOLEAN LANGUAGE sql STABLE AS $$
+    SELECT p_ordinal = 0 OR EXISTS (
+        SELECT 1 FROM stage_runs p
+         WHERE p.run_id = p_run AND p.ordinal = p_ordinal - 1 AND p.status = 'succeeded')
+$$;
+
+-- The run_at of a parked job: far enough never to come.
+CREATE OR REPLACE FUNCTION trawl_parked_until() RETURNS TIMESTAMPTZ
+LANGUAGE sql IMMUTABLE AS $$ SELECT '2200-01-01 00:00:00+00'::timestamptz $$;
+
+-- Parks jobs: out of the queue until a release.
+CREATE OR REPLACE FUNCTION trawl_park_jobs(p_ids TEXT[]) RETURNS VOID
+LANGUAGE sql AS $$
+    UPDATE apalis.jobs SET status = 'Waiting', run_at = trawl_parked_until(), lock_by = NULL,
+           lock_at = NULL, done_at = NULL
+     WHERE id = ANY(p_ids)
+$$;
+
+-- Puts jobs in the queue, due now, and wakes the workers listening on p_queue (as apalis'
+-- insert trigger does; delivered on commit).
+CREATE OR REPLACE FUNCTION trawl_release_jobs(p_ids TEXT[], p_queue TEXT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    id TEXT;
+BEGIN
+    UPDATE apalis.jobs j SET status = 'Pending', run_at = now(), lock_by = NULL, lock_at = NULL,
+           done_at = NULL
+     WHERE j.id = ANY(p_ids);
+    FOREACH id IN ARRAY COALESCE(p_ids, '{}') LOOP
+        PERFORM pg_notify('apalis::job::insert',
+            json_build_object('job_type', p_queue, 'id', id, 'run_at', now())::text);
+    END LOOP;
+END
+$$;
+
+-- Closes jobs not closed yet with p_status ('Done' or 'Killed') and p_result; p_attempt when
+-- an attempt ran (success, failure for good), not when a job closes without work.
+CREATE OR REPLACE FUNCTION trawl_close_jobs(p_ids TEXT[], p_status TEXT, p_result JSONB,
+                                            p_attempt BOOLEAN) RETURNS VOID
+LANGUAGE sql AS $$
+    UPDATE apalis.jobs SET status = p_status, last_result = p_result, done_at = now(),
+           lock_by = NULL, lock_at = NULL, attempts = attempts + p_attempt::int
+     WHERE id = ANY(p_ids) AND status NOT IN ('Done', 'Killed')
+$$;
+
+-- Cancels the open stages of run p_run from ordinal p_from on, with p_reason, and kills
+-- their jobs.
+CREATE OR REPLACE FUNCTION trawl_cancel_stages(p_run BIGINT, p_from SMALLINT, p_reason TEXT)
+RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    ids TEXT[];
+BEGIN
+    WITH c AS (
+        UPDATE stage_runs SET status = 'cancelled', finished_at = now(), last_error = p_reason,
+               current_item = NULL
+         WHERE run_id = p_run AND ordinal >= p_from AND status IN ('queued', 'waiting', 'running')
+        RETURNING job_id)
+    SELECT array_agg(job_id) INTO ids FROM c;
+    PERFORM trawl_close_jobs(ids, 'Killed', jsonb_build_object('Err', p_reason), false);
+END
+$$;
+
+-- Ends run p_run with p_status ('succeeded', 'failed' or 'cancelled').
+CREATE OR REPLACE FUNCTION trawl_end_run(p_run BIGINT, p_status TEXT, p_error TEXT)
+RETURNS VOID LANGUAGE sql AS $$
+    UPDATE runs SET status = p_status, finished_at = now(), error = COALESCE(p_error, error)
+     WHERE id = p_run
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Creating a run's stages
+-- ---------------------------------------------------------------------------------------
+
+-- The five stage runs of new run p_run and their jobs: SYNC queued and due now, the rest
+-- waiting with their jobs parked. Arrays by ordinal. apalis' insert trigger wakes the
+-- workers for SYNC.
+CREATE OR REPLACE FUNCTION trawl_create_stages(p_run BIGINT, p_names TEXT[], p_ids TEXT[],
+                                               p_payloads BYTEA[], p_max_attempts INT[],
+                                               p_priorities INT[], p_queue TEXT)
+RETURNS VOID LANGUAGE sql AS $$
+    INSERT INTO stage_runs (run_id, stage, ordinal, job_id, status, max_attempts)
+    SELECT p_run, s.name, (s.n - 1)::smallint, s.id,
+           CASE WHEN s.n = 1 THEN 'queued' ELSE 'waiting' END, s.max_attempts
+      FROM unnest(p_names, p_ids, p_max_attempts) WITH ORDINALITY AS s (name, id, max_attempts, n);
+    INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+    SELECT j.id, p_queue, j.job, CASE WHEN j.n = 1 THEN 'Pending' ELSE 'Waiting' END, 0,
+           j.max_attempts, CASE WHEN j.n = 1 THEN now() ELSE trawl_parked_until() END, j.priority
+      FROM unnest(p_ids, p_payloads, p_max_attempts, p_priorities) WITH ORDINALITY
+           AS j (id, job, max_attempts, priority, n);
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- A worker's events: begin, succeed, retry, fail, stop, abandon
+-- ---------------------------------------------------------------------------------------
+
+-- What a worker does with job p_job_id it claimed:
+--   'proceed' (do the work; attempt is 1-based, run is the run's row as JSON),
+--   'wait'    (the predecessor has not succeeded or the run is paused: the job was parked
+--              again, or put back in the queue if it can run after all; no attempt spent),
+--   'nothing' (the run or the stage is over: the job was closed; reason says why),
+--   'missing' (no stage run has this job).
+CREATE OR REPLACE FUNCTION trawl_begin_stage(p_job_id TEXT, p_parked_until TIMESTAMPTZ)
+RETURNS TABLE (outcome TEXT, attempt INT, reason TEXT, run JSONB)
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+    r runs;
+BEGIN
+    -- The common case in one statement (trawl_claim_stages does it for a whole claim): an
+    -- open stage whose predecessor succeeded, of a run still open, starts ('running'
+    -- already when its last worker died). The row lock on the stage run serialises this
+    -- against an operator's cancel, which updates the same row.
+    UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
+           started_at = COALESCE(s.started_at, now()), current_item = NULL
+     WHERE s.job_id = p_job_id AND s.status IN ('queued', 'waiting', 'running')
+       AND trawl_predecessor_done(s.run_id, s.ordinal)
+       AND EXISTS (SELECT 1 FROM runs x WHERE x.id = s.run_id AND x.status IN ('queued', 'running'))
+    RETURNING * INTO sr;
+    IF FOUND THEN
+        UPDATE runs SET status = 'running', started_at = COALESCE(started_at, now())
+         WHERE id = sr.run_id AND status = 'queued' RETURNING * INTO r;
+        IF NOT FOUND THEN
+            SELECT * INTO r FROM runs WHERE id = sr.run_id;
+        END IF;
+        RETURN QUERY SELECT 'proceed'::text, sr.attempts, NULL::text, to_jsonb(r);
+        RETURN;
+    END IF;
+
+    -- Otherwise: say why, and put the job where it belongs.
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'missing'::text, 0, 'no stage run has this job'::text, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- Share-locked: a resume (which locks the run) waits for this decision and then finds
+    -- the stage parked, instead of committing in between and leaving it parked for good.
+    SELECT * INTO r FROM runs WHERE id = sr.run_id FOR SHARE;
+    IF r.status IN ('succeeded', 'failed', 'cancelled')
+       OR sr.status IN ('succeeded', 'failed', 'cancelled', 'skipped') THEN
+        reason := format('run %s is %s, stage %s is %s', r.id, r.status, sr.stage, sr.status);
+        PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Done', jsonb_build_object('Ok', reason), false);
+        RETURN QUERY SELECT 'nothing'::text, 0, reason, to_jsonb(r);
+        RETURN;
+    END IF;
+    -- The predecessor may have succeeded since the first statement looked (its success
+    -- locks this row too, so under the lock the answer is final): then the job goes back to
+    -- the queue at once, else it waits to be released.
+    IF trawl_predecessor_done(sr.run_id, sr.ordinal) AND r.status <> 'paused' THEN
+        UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
+               done_at = NULL, run_at = now()
+         WHERE id = p_job_id;
+        RETURN QUERY SELECT 'wait'::text, 0, NULL::text, to_jsonb(r);
+        RETURN;
+    END IF;
+    UPDATE apalis.jobs SET status = 'Waiting', lock_by = NULL, lock_at = NULL,
+           done_at = NULL, run_at = p_parked_until
+     WHERE id = p_job_id;
+    UPDATE stage_runs s SET status = 'waiting' WHERE s.job_id = p_job_id;
+    RETURN QUERY SELECT 'wait'::text, 0, NULL::text, to_jsonb(r);
+END
+$$;
+
+-- A worker takes stage jobs in one statement: it claims up to as many jobs as it has free
+-- slots, highest priority first (then oldest), exactly as apalis' own fetch would one by
+-- one, and begins each in the same transaction. The claimed jobs come back in priority
+-- order with what beginning them decided for each (as trawl_begin_stage says).
+CREATE OR REPLACE FUNCTION trawl_claim_stages(p_worker TEXT, p_queue TEXT, p_limit INT,
+                                              p_parked_until TIMESTAMPTZ)
+RETURNS TABLE (job_id TEXT, payload BYTEA, job_priority INT, job_run_at TIMESTAMPTZ,
+               outcome TEXT, attempt INT, reason TEXT, run JSONB)
+LANGUAGE plpgsql AS $$
+DECLARE
+    j RECORD;
+    b RECORD;
+BEGIN
+    FOR j IN
+        WITH next AS (
+            SELECT c.id FROM apalis.jobs c
+             WHERE (c.status = 'Pending' OR (c.status = 'Failed' AND c.attempts < c.max_attempts))
+               AND c.run_at < now() AND c.job_type = p_queue
+             ORDER BY c.priority DESC, c.run_at ASC
+             LIMIT p_limit
+             FOR UPDATE SKIP LOCKED),
+        claimed AS (
+            UPDATE apalis.jobs u SET status = 'Queued', lock_by = p_worker, lock_at = now()
+              FROM next WHERE u.id = next.id
+            RETURNING u.id, u.job, u.priority, u.run_at),
+        -- The common case for all of them at once, as trawl_begin_stage's first statement.
+        begun AS (
+            UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
+                   started_at = COALESCE(s.started_at, now()), current_item = NULL
+              FROM claimed c
+             WHERE s.job_id = c.id AND s.status IN ('queued', 'waiting', 'running')
+               AND trawl_predecessor_done(s.run_id, s.ordinal)
+               AND EXISTS (SELECT 1 FROM runs x
+                            WHERE x.id = s.run_id AND x.status IN ('queued', 'running'))
+            RETURNING s.job_id, s.run_id, s.attempts),
+        started AS (
+            UPDATE runs r SET status = 'running', started_at = COALESCE(r.started_at, now())
+              FROM begun g WHERE r.id = g.run_id AND r.status = 'queued'
+            RETURNING r.*)
+        SELECT c.id, c.job, c.priority, c.run_at, g.attempts AS begun_attempt,
+               COALESCE((SELECT to_jsonb(st) FROM started st WHERE st.id = g.run_id),
+                        (SELECT to_jsonb(x) FROM runs x WHERE x.id = g.run_id)) AS begun_run
+          FROM claimed c LEFT JOIN begun g ON g.job_id = c.id
+         ORDER BY c.priority DESC, c.run_at ASC
+    LOOP
+        job_id := j.id;
+        payload := j.job;
+        job_priority := j.priority;
+        job_run_at := j.run_at;
+        IF j.begun_attempt IS NOT NULL THEN
+            outcome := 'proceed';
+            attempt := j.begun_attempt;
+            reason := NULL;
+            run := j.begun_run;
+        ELSE
+            -- Waiting, over, or unknown: trawl_begin_stage says which and acts on it.
+            SELECT * INTO b FROM trawl_begin_stage(j.id, p_parked_until);
+            outcome := b.outcome;
+            attempt := b.attempt;
+            reason := b.reason;
+            run := b.run;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Records the success of job p_job_id's stage with p_result (merged into runs.result under
+-- the stage's name). When p_up_to_date, the later stages are skipped and the run succeeds;
+-- otherwise the next stage is released (parked still when the run is paused: the resume
+-- releases it) or, after the last stage, the run succeeds. Returns false when the stage was
+-- not running (an operator cancelled it meanwhile): nothing changes.
+CREATE OR REPLACE FUNCTION trawl_complete_stage(p_job_id TEXT, p_result JSONB,
+                                                p_up_to_date BOOLEAN, p_queue TEXT)
+RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+    r runs;
+    next_job TEXT;
+    later TEXT[];
+BEGIN
+    UPDATE stage_runs s SET status = 'succeeded', finished_at = now(), last_error = NULL,
+           current_item = NULL
+     WHERE s.job_id = p_job_id AND s.status = 'running'
+     RETURNING * INTO sr;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Done', jsonb_build_object('Ok', p_result), true);
+    UPDATE runs SET result = result || jsonb_build_object(sr.stage, p_result)
+     WHERE id = sr.run_id RETURNING * INTO r;
+
+    IF p_up_to_date THEN
+        WITH skipped AS (
+            UPDATE stage_runs s SET status = 'skipped', finished_at = now(),
+                   last_error = 'nothing changed since the last sync'
+             WHERE s.run_id = sr.run_id AND s.ordinal > sr.ordinal
+            RETURNING s.job_id)
+        SELECT array_agg(job_id) INTO later FROM skipped;
+        PERFORM trawl_close_jobs(later, 'Done',
+                                 '{"Ok": "skipped: nothing changed since the last sync"}', false);
+        UPDATE runs SET result = result || '{"up_to_date": true}' WHERE id = sr.run_id;
+        PERFORM trawl_end_run(sr.run_id, 'succeeded', NULL);
+        RETURN true;
+    END IF;
+
+    SELECT s.job_id INTO next_job FROM stage_runs s
+     WHERE s.run_id = sr.run_id AND s.ordinal = sr.ordinal + 1;
+    IF NOT FOUND THEN
+        PERFORM trawl_end_run(sr.run_id, 'succeeded', NULL);
+        RETURN true;
+    END IF;
+    IF r.status <> 'paused' THEN
+        UPDATE stage_runs s SET status = 'queued', queued_at = now()
+         WHERE s.job_id = next_job AND s.status = 'waiting';
+        IF FOUND THEN
+            PERFORM trawl_release_jobs(ARRAY[next_job], p_queue);
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Records a retryable failure of job p_job_id's running stage: the job goes back to the
+-- queue after p_delay_secs with the attempt counted (parked instead when the run is paused).
+-- Returns false when the stage was not running (cancelled meanwhile: no retry).
+CREATE OR REPLACE FUNCTION trawl_retry_stage(p_job_id TEXT, p_error TEXT, p_delay_secs FLOAT8)
+RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+    paused BOOLEAN;
+BEGIN
+    SELECT * INTO sr FROM stage_runs WHERE job_id = p_job_id AND status = 'running' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT status = 'paused' INTO paused FROM runs WHERE id = sr.run_id FOR SHARE;
+    UPDATE stage_runs SET status = CASE WHEN paused THEN 'waiting' ELSE 'queued' END,
+           last_error = p_error, current_item = NULL
+     WHERE job_id = p_job_id;
+    UPDATE apalis.jobs SET status = CASE WHEN paused THEN 'Waiting' ELSE 'Failed' END,
+           attempts = attempts + 1, lock_by = NULL, lock_at = NULL, done_at = NULL,
+           run_at = CASE WHEN paused THEN trawl_parked_until()
+                         ELSE now() + make_interval(secs => p_delay_secs) END,
+           last_result = jsonb_build_object('Err', p_error)
+     WHERE id = p_job_id;
+    RETURN true;
+END
+$$;
+
+-- Records a failure for good of job p_job_id's stage: the stage fails, the run's other
+-- open stages are cancelled with the reason, and the run fails. Returns false when the stage
+-- was not open.
+CREATE OR REPLACE FUNCTION trawl_fail_stage(p_job_id TEXT, p_error TEXT)
+RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+BEGIN
+    UPDATE stage_runs SET status = 'failed', finished_at = now(), last_error = p_error,
+           current_item = NULL
+     WHERE job_id = p_job_id AND status IN ('queued', 'waiting', 'running')
+    RETURNING * INTO sr;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed', jsonb_build_object('Err', p_error), true);
+    -- The other open stages: the later ones, and (when a job that cannot run is killed
+    -- while it waits) an earlier one at work.
+    PERFORM trawl_cancel_stages(sr.run_id, 0::smallint,
+                                format('cancelled: stage %s failed: %s', sr.stage, p_error));
+    PERFORM trawl_end_run(sr.run_id, 'failed', format('stage %s failed: %s', sr.stage, p_error));
+    RETURN true;
+END
+$$;
+
+-- Fails job p_job_id for good when it cannot be run (a malformed payload, no run): its
+-- stage too, when it has one.
+CREATE OR REPLACE FUNCTION trawl_kill_job(p_job_id TEXT, p_error TEXT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM stage_runs WHERE job_id = p_job_id) THEN
+        PERFORM trawl_fail_stage(p_job_id, p_error);
+    END IF;
+    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed', jsonb_build_object('Err', p_error), true);
+END
+$$;
+
+-- Records a stage that stopped between batches because its run was paused or cancelled.
+-- Paused: the stage is parked until the resume, its attempt given back. Resumed meanwhile:
+-- back to the queue. Over: its job is closed. A job no longer claimed is not the stopping
+-- worker's any more (an operator cancelled and retried it meanwhile): nothing changes.
+-- Returns what happened: 'parked', 'queued', 'closed' or 'ignored'.
+CREATE OR REPLACE FUNCTION trawl_stop_stage(p_job_id TEXT, p_queue TEXT) RETURNS TEXT
+LANGUAGE plpgsql AS $$
+DECLARE
+    run_status TEXT;
+BEGIN
+    -- The run first, locked as pause, resume and cancel lock it: a resume committing
+    -- meanwhile is seen whole, never half.
+    SELECT r.status INTO run_status FROM runs r
+     WHERE r.id = (SELECT s.run_id FROM stage_runs s WHERE s.job_id = p_job_id)
+       FOR UPDATE;
+    PERFORM 1 FROM apalis.jobs WHERE id = p_job_id AND status IN ('Queued', 'Running') FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'ignored';
+    END IF;
+    IF run_status = 'paused' THEN
+        UPDATE stage_runs SET status = 'waiting', attempts = GREATEST(attempts - 1, 0),
+               current_item = NULL
+         WHERE job_id = p_job_id AND status = 'running';
+        PERFORM trawl_park_jobs(ARRAY[p_job_id]);
+        RETURN 'parked';
+    ELSIF run_status IN ('queued', 'running') THEN
+        UPDATE stage_runs SET status = 'queued', attempts = GREATEST(attempts - 1, 0),
+               current_item = NULL
+         WHERE job_id = p_job_id AND status = 'running';
+        PERFORM trawl_release_jobs(ARRAY[p_job_id], p_queue);
+        RETURN 'queued';
+    END IF;
+    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed', NULL, false);
+    RETURN 'closed';
+END
+$$;
+
+-- Jobs claimed by workers whose names start with p_worker (of the ids p_ids, or all when
+-- NULL) go back to the queue: a stopping worker's, given back. Returns how many.
+CREATE OR REPLACE FUNCTION trawl_abandon_jobs(p_worker TEXT, p_ids TEXT[]) RETURNS BIGINT
+LANGUAGE sql AS $$
+    WITH given AS (
+        UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+         WHERE starts_with(lock_by, p_worker) AND status IN ('Queued', 'Running')
+           AND (p_ids IS NULL OR id = ANY(p_ids))
+        RETURNING 1)
+    SELECT count(*) FROM given
+$$;
+
+-- The jobs of p_queue's workers whose heartbeat is older than p_after_secs go back to the
+-- queue, the attempt counted (apalis-postgres' orphan rescue, here so that every job write
+-- is in this file). Returns how many.
+CREATE OR REPLACE FUNCTION trawl_rescue_orphans(p_queue TEXT, p_after_secs FLOAT8) RETURNS BIGINT
+LANGUAGE sql AS $$
+    WITH stale AS (
+        SELECT j.id FROM apalis.jobs j JOIN apalis.workers w ON j.lock_by = w.id
+         WHERE j.status IN ('Running', 'Queued') AND w.worker_type = p_queue
+           AND now() - w.last_seen >= make_interval(secs => p_after_secs)
+           FOR UPDATE OF j SKIP LOCKED),
+    given AS (
+        UPDATE apalis.jobs j SET status = 'Pending', done_at = NULL, lock_by = NULL,
+               lock_at = NULL, attempts = attempts + 1,
+               last_result = '{"Err": "Re-enqueued due to worker heartbeat timeout."}'
+          FROM stale WHERE j.id = stale.id
+        RETURNING 1)
+    SELECT count(*) FROM given
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- An operator's events: pause, resume, cancel; retry and cancel a task
+-- Each returns (applied, status): whether it applied, and the run's (or the task's) status
+-- before it; no row when the run or the task does not exist.
+-- ---------------------------------------------------------------------------------------
+
+-- Pauses a queued or running run: its queued or waiting stage is parked; a stage at work
+-- stops after its current batch (trawl_stop_stage).
+CREATE OR REPLACE FUNCTION trawl_pause_run(p_run BIGINT)
+RETURNS TABLE (applied BOOLEAN, status TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    before TEXT;
+    ids TEXT[];
+BEGIN
+    SELECT r.status INTO before FROM runs r WHERE r.id = p_run FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF before NOT IN ('queued', 'running') THEN
+        RETURN QUERY SELECT false, before;
+        RETURN;
+    END IF;
+    UPDATE runs r SET status = 'paused' WHERE r.id = p_run;
+    WITH parked AS (
+        UPDATE stage_runs s SET status = 'waiting'
+         WHERE s.run_id = p_run AND s.status IN ('queued', 'waiting')
+        RETURNING s.job_id)
+    SELECT array_agg(job_id) INTO ids FROM parked;
+    PERFORM trawl_park_jobs(ARRAY(SELECT j.id FROM apalis.jobs j
+                                   WHERE j.id = ANY(ids)
+                                     AND j.status IN ('Pending', 'Failed', 'Waiting')));
+    RETURN QUERY SELECT true, before;
+END
+$$;
+
+-- Resumes a paused run where it stopped: its first open stage goes back to the queue.
+CREATE OR REPLACE FUNCTION trawl_resume_run(p_run BIGINT, p_queue TEXT)
+RETURNS TABLE (applied BOOLEAN, status TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    before TEXT;
+    released TEXT;
+BEGIN
+    SELECT r.status INTO before FROM runs r WHERE r.id = p_run FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF before <> 'paused' THEN
+        RETURN QUERY SELECT false, before;
+        RETURN;
+    END IF;
+    UPDATE runs r SET status = CASE WHEN r.started_at IS NULL THEN 'queued' ELSE 'running' END
+     WHERE r.id = p_run;
+    UPDATE stage_runs s SET status = 'queued', queued_at = now()
+     WHERE s.run_id = p_run AND s.status = 'waiting'
+       AND s.ordinal = (SELECT min(o.ordinal) FROM stage_runs o
+                         WHERE o.run_id = p_run AND o.status IN ('queued', 'waiting', 'running'))
+       AND trawl_predecessor_done(p_run, s.ordinal)
+    RETURNING s.job_id INTO released;
+    IF released IS NOT NULL THEN
+        PERFORM trawl_release_jobs(ARRAY(SELECT j.id FROM apalis.jobs j
+                                          WHERE j.id = released
+                                            AND j.status IN ('Waiting', 'Pending', 'Failed')),
+                                   p_queue);
+    END IF;
+    RETURN QUERY SELECT true, before;
+END
+$$;
+
+-- Cancels a run that has not ended: its open stages are cancelled and their jobs closed; a
+-- stage at work stops after its current batch. What it committed stays.
+CREATE OR REPLACE FUNCTION trawl_cancel_run(p_run BIGINT, p_reason TEXT)
+RETURNS TABLE (applied BOOLEAN, status TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    before TEXT;
+BEGIN
+    SELECT r.status INTO before FROM runs r WHERE r.id = p_run FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF before NOT IN ('queued', 'running', 'paused') THEN
+        RETURN QUERY SELECT false, before;
+        RETURN;
+    END IF;
+    PERFORM trawl_cancel_stages(p_run, 0::smallint, p_reason);
+    PERFORM trawl_end_run(p_run, 'cancelled', p_reason);
+    RETURN QUERY SELECT true, before;
+END
+$$;
+
+-- Cancels an open task, and with it its run (every open stage of it: a stage before it
+-- still at work would otherwise release the next one when it succeeded).
+CREATE OR REPLACE FUNCTION trawl_cancel_task(p_job_id TEXT, p_reason TEXT)
+RETURNS TABLE (applied BOOLEAN, status TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+BEGIN
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM runs r WHERE r.id = sr.run_id FOR UPDATE;
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
+    IF sr.status NOT IN ('queued', 'waiting', 'running') THEN
+        RETURN QUERY SELECT false, sr.status;
+        RETURN;
+    END IF;
+    PERFORM trawl_cancel_stages(sr.run_id, 0::smallint, p_reason);
+    PERFORM trawl_end_run(sr.run_id, 'cancelled', p_reason);
+    RETURN QUERY SELECT true, sr.status;
+END
+$$;
+
+-- Puts a failed or cancelled task back in the queue with a fresh budget of attempts. Its
+-- run goes on from its first stage that did not succeed (this one, or an earlier one also
+-- failed or cancelled: retrying a later stage alone would leave it waiting for ever); the
+-- later failed or cancelled stages wait for it again.
+CREATE OR REPLACE FUNCTION trawl_retry_task(p_job_id TEXT, p_queue TEXT)
+RETURNS TABLE (applied BOOLEAN, status TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+    first_open SMALLINT;
+    head TEXT;
+    rest TEXT[];
+BEGIN
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM runs r WHERE r.id = sr.run_id FOR UPDATE;
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
+    IF sr.status NOT IN ('failed', 'cancelled') THEN
+        RETURN QUERY SELECT false, sr.status;
+        RETURN;
+    END IF;
+    SELECT min(s.ordinal) INTO first_open FROM stage_runs s
+     WHERE s.run_id = sr.run_id AND s.status <> 'succeeded';
+    WITH reset AS (
+        UPDATE stage_runs s
+           SET status = CASE WHEN s.ordinal = first_open THEN 'queued' ELSE 'waiting' END,
+               finished_at = NULL, last_error = NULL, queued_at = now()
+         WHERE s.run_id = sr.run_id AND s.ordinal >= first_open
+           AND s.status IN ('failed', 'cancelled')
+        RETURNING s.job_id, s.ordinal)
+    SELECT (SELECT job_id FROM reset WHERE ordinal = first_open),
+           ARRAY(SELECT job_id FROM reset WHERE ordinal <> first_open)
+      INTO head, rest;
+    UPDATE apalis.jobs SET attempts = 0, last_result = NULL WHERE id = ANY(rest || head);
+    PERFORM trawl_park_jobs(rest);
+    PERFORM trawl_release_jobs(ARRAY[head], p_queue);
+    UPDATE runs r SET status = CASE WHEN r.started_at IS NULL THEN 'queued' ELSE 'running' END,
+           finished_at = NULL, error = NULL
+     WHERE r.id = sr.run_id;
+    RETURN QUERY SELECT true, sr.status;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Jobs of other queues (reindex.batch): closed and retried by their worker
+-- ---------------------------------------------------------------------------------------
+
+-- A failed attempt of job p_job_id: back to the queue after p_delay_secs (apalis fetches
+-- Failed jobs below max_attempts only, so a job whose attempts are spent stays failed).
+CREATE OR REPLACE FUNCTION trawl_retry_job(p_job_id TEXT, p_error TEXT, p_delay_secs FLOAT8)
+RETURNS VOID LANGUAGE sql AS $$
+    UPDATE apalis.jobs SET status = 'Failed', last_result = jsonb_build_object('Err', p_error),
+           attempts = attempts + 1, lock_by = NULL, lock_at = NULL,
+           run_at = now() + make_interval(secs => p_delay_secs)
+     WHERE id = p_job_id
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Consequences
+-- ---------------------------------------------------------------------------------------
+
+-- A run that ends failed or cancelled after SYNC recorded its changes, but before the
+-- keyword index took them in, leaves files whose recorded hash is newer than what the
+-- index holds. Their stat is forgotten, so the next SYNC reads and hashes them again and
+-- finds them changed: the index heals on the next run. (Vectors and summaries heal by
+-- themselves: those stages take whatever lacks one.) The trigger is a migration's.
+CREATE OR REPLACE FUNCTION trawl_forget_unindexed_files() RETURNS TRIGGER
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM stage_runs s
+                    WHERE s.run_id = NEW.id AND s.stage = 'bm25_index' AND s.status = 'succeeded') THEN
+        UPDATE files f SET mtime_ns = -1, content_hash = NULL
+          FROM run_items i
+         WHERE i.run_id = NEW.id AND f.repository_id = NEW.repository_id AND f.path = i.path;
+    END IF;
+    RETURN NULL;
+END
+$$;

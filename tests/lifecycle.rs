@@ -1,0 +1,288 @@
+//! The lifecycle's SQL (src/store/lifecycle.sql) against its model
+//! (trawl::domain::lifecycle): random sequences of workers' and operators' events, each
+//! applied to both, the states compared after every step; and every run, whatever was done
+//! to it, can still end.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use trawl::domain::lifecycle::{BeginOutcome, Event, JobStatus, Outcome, RunState};
+use trawl::domain::{PriorityClass, RunStatus, Stage, StageStatus, Trigger};
+use trawl::store::Store;
+use trawl::store::lifecycle::{Begin, RunControlError};
+use trawl::store::runs::NewRun;
+use trawl::store::tasks::TaskError;
+
+use crate::support::TestDb;
+
+const WORKER: &str = "trawl-lifecycle-test";
+
+/// One run's state as the database holds it.
+async fn state_of(store: &Store, run_id: i64) -> RunState {
+    let (run, started): (String, bool) =
+        sqlx::query_as("SELECT status, started_at IS NOT NULL FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.status, j.status FROM stage_runs s JOIN apalis.jobs j ON j.id = s.job_id
+         WHERE s.run_id = $1 ORDER BY s.ordinal",
+    )
+    .bind(run_id)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 5);
+    let mut stages = [StageStatus::Waiting; 5];
+    let mut jobs = [JobStatus::Waiting; 5];
+    for (i, (s, j)) in rows.iter().enumerate() {
+        stages[i] = StageStatus::parse(s).unwrap();
+        jobs[i] = JobStatus::parse(j).unwrap();
+    }
+    RunState {
+        run: RunStatus::parse(&run).unwrap(),
+        stages,
+        jobs,
+        started,
+    }
+}
+
+/// What the database did with an event: its outcome as the model words it, or refused.
+async fn apply_sql(store: &Store, run_id: i64, jobs: &[String; 5], event: Event) -> Result<Outcome, String> {
+    let job = |s: Stage| jobs[s.ordinal() as usize].clone();
+    let run_refusal = |r: Result<_, RunControlError>| match r {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(RunControlError::WrongState { refused, .. }) => Err(refused.to_string()),
+        Err(e) => panic!("{event:?}: {e}"),
+    };
+    let task_refusal = |r: Result<_, TaskError>| match r {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(e @ (TaskError::NotRetryable { .. } | TaskError::NotCancellable { .. })) => {
+            Err(e.to_string())
+        }
+        Err(e) => panic!("{event:?}: {e}"),
+    };
+    match event {
+        Event::Begin(s) => {
+            let claims = store.claim_stages(WORKER, 1).await.unwrap();
+            assert_eq!(claims.len(), 1, "{event:?}: the model has a claimable job");
+            assert_eq!(claims[0].job_id, job(s), "{event:?}: claimed another stage's job");
+            Ok(Outcome::Begun(match claims[0].begin.clone().unwrap().unwrap() {
+                Begin::Proceed { .. } => BeginOutcome::Proceed,
+                Begin::Wait => BeginOutcome::Wait,
+                Begin::Nothing { .. } => BeginOutcome::Nothing,
+            }))
+        }
+        Event::Succeed(s) | Event::SucceedUpToDate(s) => {
+            let up_to_date = matches!(event, Event::SucceedUpToDate(_));
+            store
+                .complete_stages(&[(job(s), serde_json::json!({}), up_to_date)])
+                .await
+                .unwrap();
+            Ok(Outcome::Applied)
+        }
+        Event::Retry(s) => {
+            store.retry_stage(&job(s), "flaky", std::time::Duration::ZERO).await.unwrap();
+            Ok(Outcome::Applied)
+        }
+        Event::Fail(s) => {
+            store.fail_stage(&job(s), "broken").await.unwrap();
+            Ok(Outcome::Applied)
+        }
+        Event::Stop(s) => {
+            store.stop_stage(&job(s)).await.unwrap();
+            Ok(Outcome::Applied)
+        }
+        Event::Abandon(s) => {
+            store.abandon_jobs(WORKER, Some(&[job(s)])).await.unwrap();
+            Ok(Outcome::Applied)
+        }
+        Event::Pause => run_refusal(store.pause_run(run_id).await),
+        Event::Resume => run_refusal(store.resume_run(run_id).await),
+        Event::Cancel => run_refusal(store.cancel_run(run_id, "test").await),
+        Event::RetryTask(s) => task_refusal(store.retry_task(&job(s)).await),
+        Event::CancelTask(s) => task_refusal(store.cancel_task(&job(s), "test").await),
+    }
+}
+
+/// The next event: a worker claims what is due, reports on a stage it holds, or an
+/// operator acts (sometimes where the model refuses).
+fn next_event(rng: &mut StdRng, model: &RunState, held: &[bool; 5]) -> Option<Event> {
+    let stage = |rng: &mut StdRng| Stage::ALL[rng.random_range(0..5)];
+    match rng.random_range(0..10) {
+        0..=4 => Stage::ALL
+            .into_iter()
+            .find(|s| model.jobs[s.ordinal() as usize].is_claimable())
+            .map(Event::Begin),
+        5..=7 => {
+            let s = Stage::ALL.into_iter().find(|s| held[s.ordinal() as usize])?;
+            Some(match rng.random_range(0..12) {
+                0..=4 if s == Stage::Sync && rng.random_bool(0.3) => Event::SucceedUpToDate(s),
+                0..=4 => Event::Succeed(s),
+                5 | 6 => Event::Retry(s),
+                7 => Event::Fail(s),
+                8..=10 => Event::Stop(s),
+                _ => Event::Abandon(s),
+            })
+        }
+        _ => Some(match rng.random_range(0..11) {
+            0 | 1 => Event::Pause,
+            2 | 3 => Event::Resume,
+            4 => Event::Cancel,
+            5 | 6 => Event::RetryTask(stage(rng)),
+            7 | 8 => Event::CancelTask(stage(rng)),
+            // A job that cannot run (a malformed payload) is failed for good, whatever
+            // its stage's status.
+            _ => Event::Fail(stage(rng)),
+        }),
+    }
+}
+
+async fn enqueue(store: &Store, repository_id: i64) -> (i64, [String; 5]) {
+    let run_id = store
+        .enqueue_run(&NewRun {
+            repository_id,
+            trigger: Trigger::User,
+            origin: "test".into(),
+            priority: PriorityClass::Normal,
+            scope: serde_json::json!({ "kind": "project" }),
+            full: false,
+            // Never spent here: retries are the model's events, not the budget's.
+            max_attempts: [1000; 5],
+        })
+        .await
+        .unwrap()
+        .run_id();
+    let jobs: Vec<String> =
+        sqlx::query_scalar("SELECT job_id FROM stage_runs WHERE run_id = $1 ORDER BY ordinal")
+            .bind(run_id)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    (run_id, jobs.try_into().unwrap())
+}
+
+/// The database ends the run as the model does: workers abandon what they hold, the run is
+/// resumed if paused, and workers take what is due and succeed at it.
+async fn drive_to_the_end(store: &Store, run_id: i64, jobs: &[String; 5]) -> RunState {
+    store.abandon_jobs(WORKER, None).await.unwrap();
+    let _ = store.resume_run(run_id).await;
+    for _ in 0..20 {
+        let state = state_of(store, run_id).await;
+        if state.run.is_finished() {
+            return state;
+        }
+        let Some(claim) = store.claim_stages(WORKER, 1).await.unwrap().pop() else {
+            panic!("run {run_id} cannot end: nothing is due in {state:?}");
+        };
+        if let Some(Ok(Begin::Proceed { .. })) = claim.begin {
+            store
+                .complete_stages(&[(claim.job_id, serde_json::json!({}), false)])
+                .await
+                .unwrap();
+        }
+    }
+    let state = state_of(store, run_id).await;
+    assert!(state.run.is_finished(), "run {run_id} ({jobs:?}) did not end: {state:?}");
+    state
+}
+
+#[tokio::test]
+async fn the_sql_of_every_transition_does_what_the_model_says() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let repository_id = store
+        .register_repository("directory", "/lifecycle-test", "", "lifecycle")
+        .await
+        .unwrap()
+        .id;
+    // Claims name a worker apalis knows (jobs.lock_by references apalis.workers).
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ($1, $2, 'test', '', now())",
+    )
+    .bind(WORKER)
+    .bind(trawl::store::lifecycle::STAGE_QUEUE)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let seed: u64 = std::env::var("TRAWL_LIFECYCLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261207);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut seen = std::collections::HashSet::new();
+    let (mut steps, mut refused) = (0, 0);
+    for sequence in 0..300 {
+        let (run_id, jobs) = enqueue(store, repository_id).await;
+        let mut model = RunState::new();
+        let mut held = [false; 5];
+        let mut trail = Vec::new();
+        // Half the sequences start further on: the first stages done, as a worker does them.
+        let ahead = if rng.random_bool(0.5) { rng.random_range(1..5) } else { 0 };
+        let mut forced: std::collections::VecDeque<Event> = Stage::ALL[..ahead]
+            .iter()
+            .flat_map(|s| [Event::Begin(*s), Event::Succeed(*s)])
+            .collect();
+        for _ in 0..2 * ahead + rng.random_range(1..60) {
+            let event = match forced.pop_front() {
+                Some(e) => e,
+                None => match next_event(&mut rng, &model, &held) {
+                    Some(e) => e,
+                    None => continue,
+                },
+            };
+            trail.push(event);
+            let expected = model.apply(event);
+            let got = apply_sql(store, run_id, &jobs, event).await;
+            let context = || format!("seed {seed}, sequence {sequence}, run {run_id}: {trail:?}");
+            match (&expected, &got) {
+                (Ok((_, Outcome::Begun(want))), Ok(Outcome::Begun(have))) => {
+                    assert_eq!(want, have, "{}", context())
+                }
+                (Ok(_), Ok(_)) => {}
+                (Err(want), Err(have)) => {
+                    refused += 1;
+                    assert!(
+                        have.contains(&format!("is {}", want.status)),
+                        "{}: the model refused with {want}, the store with {have}",
+                        context()
+                    );
+                }
+                _ => panic!("{}: the model said {expected:?}, the store {got:?}", context()),
+            }
+            if let Ok((next, outcome)) = expected {
+                model = next;
+                match event {
+                    Event::Begin(s) if outcome == Outcome::Begun(BeginOutcome::Proceed) => {
+                        held[s.ordinal() as usize] = true
+                    }
+                    Event::Succeed(s)
+                    | Event::SucceedUpToDate(s)
+                    | Event::Retry(s)
+                    | Event::Fail(s)
+                    | Event::Stop(s)
+                    | Event::Abandon(s) => held[s.ordinal() as usize] = false,
+                    _ => {}
+                }
+            }
+            let db_state = state_of(store, run_id).await;
+            assert_eq!(db_state, model, "{}", context());
+            assert_eq!(model.check(), Ok(()), "{}", context());
+            seen.insert(model);
+            steps += 1;
+        }
+        let end = drive_to_the_end(store, run_id, &jobs).await;
+        assert!(end.run.is_finished());
+    }
+    // The sequences reached every one of the model's states (with this seed), and refusals.
+    let all = trawl::domain::lifecycle::reachable_states();
+    let missed: Vec<&RunState> = all.iter().filter(|s| !seen.contains(*s)).collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} states not reached in {steps} steps: {missed:?}",
+        missed.len(),
+        all.len()
+    );
+    assert!(refused > 20, "only {refused} refusals in {steps} steps");
+}
