@@ -1,6 +1,8 @@
 //! trawl's integration tests: one binary, one module per area, all against a real
 //! PostgreSQL with pgvector (see `support`).
 
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod api;

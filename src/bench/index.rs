@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::pipeline::PipelineContext;
 use crate::search::{Mode, Query, Searcher};
 use crate::service::index;
+use crate::store::Store;
 use crate::store::runs::StageRun;
-use crate::store::{Store, StoreError};
 
 /// The scratch database the benchmark creates and drops.
 pub const BENCH_DB: &str = "trawl_bench_index";
@@ -221,30 +221,16 @@ fn stage_figures(stages: &[StageRun], files: i64) -> Vec<StageFigure> {
 }
 
 pub(super) async fn counts(store: &Store, repo: i64) -> Result<(i64, i64, i64), BenchError> {
-    Ok(sqlx::query_as(
-        "SELECT (SELECT count(*) FROM files WHERE repository_id = $1 AND skip_reason IS NULL),
-                (SELECT count(*) FROM snippets WHERE repository_id = $1),
-                (SELECT count(*) FROM snippet_vectors v JOIN snippets s ON s.id = v.snippet_id
-                  WHERE s.repository_id = $1 AND v.kind = 'code')",
-    )
-    .bind(repo)
-    .fetch_one(store.pool())
-    .await
-    .map_err(StoreError::from)?)
+    Ok(store.bench_counts(repo).await?)
 }
 
 /// Appends a small function to the first Python file (by path) that has snippets, or else
 /// the first file with snippets; returns its path.
 async fn edit_one_file(store: &Store, repo: i64, corpus: &Path) -> Result<String, BenchError> {
-    let path: String = sqlx::query_scalar(
-        "SELECT path FROM snippets WHERE repository_id = $1
-         ORDER BY language IS DISTINCT FROM 'python', path LIMIT 1",
-    )
-    .bind(repo)
-    .fetch_optional(store.pool())
-    .await
-    .map_err(StoreError::from)?
-    .ok_or_else(|| BenchError::Input("the corpus gave no snippets".into()))?;
+    let path = store
+        .bench_file_to_edit(repo)
+        .await?
+        .ok_or_else(|| BenchError::Input("the corpus gave no snippets".into()))?;
     let file = corpus.join(&path);
     let mut text = std::fs::read(&file).map_err(|e| BenchError::Input(format!("{path}: {e}")))?;
     text.extend_from_slice(
@@ -257,13 +243,7 @@ async fn edit_one_file(store: &Store, repo: i64, corpus: &Path) -> Result<String
 /// Queries made from the corpus itself: the words of definition names (`parse_config_file`
 /// → "parse config file") and the opening words of docstrings.
 pub(super) async fn corpus_queries(store: &Store, n: usize) -> Result<Vec<String>, BenchError> {
-    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT name, doc FROM snippets WHERE name IS NOT NULL ORDER BY md5(id::text) LIMIT $1",
-    )
-    .bind((n * 4) as i64)
-    .fetch_all(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let rows = store.bench_names_and_docs((n * 4) as i64).await?;
     let mut out = Vec::with_capacity(n);
     for (i, (name, doc)) in rows.into_iter().enumerate() {
         let q = match (i % 2, name, doc) {

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::database;
 use crate::domain::{PriorityClass, Trigger};
 use crate::store::runs::NewRun;
-use crate::store::{Store, StoreError, admin};
+use crate::store::{Store, admin};
 
 /// The scratch database the benchmark creates and drops.
 pub const BENCH_DB: &str = "trawl_bench_queue";
@@ -126,14 +126,7 @@ async fn one_pass(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_until_finished(store, &paced).await?;
-    let waits: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM started_at - queued_at)::float8 * 1000 FROM stage_runs
-         WHERE run_id = ANY($1) AND started_at IS NOT NULL",
-    )
-    .bind(&paced)
-    .fetch_all(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let waits = store.bench_enqueue_to_start_ms(&paced).await?;
     drop(workers);
 
     Ok(QueuePass {
@@ -184,15 +177,7 @@ async fn enqueue_parallel(
 async fn wait_until_finished(store: &Store, runs: &[i64]) -> Result<(), BenchError> {
     let mut last = (usize::MAX, Instant::now());
     loop {
-        // The unfinished-runs index answers this without touching the finished ones.
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running') AND id = ANY($1)",
-        )
-        .bind(runs)
-        .fetch_one(store.pool())
-        .await
-        .map_err(StoreError::from)?;
-        let open = open as usize;
+        let open = store.bench_open_runs(runs).await? as usize;
         if open == 0 {
             return Ok(());
         }
@@ -210,15 +195,7 @@ async fn wait_until_finished(store: &Store, runs: &[i64]) -> Result<(), BenchErr
 
 /// Tasks worked by `runs` and the seconds from the first start to the last finish.
 async fn span_of(store: &Store, runs: &[i64]) -> Result<(usize, f64), BenchError> {
-    let (tasks, secs): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'succeeded'),
-                extract(epoch FROM max(finished_at) - min(started_at))::float8
-         FROM stage_runs WHERE run_id = ANY($1)",
-    )
-    .bind(runs)
-    .fetch_one(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let (tasks, secs) = store.bench_span(runs).await?;
     Ok((tasks as usize, secs.unwrap_or(0.0)))
 }
 

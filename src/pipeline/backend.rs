@@ -108,16 +108,12 @@ impl Persistence for StagePersistence {
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), StoreError> {
         let mut tx = self.store.pool().begin().await?;
         self.rescue_orphans(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-             VALUES ($1, $2, 'TrawlJobBackend', $3, now())
-             ON CONFLICT (id) DO UPDATE SET worker_type = EXCLUDED.worker_type,
-                 storage_name = EXCLUDED.storage_name, layers = EXCLUDED.layers, last_seen = now()",
+        crate::store::workers::register_worker(
+            &mut tx,
+            worker.name(),
+            self.queue,
+            worker.get_service(),
         )
-        .bind(worker.name())
-        .bind(self.queue)
-        .bind(worker.get_service())
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())

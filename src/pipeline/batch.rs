@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::PipelineContext;
 use crate::domain::{PriorityClass, Trigger};
+pub use crate::store::batches::BatchItem;
 use crate::store::runs::NewRun;
 use crate::store::vectors::VectorKind;
 use crate::store::{Store, StoreError};
@@ -119,18 +120,10 @@ impl BatchPayload {
 
 /// Enqueues a batch job; returns its id.
 pub async fn submit(store: &Store, payload: &BatchPayload) -> Result<String, StoreError> {
-    let id = ulid::Ulid::generate().to_string();
-    sqlx::query(
-        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-         VALUES ($1, $2, $3, 'Pending', 0, $4, now(), 0)",
-    )
-    .bind(&id)
-    .bind(QUEUE)
-    .bind(serde_json::to_vec(payload).expect("a payload serialises"))
-    .bind(POLICY.max_attempts)
-    .execute(store.pool())
-    .await?;
-    Ok(id)
+    let payload = serde_json::to_vec(payload).expect("a payload serialises");
+    store
+        .insert_batch_job(QUEUE, &payload, POLICY.max_attempts)
+        .await
 }
 
 /// Runs the batch job `job_id` with `payload` (raw) and closes it: Done with a report,
@@ -159,12 +152,7 @@ pub async fn handle(ctx: Arc<PipelineContext>, job_id: String, payload: Vec<u8>)
 /// Works the items not recorded yet; returns the counts.
 async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<Value, StoreError> {
     let store = &ctx.store;
-    let recorded: Vec<String> = sqlx::query_scalar(
-        "SELECT item FROM batch_items WHERE job_id = $1 AND status IN ('done', 'skipped')",
-    )
-    .bind(job_id)
-    .fetch_all(store.pool())
-    .await?;
+    let recorded = store.recorded_batch_items(job_id).await?;
     for r in &p.repositories {
         let item = format!("repository:{}", r.repository_id);
         if recorded.contains(&item) {
@@ -183,12 +171,7 @@ async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<V
             .collect();
         reembed_items(ctx, job_id, &todo).await?;
     }
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM batch_items WHERE job_id = $1 GROUP BY status",
-    )
-    .bind(job_id)
-    .fetch_all(store.pool())
-    .await?;
+    let counts = store.batch_item_counts(job_id).await?;
     Ok(json!(
         counts
             .into_iter()
@@ -291,19 +274,9 @@ async fn record(
     message: &str,
     run_id: Option<i64>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO batch_items (job_id, item, status, message, run_id) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (job_id, item) DO UPDATE SET status = EXCLUDED.status,
-             message = EXCLUDED.message, run_id = EXCLUDED.run_id, at = now()",
-    )
-    .bind(job_id)
-    .bind(item)
-    .bind(status)
-    .bind(message)
-    .bind(run_id)
-    .execute(store.pool())
-    .await?;
-    Ok(())
+    store
+        .record_batch_item(job_id, item, status, message, run_id)
+        .await
 }
 
 async fn close(store: &Store, job_id: &str, status: &str, result: Value) -> Result<(), StoreError> {
@@ -328,37 +301,17 @@ pub struct BatchStatus {
     pub items: Vec<BatchItem>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct BatchItem {
-    pub item: String,
-    pub status: String,
-    pub message: Option<String>,
-    pub run_id: Option<i64>,
-}
-
 pub async fn status(store: &Store, job_id: &str) -> Result<Option<BatchStatus>, StoreError> {
-    let row: Option<(String, i32, i32, Option<Value>)> = sqlx::query_as(
-        "SELECT status, attempts, max_attempts, last_result FROM apalis.jobs WHERE id = $1 AND job_type = $2",
-    )
-    .bind(job_id)
-    .bind(QUEUE)
-    .fetch_optional(store.pool())
-    .await?;
-    let Some((status, attempts, max_attempts, last_result)) = row else {
+    let Some(job) = store.batch_job(job_id, QUEUE).await? else {
         return Ok(None);
     };
-    let items = sqlx::query_as(
-        "SELECT item, status, message, run_id FROM batch_items WHERE job_id = $1 ORDER BY item",
-    )
-    .bind(job_id)
-    .fetch_all(store.pool())
-    .await?;
+    let items = store.batch_items(job_id).await?;
     Ok(Some(BatchStatus {
         job_id: job_id.into(),
-        status,
-        attempts,
-        max_attempts,
-        last_result,
+        status: job.status,
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+        last_result: job.last_result,
         items,
     }))
 }

@@ -126,11 +126,7 @@ async fn keep_alive_while_draining(
             _ = stop.wait_for(|stopped| *stopped) => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let _ =
-            sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE starts_with(id, $1)")
-                .bind(&name)
-                .execute(store.pool())
-                .await;
+        let _ = store.keep_workers_alive(&name).await;
     }
 }
 
@@ -193,12 +189,7 @@ fn worker_name() -> String {
 /// Puts the jobs this worker still holds back in the queue and marks the worker gone, so
 /// `trawl index --wait` does not count on it.
 async fn release_held_jobs(ctx: &PipelineContext, name: &str) -> u64 {
-    let _ = sqlx::query(
-        "UPDATE apalis.workers SET last_seen = now() - interval '1 day' WHERE starts_with(id, $1)",
-    )
-    .bind(name)
-    .execute(ctx.store.pool())
-    .await;
+    let _ = ctx.store.mark_workers_gone(name).await;
     ctx.store.abandon_jobs(name, None).await.unwrap_or(0)
 }
 

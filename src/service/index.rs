@@ -232,13 +232,7 @@ async fn register_git(
 
 /// Whether some worker process on the stage queue sent a heartbeat recently.
 pub async fn workers_alive(store: &Store, within: Duration) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM apalis.workers WHERE worker_type = $1 AND last_seen > now() - make_interval(secs => $2))",
-    )
-    .bind(STAGE_QUEUE)
-    .bind(within.as_secs_f64())
-    .fetch_one(store.pool())
-    .await?)
+    store.workers_alive(STAGE_QUEUE, within).await
 }
 
 /// Waits until run `run_id` ends, calling `on_snapshot` with its progress snapshots (the

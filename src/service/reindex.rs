@@ -12,6 +12,7 @@ use crate::domain::scope::Scope;
 use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::stages::sync::plan_sync;
 use crate::store::audit::NewAuditEntry;
+pub use crate::store::runs::ItemFailure;
 use crate::store::runs::{Enqueued, NewRun, Repository, Run};
 use crate::store::{Store, StoreError};
 
@@ -309,22 +310,10 @@ pub struct ReindexResult {
     pub summaries_written: i64,
 }
 
-/// A file a run could not process.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct ItemFailure {
-    pub path: String,
-    pub error: Option<String>,
-}
-
 /// Sums up a finished run from its result and items.
 pub async fn result_of(store: &Store, run: &Run) -> Result<ReindexResult, StoreError> {
     let (completed, failed) = store.item_counts(run.id).await?;
-    let failures = sqlx::query_as::<_, ItemFailure>(
-        "SELECT path, message AS error FROM run_items WHERE run_id = $1 AND status = 'failed' ORDER BY path",
-    )
-    .bind(run.id)
-    .fetch_all(store.pool())
-    .await?;
+    let failures = store.failed_items(run.id).await?;
     let n = |stage: &str, key: &str| run.result[stage][key].as_i64().unwrap_or(0);
     Ok(ReindexResult {
         run_id: run.id,

@@ -26,15 +26,7 @@ pub struct Tick {
 
 /// Enqueues a background run for each repository whose last sync is older than `every`.
 pub async fn tick(store: &Store, every: Duration, max_attempts: u32) -> Result<Tick, StoreError> {
-    let due: Vec<i64> = sqlx::query_scalar(
-        "SELECT r.id FROM repositories r
-         WHERE (r.last_synced_at IS NULL OR r.last_synced_at <= now() - make_interval(secs => $1))
-           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.repository_id = r.id AND x.status IN ('queued', 'running', 'paused'))
-         ORDER BY r.last_synced_at NULLS FIRST, r.id",
-    )
-    .bind(every.as_secs_f64())
-    .fetch_all(store.pool())
-    .await?;
+    let due = store.repositories_due(every).await?;
     let mut out = Tick {
         due: due.len(),
         ..Tick::default()

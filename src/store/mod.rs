@@ -4,8 +4,12 @@
 //! (in later modules) reads and writes repositories, files, snippets, vectors, runs and the
 //! audit log. It knows nothing of the embedded cluster: it is handed a URL.
 
+#![allow(clippy::disallowed_methods)]
+
 pub mod admin;
 pub mod audit;
+pub mod batches;
+pub mod bench;
 mod error;
 pub mod files;
 pub mod lifecycle;
@@ -15,6 +19,7 @@ pub mod snippets;
 pub mod tasks;
 pub mod vectors;
 pub mod versions;
+pub mod workers;
 
 use std::time::Duration;
 

@@ -76,6 +76,13 @@ pub struct RunItem {
     pub duration_ms: Option<i32>,
 }
 
+/// A file a run could not process.
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
+pub struct ItemFailure {
+    pub path: String,
+    pub error: Option<String>,
+}
+
 /// What a new run is.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -252,6 +259,33 @@ impl Store {
         )
         .bind(run_id)
         .bind(failed_only)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The files run `run_id` failed, with their errors, by path: what `--wait` reports.
+    pub async fn failed_items(&self, run_id: i64) -> Result<Vec<ItemFailure>, StoreError> {
+        Ok(sqlx::query_as::<_, ItemFailure>(
+            "SELECT path, message AS error FROM run_items WHERE run_id = $1 AND status = 'failed' ORDER BY path",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The repositories due for a background sync: last synced `every` ago or never, and
+    /// no run unfinished; the longest unsynced first. The scheduler reads this each tick.
+    pub async fn repositories_due(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.id FROM repositories r
+             WHERE (r.last_synced_at IS NULL OR r.last_synced_at <= now() - make_interval(secs => $1))
+               AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.repository_id = r.id AND x.status IN ('queued', 'running', 'paused'))
+             ORDER BY r.last_synced_at NULLS FIRST, r.id",
+        )
+        .bind(every.as_secs_f64())
         .fetch_all(&self.pool)
         .await?)
     }
