@@ -48,7 +48,12 @@ async fn state_of(store: &Store, run_id: i64) -> RunState {
 }
 
 /// What the database did with an event: its outcome as the model words it, or refused.
-async fn apply_sql(store: &Store, run_id: i64, jobs: &[String; 5], event: Event) -> Result<Outcome, String> {
+async fn apply_sql(
+    store: &Store,
+    run_id: i64,
+    jobs: &[String; 5],
+    event: Event,
+) -> Result<Outcome, String> {
     let job = |s: Stage| jobs[s.ordinal() as usize].clone();
     let run_refusal = |r: Result<_, RunControlError>| match r {
         Ok(_) => Ok(Outcome::Applied),
@@ -66,12 +71,18 @@ async fn apply_sql(store: &Store, run_id: i64, jobs: &[String; 5], event: Event)
         Event::Begin(s) => {
             let claims = store.claim_stages(WORKER, 1).await.unwrap();
             assert_eq!(claims.len(), 1, "{event:?}: the model has a claimable job");
-            assert_eq!(claims[0].job_id, job(s), "{event:?}: claimed another stage's job");
-            Ok(Outcome::Begun(match claims[0].begin.clone().unwrap().unwrap() {
-                Begin::Proceed { .. } => BeginOutcome::Proceed,
-                Begin::Wait => BeginOutcome::Wait,
-                Begin::Nothing { .. } => BeginOutcome::Nothing,
-            }))
+            assert_eq!(
+                claims[0].job_id,
+                job(s),
+                "{event:?}: claimed another stage's job"
+            );
+            Ok(Outcome::Begun(
+                match claims[0].begin.clone().unwrap().unwrap() {
+                    Begin::Proceed { .. } => BeginOutcome::Proceed,
+                    Begin::Wait => BeginOutcome::Wait,
+                    Begin::Nothing { .. } => BeginOutcome::Nothing,
+                },
+            ))
         }
         Event::Succeed(s) | Event::SucceedUpToDate(s) => {
             let up_to_date = matches!(event, Event::SucceedUpToDate(_));
@@ -82,7 +93,10 @@ async fn apply_sql(store: &Store, run_id: i64, jobs: &[String; 5], event: Event)
             Ok(Outcome::Applied)
         }
         Event::Retry(s) => {
-            store.retry_stage(&job(s), "flaky", std::time::Duration::ZERO).await.unwrap();
+            store
+                .retry_stage(&job(s), "flaky", std::time::Duration::ZERO)
+                .await
+                .unwrap();
             Ok(Outcome::Applied)
         }
         Event::Fail(s) => {
@@ -115,7 +129,9 @@ fn next_event(rng: &mut StdRng, model: &RunState, held: &[bool; 5]) -> Option<Ev
             .find(|s| model.jobs[s.ordinal() as usize].is_claimable())
             .map(Event::Begin),
         5..=7 => {
-            let s = Stage::ALL.into_iter().find(|s| held[s.ordinal() as usize])?;
+            let s = Stage::ALL
+                .into_iter()
+                .find(|s| held[s.ordinal() as usize])?;
             Some(match rng.random_range(0..12) {
                 0..=4 if s == Stage::Sync && rng.random_bool(0.3) => Event::SucceedUpToDate(s),
                 0..=4 => Event::Succeed(s),
@@ -183,7 +199,10 @@ async fn drive_to_the_end(store: &Store, run_id: i64, jobs: &[String; 5]) -> Run
         }
     }
     let state = state_of(store, run_id).await;
-    assert!(state.run.is_finished(), "run {run_id} ({jobs:?}) did not end: {state:?}");
+    assert!(
+        state.run.is_finished(),
+        "run {run_id} ({jobs:?}) did not end: {state:?}"
+    );
     state
 }
 
@@ -219,7 +238,11 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
         let mut held = [false; 5];
         let mut trail = Vec::new();
         // Half the sequences start further on: the first stages done, as a worker does them.
-        let ahead = if rng.random_bool(0.5) { rng.random_range(1..5) } else { 0 };
+        let ahead = if rng.random_bool(0.5) {
+            rng.random_range(1..5)
+        } else {
+            0
+        };
         let mut forced: std::collections::VecDeque<Event> = Stage::ALL[..ahead]
             .iter()
             .flat_map(|s| [Event::Begin(*s), Event::Succeed(*s)])
@@ -249,7 +272,10 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
                         context()
                     );
                 }
-                _ => panic!("{}: the model said {expected:?}, the store {got:?}", context()),
+                _ => panic!(
+                    "{}: the model said {expected:?}, the store {got:?}",
+                    context()
+                ),
             }
             if let Ok((next, outcome)) = expected {
                 model = next;
@@ -285,4 +311,68 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
         all.len()
     );
     assert!(refused > 20, "only {refused} refusals in {steps} steps");
+}
+
+/// A run's priority class is the one it was asked for, under one set of names: a
+/// background SYNC (priority 50, as high as a normal run's ENRICH) is `low`, not `user`.
+#[tokio::test]
+async fn tasks_and_queue_stats_name_the_class_a_run_was_asked_for() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let mut asked = Vec::new();
+    for (i, class) in [
+        PriorityClass::Low,
+        PriorityClass::Normal,
+        PriorityClass::High,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repository_id = store
+            .register_repository("directory", &format!("/class-test-{i}"), "", "class")
+            .await
+            .unwrap()
+            .id;
+        let run_id = store
+            .enqueue_run(&NewRun {
+                repository_id,
+                trigger: if class == PriorityClass::Low {
+                    Trigger::Background
+                } else {
+                    Trigger::User
+                },
+                origin: "test".into(),
+                priority: class,
+                scope: serde_json::json!({ "kind": "project" }),
+                full: false,
+                max_attempts: [3; 5],
+            })
+            .await
+            .unwrap()
+            .run_id();
+        asked.push((run_id, class));
+    }
+    for (run_id, class) in &asked {
+        let sync = &store.stage_runs(*run_id).await.unwrap()[0];
+        let task = store.task(&sync.job_id).await.unwrap().unwrap();
+        assert_eq!(task.priority_class, class.as_str(), "run {run_id}'s SYNC");
+        assert_eq!(
+            store.run(*run_id).await.unwrap().priority_class,
+            class.as_str()
+        );
+    }
+    let low_sync = store.stage_runs(asked[0].0).await.unwrap()[0]
+        .job_id
+        .clone();
+    assert_eq!(
+        store.task(&low_sync).await.unwrap().unwrap().priority,
+        Some(50)
+    );
+    let stats = store.queue_stats().await.unwrap();
+    let classes: std::collections::BTreeSet<&str> = stats
+        .cells
+        .iter()
+        .map(|c| c.priority_class.as_str())
+        .collect();
+    assert_eq!(classes, ["high", "low", "normal"].into_iter().collect());
 }

@@ -217,7 +217,12 @@ impl RunState {
             Event::Begin(s) => {
                 let i = s.ordinal() as usize;
                 if !self.jobs[i].is_claimable() {
-                    return Err(refuse_stage(event, s, self.jobs[i].as_str(), "a queued job"));
+                    return Err(refuse_stage(
+                        event,
+                        s,
+                        self.jobs[i].as_str(),
+                        "a queued job",
+                    ));
                 }
                 n.begin(s)
             }
@@ -429,10 +434,16 @@ impl RunState {
         let open: Vec<usize> = (0..5).filter(|&i| is_open(self.stages[i])).collect();
         if self.run.is_finished() {
             if !open.is_empty() {
-                return Err(format!("a {} run has open stages {open:?}", self.run.as_str()));
+                return Err(format!(
+                    "a {} run has open stages {open:?}",
+                    self.run.as_str()
+                ));
             }
             if let Some(i) = (0..5).find(|&i| !self.jobs[i].is_closed()) {
-                return Err(format!("a finished run's job {i} is still {}", self.jobs[i].as_str()));
+                return Err(format!(
+                    "a finished run's job {i} is still {}",
+                    self.jobs[i].as_str()
+                ));
             }
             return Ok(());
         }
@@ -442,13 +453,22 @@ impl RunState {
             .copied()
             .ok_or_else(|| format!("a {} run has no open stage", self.run.as_str()))?;
         if (0..first).any(|i| self.stages[i] != StageStatus::Succeeded) {
-            return Err(format!("stages before {first} did not all succeed: {:?}", self.stages));
+            return Err(format!(
+                "stages before {first} did not all succeed: {:?}",
+                self.stages
+            ));
         }
         if (first + 1..5).any(|i| self.stages[i] != StageStatus::Waiting) {
-            return Err(format!("stages after {first} are not all waiting: {:?}", self.stages));
+            return Err(format!(
+                "stages after {first} are not all waiting: {:?}",
+                self.stages
+            ));
         }
         if (first + 1..5).any(|i| self.jobs[i] != JobStatus::Waiting) {
-            return Err(format!("jobs after {first} are not all parked: {:?}", self.jobs));
+            return Err(format!(
+                "jobs after {first} are not all parked: {:?}",
+                self.jobs
+            ));
         }
         let job = self.jobs[first];
         let consistent = match self.stages[first] {
@@ -520,7 +540,10 @@ fn is_open(s: StageStatus) -> bool {
 pub fn run_allows(event: Event, status: RunStatus) -> Result<(), Refused> {
     use RunStatus::*;
     let (ok, allowed) = match event {
-        Event::Pause => (matches!(status, Queued | Running), "a queued or running run"),
+        Event::Pause => (
+            matches!(status, Queued | Running),
+            "a queued or running run",
+        ),
         Event::Resume => (status == Paused, "a paused run"),
         Event::Cancel => (!status.is_finished(), "a queued, running or paused run"),
         _ => (true, ""),
@@ -612,7 +635,9 @@ mod tests {
 
     fn run(events: &[Event]) -> RunState {
         events.iter().fold(RunState::new(), |s, e| {
-            s.apply(*e).unwrap_or_else(|r| panic!("{e:?} refused: {r}")).0
+            s.apply(*e)
+                .unwrap_or_else(|r| panic!("{e:?} refused: {r}"))
+                .0
         })
     }
 
@@ -637,9 +662,15 @@ mod tests {
 
     #[test]
     fn an_up_to_date_sync_skips_the_rest() {
-        let s = run(&[Event::Begin(Stage::Sync), Event::SucceedUpToDate(Stage::Sync)]);
+        let s = run(&[
+            Event::Begin(Stage::Sync),
+            Event::SucceedUpToDate(Stage::Sync),
+        ]);
         assert_eq!(s.run, RunStatus::Succeeded);
-        assert_eq!(all_stages(s), [Succeeded, Skipped, Skipped, Skipped, Skipped]);
+        assert_eq!(
+            all_stages(s),
+            [Succeeded, Skipped, Skipped, Skipped, Skipped]
+        );
         assert_eq!(s.check(), Ok(()));
     }
 
@@ -660,7 +691,10 @@ mod tests {
             Event::Fail(Stage::Extract),
         ]);
         assert_eq!(s.run, RunStatus::Failed);
-        assert_eq!(all_stages(s), [Succeeded, Failed, Cancelled, Cancelled, Cancelled]);
+        assert_eq!(
+            all_stages(s),
+            [Succeeded, Failed, Cancelled, Cancelled, Cancelled]
+        );
         assert_eq!(s.check(), Ok(()));
     }
 
@@ -673,12 +707,20 @@ mod tests {
         assert_eq!(s.run, RunStatus::Queued, "it never started");
         assert_eq!((s.stages[0], s.jobs[0]), (Queued, JobStatus::Pending));
         // A stage at work when the run is paused stops after its batch and is parked.
-        let s = run(&[Event::Begin(Stage::Sync), Event::Pause, Event::Stop(Stage::Sync)]);
+        let s = run(&[
+            Event::Begin(Stage::Sync),
+            Event::Pause,
+            Event::Stop(Stage::Sync),
+        ]);
         assert_eq!((s.stages[0], s.jobs[0]), (Waiting, JobStatus::Waiting));
         let s = s.apply(Event::Resume).unwrap().0;
         assert_eq!((s.run, s.stages[0]), (RunStatus::Running, Queued));
         // Succeeding while paused does not release the next stage.
-        let s = run(&[Event::Begin(Stage::Sync), Event::Pause, Event::Succeed(Stage::Sync)]);
+        let s = run(&[
+            Event::Begin(Stage::Sync),
+            Event::Pause,
+            Event::Succeed(Stage::Sync),
+        ]);
         assert_eq!((s.stages[1], s.jobs[1]), (Waiting, JobStatus::Waiting));
         assert!(s.can_end());
     }
@@ -691,7 +733,9 @@ mod tests {
             err.to_string(),
             "cannot pause the run: it is cancelled (only a queued or running run can be)"
         );
-        let err = RunState::new().apply(Event::RetryTask(Stage::Sync)).unwrap_err();
+        let err = RunState::new()
+            .apply(Event::RetryTask(Stage::Sync))
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot retry stage sync: it is queued (only a failed or cancelled task can be)"
@@ -703,7 +747,11 @@ mod tests {
     #[test]
     fn a_worker_report_on_a_cancelled_stage_is_ignored() {
         let s = run(&[Event::Begin(Stage::Sync), Event::Cancel]);
-        for e in [Event::Succeed(Stage::Sync), Event::Retry(Stage::Sync), Event::Fail(Stage::Sync)] {
+        for e in [
+            Event::Succeed(Stage::Sync),
+            Event::Retry(Stage::Sync),
+            Event::Fail(Stage::Sync),
+        ] {
             assert_eq!(s.apply(e).unwrap(), (s, Outcome::Ignored));
         }
         // Stopping closes the job the worker still held.
@@ -723,7 +771,10 @@ mod tests {
             Event::RetryTask(Stage::Enrich),
         ]);
         assert_eq!(s.run, RunStatus::Running);
-        assert_eq!(all_stages(s), [Succeeded, Queued, Waiting, Waiting, Waiting]);
+        assert_eq!(
+            all_stages(s),
+            [Succeeded, Queued, Waiting, Waiting, Waiting]
+        );
         assert_eq!(s.jobs[1], JobStatus::Pending);
         assert_eq!(s.check(), Ok(()));
         assert!(s.can_end());
@@ -749,6 +800,10 @@ mod tests {
             assert!(s.can_end(), "stuck: {s:?}");
         }
         let finished = states.iter().filter(|s| s.run.is_finished()).count();
-        assert!(states.len() > 50 && finished > 10, "explored {} states", states.len());
+        assert!(
+            states.len() > 50 && finished > 10,
+            "explored {} states",
+            states.len()
+        );
     }
 }

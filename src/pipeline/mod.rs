@@ -134,9 +134,13 @@ impl From<ProviderError> for StageError {
 }
 
 impl From<KeywordError> for StageError {
-    /// The index directory is local state: a failure there (disk full, a lock) may pass.
+    /// Lock contention and I/O may pass; corruption and an unusable directory do not.
     fn from(e: KeywordError) -> Self {
-        StageError::Retryable(e.to_string())
+        if e.is_retryable() {
+            StageError::Retryable(e.to_string())
+        } else {
+            StageError::Permanent(e.to_string())
+        }
     }
 }
 

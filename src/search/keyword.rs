@@ -37,6 +37,29 @@ pub enum KeywordError {
     Tantivy(#[from] tantivy::TantivyError),
 }
 
+impl KeywordError {
+    /// Whether running the stage again can help: another writer's lock, an I/O error (a
+    /// full disk may be freed) or a thread that died may pass; a corrupt or incompatible
+    /// index, an unusable directory or a schema mismatch will not (rebuild the index with
+    /// `trawl keyword-index rebuild`).
+    pub fn is_retryable(&self) -> bool {
+        use tantivy::TantivyError as T;
+        match self {
+            KeywordError::Open { .. } => false,
+            KeywordError::Tantivy(e) => matches!(
+                e,
+                T::LockFailure(..)
+                    | T::IoError(_)
+                    | T::Poisoned
+                    | T::ErrorInThread(_)
+                    | T::SystemError(_)
+                    | T::OpenReadError(_)
+                    | T::OpenWriteError(_)
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Fields {
     snippet_id: Field,
@@ -371,6 +394,34 @@ fn add_documents(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another writer's lock may pass, so the stage retries; a corrupt index will not, so
+    /// it fails for good (and says to rebuild).
+    #[test]
+    fn lock_contention_is_retryable_and_corruption_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = KeywordIndex::open(dir.path()).unwrap();
+        let b = KeywordIndex::open(dir.path()).unwrap();
+        let held: IndexWriter = a.index.writer_with_num_threads(1, WRITER_MEMORY).unwrap();
+        let err = b.replace_files(1, &[], &file_version(0)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeywordError::Tantivy(tantivy::TantivyError::LockFailure(..))
+            ),
+            "{err}"
+        );
+        assert!(err.is_retryable(), "{err}");
+        drop(held);
+        b.replace_files(1, &[], &file_version(0)).unwrap();
+        drop((a, b));
+
+        std::fs::write(dir.path().join("meta.json"), "{ not json").unwrap();
+        let err = KeywordIndex::open(dir.path())
+            .err()
+            .expect("a corrupt index does not open");
+        assert!(!err.is_retryable(), "{err}");
+    }
 
     /// Version `v` of one file's snippets: the same two functions, bodies naming `v`, new
     /// snippet ids each time (as re-extracting a changed file gives).

@@ -230,7 +230,11 @@ impl Store {
 
     /// Gives back the jobs workers named `worker…` hold (only `ids`, when given): back in
     /// the queue, as they were before the claim. How many.
-    pub async fn abandon_jobs(&self, worker: &str, ids: Option<&[String]>) -> Result<u64, StoreError> {
+    pub async fn abandon_jobs(
+        &self,
+        worker: &str,
+        ids: Option<&[String]>,
+    ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT trawl_abandon_jobs($1, $2)")
             .bind(worker)
             .bind(ids)
@@ -241,7 +245,12 @@ impl Store {
 
     /// Closes a job of another queue (a batch job) with `status` (`Done` or `Killed`) and
     /// `result`, its attempt counted.
-    pub async fn close_job(&self, job_id: &str, status: &str, result: &Value) -> Result<(), StoreError> {
+    pub async fn close_job(
+        &self,
+        job_id: &str,
+        status: &str,
+        result: &Value,
+    ) -> Result<(), StoreError> {
         sqlx::query("SELECT trawl_close_jobs(ARRAY[$1], $2, $3, true)")
             .bind(job_id)
             .bind(status)

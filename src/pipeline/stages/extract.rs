@@ -140,7 +140,10 @@ fn guarded(item: &ExtractItem, f: impl FnOnce() -> ExtractedFile) -> ExtractedFi
             path: item.path.clone(),
             language: item.language.clone(),
             snippets: Vec::new(),
-            error: Some(format!("the parser failed on {} (a panic: {why})", item.path)),
+            error: Some(format!(
+                "the parser failed on {} (a panic: {why})",
+                item.path
+            )),
             note: None,
             duration_ms: 0,
             lines_total: 0,
@@ -219,7 +222,10 @@ mod tests {
         for f in &files {
             if f.path == "m1.py" {
                 let err = f.error.as_deref().unwrap();
-                assert!(err.contains("m1.py") && err.contains("tree-sitter blew up"), "{err}");
+                assert!(
+                    err.contains("m1.py") && err.contains("tree-sitter blew up"),
+                    "{err}"
+                );
                 assert!(f.snippets.is_empty());
             } else {
                 assert_eq!(f.error, None, "{}", f.path);
