@@ -1024,3 +1024,50 @@ async fn status_reports_line_coverage_and_every_line_is_in_a_snippet() {
     let human = crate::support::trawl_in(&db, &["status"]).stdout;
     assert!(human.contains("coverage 100.0%"), "{human}");
 }
+
+/// A batch job whose provider refuses it for good (a 401) fails at once instead of being
+/// retried until its attempts are spent; a 503 is retried.
+#[tokio::test]
+async fn a_batch_job_fails_for_good_on_a_401_and_retries_a_503() {
+    use trawl::pipeline::batch::{self, BatchPayload};
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.py"),
+        "def double(x):\n    return 2 * x\n",
+    )
+    .unwrap();
+    index(&ctx, dir.path().to_str().unwrap()).await;
+    let snippet: i64 = sqlx::query_scalar("SELECT min(id) FROM snippets")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    for (status, want, attempts) in [(401, "Killed", 1), (503, "Failed", 1)] {
+        let (url, seen) = stub(vec![(status, r#"{"error":{"message":"no"}}"#.into())]).await;
+        let mut config = db.config();
+        config.embedding.provider = trawl::config::EmbeddingProvider::Http;
+        config.embedding.base_url = url;
+        config.embedding.model = "stub-model".into();
+        let http = PipelineContext::new(db.store.clone(), config);
+        let payload = BatchPayload {
+            repositories: vec![],
+            snippets: vec![snippet],
+            priority: trawl::domain::PriorityClass::Normal,
+        };
+        let job = batch::submit(&db.store, &payload).await.unwrap();
+        batch::handle(http, job.clone(), serde_json::to_vec(&payload).unwrap()).await;
+        let (job_status, job_attempts): (String, i32) =
+            sqlx::query_as("SELECT status, attempts FROM apalis.jobs WHERE id = $1")
+                .bind(&job)
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            (job_status.as_str(), job_attempts),
+            (want, attempts),
+            "a {status}"
+        );
+        assert!(!seen.lock().unwrap().is_empty(), "the provider was asked");
+    }
+}

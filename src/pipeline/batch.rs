@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::PipelineContext;
+use super::{PipelineContext, StageError};
 use crate::domain::{PriorityClass, Trigger};
 pub use crate::store::batches::BatchItem;
 use crate::store::runs::NewRun;
@@ -127,7 +127,8 @@ pub async fn submit(store: &Store, payload: &BatchPayload) -> Result<String, Sto
 }
 
 /// Runs the batch job `job_id` with `payload` (raw) and closes it: Done with a report,
-/// Killed for an invalid payload, or Failed to be retried after a backoff.
+/// Killed for an invalid payload or a failure that cannot pass, or Failed to be retried
+/// after a backoff (a lost connection, a provider's 429 or 5xx, a timeout).
 pub async fn handle(ctx: Arc<PipelineContext>, job_id: String, payload: Vec<u8>) {
     let store = &ctx.store;
     let outcome = match BatchPayload::decode(&payload) {
@@ -137,6 +138,11 @@ pub async fn handle(ctx: Arc<PipelineContext>, job_id: String, payload: Vec<u8>)
         }
         Ok(p) => match tokio::time::timeout(POLICY.timeout, work(&ctx, &job_id, &p)).await {
             Ok(Ok(report)) => close(store, &job_id, "Done", json!({ "Ok": report })).await,
+            // A provider's 401, a refused request: running it again cannot help.
+            Ok(Err(StageError::Permanent(msg))) => {
+                tracing::error!(job = %job_id, error = %msg, "batch job failed for good");
+                close(store, &job_id, "Killed", json!({ "Err": msg })).await
+            }
             Ok(Err(e)) => retry(store, &job_id, &e.to_string()).await,
             Err(_) => {
                 let msg = format!("timed out after {} s", POLICY.timeout.as_secs());
@@ -150,7 +156,7 @@ pub async fn handle(ctx: Arc<PipelineContext>, job_id: String, payload: Vec<u8>)
 }
 
 /// Works the items not recorded yet; returns the counts.
-async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<Value, StoreError> {
+async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<Value, StageError> {
     let store = &ctx.store;
     let recorded = store.recorded_batch_items(job_id).await?;
     for r in &p.repositories {
@@ -222,12 +228,9 @@ async fn reindex_item(
 }
 
 /// Snippets: each one that exists is embedded again; a missing one is a failed item.
-async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Result<(), StoreError> {
+async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Result<(), StageError> {
     let store = &ctx.store;
-    let embedder = ctx
-        .embedder()
-        .await
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let embedder = ctx.embedder().await?;
     for chunk in ids.chunks(super::stages::embeddings::BATCH as usize) {
         let texts = store.code_texts(chunk).await?;
         for id in chunk {
@@ -247,10 +250,8 @@ async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Resu
             continue;
         }
         let embedded: Vec<i64> = texts.iter().map(|t| t.snippet_id).collect();
-        // Any failure here fails the attempt, which is retried (see `handle`).
-        super::stages::embeddings::embed_and_store(ctx, &embedder, VectorKind::Code, texts)
-            .await
-            .map_err(|e| StoreError::Connection(format!("embedding: {e}")))?;
+        // A failure here fails the attempt: retried if it can pass (see `handle`).
+        super::stages::embeddings::embed_and_store(ctx, &embedder, VectorKind::Code, texts).await?;
         for id in embedded {
             record(
                 store,

@@ -26,8 +26,8 @@ pub struct BatchItem {
 }
 
 impl Store {
-    /// Enqueues a batch job with `payload` in `queue`, ready to run now; returns its id.
-    // A job-status write outside `lifecycle.sql`, for now.
+    /// Enqueues a batch job with `payload` in `queue`, ready to run now
+    /// (`trawl_create_job`); returns its id.
     pub async fn insert_batch_job(
         &self,
         queue: &str,
@@ -35,16 +35,13 @@ impl Store {
         max_attempts: i32,
     ) -> Result<String, StoreError> {
         let id = ulid::Ulid::generate().to_string();
-        sqlx::query(
-            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, now(), 0)",
-        )
-        .bind(&id)
-        .bind(queue)
-        .bind(payload)
-        .bind(max_attempts)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("SELECT trawl_create_job($1, $2, $3, $4)")
+            .bind(&id)
+            .bind(queue)
+            .bind(payload)
+            .bind(max_attempts)
+            .execute(&self.pool)
+            .await?;
         Ok(id)
     }
 

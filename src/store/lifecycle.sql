@@ -601,8 +601,16 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------
--- Jobs of other queues (reindex.batch): closed and retried by their worker
+-- Jobs of other queues (reindex.batch): created, closed and retried
 -- ---------------------------------------------------------------------------------------
+
+-- A new job p_id of p_queue, due now (apalis' insert trigger wakes the workers).
+CREATE OR REPLACE FUNCTION trawl_create_job(p_id TEXT, p_queue TEXT, p_payload BYTEA,
+                                            p_max_attempts INT) RETURNS VOID
+LANGUAGE sql AS $$
+    INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+    VALUES (p_id, p_queue, p_payload, 'Pending', 0, p_max_attempts, now(), 0)
+$$;
 
 -- A failed attempt of job p_job_id: back to the queue after p_delay_secs (apalis fetches
 -- Failed jobs below max_attempts only, so a job whose attempts are spent stays failed).
