@@ -15,3 +15,4 @@ mod pipeline;
 mod recovery;
 mod reindex;
 mod security;
+mod services;

@@ -13,6 +13,8 @@ use crate::search::SearchError;
 use crate::service::index::IndexError;
 use crate::service::reindex::ReindexError;
 use crate::service::reingest::ReingestError;
+use crate::service::repositories::RepositoryError;
+use crate::service::search::SearchRequestError;
 use crate::service::status::StatusError;
 use crate::store::StoreError;
 use crate::store::lifecycle::RunControlError;
@@ -102,9 +104,6 @@ impl From<IndexError> for ApiError {
                 e.to_string(),
             ),
             IndexError::Git(_) => ApiError::bad_request("git_failed", e.to_string()),
-            IndexError::UnknownRepository { .. } => {
-                ApiError::not_found("unknown_repository", e.to_string())
-            }
             IndexError::WorkerStopped { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "worker_stopped",
@@ -118,9 +117,7 @@ impl From<IndexError> for ApiError {
 impl From<ReindexError> for ApiError {
     fn from(e: ReindexError) -> ApiError {
         match e {
-            ReindexError::UnknownRepository { .. } => {
-                ApiError::not_found("unknown_repository", e.to_string())
-            }
+            ReindexError::Repository(e) => e.into(),
             ReindexError::Unreadable { .. } => {
                 ApiError::conflict("repository_unreadable", e.to_string())
             }
@@ -133,11 +130,23 @@ impl From<ReindexError> for ApiError {
 impl From<ReingestError> for ApiError {
     fn from(e: ReingestError) -> ApiError {
         match e {
-            ReingestError::UnknownRepository { .. } => {
-                ApiError::not_found("unknown_repository", e.to_string())
-            }
+            ReingestError::Repository(e) => e.into(),
             ReingestError::Store(e) => e.into(),
             _ => ApiError::bad_request("invalid_reingest", e.to_string()),
+        }
+    }
+}
+
+impl From<RepositoryError> for ApiError {
+    fn from(e: RepositoryError) -> ApiError {
+        match e {
+            RepositoryError::Unknown { .. } => {
+                ApiError::not_found("unknown_repository", e.to_string())
+            }
+            RepositoryError::Ambiguous { .. } => {
+                ApiError::bad_request("ambiguous_repository", e.to_string())
+            }
+            RepositoryError::Store(e) => e.into(),
         }
     }
 }
@@ -145,9 +154,7 @@ impl From<ReingestError> for ApiError {
 impl From<StatusError> for ApiError {
     fn from(e: StatusError) -> ApiError {
         match e {
-            StatusError::UnknownRepository { .. } => {
-                ApiError::not_found("unknown_repository", e.to_string())
-            }
+            StatusError::Repository(e) => e.into(),
             StatusError::Store(e) => e.into(),
         }
     }
@@ -166,6 +173,20 @@ impl From<SearchError> for ApiError {
                 "search_unavailable",
                 e.to_string(),
             ),
+        }
+    }
+}
+
+impl From<SearchRequestError> for ApiError {
+    fn from(e: SearchRequestError) -> ApiError {
+        match e {
+            SearchRequestError::Limit(_)
+            | SearchRequestError::UnknownLanguage { .. }
+            | SearchRequestError::UnknownKind { .. } => {
+                ApiError::bad_request("invalid_query", e.to_string())
+            }
+            SearchRequestError::Repository(e) => e.into(),
+            SearchRequestError::Search(e) => e.into(),
         }
     }
 }

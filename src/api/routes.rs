@@ -21,7 +21,7 @@ use super::AppState;
 use super::answers;
 use super::error::{ApiError, Body, Id, OptionalBody, Params};
 use crate::domain::PriorityClass;
-use crate::search::{MAX_QUERY_CHARS, Mode, Query, Results};
+use crate::search::{MAX_QUERY_CHARS, Mode, Results};
 use crate::service::control::{RunAction, control_run, control_task};
 use crate::service::progress::{Follower, Snapshot};
 use crate::service::reindex::{self, ReindexRequest, ScopeKind};
@@ -898,34 +898,31 @@ async fn search_post(
     search(&state, body).await.map(Json)
 }
 
-/// Runs a search for the API or the MCP server, timing it for the metrics.
+/// Runs a search (`service::search`) for the API or the MCP server, timing it for the
+/// metrics.
 pub async fn search(state: &AppState, body: SearchBody) -> Result<Results, ApiError> {
-    let limit = body.limit.unwrap_or(10);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit {limit} is out of range: give 1 to 1000"),
-        ));
-    }
-    let mut repository_ids = Vec::new();
-    for selector in &body.repositories {
-        repository_ids.extend(repository_id(state, Some(selector)).await?);
-    }
-    let query = Query {
-        text: body.query,
-        mode: body.mode,
-        repository_ids,
-        languages: body.languages.iter().map(|l| l.to_lowercase()).collect(),
-        kinds: body.kinds.iter().map(|k| k.to_lowercase()).collect(),
-        path: body.path,
-        limit: usize::from(limit),
-    };
+    let mode = body.mode;
     let started = std::time::Instant::now();
-    let results = state.searcher.search(&query).await?;
+    let results =
+        crate::service::search::search(&state.store, &state.searcher, body.into()).await?;
     state
         .metrics
-        .observe_search(query.mode, started.elapsed().as_secs_f64());
+        .observe_search(mode, started.elapsed().as_secs_f64());
     Ok(results)
+}
+
+impl From<SearchBody> for crate::service::search::SearchRequest {
+    fn from(b: SearchBody) -> Self {
+        crate::service::search::SearchRequest {
+            query: b.query,
+            mode: b.mode,
+            repositories: b.repositories,
+            languages: b.languages,
+            kinds: b.kinds,
+            path: b.path,
+            limit: b.limit,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -938,18 +935,7 @@ struct RunsParams {
 
 /// Resolves an optional repository selector to its id; an unknown one is a 404.
 async fn repository_id(state: &AppState, selector: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(selector) = selector else {
-        return Ok(None);
-    };
-    match state.store.find_repository(selector).await? {
-        Some(r) => Ok(Some(r.id)),
-        None => Err(ApiError::not_found(
-            "unknown_repository",
-            format!(
-                "no repository {selector}: give a repository id, or the path or URL it was indexed from"
-            ),
-        )),
-    }
+    Ok(crate::service::repositories::resolve_id(&state.store, selector).await?)
 }
 
 fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {

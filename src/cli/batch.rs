@@ -67,11 +67,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             }
             let mut items = Vec::new();
             for sel in &repositories {
-                let Some(repo) = store.find_repository(sel).await? else {
-                    anyhow::bail!(
-                        "no repository {sel}: give a repository id, or the path or URL it was indexed from"
-                    );
-                };
+                let repo = crate::service::repositories::resolve(&store, sel)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e} (`trawl status` lists them)"))?;
                 let version = store
                     .current_index_version(repo.id)
                     .await?

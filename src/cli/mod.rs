@@ -147,13 +147,9 @@ async fn repository_id(
     store: &crate::store::Store,
     selector: Option<String>,
 ) -> anyhow::Result<Option<i64>> {
-    let Some(sel) = selector else { return Ok(None) };
-    match store.find_repository(&sel).await? {
-        Some(r) => Ok(Some(r.id)),
-        None => anyhow::bail!(
-            "no repository {sel}: give a repository id or the path it was indexed from"
-        ),
-    }
+    crate::service::repositories::resolve_id(store, selector.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (`trawl status` lists them)"))
 }
 
 /// `s` for a terminal: control characters (an escape sequence hidden in a file name or a

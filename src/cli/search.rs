@@ -3,7 +3,8 @@ use std::io::IsTerminal;
 
 use crate::config::Config;
 use crate::database;
-use crate::search::{Hit, Mode, Query, Searcher, tokenizer};
+use crate::search::{Hit, Mode, Searcher, tokenizer};
+use crate::service::search::{SearchRequest, SearchRequestError};
 
 /// Search indexed code.
 ///
@@ -53,23 +54,24 @@ pub struct Args {
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
-    let mut repository_ids = Vec::new();
-    for sel in args.repos {
-        if let Some(id) = super::repository_id(&store, Some(sel)).await? {
-            repository_ids.push(id);
-        }
-    }
-    let query = Query {
-        text: args.query,
+    let text = args.query;
+    let request = SearchRequest {
+        query: text.clone(),
         mode: args.mode,
-        repository_ids,
-        languages: args.languages.iter().map(|l| l.to_lowercase()).collect(),
-        kinds: args.kinds.iter().map(|k| k.to_lowercase()).collect(),
+        repositories: args.repos,
+        languages: args.languages,
+        kinds: args.kinds,
         path: args.path,
-        limit: args.limit as usize,
+        limit: Some(args.limit),
     };
-    let searcher = Searcher::new(store, config.clone());
-    let results = searcher.search(&query).await?;
+    let searcher = Searcher::new(store.clone(), config.clone());
+    let results = match crate::service::search::search(&store, &searcher, request).await {
+        Ok(r) => r,
+        Err(e @ SearchRequestError::Repository(_)) => {
+            anyhow::bail!("{e} (`trawl status` lists them)")
+        }
+        Err(e) => return Err(e.into()),
+    };
     for w in &results.warnings {
         eprintln!("warning: {w}");
     }
@@ -78,11 +80,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if results.hits.is_empty() {
-        println!("no results for {:?}", query.text);
+        println!("no results for {text:?}");
         return Ok(0);
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let terms: HashSet<String> = tokenizer::query_tokens(&query.text).into_iter().collect();
+    let terms: HashSet<String> = tokenizer::query_tokens(&text).into_iter().collect();
     for (i, hit) in results.hits.iter().enumerate() {
         print_hit(i + 1, hit, &terms, color);
     }

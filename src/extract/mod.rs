@@ -695,3 +695,16 @@ fn windows_of(lines: &[&str], first_row: usize, ordinal: i32) -> Vec<Snippet> {
 
 #[cfg(test)]
 mod tests;
+
+/// Every kind of snippet extraction makes, sorted: the grammars' definition kinds,
+/// `method` (a function inside a type) and `chunk` (lines outside any definition).
+pub fn kinds() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = languages::ALL
+        .iter()
+        .flat_map(|s| s.defs.iter().map(|(_, kind)| *kind))
+        .chain(["method", "chunk"])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}

@@ -25,7 +25,7 @@ use crate::domain::PriorityClass;
 use crate::service::control::{RunAction, control_run};
 use crate::service::progress::Snapshot;
 use crate::service::reindex::{self, ReindexRequest, ScopeKind};
-use crate::service::status;
+use crate::service::{search, status};
 
 /// The tools, over one application state.
 #[derive(Clone)]
@@ -175,7 +175,19 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<SearchBody>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(async { Ok(json!(routes::search(&self.state, args?).await?)) }.await)
+        reply(
+            async {
+                let body = args?;
+                let mode = body.mode;
+                let started = std::time::Instant::now();
+                let results =
+                    search::search(&self.state.store, &self.state.searcher, body.into()).await?;
+                let took = started.elapsed().as_secs_f64();
+                self.state.metrics.observe_search(mode, took);
+                Ok(json!(results))
+            }
+            .await,
+        )
     }
 
     #[tool(

@@ -11,7 +11,8 @@ use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::PipelineContext;
 use crate::sources::git;
 use crate::store::lifecycle::STAGE_QUEUE;
-use crate::store::runs::{Enqueued, NewRun, Repository, Run};
+use crate::store::repositories::Repository;
+use crate::store::runs::{Enqueued, NewRun, Run};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +39,6 @@ pub enum IndexError {
     NotADirectory { path: String },
     #[error(transparent)]
     Git(#[from] crate::sources::git::GitError),
-    #[error(
-        "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl runs list`)"
-    )]
-    UnknownRepository { selector: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -6,5 +6,7 @@ pub mod index;
 pub mod progress;
 pub mod reindex;
 pub mod reingest;
+pub mod repositories;
 pub mod scheduler;
+pub mod search;
 pub mod status;

@@ -13,7 +13,8 @@ use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::stages::sync::plan_sync;
 use crate::store::audit::NewAuditEntry;
 pub use crate::store::runs::ItemFailure;
-use crate::store::runs::{Enqueued, NewRun, Repository, Run};
+use crate::store::repositories::Repository;
+use crate::store::runs::{Enqueued, NewRun, Run};
 use crate::store::{Store, StoreError};
 
 /// The kinds of scope, as the CLI and API name them.
@@ -60,10 +61,8 @@ pub struct ReindexRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReindexError {
-    #[error(
-        "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl runs list`)"
-    )]
-    UnknownRepository { selector: String },
+    #[error(transparent)]
+    Repository(#[from] crate::service::repositories::RepositoryError),
     #[error("--scope {scope} takes no --path (it covers {what})")]
     PathsNotTaken {
         scope: &'static str,
@@ -143,12 +142,7 @@ pub async fn plan(
     config: &Config,
     request: &ReindexRequest,
 ) -> Result<ReindexPlan, ReindexError> {
-    let repository = store
-        .find_repository(&request.repository)
-        .await?
-        .ok_or_else(|| ReindexError::UnknownRepository {
-            selector: request.repository.clone(),
-        })?;
+    let repository = crate::service::repositories::resolve(store, &request.repository).await?;
     let root = crate::pipeline::stages::source_dir(config, &repository).map_err(|detail| {
         ReindexError::Unreadable {
             root: repository.source.clone(),

@@ -34,10 +34,8 @@ pub enum ReingestError {
     NothingSelected,
     #[error("--all and --repo exclude each other: give one")]
     AllAndSome,
-    #[error(
-        "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl status`)"
-    )]
-    UnknownRepository { selector: String },
+    #[error(transparent)]
+    Repository(#[from] crate::service::repositories::RepositoryError),
     #[error("unknown language {language}: trawl knows {known}")]
     UnknownLanguage { language: String, known: String },
     #[error("--batch-size must be at least 1")]
@@ -142,11 +140,7 @@ async fn reingest_unaudited(
         return Err(ReingestError::NothingSelected);
     }
     for selector in &request.repositories {
-        let repo = store.find_repository(selector).await?.ok_or_else(|| {
-            ReingestError::UnknownRepository {
-                selector: selector.clone(),
-            }
-        })?;
+        let repo = crate::service::repositories::resolve(store, selector).await?;
         if !ids.contains(&repo.id) {
             ids.push(repo.id);
         }

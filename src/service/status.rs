@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::service::progress::Snapshot;
-use crate::store::runs::Repository;
+use crate::store::repositories::Repository;
 use crate::store::versions::IndexVersion;
 use crate::store::{Store, StoreError};
 
@@ -28,10 +28,8 @@ pub struct RepositoryStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error(
-        "no repository {selector}: give a repository id, or the path or URL it was indexed from (see `trawl status`)"
-    )]
-    UnknownRepository { selector: String },
+    #[error(transparent)]
+    Repository(#[from] crate::service::repositories::RepositoryError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,14 +41,7 @@ pub async fn status(
     selector: Option<&str>,
 ) -> Result<Vec<RepositoryStatus>, StatusError> {
     let repositories = match selector {
-        Some(sel) => match store.find_repository(sel).await? {
-            Some(r) => vec![r],
-            None => {
-                return Err(StatusError::UnknownRepository {
-                    selector: sel.to_string(),
-                });
-            }
-        },
+        Some(sel) => vec![crate::service::repositories::resolve(store, sel).await?],
         None => store.list_repositories().await?,
     };
     let mut out = Vec::with_capacity(repositories.len());

@@ -14,6 +14,7 @@ mod error;
 pub mod files;
 pub mod lifecycle;
 pub mod metrics;
+pub mod repositories;
 pub mod runs;
 pub mod snippets;
 pub mod tasks;

@@ -1,5 +1,5 @@
-//! Repositories, runs, stage runs and run items: creating runs and reading them. Their
-//! transitions are [`super::lifecycle`]'s.
+//! Runs, stage runs and run items: creating runs and reading them. Their transitions are
+//! [`super::lifecycle`]'s.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -7,17 +7,6 @@ use sqlx::{FromRow, Postgres, Transaction};
 
 use super::{Store, StoreError, lifecycle};
 use crate::domain::{PriorityClass, RunStatus, Stage, Trigger};
-
-#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
-pub struct Repository {
-    pub id: i64,
-    pub source_kind: String,
-    pub source: String,
-    pub git_ref: String,
-    pub name: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub last_synced_at: Option<chrono::DateTime<chrono::Utc>>,
-}
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, FromRow, schemars::JsonSchema)]
 pub struct Run {
@@ -116,65 +105,6 @@ impl Enqueued {
 }
 
 impl Store {
-    /// Registers a repository, or returns the one with the same source and ref. Safe against
-    /// concurrent registration of the same source.
-    pub async fn register_repository(
-        &self,
-        kind: &str,
-        source: &str,
-        git_ref: &str,
-        name: &str,
-    ) -> Result<Repository, StoreError> {
-        Ok(sqlx::query_as(
-            "INSERT INTO repositories (source_kind, source, git_ref, name) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (source, git_ref) DO UPDATE SET source_kind = repositories.source_kind
-             RETURNING *",
-        )
-        .bind(kind)
-        .bind(source)
-        .bind(git_ref)
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    /// A repository by id, or by the path/URL it was registered from.
-    pub async fn find_repository(&self, selector: &str) -> Result<Option<Repository>, StoreError> {
-        // Postgres text holds no NUL, so no source has one (and the query would fail).
-        if selector.contains('\0') {
-            return Ok(None);
-        }
-        if let Ok(id) = selector.parse::<i64>() {
-            let by_id = sqlx::query_as("SELECT * FROM repositories WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            if by_id.is_some() {
-                return Ok(by_id);
-            }
-        }
-        Ok(
-            sqlx::query_as("SELECT * FROM repositories WHERE source = $1 ORDER BY git_ref LIMIT 1")
-                .bind(selector)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    pub async fn repository(&self, id: i64) -> Result<Repository, StoreError> {
-        sqlx::query_as("SELECT * FROM repositories WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("repository {id}")))
-    }
-
-    pub async fn list_repositories(&self) -> Result<Vec<Repository>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM repositories ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
     /// Creates a run with its five stage runs and five stage jobs, in one transaction: SYNC
     /// ready to run, the rest parked until their predecessor succeeds.
     ///
@@ -269,23 +199,6 @@ impl Store {
             "SELECT path, message AS error FROM run_items WHERE run_id = $1 AND status = 'failed' ORDER BY path",
         )
         .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// The repositories due for a background sync: last synced `every` ago or never, and
-    /// no run unfinished; the longest unsynced first. The scheduler reads this each tick.
-    pub async fn repositories_due(
-        &self,
-        every: std::time::Duration,
-    ) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT r.id FROM repositories r
-             WHERE (r.last_synced_at IS NULL OR r.last_synced_at <= now() - make_interval(secs => $1))
-               AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.repository_id = r.id AND x.status IN ('queued', 'running', 'paused'))
-             ORDER BY r.last_synced_at NULLS FIRST, r.id",
-        )
-        .bind(every.as_secs_f64())
         .fetch_all(&self.pool)
         .await?)
     }

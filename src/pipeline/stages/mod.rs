@@ -14,7 +14,8 @@ use serde_json::Value;
 use super::job::StageJob;
 use super::{PipelineContext, StageError};
 use crate::domain::Stage;
-use crate::store::runs::{Repository, Run};
+use crate::store::repositories::Repository;
+use crate::store::runs::Run;
 
 /// What a finished stage reports.
 #[derive(Debug, Clone, Default)]
