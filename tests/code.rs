@@ -688,11 +688,15 @@ async fn the_local_model_matches_sentence_transformers_reference_vectors() {
     // The graph computes what sentence-transformers computes, in fp32: no more than
     // rounding apart.
     assert!(onnx_worst < 1e-4, "onnx: max difference {onnx_worst}");
-    let candle =
-        LocalEmbedder::load_with(&dir, EmbeddingRuntime::Candle, &config.onnxruntime_lib())
-            .unwrap();
-    assert_eq!(candle.engine(), "candle");
-    compare_with_reference(&candle);
+    // The candle engine, in builds that have it.
+    #[cfg(feature = "candle")]
+    {
+        let candle =
+            LocalEmbedder::load_with(&dir, EmbeddingRuntime::Candle, &config.onnxruntime_lib())
+                .unwrap();
+        assert_eq!(candle.engine(), "candle");
+        compare_with_reference(&candle);
+    }
     // Asked for ONNX Runtime where there is none: a clear error, not a silent fallback.
     let err = LocalEmbedder::load_with(
         &dir,

@@ -2,11 +2,13 @@
 //! `trawl setup` fills. Output matches sentence-transformers: token embeddings mean-pooled
 //! over the attention mask, then L2-normalised.
 //!
-//! Two engines run it. ONNX Runtime (loaded at run time from the library set-up installs)
-//! runs `model.onnx`, which set-up builds from the weights with pooling and normalisation
-//! inside the graph; measured here it embeds about twice as fast as candle, and faster
-//! than sentence-transformers on PyTorch. candle runs `model.safetensors` in pure Rust,
-//! the fallback when ONNX Runtime or model.onnx is missing (or `embedding.runtime` says so).
+//! ONNX Runtime (loaded at run time from the library set-up installs) runs `model.onnx`,
+//! which set-up builds from the weights with pooling and normalisation inside the graph;
+//! measured here it embeds about twice as fast as candle, and faster than
+//! sentence-transformers on PyTorch. Builds with the `candle` feature have a second engine:
+//! candle runs `model.safetensors` in pure Rust, the fallback when ONNX Runtime or
+//! model.onnx is missing (or `embedding.runtime` says so). Without the feature,
+//! `embedding.runtime = "candle"` is refused and "auto" needs ONNX Runtime and model.onnx.
 //!
 //! The shipped tokenizer.json pads and truncates to 128 tokens; both are reset here (no
 //! padding, truncation at the model's 256-token window) so inputs are never cut silently
@@ -16,8 +18,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::{Mutex, OnceLock};
 
+#[cfg(feature = "candle")]
 use candle_core::{DType, Device, Tensor};
+#[cfg(feature = "candle")]
 use candle_nn::VarBuilder;
+#[cfg(feature = "candle")]
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -41,6 +46,7 @@ struct Batching {
 }
 
 /// candle: bigger batches amortise its per-op overhead.
+#[cfg(feature = "candle")]
 const CANDLE_BATCHING: Batching = Batching {
     max_texts: 32,
     max_tokens: 2_048,
@@ -57,6 +63,7 @@ const ONNX_BATCHING: Batching = Batching {
 /// threshold each one is a fresh mmap and munmap (page faults included), which cost about a
 /// third of inference time. Raising the mmap threshold to its maximum (32 MiB) and the trim
 /// threshold keeps them in the heap for reuse. Process-wide and idempotent.
+#[cfg(feature = "candle")]
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; it is safe to call at any time.
@@ -74,12 +81,22 @@ pub struct LocalEmbedder {
 }
 
 enum Engine {
+    #[cfg(feature = "candle")]
     Candle {
         model: Box<BertModel>,
         device: Device,
     },
     /// `run` needs the session exclusively; one forward pass uses every core anyway.
     Onnx { session: Mutex<Session> },
+}
+
+/// What `embedding.runtime = "candle"` gets from a build without the `candle` feature.
+pub const NO_CANDLE: &str = "this build has no candle engine: set embedding.runtime = \"onnx\" (or \"auto\"), or build with `--features candle`";
+
+/// The part of config.json the ONNX engine needs.
+#[derive(serde::Deserialize)]
+struct ModelConfig {
+    hidden_size: usize,
 }
 
 /// ONNX Runtime allows one environment per process: every model shares it.
@@ -106,11 +123,13 @@ impl LocalEmbedder {
         runtime: EmbeddingRuntime,
         onnxruntime: &Path,
     ) -> Result<LocalEmbedder, ProviderError> {
-        let onnx_ready = dir.join(ONNX_MODEL).is_file() && onnxruntime.is_file();
         match runtime {
             EmbeddingRuntime::Onnx => LocalEmbedder::load_onnx(dir, onnxruntime),
-            EmbeddingRuntime::Auto if onnx_ready => LocalEmbedder::load_onnx(dir, onnxruntime),
+            #[cfg(feature = "candle")]
             EmbeddingRuntime::Auto => {
+                if dir.join(ONNX_MODEL).is_file() && onnxruntime.is_file() {
+                    return LocalEmbedder::load_onnx(dir, onnxruntime);
+                }
                 tracing::warn!(
                     model = %dir.join(ONNX_MODEL).display(),
                     onnxruntime = %onnxruntime.display(),
@@ -118,13 +137,20 @@ impl LocalEmbedder {
                 );
                 LocalEmbedder::load(dir)
             }
+            // Nothing to fall back on: load_onnx names what is missing and `trawl setup`.
+            #[cfg(not(feature = "candle"))]
+            EmbeddingRuntime::Auto => LocalEmbedder::load_onnx(dir, onnxruntime),
+            #[cfg(feature = "candle")]
             EmbeddingRuntime::Candle => LocalEmbedder::load(dir),
+            #[cfg(not(feature = "candle"))]
+            EmbeddingRuntime::Candle => Err(ProviderError::Unavailable(NO_CANDLE.into())),
         }
     }
 
     /// Which engine runs the model: "onnx" or "candle".
     pub fn engine(&self) -> &'static str {
         match self.engine {
+            #[cfg(feature = "candle")]
             Engine::Candle { .. } => "candle",
             Engine::Onnx { .. } => "onnx",
         }
@@ -136,18 +162,31 @@ impl LocalEmbedder {
             dir: dir.display().to_string(),
             detail,
         };
-        let (config, tokenizer) = load_config_and_tokenizer(dir)?;
+        let (config, tokenizer) = load_config_and_tokenizer::<ModelConfig>(dir)?;
         let model = dir.join(ONNX_MODEL);
         if !model.is_file() {
-            return Err(fail(format!(
+            #[cfg(feature = "candle")]
+            let detail = format!(
                 "{ONNX_MODEL} is missing (`trawl setup` builds it), or set embedding.runtime = \"candle\""
-            )));
+            );
+            #[cfg(not(feature = "candle"))]
+            let detail = format!(
+                "{ONNX_MODEL} is missing: run `trawl setup`, which builds it (this build has no candle engine to run model.safetensors instead)"
+            );
+            return Err(fail(detail));
         }
         if !onnxruntime.is_file() {
-            return Err(fail(format!(
+            #[cfg(feature = "candle")]
+            let detail = format!(
                 "the ONNX Runtime library {} is missing: run `trawl setup`, set TRAWL_ONNXRUNTIME, or set embedding.runtime = \"candle\"",
                 onnxruntime.display()
-            )));
+            );
+            #[cfg(not(feature = "candle"))]
+            let detail = format!(
+                "the ONNX Runtime library {} is missing: run `trawl setup`, or set TRAWL_ONNXRUNTIME (this build has no candle engine to run the model without it)",
+                onnxruntime.display()
+            );
+            return Err(fail(detail));
         }
         let env = onnx_environment(onnxruntime).map_err(fail)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -166,12 +205,13 @@ impl LocalEmbedder {
     }
 
     /// Loads config.json, tokenizer.json and model.safetensors from `dir` onto candle.
+    #[cfg(feature = "candle")]
     pub fn load(dir: &Path) -> Result<LocalEmbedder, ProviderError> {
         let fail = |detail: String| ProviderError::ModelLoad {
             dir: dir.display().to_string(),
             detail,
         };
-        let (config, tokenizer) = load_config_and_tokenizer(dir)?;
+        let (config, tokenizer) = load_config_and_tokenizer::<BertConfig>(dir)?;
         let weights = dir.join("model.safetensors");
         if !weights.is_file() {
             return Err(fail("model.safetensors is missing".into()));
@@ -210,6 +250,7 @@ impl LocalEmbedder {
             .map_err(|e| inference(&e))?;
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
         let batching = match self.engine {
+            #[cfg(feature = "candle")]
             Engine::Candle { .. } => CANDLE_BATCHING,
             Engine::Onnx { .. } => ONNX_BATCHING,
         };
@@ -253,6 +294,7 @@ impl LocalEmbedder {
                 mask[row * width..row * width + t.len()].fill(1);
             }
             let rows = match &self.engine {
+                #[cfg(feature = "candle")]
                 Engine::Candle { model, device } => {
                     candle_forward(model, device, ids, mask, batch.len(), width)?
                 }
@@ -280,9 +322,11 @@ fn inference(e: &dyn std::fmt::Display) -> ProviderError {
     ProviderError::Inference(e.to_string())
 }
 
-/// config.json and tokenizer.json of the model in `dir`, the tokenizer set to pad nothing
-/// and to truncate at the model's window.
-fn load_config_and_tokenizer(dir: &Path) -> Result<(BertConfig, Tokenizer), ProviderError> {
+/// config.json (as much of it as `C` reads) and tokenizer.json of the model in `dir`, the
+/// tokenizer set to pad nothing and to truncate at the model's window.
+fn load_config_and_tokenizer<C: serde::de::DeserializeOwned>(
+    dir: &Path,
+) -> Result<(C, Tokenizer), ProviderError> {
     let fail = |detail: String| ProviderError::ModelLoad {
         dir: dir.display().to_string(),
         detail,
@@ -293,7 +337,7 @@ fn load_config_and_tokenizer(dir: &Path) -> Result<(BertConfig, Tokenizer), Prov
         Ok((path, text))
     };
     let (_, config_text) = read("config.json")?;
-    let config: BertConfig =
+    let config: C =
         serde_json::from_str(&config_text).map_err(|e| fail(format!("config.json: {e}")))?;
     let (tokenizer_path, _) = read("tokenizer.json")?;
     let mut tokenizer =
@@ -332,6 +376,7 @@ fn batches(lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
 
 /// One batch through candle's BERT, then mean pooling over real tokens and L2
 /// normalisation (sentence-transformers' pooling).
+#[cfg(feature = "candle")]
 fn candle_forward(
     model: &BertModel,
     device: &Device,
@@ -395,4 +440,90 @@ fn onnx_forward(
         )));
     }
     Ok(data.chunks_exact(dimension).map(<[f32]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "candle"))]
+    #[test]
+    fn runtime_candle_is_refused_without_the_candle_feature() {
+        let err = LocalEmbedder::load_with(
+            Path::new("/nonexistent/model"),
+            EmbeddingRuntime::Candle,
+            Path::new("/nonexistent/libonnxruntime.so"),
+        )
+        .err()
+        .expect("no candle engine in this build")
+        .to_string();
+        assert_eq!(
+            err,
+            "this build has no candle engine: set embedding.runtime = \"onnx\" (or \"auto\"), or build with `--features candle`"
+        );
+    }
+
+    #[cfg(not(feature = "candle"))]
+    #[test]
+    fn auto_without_onnx_fails_and_points_to_setup_without_the_candle_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        // A model directory as far as config and tokenizer go, without model.onnx.
+        std::fs::write(dir.path().join("config.json"), r#"{"hidden_size": 384}"#).unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), MINIMAL_TOKENIZER).unwrap();
+        let err = LocalEmbedder::load_with(
+            dir.path(),
+            EmbeddingRuntime::Auto,
+            Path::new("/nonexistent/libonnxruntime.so"),
+        )
+        .err()
+        .expect("no model.onnx, no engine")
+        .to_string();
+        assert!(
+            err.contains("model.onnx is missing") && err.contains("trawl setup"),
+            "{err}"
+        );
+        assert!(!err.contains("embedding.runtime = \"candle\""), "{err}");
+        std::fs::write(dir.path().join(ONNX_MODEL), b"").unwrap();
+        let err = LocalEmbedder::load_with(
+            dir.path(),
+            EmbeddingRuntime::Auto,
+            Path::new("/nonexistent/libonnxruntime.so"),
+        )
+        .err()
+        .expect("no ONNX Runtime, no engine")
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/libonnxruntime.so") && err.contains("trawl setup"),
+            "{err}"
+        );
+        assert!(!err.contains("embedding.runtime = \"candle\""), "{err}");
+    }
+
+    /// The smallest tokenizer.json the tokenizers crate reads: a word-level model.
+    #[cfg(not(feature = "candle"))]
+    const MINIMAL_TOKENIZER: &str = r#"{
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "fn": 1}, "unk_token": "[UNK]"}
+    }"#;
+
+    #[test]
+    fn batches_respect_both_bounds() {
+        let b = Batching {
+            max_texts: 2,
+            max_tokens: 10,
+        };
+        // Sorted by length; the pair (4, 6) would be 2 × 6 = 12 tokens, over the bound.
+        assert_eq!(
+            batches(&[6, 1, 4, 2], b),
+            vec![vec![1, 3], vec![2], vec![0]]
+        );
+        assert!(batches(&[], b).is_empty());
+    }
 }

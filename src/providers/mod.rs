@@ -21,6 +21,9 @@ pub enum ProviderError {
         "the model in {dir} cannot be loaded: {detail}; run `trawl setup` to install it, or set TRAWL_MODEL_DIR"
     )]
     ModelLoad { dir: String, detail: String },
+    /// The configuration asks for an engine this build does not have.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("the provider at {url} is unreachable or overloaded: {detail}")]
