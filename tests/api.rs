@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::schema;
 use crate::support::server::{Served, TOKEN, ask, code};
-use crate::support::{TestDb, path_str, trawl_in};
+use crate::support::{TestDb, path_str, poll_until, trawl_in};
 
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -178,15 +178,29 @@ async fn serve_refuses_an_open_address_without_a_token_and_stops_cleanly_on_sigt
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let run = body["enqueued"]["run_id"].as_i64().unwrap();
-    let response = http
+    let mut response = http
         .get(served.url(&format!("/api/v1/runs/{run}/progress")))
         .header("accept", "application/x-ndjson")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let reading = tokio::spawn(response.text());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The first frame has come: the server is following the run when it is told to stop.
+    let mut read = Vec::new();
+    while !read.contains(&b'\n') {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("a first frame before the stream ends");
+        read.extend_from_slice(&chunk);
+    }
+    let reading = tokio::spawn(async move {
+        while let Some(chunk) = response.chunk().await? {
+            read.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>(String::from_utf8(read).unwrap())
+    });
     let exit = tokio::task::spawn_blocking(move || {
         let exit = served.stop(30);
         (exit, served.log())
@@ -203,23 +217,76 @@ async fn serve_refuses_an_open_address_without_a_token_and_stops_cleanly_on_sigt
     assert_eq!(last["error"]["code"], "shutting_down", "{text}");
 }
 
-#[tokio::test]
-async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
-    let db = TestDb::new().await;
-    let dir = fixture();
-    let source = path_str(dir.path());
-    let served = Served::start(&db, &["--workers", "2"], &[]);
-    let http = served.client();
-    let url = |p: &str| served.url(p);
+/// A server with two workers and the fixture indexed through it, the run's progress
+/// followed as NDJSON: what most of the API's tests start from.
+struct Indexed {
+    served: Served,
+    source: String,
+    /// The indexing run.
+    run_id: i64,
+    repo_id: i64,
+    _dir: tempfile::TempDir,
+    _db: TestDb,
+}
 
-    // Index, following the run's progress as NDJSON.
-    let stream = frames(
-        http.post(url("/api/v1/repositories"))
-            .json(&json!({ "source": source })),
-    )
-    .await;
-    check_stream(&stream, "succeeded");
-    let run_id = stream[0]["run_id"].as_i64().unwrap();
+impl Indexed {
+    async fn new() -> Indexed {
+        let db = TestDb::new().await;
+        let dir = fixture();
+        let source = path_str(dir.path());
+        let served = Served::start(&db, &["--workers", "2"], &[]);
+        let http = served.client();
+        // Index, following the run's progress as NDJSON.
+        let stream = frames(
+            http.post(served.url("/api/v1/repositories"))
+                .json(&json!({ "source": source })),
+        )
+        .await;
+        check_stream(&stream, "succeeded");
+        let run_id = stream[0]["run_id"].as_i64().unwrap();
+        let (status, body) = ask(http.get(served.url("/api/v1/repositories"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let repo_id = body["repositories"][0]["repository"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{body}"));
+        Indexed {
+            served,
+            source,
+            run_id,
+            repo_id,
+            _dir: dir,
+            _db: db,
+        }
+    }
+
+    /// A files reindex streamed (the high priority class) and a directory reindex waited
+    /// for, without streaming: three runs in all. The files reindex's run.
+    async fn reindexed(&self) -> i64 {
+        let (http, url) = (self.served.client(), |p: &str| self.served.url(p));
+        let reindex = format!("/api/v1/repositories/{}/reindex", self.repo_id);
+        let stream = frames(http.post(url(&reindex)).json(
+            &json!({ "scope": "files", "paths": ["src/net.py"], "full": true, "priority": "high" }),
+        ))
+        .await;
+        check_stream(&stream, "succeeded");
+        let reindex_run = stream[0]["run_id"].as_i64().unwrap();
+        // And waited for, without streaming.
+        let (status, body) = ask(http
+            .post(url(&reindex))
+            .json(&json!({ "scope": "directory", "paths": ["src"], "full": true, "wait": true })))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["result"]["status"], "succeeded", "{body}");
+        assert_eq!(body["result"]["items_completed"], 2, "{body}");
+        reindex_run
+    }
+}
+
+#[tokio::test]
+async fn the_api_indexes_following_the_progress_and_refuses_bad_sources() {
+    // Indexing, its progress followed as NDJSON, is checked by `Indexed::new`.
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
 
     // Bad sources: a missing directory under an allowed root is said to be missing; one
     // outside every root is refused as such, whether it exists or not.
@@ -261,6 +328,13 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         (StatusCode::BAD_REQUEST, "invalid_body"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn repositories_are_listed_with_their_freshness_and_found_by_id_or_path() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let (source, repo_id) = (&ix.source, ix.repo_id);
 
     // Repositories.
     let (status, body) = ask(http.get(url("/api/v1/repositories"))).await;
@@ -272,7 +346,7 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         repos[0]["age_seconds"].as_i64().is_some(),
         "freshness: {body}"
     );
-    let repo_id = repos[0]["repository"]["id"].as_i64().unwrap();
+    assert_eq!(repos[0]["repository"]["id"], repo_id, "{body}");
     let (status, body) = ask(http.get(url(&format!("/api/v1/repositories/{repo_id}")))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["repository"]["source"], source.as_str());
@@ -286,6 +360,13 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "unknown_repository")
     );
+}
+
+#[tokio::test]
+async fn search_answers_get_and_post_with_filters_and_refuses_bad_queries() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let repo_id = ix.repo_id;
 
     // Search, GET and POST, with filters.
     let (status, body) = ask(http.get(url(
@@ -329,8 +410,16 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "unknown_repository")
     );
+}
 
-    // Reindex: dry run, bad scopes, then a files reindex streamed.
+#[tokio::test]
+async fn reindex_plans_refuses_bad_scopes_and_runs_streamed_or_waited() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let repo_id = ix.repo_id;
+
+    // Reindex: dry run, bad scopes, then a files reindex streamed and a directory one
+    // waited for (`Indexed::reindexed`).
     let reindex = format!("/api/v1/repositories/{repo_id}/reindex");
     let (status, body) = ask(http.post(url(&reindex)).json(
         &json!({ "scope": "files", "paths": ["src/net.py"], "full": true, "dry_run": true }),
@@ -367,20 +456,15 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "unknown_repository")
     );
-    let stream = frames(http.post(url(&reindex)).json(
-        &json!({ "scope": "files", "paths": ["src/net.py"], "full": true, "priority": "high" }),
-    ))
-    .await;
-    check_stream(&stream, "succeeded");
-    let reindex_run = stream[0]["run_id"].as_i64().unwrap();
-    // And waited for, without streaming.
-    let (status, body) = ask(http
-        .post(url(&reindex))
-        .json(&json!({ "scope": "directory", "paths": ["src"], "full": true, "wait": true })))
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["result"]["status"], "succeeded", "{body}");
-    assert_eq!(body["result"]["items_completed"], 2, "{body}");
+    ix.reindexed().await;
+}
+
+#[tokio::test]
+async fn runs_are_listed_and_shown_and_bad_run_requests_are_4xx() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let (run_id, repo_id) = (ix.run_id, ix.repo_id);
+    let reindex_run = ix.reindexed().await;
 
     // Runs.
     let (status, body) = ask(http.get(url(&format!("/api/v1/runs?repo={repo_id}&limit=2")))).await;
@@ -456,6 +540,14 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         (StatusCode::CONFLICT, "wrong_state"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn tasks_and_the_queue_are_listed_and_a_finished_task_is_not_steered() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let run_id = ix.run_id;
+    ix.reindexed().await;
 
     // Tasks and the queue.
     let (status, body) = ask(http.get(url(&format!("/api/v1/tasks?run={run_id}")))).await;
@@ -500,6 +592,21 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         1,
         "the server's worker: {body}"
     );
+}
+
+#[tokio::test]
+async fn the_audit_lists_what_the_api_did_and_refused() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let (run_id, repo_id) = (ix.run_id, ix.repo_id);
+    // What the API did (reindexes) and refused (pausing a finished run).
+    ix.reindexed().await;
+    let (status, body) = ask(http.post(url(&format!("/api/v1/runs/{run_id}/pause")))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "wrong_state"),
+        "{body}"
+    );
 
     // Audit.
     let (status, body) =
@@ -524,6 +631,13 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         (StatusCode::BAD_REQUEST, "invalid_query"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn admin_reingest_plans_refuses_bad_requests_and_enqueues() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
+    let repo_id = ix.repo_id;
 
     // Admin reingest: a dry run, refusals, then for real.
     let (status, body) = ask(http
@@ -553,6 +667,13 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["enqueued"], 1, "{body}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_and_malformed_input_are_client_errors() {
+    let db = TestDb::new().await;
+    let served = Served::start(&db, &["--workers", "0"], &[]);
+    let (http, url) = (served.client(), |p: &str| served.url(p));
 
     // Unknown routes and methods.
     let (status, body) = ask(http.get(url("/api/v1/nothing"))).await;
@@ -573,6 +694,12 @@ async fn the_api_indexes_searches_and_reports_and_refuses_bad_input_with_4xx() {
         assert!(status.is_client_error(), "{bad}: {status} {body}");
         code(&body);
     }
+}
+
+#[tokio::test]
+async fn the_dashboard_data_lists_runs_and_repositories() {
+    let ix = Indexed::new().await;
+    let (http, url) = (ix.served.client(), |p: &str| ix.served.url(p));
 
     // The dashboard's data.
     let (status, body) = ask(http.get(url("/api/v1/dashboard"))).await;
@@ -936,14 +1063,16 @@ async fn metrics_are_present_and_change_after_a_run() {
     }
     assert_eq!(metric(&before, "trawl_embeddings_per_second"), Some(0.0));
     // The server's worker registers a moment after the server listens.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while metric(&scrape().await, "trawl_workers") != Some(1.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server's worker is not counted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    poll_until(
+        std::time::Duration::from_secs(30),
+        "the server's worker to be counted",
+        async |seen| {
+            let workers = metric(&scrape().await, "trawl_workers");
+            *seen = format!("trawl_workers {workers:?}");
+            (workers == Some(1.0)).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         metric(
             &before,
@@ -1021,22 +1150,19 @@ async fn serve_runs_the_scheduler_and_its_worker() {
     check_stream(&stream, "succeeded");
     // The scheduler finds the repository due again and enqueues a background sync, which
     // the server's worker runs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (_, body) = ask(http.get(served.url("/api/v1/runs?status=succeeded"))).await;
-        let background = body["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["trigger"] == "background");
-        if background {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no background run: {body}\n{}",
-            served.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    poll_until(
+        std::time::Duration::from_secs(60),
+        "a background run to succeed",
+        async |seen| {
+            let (_, body) = ask(http.get(served.url("/api/v1/runs?status=succeeded"))).await;
+            let background = body["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["trigger"] == "background");
+            *seen = format!("{body}\n{}", served.log());
+            background.then_some(())
+        },
+    )
+    .await;
 }

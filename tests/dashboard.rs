@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::support::browser::Browser;
 use crate::support::server::{Served, TOKEN};
-use crate::support::{TestDb, path_str, spawn_worker, trawl_cmd};
+use crate::support::{
+    GATE, Gate, KillOnDrop, TestDb, gate_fault, path_str, spawn_worker, trawl_cmd,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -24,19 +26,24 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
         )
         .unwrap();
     }
-    // The server runs no worker; a worker process with faults does: SYNC takes a while
-    // (so the page can show it at work) and EXTRACT fails for good.
+    // The server runs no worker; a worker process with faults does: SYNC waits at a gate
+    // (so the page can show it at work, for as long as that takes) and EXTRACT fails for
+    // good.
     let served = Served::start(&db, &["--workers", "0"], &[]);
+    let gate = Gate::hold(&db, GATE).await;
     let faulty = trawl_cmd()
         .envs(db.env())
-        .env("TRAWL_TEST_FAULTS", "sync:sleep:6000;extract:permanent:1")
+        .env(
+            "TRAWL_TEST_FAULTS",
+            format!("{};extract:permanent:1", gate_fault("sync", GATE)),
+        )
         .env("TRAWL_POLL_INTERVAL_MS", "100")
         .args(["worker", "--concurrency", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut faulty = KillOnDrop(Some(faulty));
+    let mut faulty = KillOnDrop::new(faulty);
 
     let browser = Browser::launch().await.expect("headless Chromium starts");
     let page = browser.page().await.unwrap();
@@ -99,6 +106,7 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     page.wait_for(&at_work, WAIT)
         .await
         .expect("the page shows the run at work");
+    gate.release().await;
 
     // Then EXTRACT fails: the failed task shows with its error and a Retry button.
     let failed = format!(
@@ -156,25 +164,4 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     assert_eq!(extract.0, "succeeded");
     let _ = stop.send(());
     worker.await.unwrap();
-}
-
-/// A child process stopped (SIGTERM, then waited for) when the test ends, even by a
-/// failed assertion.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    fn stop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -103,17 +103,19 @@ async fn stale_pid_file_after_a_crash_is_recovered() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     // The kernel finishes the kill, and the children notice their postmaster's death and exit.
     let data = cluster.data_dir().to_path_buf();
-    let gone = support::eventually(30, || {
-        let all_gone = std::iter::once(pid)
-            .chain(children.iter().copied())
-            .all(|p| !is_alive(p));
-        all_gone.then_some(())
-    })
+    support::poll_until(
+        Duration::from_secs(30),
+        "the server processes to exit after the postmaster was killed",
+        async |seen| {
+            let alive: Vec<u32> = std::iter::once(pid)
+                .chain(children.iter().copied())
+                .filter(|&p| is_alive(p))
+                .collect();
+            *seen = format!("still alive: {alive:?}");
+            alive.is_empty().then_some(())
+        },
+    )
     .await;
-    assert!(
-        gone.is_some(),
-        "server processes did not exit after the postmaster was killed"
-    );
     assert!(
         data.join("postmaster.pid").exists(),
         "the crash leaves its pid file"

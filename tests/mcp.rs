@@ -9,7 +9,7 @@ use rmcp::{RoleClient, ServiceExt as _};
 use serde_json::{Value, json};
 
 use crate::support::server::{Served, TOKEN};
-use crate::support::{TestDb, path_str, trawl_cmd, trawl_in};
+use crate::support::{TestDb, path_str, poll_until, trawl_cmd, trawl_in};
 
 type Client = RunningService<RoleClient, ()>;
 
@@ -294,19 +294,18 @@ async fn mcp_over_streamable_http_with_the_token() {
     assert_eq!(queued["status"], "queued", "{queued}");
     assert_eq!(queued["result"], Value::Null);
     let task = queued["task_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (error, status) = call(&client, "get_reindex_status", json!({ "task_id": task })).await;
-        assert!(!error, "{status}");
-        if status["status"] == "succeeded" {
-            assert_eq!(status["result"]["status"], "succeeded", "{status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task did not end: {status}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let status = poll_until(
+        std::time::Duration::from_secs(60),
+        &format!("task {task} to succeed"),
+        async |seen| {
+            let (error, status) =
+                call(&client, "get_reindex_status", json!({ "task_id": task })).await;
+            assert!(!error, "{status}");
+            *seen = status.to_string();
+            (status["status"] == "succeeded").then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(status["result"]["status"], "succeeded", "{status}");
     client.cancel().await.unwrap();
 }

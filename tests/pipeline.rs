@@ -10,7 +10,7 @@ use trawl::pipeline::faults::Faults;
 use trawl::store::lifecycle::STAGE_QUEUE;
 use trawl::store::runs::{Enqueued, NewRun, Run, StageRun};
 
-use crate::support::{TestDb, assert_refused, run, spawn_worker, trawl_cmd, trawl_in};
+use crate::support::{TestDb, assert_refused, poll_until, run, spawn_worker, trawl_cmd, trawl_in};
 
 /// A small repository on disk.
 fn fixture() -> tempfile::TempDir {
@@ -39,19 +39,20 @@ fn fast_config(db: &TestDb) -> trawl::config::Config {
 }
 
 async fn wait_finished(ctx: &PipelineContext, run_id: i64, secs: u64) -> (Run, Vec<StageRun>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let run = ctx.store.run(run_id).await.unwrap();
-        if run.run_status().is_finished() {
-            return (run, ctx.store.stage_runs(run_id).await.unwrap());
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {run_id} did not finish: {:?}",
-            ctx.store.stage_runs(run_id).await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        Duration::from_secs(secs),
+        &format!("run {run_id} to finish"),
+        async |seen| {
+            let run = ctx.store.run(run_id).await.unwrap();
+            let stages = ctx.store.stage_runs(run_id).await.unwrap();
+            if run.run_status().is_finished() {
+                return Some((run, stages));
+            }
+            *seen = format!("{stages:?}");
+            None
+        },
+    )
+    .await
 }
 
 async fn repo(ctx: &PipelineContext, dir: &std::path::Path) -> i64 {

@@ -3,7 +3,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::support::{TestDb, trawl_cmd};
+use crate::support::{GATE, Gate, TestDb, gate_fault, poll_until, trawl_cmd};
 
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -18,6 +18,16 @@ fn fixture() -> tempfile::TempDir {
 }
 
 fn worker(db: &TestDb, faults: &str, extra: &[(&str, &str)]) -> Child {
+    worker_logging_to(db, faults, extra, Stdio::null())
+}
+
+/// [`worker`] with its log on `stderr`.
+fn worker_logging_to(
+    db: &TestDb,
+    faults: &str,
+    extra: &[(&str, &str)],
+    stderr: impl Into<Stdio>,
+) -> Child {
     trawl_cmd()
         .envs(db.env())
         .env("TRAWL_TEST_FAULTS", faults)
@@ -26,7 +36,7 @@ fn worker(db: &TestDb, faults: &str, extra: &[(&str, &str)]) -> Child {
         .envs(extra.iter().copied())
         .args(["worker", "--concurrency", "1"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -40,32 +50,49 @@ async fn stage_status(db: &TestDb, run_id: i64, stage: &str) -> (String, i32) {
         .unwrap()
 }
 
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    secs: u64,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_until_sync_runs(db: &TestDb, run_id: i64) {
+    wait_until_stage_runs(db, run_id, "sync", 30).await;
 }
 
-async fn wait_until_sync_runs(db: &TestDb, run_id: i64) {
-    wait_for(30, "SYNC to start", || async {
-        stage_status(db, run_id, "sync").await.0 == "running"
-    })
+async fn wait_until_stage_runs(db: &TestDb, run_id: i64, stage: &str, secs: u64) {
+    poll_until(
+        Duration::from_secs(secs),
+        &format!("{stage} of run {run_id} to run"),
+        async |seen| {
+            let status = stage_status(db, run_id, stage).await;
+            *seen = format!("{status:?}");
+            (status.0 == "running").then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until run `run_id` has ended.
+async fn wait_until_finished(db: &TestDb, run_id: i64, secs: u64) {
+    poll_until(
+        Duration::from_secs(secs),
+        &format!("run {run_id} to end"),
+        async |seen| {
+            let run = db.store.run(run_id).await.unwrap();
+            *seen = run.status.clone();
+            run.run_status().is_finished().then_some(())
+        },
+    )
     .await;
 }
 
 /// SIGTERM, then the worker must exit 0.
 fn stop_gracefully(w: &mut Child) {
+    sigterm(w);
+    exits_zero(w);
+}
+
+fn sigterm(w: &Child) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+}
+
+fn exits_zero(w: &mut Child) {
     let status = w.wait().unwrap();
     assert!(status.success(), "worker exited with {status}");
 }
@@ -142,24 +169,13 @@ async fn a_worker_killed_mid_stage_is_taken_over_and_the_result_equals_a_clean_r
     // SYNC, EXTRACT and BM25_INDEX run; the first attempt of CODE_EMBEDDINGS stalls, long
     // enough to be killed in the middle of the run.
     let mut a = worker(&db, "code_embeddings:sleep:60000", &[]);
-    wait_for(60, "CODE_EMBEDDINGS to start", || async {
-        stage_status(&db, run_id, "code_embeddings").await.0 == "running"
-    })
-    .await;
+    wait_until_stage_runs(&db, run_id, "code_embeddings", 60).await;
     a.kill().unwrap();
     a.wait().unwrap();
 
     let killed_at = std::time::Instant::now();
     let mut b = worker(&db, "code_embeddings:sleep:60000", &[]);
-    wait_for(90, "the run to end", || async {
-        db.store
-            .run(run_id)
-            .await
-            .unwrap()
-            .run_status()
-            .is_finished()
-    })
-    .await;
+    wait_until_finished(&db, run_id, 90).await;
     let taken_over_in = killed_at.elapsed();
     b.kill().unwrap();
     b.wait().unwrap();
@@ -206,13 +222,36 @@ async fn sigterm_lets_the_running_stage_finish_and_exits_zero() {
     let db = TestDb::new().await;
     let dir = fixture();
     let run_id = enqueue(&db, dir.path()).await;
-    let mut w = worker(
+    // SYNC is held at a gate, running, until the worker has taken the SIGTERM.
+    let gate = Gate::hold(&db, GATE).await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut w = worker_logging_to(
         &db,
-        "sync:sleep:1500",
-        &[("TRAWL_SHUTDOWN_TIMEOUT_SECS", "30")],
+        &gate_fault("sync", GATE),
+        &[
+            ("TRAWL_SHUTDOWN_TIMEOUT_SECS", "30"),
+            ("RUST_LOG", "trawl=info"),
+        ],
+        log.reopen().unwrap(),
     );
     wait_until_sync_runs(&db, run_id).await;
-    stop_gracefully(&mut w);
+    sigterm(&w);
+    poll_until(
+        Duration::from_secs(30),
+        "the worker to take the SIGTERM",
+        async |seen| {
+            *seen = std::fs::read_to_string(log.path()).unwrap();
+            seen.contains("SIGTERM: stopping").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        stage_status(&db, run_id, "sync").await.0,
+        "running",
+        "SYNC is still at work when the worker is told to stop"
+    );
+    gate.release().await;
+    exits_zero(&mut w);
     assert_eq!(
         stage_status(&db, run_id, "sync").await.0,
         "succeeded",
@@ -251,15 +290,7 @@ async fn sigterm_after_the_timeout_releases_the_stage_to_the_queue() {
     );
     // Another worker finishes it (its attempt is not the first, so the stall is not injected).
     let mut b = worker(&db, "sync:sleep:60000", &[]);
-    wait_for(60, "the run to end", || async {
-        db.store
-            .run(run_id)
-            .await
-            .unwrap()
-            .run_status()
-            .is_finished()
-    })
-    .await;
+    wait_until_finished(&db, run_id, 60).await;
     b.kill().unwrap();
     b.wait().unwrap();
     assert_eq!(db.store.run(run_id).await.unwrap().status, "succeeded");
@@ -275,15 +306,7 @@ async fn stage_order_holds_with_three_worker_processes_and_many_runs() {
     }
     let mut workers: Vec<Child> = (0..3).map(|_| worker(&db, "", &[])).collect();
     for &run_id in &runs {
-        wait_for(120, "every run to end", || async {
-            db.store
-                .run(run_id)
-                .await
-                .unwrap()
-                .run_status()
-                .is_finished()
-        })
-        .await;
+        wait_until_finished(&db, run_id, 120).await;
     }
     for w in &mut workers {
         stop_gracefully(w);

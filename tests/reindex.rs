@@ -1,7 +1,9 @@
 //! `trawl reindex`: scopes, paths checked against the repository, dry runs, priority
 //! classes, embeddings-only, and the result of --wait, through the binary as a user runs it.
 
-use crate::support::{TestDb, assert_refused, path_str, trawl_in};
+use crate::support::{
+    GATE, Gate, TestDb, assert_refused, gate_fault, path_str, poll_until, trawl_in,
+};
 
 /// A repository with files at three depths and in two directories.
 fn fixture() -> tempfile::TempDir {
@@ -353,12 +355,25 @@ async fn stage_of(db: &TestDb, run_id: i64, stage: &str) -> (String, i32, String
     .unwrap()
 }
 
-async fn until(secs: u64, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+/// Waits up to 30 s until `stage` of run `run_id` (as [`stage_of`] reads it) is as `wanted`
+/// says, `what` saying what that is.
+async fn until_stage(
+    db: &TestDb,
+    run_id: i64,
+    stage: &str,
+    what: &str,
+    wanted: impl Fn(&(String, i32, String)) -> bool,
+) {
+    poll_until(
+        std::time::Duration::from_secs(30),
+        &format!("{stage} of run {run_id} {what}"),
+        async |seen| {
+            let state = stage_of(db, run_id, stage).await;
+            *seen = format!("{state:?}");
+            wanted(&state).then_some(())
+        },
+    )
+    .await;
 }
 
 fn worker(
@@ -370,14 +385,18 @@ fn worker(
     crate::support::spawn_worker(ctx, 2)
 }
 
-/// Whether run `run_id` has ended.
-async fn finished(db: &TestDb, run_id: i64) -> bool {
-    db.store
-        .run(run_id)
-        .await
-        .unwrap()
-        .run_status()
-        .is_finished()
+/// Waits up to 60 s until run `run_id` has ended.
+async fn until_finished(db: &TestDb, run_id: i64) {
+    poll_until(
+        std::time::Duration::from_secs(60),
+        &format!("run {run_id} to end"),
+        async |seen| {
+            let run = db.store.run(run_id).await.unwrap();
+            *seen = run.status.clone();
+            run.run_status().is_finished().then_some(())
+        },
+    )
+    .await;
 }
 
 /// The newest index version of any repository.
@@ -402,11 +421,17 @@ async fn runs_pause_resume_and_cancel_between_batches() {
     let version_before: i64 = max_version(&db).await;
     let mut config = db.config();
     config.worker.poll_interval_ms = 50;
-    // Each stage's first attempt sleeps first: time to pause or cancel it mid-stage.
+    // Each stage waits at a gate of its own before its work: while the test holds it, the
+    // stage is running and has not begun, for as long as it takes to pause or cancel it.
+    let (embeddings_gate, extract_gate) = (GATE, GATE + 1);
     let ctx = PipelineContext::with_faults(
         db.store.clone(),
         config.clone(),
-        Faults::parse("code_embeddings:sleep:1500;extract:sleep:1500"),
+        Faults::parse(&format!(
+            "{};{}",
+            gate_fault("code_embeddings", embeddings_gate),
+            gate_fault("extract", extract_gate)
+        )),
     );
     let request = |scope| ReindexRequest {
         repository: repo.clone(),
@@ -418,29 +443,58 @@ async fn runs_pause_resume_and_cancel_between_batches() {
         origin: "test".into(),
     };
 
-    // Pause while CODE_EMBEDDINGS sleeps: it stops before its first batch and is parked,
-    // its attempt given back.
+    // Pause while CODE_EMBEDDINGS is held at the gate: let go, it stops before its first
+    // batch and is parked, its attempt given back.
     let (_, queued) = reindex(&db.store, &config, &request(ScopeKind::EmbeddingsOnly))
         .await
         .unwrap();
     let run_id = queued.run_id;
+    let gate = Gate::hold(&db, embeddings_gate).await;
     let (stop, handle) = worker(ctx.clone());
-    until(30, async || {
-        stage_of(&db, run_id, "code_embeddings").await.0 == "running"
+    until_stage(&db, run_id, "code_embeddings", "to run", |s| {
+        s.0 == "running"
     })
     .await;
     let r = trawl_in(&db, &["runs", "pause", &run_id.to_string()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("paused"), "{}", r.stdout);
-    until(30, async || {
-        stage_of(&db, run_id, "code_embeddings").await == ("waiting".into(), 0, "Waiting".into())
+    assert_eq!(
+        stage_of(&db, run_id, "code_embeddings").await.0,
+        "running",
+        "paused while the stage is at work"
+    );
+    gate.release().await;
+    until_stage(&db, run_id, "code_embeddings", "to be parked", |s| {
+        *s == ("waiting".into(), 0, "Waiting".into())
     })
     .await;
-    // Across a worker restart it stays paused and nothing of it runs.
+    // Across a worker restart it stays paused and nothing of it runs: the new worker runs
+    // a whole run of another repository, enqueued after it at the same priority, so it has
+    // claimed again and again from a queue the paused stage would be first in were it
+    // claimable.
     stop.send(()).unwrap();
     handle.await.unwrap();
     let (stop, handle) = worker(ctx.clone());
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("other.py"),
+        "def omega():\n    return 1\n",
+    )
+    .unwrap();
+    let later = trawl::service::index::index(
+        &db.store,
+        &config,
+        &path_str(other.path()),
+        "",
+        "test",
+        trawl::service::index::SourceAccess::Local,
+    )
+    .await
+    .unwrap()
+    .enqueued
+    .run_id();
+    until_finished(&db, later).await;
+    assert_eq!(db.store.run(later).await.unwrap().status, "succeeded");
     assert_eq!(db.store.run(run_id).await.unwrap().status, "paused");
     assert_eq!(stage_of(&db, run_id, "code_embeddings").await.0, "waiting");
     assert_refused(
@@ -450,7 +504,7 @@ async fn runs_pause_resume_and_cancel_between_batches() {
 
     let r = trawl_in(&db, &["runs", "resume", &run_id.to_string()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    until(60, async || finished(&db, run_id).await).await;
+    until_finished(&db, run_id).await;
     let run = db.store.run(run_id).await.unwrap();
     assert_eq!(run.status, "succeeded", "{run:?}");
     let (status, attempts, _) = stage_of(&db, run_id, "code_embeddings").await;
@@ -489,23 +543,23 @@ async fn runs_pause_resume_and_cancel_between_batches() {
     let version_after_resume: i64 = max_version(&db).await;
     assert_eq!(version_after_resume, version_before + 1);
 
-    // Cancel while EXTRACT sleeps (a full project run): it stops, what remains is
-    // cancelled, no index version is stamped, and the next run finds the files again.
+    // Cancel while EXTRACT is held at the gate (a full project run): let go, it stops,
+    // what remains is cancelled, no index version is stamped, and the next run finds the
+    // files again.
+    let gate = Gate::hold(&db, extract_gate).await;
     let (_, queued) = reindex(&db.store, &config, &request(ScopeKind::Project))
         .await
         .unwrap();
     let run_id = queued.run_id;
-    until(30, async || {
-        stage_of(&db, run_id, "extract").await.0 == "running"
-    })
-    .await;
+    until_stage(&db, run_id, "extract", "to run", |s| s.0 == "running").await;
     let r = trawl_in(&db, &["runs", "cancel", &run_id.to_string()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    until(30, async || {
-        stage_of(&db, run_id, "extract").await.2 == "Killed"
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
+    until_stage(&db, run_id, "extract", "to be killed", |s| s.2 == "Killed").await;
+    // The cancelled stage goes on past the gate and stops; the worker's graceful stop waits
+    // for it, so what follows is what it left.
+    gate.release().await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
     let run = db.store.run(run_id).await.unwrap();
     assert_eq!(run.status, "cancelled");
     for stage in ["extract", "bm25_index", "code_embeddings", "enrich"] {
@@ -528,8 +582,6 @@ async fn runs_pause_resume_and_cancel_between_batches() {
         "the cancelled run's files are found changed again: {}",
         r.stdout
     );
-    stop.send(()).unwrap();
-    handle.await.unwrap();
 }
 
 #[tokio::test]
@@ -563,18 +615,18 @@ async fn status_audit_and_failed_items() {
         "{status}"
     );
 
+    // EXTRACT waits at the gate, running, until the file is gone.
     let ctx = PipelineContext::with_faults(
         db.store.clone(),
         db.config(),
-        Faults::parse("extract:sleep:1500"),
+        Faults::parse(&gate_fault("extract", GATE)),
     );
+    let gate = Gate::hold(&db, GATE).await;
     let (stop, handle) = worker(ctx);
-    until(30, async || {
-        stage_of(&db, run_id, "extract").await.0 == "running"
-    })
-    .await;
+    until_stage(&db, run_id, "extract", "to run", |s| s.0 == "running").await;
     std::fs::remove_file(root.join("src/b.py")).unwrap();
-    until(60, async || finished(&db, run_id).await).await;
+    gate.release().await;
+    until_finished(&db, run_id).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     assert_eq!(db.store.run(run_id).await.unwrap().status, "succeeded");
@@ -758,7 +810,7 @@ async fn reingest_selects_repositories_and_languages_and_enqueues_in_batches() {
         db.config(),
     ));
     for &run_id in &run_ids {
-        until(60, async || finished(&db, run_id).await).await;
+        until_finished(&db, run_id).await;
     }
     stop.send(()).unwrap();
     handle.await.unwrap();
@@ -895,12 +947,15 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
         db.config(),
     ));
     for j in [&job, &vectors_job, &bad, &retried, &garbage] {
-        until(60, async || {
-            !matches!(
-                job_state(&db, j).await.0.as_str(),
-                "Pending" | "Queued" | "Running"
-            )
-        })
+        poll_until(
+            std::time::Duration::from_secs(60),
+            &format!("job {j} to end"),
+            async |seen| {
+                let state = job_state(&db, j).await;
+                *seen = format!("{state:?}");
+                (!matches!(state.0.as_str(), "Pending" | "Queued" | "Running")).then_some(())
+            },
+        )
         .await;
     }
     let r = trawl_in(&db, &["batch", "show", &job, "--json"]);
@@ -938,7 +993,7 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
         "the retried batch enqueued nothing again"
     );
     assert_eq!(job_state(&db, &retried).await.0, "Done");
-    until(60, async || finished(&db, run_id).await).await;
+    until_finished(&db, run_id).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
 

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use crate::support::remote::{Remote, bare_repo};
 use crate::support::server::{Served, ask, code};
-use crate::support::{TestDb, path_str, trawl_cmd, trawl_in};
+use crate::support::{
+    GATE, Gate, KillOnDrop, TestDb, gate_fault, path_str, poll_until, trawl_cmd, trawl_in,
+};
 
 const TOKEN: &str = "tok-1b9e-not-for-strangers";
 
@@ -268,27 +270,32 @@ async fn a_stalling_remote_fails_sync_as_retryable_naming_the_remote() {
     // From now on the remote reads requests and never answers; a worker takes the run.
     remote.stall();
     let started = std::time::Instant::now();
-    let mut worker = trawl_cmd()
-        .envs(db.env())
-        .env("TRAWL_GIT_TIMEOUT_SECS", "3")
-        .env("TRAWL_MAX_ATTEMPTS", "1")
-        .args(["worker"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = loop {
-        let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = 1")
-            .fetch_one(db.store.pool())
-            .await
-            .unwrap();
-        if !matches!(status.as_str(), "queued" | "running") || started.elapsed().as_secs() > 60 {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = worker.kill();
-    let _ = worker.wait();
+    let mut worker = KillOnDrop::new(
+        trawl_cmd()
+            .envs(db.env())
+            .env("TRAWL_GIT_TIMEOUT_SECS", "3")
+            .env("TRAWL_MAX_ATTEMPTS", "1")
+            .args(["worker"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = poll_until(
+        Duration::from_secs(60),
+        "the run of the stalled remote to end (git was not bounded?)",
+        async |seen| {
+            let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = 1")
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap();
+            *seen = status.clone();
+            (!matches!(status.as_str(), "queued" | "running")).then_some(status)
+        },
+    )
+    .await;
+    let _ = worker.child().kill();
+    let _ = worker.child().wait();
     assert_eq!(
         status,
         "failed",
@@ -328,49 +335,42 @@ async fn extract_never_follows_a_link_or_blocks_on_a_fifo_swapped_in_after_sync(
         .unwrap();
     }
 
-    // EXTRACT sleeps before its work on its first attempt; SYNC has recorded the files.
-    let mut child = trawl_cmd()
-        .envs(db.env())
-        .env("TRAWL_TEST_FAULTS", "extract:sleep:6000")
-        .args(["index", &path_str(repo.path()), "--wait"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    // EXTRACT waits at the gate before its work; SYNC has recorded the files.
+    let gate = Gate::hold(&db, GATE).await;
+    let mut child = KillOnDrop::new(
+        trawl_cmd()
+            .envs(db.env())
+            .env("TRAWL_TEST_FAULTS", gate_fault("extract", GATE))
+            .args(["index", &path_str(repo.path()), "--wait"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    poll_until(Duration::from_secs(60), "EXTRACT to start", async |seen| {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM stage_runs WHERE stage = 'extract'")
                 .fetch_optional(db.store.pool())
                 .await
                 .unwrap();
-        if status.as_deref() == Some("running") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "EXTRACT never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        *seen = format!("{status:?}");
+        (status.as_deref() == Some("running")).then_some(())
+    })
+    .await;
     std::fs::remove_file(repo.path().join("a.py")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret.py"), repo.path().join("a.py")).unwrap();
     std::fs::remove_file(repo.path().join("b.py")).unwrap();
     let fifo = std::ffi::CString::new(repo.path().join("b.py").to_str().unwrap()).unwrap();
     // SAFETY: a valid path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    gate.release().await;
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("EXTRACT hung (on the FIFO?)");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = poll_until(
+        Duration::from_secs(120),
+        "the run to end (EXTRACT hung on the FIFO?)",
+        async |_| child.child().try_wait().unwrap(),
+    )
+    .await;
     assert!(status.success(), "the run ended");
     let r = trawl_in(
         &db,

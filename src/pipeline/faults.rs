@@ -2,16 +2,21 @@
 //! `TRAWL_TEST_FAULTS` in debug builds only; release builds never inject anything.
 //!
 //! Format: `;`-separated rules `STAGE:KIND:N`, where KIND is `retryable` (fail with a
-//! retryable error on attempts 1..=N), `permanent` (fail for good on attempt N), or
-//! `sleep` (sleep N milliseconds before the stage's work, on the first attempt only).
+//! retryable error on attempts 1..=N), `permanent` (fail for good on attempt N), `sleep`
+//! (sleep N milliseconds before the stage's work, on the first attempt only), or `gate`
+//! (before the stage's work, on every attempt, wait for the Postgres advisory lock N of the
+//! stage's database, and let go of it at once: a test that holds that lock holds the stage
+//! at a known point, running, until it lets go).
 
 use crate::domain::Stage;
+use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Retryable { times: u32 },
     Permanent { on_attempt: u32 },
     Sleep { millis: u64 },
+    Gate { key: i64 },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +49,9 @@ impl Faults {
                         on_attempt: n as u32,
                     },
                     "sleep" => Fault::Sleep { millis: n },
+                    "gate" => Fault::Gate {
+                        key: i64::try_from(n).ok()?,
+                    },
                     _ => return None,
                 };
                 Some((stage, fault))
@@ -52,8 +60,13 @@ impl Faults {
         Faults { rules }
     }
 
-    /// Applies the rules for `stage` on `attempt` (1-based).
-    pub async fn inject(&self, stage: Stage, attempt: u32) -> Result<(), super::StageError> {
+    /// Applies the rules for `stage` on `attempt` (1-based); a gate waits on `store`.
+    pub async fn inject(
+        &self,
+        store: &Store,
+        stage: Stage,
+        attempt: u32,
+    ) -> Result<(), super::StageError> {
         for (s, fault) in &self.rules {
             if *s != stage {
                 continue;
@@ -72,11 +85,28 @@ impl Faults {
                 Fault::Sleep { millis } if attempt == 1 => {
                     tokio::time::sleep(std::time::Duration::from_millis(millis)).await
                 }
+                Fault::Gate { key } => pass_gate(store, key).await.map_err(|e| {
+                    super::StageError::Retryable(format!("injected gate {key}: {e}"))
+                })?,
                 _ => {}
             }
         }
         Ok(())
     }
+}
+
+/// Waits until no other session holds advisory lock `key`, then lets go of it at once (the
+/// lock is the transaction's, so it cannot outlive this call, even if it is cut short).
+// A debug-only test fault (`TRAWL_TEST_FAULTS`, never read in release builds), so its one
+// statement lives here rather than among the store's queries.
+#[allow(clippy::disallowed_methods)]
+async fn pass_gate(store: &Store, key: i64) -> Result<(), sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 #[cfg(test)]
@@ -86,7 +116,8 @@ mod tests {
     #[test]
     fn rules_parse_and_bad_ones_are_dropped() {
         let f = Faults::parse(
-            "extract:retryable:2; sync:sleep:500;enrich:permanent:1;bogus:x:1;sync:nope:1",
+            "extract:retryable:2; sync:sleep:500;enrich:permanent:1;bogus:x:1;sync:nope:1;\
+             extract:gate:727001;sync:gate:-1",
         );
         assert_eq!(
             f.rules,
@@ -94,6 +125,7 @@ mod tests {
                 (Stage::Extract, Fault::Retryable { times: 2 }),
                 (Stage::Sync, Fault::Sleep { millis: 500 }),
                 (Stage::Enrich, Fault::Permanent { on_attempt: 1 }),
+                (Stage::Extract, Fault::Gate { key: 727001 }),
             ]
         );
     }

@@ -237,7 +237,9 @@ async fn handle(
         };
         let started = std::time::Instant::now();
         let outcome = async {
-            ctx.faults.inject(payload.stage, attempt as u32).await?;
+            ctx.faults
+                .inject(&ctx.store, payload.stage, attempt as u32)
+                .await?;
             if ctx.noop_stages {
                 return Ok(stages::StageOutcome::default());
             }

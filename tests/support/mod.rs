@@ -298,18 +298,92 @@ pub fn run(cmd: &mut Command) -> Ran {
     }
 }
 
-/// Polls `f` until it returns Some or `secs` pass.
-pub async fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+/// How often [`poll_until`] looks again.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Asks `probe` at once and then every [`POLL_EVERY`] until it returns `Some`, and returns
+/// that value. After `timeout` it panics, naming `what` was awaited and the state the probe
+/// last described: a probe may write what it saw into the `&mut String` it is given (leave
+/// it empty to describe nothing).
+///
+/// ```ignore
+/// poll_until(Duration::from_secs(30), "SYNC to run", async |seen| {
+///     let status = stage_status(&db, run_id, "sync").await;
+///     *seen = format!("{status:?}");
+///     (status.0 == "running").then_some(())
+/// })
+/// .await;
+/// ```
+pub async fn poll_until<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut(&mut String) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = String::new();
     loop {
-        if let Some(v) = f() {
-            return Some(v);
+        if let Some(v) = probe(&mut seen).await {
+            return v;
         }
-        if std::time::Instant::now() > deadline {
-            return None;
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            if seen.is_empty() {
+                panic!("timed out after {timeout:?} waiting for {what}");
+            }
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
     }
+}
+
+/// The key tests' gates use: an advisory lock of the test's own database, so tests running
+/// at once do not share it.
+pub const GATE: i64 = 727_001;
+
+/// A held gate of the `STAGE:gate:KEY` test fault (see `trawl::pipeline::faults`): while
+/// it is held, a stage with that fault, in a worker on `db`, is running and blocked before
+/// its work, until [`Gate::release`] (or the drop of the gate) lets it go on. The test
+/// holds Postgres advisory lock KEY on a connection of its own.
+pub struct Gate {
+    key: i64,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl Gate {
+    /// Takes advisory lock `key` of `db`'s database.
+    pub async fn hold(db: &TestDb, key: i64) -> Gate {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&db.url)
+            .await
+            .expect("the gate's connection opens");
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut conn)
+            .await
+            .expect("the gate is taken");
+        Gate {
+            key,
+            conn: Some(conn),
+        }
+    }
+
+    /// Lets the gated stage go on.
+    pub async fn release(mut self) {
+        use sqlx::Connection as _;
+        let mut conn = self.conn.take().expect("a held gate");
+        let released: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .fetch_one(&mut conn)
+            .await
+            .expect("the gate is released");
+        assert!(released, "gate {} was held", self.key);
+        conn.close().await.expect("the gate's connection closes");
+    }
+}
+
+/// The fault rule that makes `stage` wait at the gate of `key` (see [`Gate`]).
+pub fn gate_fault(stage: &str, key: i64) -> String {
+    format!("{stage}:gate:{key}")
 }
 
 pub fn path_str(p: &Path) -> String {
@@ -348,6 +422,43 @@ pub fn spawn_worker(
         .unwrap();
     });
     (tx, handle)
+}
+
+/// A child process that does not outlive the test: [`KillOnDrop::stop`] stops it gracefully,
+/// and one still running when the test ends, even by a failed assertion or a
+/// [`poll_until`] that timed out, is killed (SIGKILL: a child stuck where it should not be
+/// might not heed a SIGTERM).
+pub struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    pub fn new(child: std::process::Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child, while it is not stopped.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the child is not stopped yet")
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Runs `git ARGS` in `dir` with a fixed identity and branch name; panics with git's
