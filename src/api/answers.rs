@@ -4,7 +4,6 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::service::progress::Snapshot;
 use crate::service::reindex::{ReindexPlan, ReindexQueued, ReindexResult};
 use crate::service::status::RepositoryStatus;
 use crate::store::audit::AuditEntry;
@@ -65,16 +64,8 @@ pub struct Runs {
     pub runs: Vec<Run>,
 }
 
-/// `GET /api/v1/runs/{run}`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct RunDetail {
-    pub run: Run,
-    /// The five stages, in order: the run's timeline.
-    pub stages: Vec<StageRun>,
-    pub progress: Snapshot,
-    /// Once the run has ended.
-    pub result: Option<ReindexResult>,
-}
+/// `GET /api/v1/runs/{run}`: the service's view of a run.
+pub type RunDetail = crate::service::runs::RunView;
 
 /// `GET /api/v1/runs/{run}/items`.
 #[derive(Debug, Serialize, JsonSchema)]

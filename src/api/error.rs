@@ -14,6 +14,7 @@ use crate::service::index::IndexError;
 use crate::service::reindex::ReindexError;
 use crate::service::reingest::ReingestError;
 use crate::service::repositories::RepositoryError;
+use crate::service::runs::RunError;
 use crate::service::search::SearchRequestError;
 use crate::service::status::StatusError;
 use crate::store::StoreError;
@@ -77,14 +78,41 @@ impl From<StoreError> for ApiError {
             StoreError::Database {
                 code: Some(code), ..
             } if code.starts_with("22") => ApiError::bad_request("invalid_request", e.to_string()),
-            e if e.is_retryable() => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                e.to_string(),
-            ),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            e if e.is_retryable() => {
+                let id = logged(e);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    format!(
+                        "the database is unavailable for now: retry later (error {id} in the server's log)"
+                    ),
+                )
+            }
+            e => {
+                let id = logged(e);
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the server failed: error {id} in its log says why"),
+                )
+            }
         }
     }
+}
+
+/// Logs `e` in full under a new error id, for an answer that names the id only: what the
+/// database said (names of tables, constraint texts, hosts) stays in the server's log.
+pub fn logged(e: &dyn std::error::Error) -> String {
+    let id = ulid::Ulid::generate().to_string();
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::error!(error_id = %id, error = %chain, "request failed");
+    id
 }
 
 impl From<IndexError> for ApiError {
@@ -187,6 +215,18 @@ impl From<SearchRequestError> for ApiError {
             }
             SearchRequestError::Repository(e) => e.into(),
             SearchRequestError::Search(e) => e.into(),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> ApiError {
+        match e {
+            RunError::Unknown(id) => ApiError::not_found(
+                "unknown_run",
+                format!("no run {id}: see GET /api/v1/runs for run ids"),
+            ),
+            RunError::Store(e) => e.into(),
         }
     }
 }
@@ -375,4 +415,36 @@ pub async fn json_errors(response: Response) -> Response {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the database said stays in the log: the answer names an error id only.
+    #[test]
+    fn internal_and_unavailable_answers_are_opaque() {
+        let internal = ApiError::from(StoreError::Database {
+            message: "relation \"secret_table\" does not exist".into(),
+            code: Some("42P01".into()),
+            retryable: false,
+        });
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !internal.message.contains("secret_table"),
+            "{}",
+            internal.message
+        );
+        assert!(
+            internal.message.contains("in its log"),
+            "{}",
+            internal.message
+        );
+        let down = ApiError::from(StoreError::Connection("db.internal:5432 refused".into()));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!down.message.contains("db.internal"), "{}", down.message);
+        // Input errors keep their words: they are the client's to fix.
+        let bad = ApiError::from(StoreError::Invalid("limit must be positive".into()));
+        assert!(bad.message.contains("limit must be positive"));
+    }
 }

@@ -603,7 +603,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
-            format!("the database does not answer: {e}"),
+            format!(
+                "the database does not answer (error {} in the server's log)",
+                super::error::logged(&e)
+            ),
         )
         .into_response(),
     }
@@ -973,34 +976,16 @@ async fn list_runs(
 }
 
 async fn existing_run(state: &AppState, run_id: i64) -> Result<crate::store::runs::Run, ApiError> {
-    match state.store.run(run_id).await {
-        Ok(run) => Ok(run),
-        Err(crate::store::StoreError::NotFound(_)) => Err(ApiError::not_found(
-            "unknown_run",
-            format!("no run {run_id}: see GET /api/v1/runs for run ids"),
-        )),
-        Err(e) => Err(e.into()),
-    }
+    Ok(crate::service::runs::existing(&state.store, run_id).await?)
 }
 
 async fn show_run(
     State(state): State<AppState>,
     Id(run_id): Id<i64>,
 ) -> Result<Json<answers::RunDetail>, ApiError> {
-    let run = existing_run(&state, run_id).await?;
-    let stages = state.store.stage_runs(run_id).await?;
-    let progress = Snapshot::of(&run, &stages);
-    let result = if run.run_status().is_finished() {
-        Some(reindex::result_of(&state.store, &run).await?)
-    } else {
-        None
-    };
-    Ok(Json(answers::RunDetail {
-        run,
-        stages,
-        progress,
-        result,
-    }))
+    Ok(Json(
+        crate::service::runs::show(&state.store, run_id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

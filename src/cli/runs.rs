@@ -116,14 +116,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             failures,
             json,
         } => {
-            let r = match store.run(run).await {
-                Ok(r) => r,
-                Err(crate::store::StoreError::NotFound(_)) => {
+            let view = match crate::service::runs::show(&store, run).await {
+                Ok(view) => view,
+                Err(crate::service::runs::RunError::Unknown(_)) => {
                     bail!("no run {run}: see `trawl runs list` for run ids")
                 }
                 Err(e) => return Err(e.into()),
             };
-            let stages = store.stage_runs(run).await?;
+            let (r, stages) = (view.run, view.stages);
             let listed = if items || failures {
                 Some(store.run_items(run, failures).await?)
             } else {

@@ -23,7 +23,6 @@ use crate::api::error::ApiError;
 use crate::api::routes::{self, SearchBody};
 use crate::domain::PriorityClass;
 use crate::service::control::{RunAction, control_run};
-use crate::service::progress::Snapshot;
 use crate::service::reindex::{self, ReindexRequest, ScopeKind};
 use crate::service::{search, status};
 
@@ -335,10 +334,9 @@ impl TrawlMcp {
 
     async fn status_of(&self, task_id: &str) -> Result<Value, ApiError> {
         let id = run_id(task_id)?;
-        let store = &self.state.store;
-        let run = match store.run(id).await {
-            Ok(run) => run,
-            Err(crate::store::StoreError::NotFound(_)) => {
+        let view = match crate::service::runs::show(&self.state.store, id).await {
+            Ok(view) => view,
+            Err(crate::service::runs::RunError::Unknown(_)) => {
                 return Err(ApiError::not_found(
                     "unknown_task",
                     format!("no task {task_id}: give the task_id force_reindex returned"),
@@ -346,19 +344,13 @@ impl TrawlMcp {
             }
             Err(e) => return Err(e.into()),
         };
-        let stages = store.stage_runs(id).await?;
-        let mut progress = Snapshot::of(&run, &stages);
-        progress.status = run.status.clone();
-        let result = if run.run_status().is_finished() {
-            Some(reindex::result_of(store, &run).await?)
-        } else {
-            None
-        };
+        let mut progress = view.progress;
+        progress.status = view.run.status.clone();
         Ok(json!({
             "task_id": task_id,
-            "status": run.status,
+            "status": view.run.status,
             "progress": progress,
-            "result": result,
+            "result": view.result,
         }))
     }
 

@@ -7,6 +7,7 @@ pub mod progress;
 pub mod reindex;
 pub mod reingest;
 pub mod repositories;
+pub mod runs;
 pub mod scheduler;
 pub mod search;
 pub mod status;

@@ -12,8 +12,8 @@ use crate::domain::scope::Scope;
 use crate::domain::{PriorityClass, Trigger};
 use crate::pipeline::stages::sync::plan_sync;
 use crate::store::audit::NewAuditEntry;
-pub use crate::store::runs::ItemFailure;
 use crate::store::repositories::Repository;
+pub use crate::store::runs::ItemFailure;
 use crate::store::runs::{Enqueued, NewRun, Run};
 use crate::store::{Store, StoreError};
 

@@ -1,0 +1,56 @@
+//! Showing a run: the one view of it the CLI, the HTTP API and MCP give.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::service::progress::Snapshot;
+use crate::service::reindex::{self, ReindexResult};
+use crate::store::runs::{Run, StageRun};
+use crate::store::{Store, StoreError};
+
+/// A run with its stages, where it stands, and its result once it has ended.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunView {
+    pub run: Run,
+    /// The five stages, in order: the run's timeline.
+    pub stages: Vec<StageRun>,
+    pub progress: Snapshot,
+    /// Once the run has ended.
+    pub result: Option<ReindexResult>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The adapters add where run ids are listed.
+    #[error("no run {0}")]
+    Unknown(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Run `run_id` as [`RunView`] shows it.
+pub async fn show(store: &Store, run_id: i64) -> Result<RunView, RunError> {
+    let run = existing(store, run_id).await?;
+    let stages = store.stage_runs(run_id).await?;
+    let progress = Snapshot::of(&run, &stages);
+    let result = if run.run_status().is_finished() {
+        Some(reindex::result_of(store, &run).await?)
+    } else {
+        None
+    };
+    Ok(RunView {
+        run,
+        stages,
+        progress,
+        result,
+    })
+}
+
+/// Run `run_id`, or [`RunError::Unknown`].
+pub async fn existing(store: &Store, run_id: i64) -> Result<Run, RunError> {
+    match store.run(run_id).await {
+        Ok(run) => Ok(run),
+        Err(StoreError::NotFound(_)) => Err(RunError::Unknown(run_id)),
+        Err(e) => Err(e.into()),
+    }
+}
