@@ -161,7 +161,7 @@ async fn enqueue(store: &Store, repository_id: i64) -> (i64, [String; 5]) {
             trigger: Trigger::User,
             origin: "test".into(),
             priority: PriorityClass::Normal,
-            scope: serde_json::json!({ "kind": "project" }),
+            scope: trawl::domain::scope::Scope::Project,
             full: false,
             // Never spent here: retries are the model's events, not the budget's.
             max_attempts: [1000; 5],
@@ -343,7 +343,7 @@ async fn tasks_and_queue_stats_name_the_class_a_run_was_asked_for() {
                 },
                 origin: "test".into(),
                 priority: class,
-                scope: serde_json::json!({ "kind": "project" }),
+                scope: trawl::domain::scope::Scope::Project,
                 full: false,
                 max_attempts: [3; 5],
             })
@@ -375,4 +375,41 @@ async fn tasks_and_queue_stats_name_the_class_a_run_was_asked_for() {
         .map(|c| c.priority_class.as_str())
         .collect();
     assert_eq!(classes, ["high", "low", "normal"].into_iter().collect());
+}
+
+/// A stored scope this build cannot read is refused where the run is read (the claim), and
+/// the stage fails for good: it never widens to the whole project.
+#[tokio::test]
+async fn an_unreadable_scope_fails_the_stage_instead_of_indexing_everything() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ($1, $2, 'test', '', now())",
+    )
+    .bind(WORKER)
+    .bind(trawl::store::lifecycle::STAGE_QUEUE)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let repository_id = store
+        .register_repository("directory", "/scope-test", "", "scope")
+        .await
+        .unwrap()
+        .id;
+    let (run_id, jobs) = enqueue(store, repository_id).await;
+    sqlx::query("UPDATE runs SET scope = '{\"kind\": \"everything\"}' WHERE id = $1")
+        .bind(run_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let claim = store.claim_stages(WORKER, 1).await.unwrap().pop().unwrap();
+    assert_eq!(claim.job_id, jobs[0]);
+    let err = claim.begin.unwrap().unwrap_err();
+    assert!(err.contains("unreadable"), "{err}");
+    store.kill_job(&claim.job_id, &err).await.unwrap();
+    let state = state_of(store, run_id).await;
+    assert_eq!(state.run, RunStatus::Failed);
+    assert_eq!(state.stages[0], StageStatus::Failed);
+    assert_eq!(state.check(), Ok(()));
 }

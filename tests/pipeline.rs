@@ -70,7 +70,7 @@ fn new_run(repository_id: i64, trigger: Trigger) -> NewRun {
         trigger,
         origin: "test".into(),
         priority: PriorityClass::default_for(trigger),
-        scope: serde_json::json!({ "kind": "project" }),
+        scope: trawl::domain::scope::Scope::Project,
         full: false,
         max_attempts: [5; 5],
     }

@@ -95,7 +95,7 @@ async fn one_pass(
         trigger: Trigger::User,
         origin: "bench".into(),
         priority: PriorityClass::Normal,
-        scope: serde_json::json!({ "kind": "project" }),
+        scope: crate::domain::scope::Scope::Project,
         full: false,
         max_attempts: [config.worker.max_attempts; 5],
     };

@@ -29,11 +29,6 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Reads a stored scope; an older or unknown one means the whole project.
-    pub fn from_json(value: &serde_json::Value) -> Scope {
-        serde_json::from_value(value.clone()).unwrap_or_default()
-    }
-
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a scope serialises")
     }
@@ -123,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn scopes_round_trip_and_old_ones_mean_the_project() {
+    fn scopes_round_trip_and_unknown_ones_are_refused() {
         let s = Scope::Directory {
             paths: vec!["src".into()],
             recursive: true,
@@ -132,12 +127,18 @@ mod tests {
             s.to_json(),
             serde_json::json!({"kind": "directory", "paths": ["src"], "recursive": true})
         );
-        assert_eq!(Scope::from_json(&s.to_json()), s);
+        let read = |v: serde_json::Value| serde_json::from_value::<Scope>(v);
+        assert_eq!(read(s.to_json()).unwrap(), s);
         assert_eq!(
-            Scope::from_json(&serde_json::json!({"kind": "project"})),
+            read(serde_json::json!({"kind": "project"})).unwrap(),
             Scope::Project
         );
-        assert_eq!(Scope::from_json(&serde_json::json!(null)), Scope::Project);
+        // An unreadable scope is an error, never the whole project.
+        assert!(read(serde_json::json!({"kind": "everything"})).is_err());
+        assert!(
+            read(serde_json::json!({"kind": "files"})).is_err(),
+            "files without paths"
+        );
         assert_eq!(
             Scope::EmbeddingsOnly.to_json(),
             serde_json::json!({"kind": "embeddings_only"})

@@ -219,7 +219,7 @@ async fn reindex_item(
         trigger: Trigger::User,
         origin: JOB_TYPE.into(),
         priority,
-        scope: json!({ "kind": "project" }),
+        scope: crate::domain::scope::Scope::Project,
         full: false,
         max_attempts: [ctx.config.worker.max_attempts; 5],
     };

@@ -1,9 +1,8 @@
 //! The payload of a stage job, as stored (JSON) in `apalis.jobs.job`.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
 use crate::domain::Stage;
+use crate::domain::scope::Scope;
+use serde::{Deserialize, Serialize};
 
 /// One stage of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,9 +11,11 @@ pub struct StageJob {
     pub run_id: i64,
     pub repository_id: i64,
     pub stage: Stage,
-    /// The run's scope, as in `runs.scope`.
+    /// The run's scope, as in `runs.scope` (the whole project when left out). An unknown
+    /// one makes the payload malformed: the job fails for good rather than index more than
+    /// was asked.
     #[serde(default)]
-    pub scope: Value,
+    pub scope: Scope,
 }
 
 impl StageJob {
@@ -51,7 +52,7 @@ mod tests {
             run_id: 1,
             repository_id: 2,
             stage: Stage::Bm25Index,
-            scope: serde_json::json!({"kind": "project"}),
+            scope: Scope::Project,
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["stage"], "bm25_index");

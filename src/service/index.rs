@@ -118,7 +118,7 @@ async fn register_and_enqueue(
             trigger: Trigger::User,
             origin: origin.to_string(),
             priority: PriorityClass::default_for(Trigger::User),
-            scope: serde_json::json!({ "kind": "project" }),
+            scope: crate::domain::scope::Scope::Project,
             full: false,
             max_attempts: [config.worker.max_attempts; 5],
         })

@@ -256,7 +256,7 @@ async fn plan_and_enqueue(
             trigger: Trigger::User,
             origin: request.origin.clone(),
             priority: request.priority,
-            scope: plan.scope.to_json(),
+            scope: plan.scope.clone(),
             full: request.full,
             max_attempts: [config.worker.max_attempts; 5],
         })

@@ -180,7 +180,7 @@ async fn reingest_unaudited(
                 trigger: Trigger::User,
                 origin: request.origin.clone(),
                 priority: request.priority,
-                scope: scope.to_json(),
+                scope: scope.clone(),
                 full: true,
                 max_attempts: [config.worker.max_attempts; 5],
             })

@@ -38,7 +38,7 @@ pub async fn tick(store: &Store, every: Duration, max_attempts: u32) -> Result<T
                 trigger: Trigger::Background,
                 origin: "scheduler".into(),
                 priority: PriorityClass::default_for(Trigger::Background),
-                scope: serde_json::json!({ "kind": "project" }),
+                scope: crate::domain::scope::Scope::Project,
                 full: false,
                 max_attempts: [max_attempts; 5],
             })

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::{FromRow, Postgres, Transaction};
 
 use super::{Store, StoreError, lifecycle};
+use crate::domain::scope::Scope;
 use crate::domain::{PriorityClass, RunStatus, Stage, Trigger};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, FromRow, schemars::JsonSchema)]
@@ -17,7 +18,10 @@ pub struct Run {
     pub priority_base: i32,
     /// high, normal or low, as asked for.
     pub priority_class: String,
-    pub scope: Value,
+    /// What it indexes; a stored scope this build cannot read fails the row's decoding
+    /// (and so the stage that claimed it), never widens to the whole project.
+    #[schemars(with = "Scope")]
+    pub scope: sqlx::types::Json<Scope>,
     pub full_reindex: bool,
     pub status: String,
     pub result: Value,
@@ -79,7 +83,7 @@ pub struct NewRun {
     pub trigger: Trigger,
     pub origin: String,
     pub priority: PriorityClass,
-    pub scope: Value,
+    pub scope: Scope,
     pub full: bool,
     /// Attempts allowed per stage, by ordinal.
     pub max_attempts: [u32; 5],
@@ -318,7 +322,7 @@ async fn enqueue_in(
     .bind(&new.origin)
     .bind(new.priority.base())
     .bind(new.priority.as_str())
-    .bind(&new.scope)
+    .bind(sqlx::types::Json(&new.scope))
     .bind(new.full)
     .fetch_one(&mut **tx)
     .await?;

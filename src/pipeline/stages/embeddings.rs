@@ -51,7 +51,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
 /// An embeddings-only run with `--full` computes every vector again, not only the missing
 /// ones (those a model change leaves).
 pub fn reembeds_everything(run: &Run) -> bool {
-    run.full_reindex && Scope::from_json(&run.scope) == Scope::EmbeddingsOnly
+    run.full_reindex && run.scope.0 == Scope::EmbeddingsOnly
 }
 
 /// Embeds the repository's texts of `kind` that lack a current vector, a page at a time;

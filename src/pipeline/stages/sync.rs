@@ -18,7 +18,7 @@ use crate::store::files::{FileRow, KnownFile, SyncItem, SyncPlan};
 use crate::store::runs::Run;
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
-    let scope = Scope::from_json(&run.scope);
+    let scope = run.scope.0.clone();
     if !scope.syncs_files() {
         // Embeddings only: the files and snippets stay as they are.
         return Ok(StageOutcome {
