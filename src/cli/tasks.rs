@@ -43,8 +43,13 @@ enum Action {
         json: bool,
     },
     /// Put a failed or cancelled task back in the queue with a fresh budget of attempts.
+    ///
+    /// Its run goes on from its first stage that did not succeed: retrying a later stage
+    /// of a run whose earlier stage was also cancelled starts that earlier one, and the
+    /// later ones wait for it.
     Retry { id: String },
-    /// Cancel a task that has not finished, with the later stages and its run.
+    /// Cancel a task that has not finished, and with it its run (every unfinished stage of
+    /// it; a stage at work stops after its current batch).
     Cancel { id: String },
 }
 
