@@ -154,6 +154,21 @@ fn next_event(rng: &mut StdRng, model: &RunState, held: &[bool; 5]) -> Option<Ev
     }
 }
 
+/// Registers the test's worker: claims name a worker apalis knows (jobs.lock_by references
+/// apalis.workers).
+async fn register_worker(store: &Store) {
+    let mut tx = store.pool().begin().await.unwrap();
+    trawl::store::workers::register_worker(
+        &mut tx,
+        WORKER,
+        trawl::store::lifecycle::STAGE_QUEUE,
+        "test",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
 async fn enqueue(store: &Store, repository_id: i64) -> (i64, [String; 5]) {
     let run_id = store
         .enqueue_run(&NewRun {
@@ -215,16 +230,7 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
         .await
         .unwrap()
         .id;
-    // Claims name a worker apalis knows (jobs.lock_by references apalis.workers).
-    sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-         VALUES ($1, $2, 'test', '', now())",
-    )
-    .bind(WORKER)
-    .bind(trawl::store::lifecycle::STAGE_QUEUE)
-    .execute(store.pool())
-    .await
-    .unwrap();
+    register_worker(store).await;
     let seed: u64 = std::env::var("TRAWL_LIFECYCLE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -383,15 +389,7 @@ async fn tasks_and_queue_stats_name_the_class_a_run_was_asked_for() {
 async fn an_unreadable_scope_fails_the_stage_instead_of_indexing_everything() {
     let db = TestDb::new().await;
     let store = &db.store;
-    sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-         VALUES ($1, $2, 'test', '', now())",
-    )
-    .bind(WORKER)
-    .bind(trawl::store::lifecycle::STAGE_QUEUE)
-    .execute(store.pool())
-    .await
-    .unwrap();
+    register_worker(store).await;
     let repository_id = store
         .register_repository("directory", "/scope-test", "", "scope")
         .await

@@ -74,7 +74,7 @@ async fn wait_until_finished(db: &TestDb, run_id: i64, secs: u64) {
         &format!("run {run_id} to end"),
         async |seen| {
             let run = db.store.run(run_id).await.unwrap();
-            *seen = run.status.clone();
+            *seen = run.status.to_string();
             run.run_status().is_finished().then_some(())
         },
     )

@@ -1,6 +1,7 @@
 //! The domain's words and their rules: stages and their order, run and stage statuses,
 //! priorities. Pure: no I/O, no SQL.
 
+pub mod job;
 pub mod lifecycle;
 pub mod retry;
 pub mod scope;
@@ -135,9 +136,21 @@ impl PriorityClass {
     }
 }
 
-/// A run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A run's status (`runs.status`, checked text).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
     Running,
@@ -181,9 +194,21 @@ impl RunStatus {
     }
 }
 
-/// A stage run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A stage run's status (`stage_runs.status`, checked text).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum StageStatus {
     /// Its job may be taken by a worker.
     Queued,
@@ -235,6 +260,30 @@ impl StageStatus {
         )
     }
 }
+
+/// Statuses print, and compare with, the names stored and shown.
+macro_rules! named_status {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            /// Padded as asked (`{:<10}` in the CLI's tables).
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+named_status!(RunStatus);
+named_status!(StageStatus);
 
 /// A moment back from now: a duration (`90s`, `30m`, `12h`, `7d`) or an RFC 3339 time. The
 /// error names the input and what is accepted.

@@ -345,7 +345,7 @@ impl TrawlMcp {
             Err(e) => return Err(e.into()),
         };
         let mut progress = view.progress;
-        progress.status = view.run.status.clone();
+        progress.status = view.run.status.to_string();
         Ok(json!({
             "task_id": task_id,
             "status": view.run.status,

@@ -103,7 +103,7 @@ impl BatchPayload {
         let p: BatchPayload = serde_json::from_slice(bytes).map_err(|e| {
             format!(
                 "invalid {JOB_TYPE} payload {}: {e}",
-                crate::pipeline::job::shown(bytes)
+                crate::domain::job::shown(bytes)
             )
         })?;
         match (p.repositories.is_empty(), p.snippets.is_empty()) {
@@ -139,11 +139,12 @@ pub async fn handle(ctx: Arc<PipelineContext>, job_id: String, payload: Vec<u8>)
         Ok(p) => match tokio::time::timeout(POLICY.timeout, work(&ctx, &job_id, &p)).await {
             Ok(Ok(report)) => close(store, &job_id, "Done", json!({ "Ok": report })).await,
             // A provider's 401, a refused request: running it again cannot help.
-            Ok(Err(StageError::Permanent(msg))) => {
+            Ok(Err(e)) if !e.is_retryable() => {
+                let msg = e.report();
                 tracing::error!(job = %job_id, error = %msg, "batch job failed for good");
                 close(store, &job_id, "Killed", json!({ "Err": msg })).await
             }
-            Ok(Err(e)) => retry(store, &job_id, &e.to_string()).await,
+            Ok(Err(e)) => retry(store, &job_id, &e.report()).await,
             Err(_) => {
                 let msg = format!("timed out after {} s", POLICY.timeout.as_secs());
                 retry(store, &job_id, &msg).await
@@ -165,7 +166,9 @@ async fn work(ctx: &PipelineContext, job_id: &str, p: &BatchPayload) -> Result<V
             continue;
         }
         if let Some((status, message)) = reindex_item(ctx, job_id, &item, r, p.priority).await? {
-            record(store, job_id, &item, status, &message, None).await?;
+            store
+                .record_batch_item(job_id, &item, status, &message, None)
+                .await?;
         }
     }
     if !p.snippets.is_empty() {
@@ -235,15 +238,15 @@ async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Resu
         let texts = store.code_texts(chunk).await?;
         for id in chunk {
             if !texts.iter().any(|t| t.snippet_id == *id) {
-                record(
-                    store,
-                    job_id,
-                    &format!("snippet:{id}"),
-                    "failed",
-                    &format!("no snippet {id}"),
-                    None,
-                )
-                .await?;
+                store
+                    .record_batch_item(
+                        job_id,
+                        &format!("snippet:{id}"),
+                        "failed",
+                        &format!("no snippet {id}"),
+                        None,
+                    )
+                    .await?;
             }
         }
         if texts.is_empty() {
@@ -253,31 +256,12 @@ async fn reembed_items(ctx: &PipelineContext, job_id: &str, ids: &[i64]) -> Resu
         // A failure here fails the attempt: retried if it can pass (see `handle`).
         super::stages::embeddings::embed_and_store(ctx, &embedder, VectorKind::Code, texts).await?;
         for id in embedded {
-            record(
-                store,
-                job_id,
-                &format!("snippet:{id}"),
-                "done",
-                "embedded",
-                None,
-            )
-            .await?;
+            store
+                .record_batch_item(job_id, &format!("snippet:{id}"), "done", "embedded", None)
+                .await?;
         }
     }
     Ok(())
-}
-
-async fn record(
-    store: &Store,
-    job_id: &str,
-    item: &str,
-    status: &str,
-    message: &str,
-    run_id: Option<i64>,
-) -> Result<(), StoreError> {
-    store
-        .record_batch_item(job_id, item, status, message, run_id)
-        .await
 }
 
 async fn close(store: &Store, job_id: &str, status: &str, result: Value) -> Result<(), StoreError> {

@@ -85,7 +85,7 @@ impl Faults {
                 Fault::Sleep { millis } if attempt == 1 => {
                     tokio::time::sleep(std::time::Duration::from_millis(millis)).await
                 }
-                Fault::Gate { key } => pass_gate(store, key).await.map_err(|e| {
+                Fault::Gate { key } => store.pass_advisory_gate(key).await.map_err(|e| {
                     super::StageError::Retryable(format!("injected gate {key}: {e}"))
                 })?,
                 _ => {}
@@ -93,20 +93,6 @@ impl Faults {
         }
         Ok(())
     }
-}
-
-/// Waits until no other session holds advisory lock `key`, then lets go of it at once (the
-/// lock is the transaction's, so it cannot outlive this call, even if it is cut short).
-// A debug-only test fault (`TRAWL_TEST_FAULTS`, never read in release builds), so its one
-// statement lives here rather than among the store's queries.
-#[allow(clippy::disallowed_methods)]
-async fn pass_gate(store: &Store, key: i64) -> Result<(), sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 pub mod backend;
 pub mod batch;
 pub mod faults;
-pub mod job;
 pub mod stages;
 pub mod worker;
 
@@ -109,10 +108,12 @@ impl PipelineContext {
     }
 }
 
-/// A stage's failure, classified for the retry policy.
+/// A stage's failure, classified for the retry policy. The failures of the store, the
+/// keyword index and the providers keep their error (its source chain with it), and
+/// whether running again can help is theirs to say ([`StageError::is_retryable`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// Can succeed when run again: a lost connection, a deadlock, a provider's 429/5xx.
+    /// Can succeed when run again (a stage's own judgement).
     #[error("{0}")]
     Retryable(String),
     /// Cannot: bad input, an invalid payload. Fails the stage at once.
@@ -121,38 +122,83 @@ pub enum StageError {
     /// The run was paused or cancelled: the stage stopped between two batches.
     #[error("{0}")]
     Stopped(String),
+    #[error(transparent)]
+    Store(crate::store::StoreError),
+    #[error(transparent)]
+    Keyword(#[from] KeywordError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
 }
 
-impl From<ProviderError> for StageError {
-    fn from(e: ProviderError) -> Self {
-        if e.is_retryable() {
-            StageError::Retryable(e.to_string())
-        } else {
-            StageError::Permanent(e.to_string())
+impl StageError {
+    /// Whether another attempt can succeed: a lost connection or a deadlock, another
+    /// writer's lock on the keyword index, a provider's 429/5xx; not bad input, a corrupt
+    /// index, a provider's 401.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StageError::Retryable(_) => true,
+            StageError::Permanent(_) | StageError::Stopped(_) => false,
+            StageError::Store(e) => e.is_retryable(),
+            StageError::Keyword(e) => e.is_retryable(),
+            StageError::Provider(e) => e.is_retryable(),
         }
     }
-}
 
-impl From<KeywordError> for StageError {
-    /// Lock contention and I/O may pass; corruption and an unusable directory do not.
-    fn from(e: KeywordError) -> Self {
-        if e.is_retryable() {
-            StageError::Retryable(e.to_string())
-        } else {
-            StageError::Permanent(e.to_string())
+    /// The error with its causes, for the task table and the log.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = s.source();
         }
+        out
     }
 }
 
 impl From<crate::store::StoreError> for StageError {
     fn from(e: crate::store::StoreError) -> Self {
-        if let crate::store::StoreError::Stopped(why) = e {
-            return StageError::Stopped(why);
+        match e {
+            crate::store::StoreError::Stopped(why) => StageError::Stopped(why),
+            e => StageError::Store(e),
         }
-        if e.is_retryable() {
-            StageError::Retryable(e.to_string())
-        } else {
-            StageError::Permanent(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// A stage's failure keeps the error it came from: whether to retry is that error's to
+    /// say, and the report carries its words.
+    #[test]
+    fn stage_errors_keep_their_cause_and_its_retryability() {
+        let refused: StageError = ProviderError::Refused {
+            url: "http://127.0.0.1:9/v1".into(),
+            detail: "401 bad key".into(),
         }
+        .into();
+        assert!(!refused.is_retryable());
+        assert!(refused.report().contains("401 bad key"), "{}", refused.report());
+        let overloaded: StageError = ProviderError::Transient {
+            url: "http://127.0.0.1:9/v1".into(),
+            detail: "503".into(),
+        }
+        .into();
+        assert!(overloaded.is_retryable());
+        let deadlock: StageError = StoreError::Database {
+            message: "deadlock detected".into(),
+            code: Some("40P01".into()),
+            retryable: true,
+        }
+        .into();
+        assert!(deadlock.is_retryable() && matches!(deadlock, StageError::Store(_)));
+        let stopped: StageError = StoreError::Stopped("run 3 is paused".into()).into();
+        assert!(matches!(stopped, StageError::Stopped(_)) && !stopped.is_retryable());
     }
 }

@@ -22,8 +22,8 @@ use tracing::Instrument as _;
 
 use super::backend::{ClaimedJob, JobBackend};
 use super::batch;
-use super::job::StageJob;
 use super::{PipelineContext, StageError, stages};
+use crate::domain::job::StageJob;
 use crate::store::lifecycle::{Begin, STAGE_QUEUE};
 use crate::store::{Store, StoreError};
 
@@ -256,7 +256,8 @@ async fn handle(
                 tracing::info!(%why, "stage stopped between batches");
                 recorded(|| store.stop_stage(job_id)).await?;
             }
-            Err(StageError::Retryable(msg)) if policy.allows_another(attempt as u32) => {
+            Err(e) if e.is_retryable() && policy.allows_another(attempt as u32) => {
+                let msg = e.report();
                 // Credentials in a remote's or provider's URL never reach the task table.
                 let msg = crate::redact::text(&msg);
                 let delay = policy.backoff(attempt as u32, rand::rng().random());
@@ -264,9 +265,10 @@ async fn handle(
                 recorded(|| store.retry_stage(job_id, &msg, delay)).await?;
             }
             Err(e) => {
-                let msg = match &e {
-                    StageError::Retryable(m) => format!("{m} (gave up after {attempt} attempts)"),
-                    StageError::Permanent(m) | StageError::Stopped(m) => m.clone(),
+                let msg = if e.is_retryable() {
+                    format!("{} (gave up after {attempt} attempts)", e.report())
+                } else {
+                    e.report()
                 };
                 let msg = crate::redact::text(&msg);
                 tracing::error!(attempt, error = %msg, "stage failed for good");

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::providers::{Embedder, ProviderError};
 use crate::store::snippets::StoredSnippet;
-use crate::store::vectors::VectorKind;
+use crate::store::vectors::{SnippetFilter, VectorKind};
 use crate::store::{Store, StoreError};
 use keyword::{Filters, KeywordError, KeywordIndex};
 
@@ -295,8 +295,12 @@ impl Searcher {
                         &vector,
                         &model,
                         kind,
-                        q,
-                        path_re.as_ref().map(|r| r.sql.as_str()),
+                        &SnippetFilter {
+                            repository_ids: &q.repository_ids,
+                            languages: &q.languages,
+                            kinds: &q.kinds,
+                            path_regex: path_re.as_ref().map(|r| r.sql.as_str()),
+                        },
                         depth,
                     )
                     .await?;

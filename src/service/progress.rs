@@ -63,12 +63,12 @@ impl Snapshot {
             if !terminal {
                 let mut preparing = Snapshot::preparing(run.id);
                 if run.status == "paused" {
-                    preparing.status = run.status.clone();
+                    preparing.status = run.status.to_string();
                 }
                 return preparing;
             }
             return Snapshot {
-                status: run.status.clone(),
+                status: run.status.to_string(),
                 error: run.error.clone(),
                 terminal,
                 ..Snapshot::preparing(run.id)
@@ -82,7 +82,7 @@ impl Snapshot {
         };
         Snapshot {
             run_id: run.id,
-            status: run.status.clone(),
+            status: run.status.to_string(),
             stage: stage.stage.clone(),
             percent,
             items_done: done,

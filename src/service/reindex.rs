@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::domain::scope::Scope;
-use crate::domain::{PriorityClass, Trigger};
+use crate::domain::{PriorityClass, RunStatus, Trigger};
+use crate::pipeline::stages::results::RunResult;
 use crate::pipeline::stages::sync::plan_sync;
 use crate::store::audit::NewAuditEntry;
 use crate::store::repositories::Repository;
@@ -292,7 +293,7 @@ async fn plan_and_enqueue(
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReindexResult {
     pub run_id: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub seconds: Option<f64>,
     pub items_completed: i64,
@@ -308,10 +309,10 @@ pub struct ReindexResult {
 pub async fn result_of(store: &Store, run: &Run) -> Result<ReindexResult, StoreError> {
     let (completed, failed) = store.item_counts(run.id).await?;
     let failures = store.failed_items(run.id).await?;
-    let n = |stage: &str, key: &str| run.result[stage][key].as_i64().unwrap_or(0);
+    let stages = RunResult::of(&run.result);
     Ok(ReindexResult {
         run_id: run.id,
-        status: run.status.clone(),
+        status: run.status,
         error: run.error.clone(),
         seconds: match (run.started_at, run.finished_at) {
             (Some(s), Some(f)) => Some((f - s).num_milliseconds() as f64 / 1000.0),
@@ -320,10 +321,10 @@ pub async fn result_of(store: &Store, run: &Run) -> Result<ReindexResult, StoreE
         items_completed: completed,
         items_failed: failed,
         failures,
-        files_processed: n("extract", "files"),
-        snippets_extracted: n("extract", "snippets"),
-        embeddings_generated: n("code_embeddings", "embedded"),
-        summaries_written: n("enrich", "summaries"),
+        files_processed: stages.extract.as_ref().map_or(0, |x| x.files),
+        snippets_extracted: stages.extract.as_ref().map_or(0, |x| x.snippets),
+        embeddings_generated: stages.code_embeddings.as_ref().map_or(0, |x| x.embedded),
+        summaries_written: stages.enrich.as_ref().map_or(0, |x| x.summaries),
     })
 }
 

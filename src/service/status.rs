@@ -60,7 +60,7 @@ pub async fn of(store: &Store, repository: Repository) -> Result<RepositoryStatu
         let run = store.run(run_id).await?;
         let stages = store.stage_runs(run_id).await?;
         let mut snapshot = Snapshot::of(&run, &stages);
-        snapshot.status = run.status.clone();
+        snapshot.status = run.status.to_string();
         unfinished.push(snapshot);
     }
     let (lines_total, lines_covered) = store.line_coverage(repository.id).await?;

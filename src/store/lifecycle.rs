@@ -29,7 +29,7 @@ pub const PARKED_UNTIL_SECS: i64 = 7_258_118_400; // 2200-01-01
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub job_id: String,
-    /// The job's payload as stored (a [`crate::pipeline::job::StageJob`] as JSON).
+    /// The job's payload as stored (a [`crate::domain::job::StageJob`] as JSON).
     pub payload: Vec<u8>,
     pub priority: i32,
     pub run_at: chrono::DateTime<chrono::Utc>,

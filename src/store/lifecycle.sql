@@ -445,6 +445,28 @@ $$;
 -- before it; no row when the run or the task does not exist.
 -- ---------------------------------------------------------------------------------------
 
+-- Locks run p_run, which serialises every operator's event on it; its status, NULL when
+-- there is no such run.
+CREATE OR REPLACE FUNCTION trawl_lock_run(p_run BIGINT) RETURNS TEXT
+LANGUAGE sql AS $$ SELECT status FROM runs WHERE id = p_run FOR UPDATE $$;
+
+-- Locks task p_job_id's run, then its stage run (in that order, as every event does); the
+-- stage run, or NULL when no stage run has this job.
+CREATE OR REPLACE FUNCTION trawl_lock_task(p_job_id TEXT) RETURNS stage_runs
+LANGUAGE plpgsql AS $$
+DECLARE
+    sr stage_runs;
+BEGIN
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM trawl_lock_run(sr.run_id);
+    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
+    RETURN sr;
+END
+$$;
+
 -- Pauses a queued or running run: its queued or waiting stage is parked; a stage at work
 -- stops after its current batch (trawl_stop_stage).
 CREATE OR REPLACE FUNCTION trawl_pause_run(p_run BIGINT)
@@ -454,8 +476,8 @@ DECLARE
     before TEXT;
     ids TEXT[];
 BEGIN
-    SELECT r.status INTO before FROM runs r WHERE r.id = p_run FOR UPDATE;
-    IF NOT FOUND THEN
+    before := trawl_lock_run(p_run);
+    IF before IS NULL THEN
         RETURN;
     END IF;
     IF before NOT IN ('queued', 'running') THEN
@@ -483,8 +505,8 @@ DECLARE
     before TEXT;
     released TEXT;
 BEGIN
-    SELECT r.status INTO before FROM runs r WHERE r.id = p_run FOR UPDATE;
-    IF NOT FOUND THEN
+    before := trawl_lock_run(p_run);
+    IF before IS NULL THEN
         RETURN;
     END IF;
     IF before <> 'paused' THEN
@@ -517,8 +539,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     before TEXT;
 BEGIN
-    SELECT r.status INTO before FROM runs r WHERE r.id = p_run FOR UPDATE;
-    IF NOT FOUND THEN
+    before := trawl_lock_run(p_run);
+    IF before IS NULL THEN
         RETURN;
     END IF;
     IF before NOT IN ('queued', 'running', 'paused') THEN
@@ -539,12 +561,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     sr stage_runs;
 BEGIN
-    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id;
-    IF NOT FOUND THEN
+    sr := trawl_lock_task(p_job_id);
+    IF sr.job_id IS NULL THEN
         RETURN;
     END IF;
-    PERFORM 1 FROM runs r WHERE r.id = sr.run_id FOR UPDATE;
-    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
     IF sr.status NOT IN ('queued', 'waiting', 'running') THEN
         RETURN QUERY SELECT false, sr.status;
         RETURN;
@@ -568,12 +588,10 @@ DECLARE
     head TEXT;
     rest TEXT[];
 BEGIN
-    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id;
-    IF NOT FOUND THEN
+    sr := trawl_lock_task(p_job_id);
+    IF sr.job_id IS NULL THEN
         RETURN;
     END IF;
-    PERFORM 1 FROM runs r WHERE r.id = sr.run_id FOR UPDATE;
-    SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
     IF sr.status NOT IN ('failed', 'cancelled') THEN
         RETURN QUERY SELECT false, sr.status;
         RETURN;

@@ -7,7 +7,7 @@ use sqlx::{FromRow, Postgres, Transaction};
 
 use super::{Store, StoreError, lifecycle};
 use crate::domain::scope::Scope;
-use crate::domain::{PriorityClass, RunStatus, Stage, Trigger};
+use crate::domain::{PriorityClass, RunStatus, Stage, StageStatus, Trigger};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, FromRow, schemars::JsonSchema)]
 pub struct Run {
@@ -23,7 +23,7 @@ pub struct Run {
     #[schemars(with = "Scope")]
     pub scope: sqlx::types::Json<Scope>,
     pub full_reindex: bool,
-    pub status: String,
+    pub status: RunStatus,
     pub result: Value,
     pub error: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -33,7 +33,7 @@ pub struct Run {
 
 impl Run {
     pub fn run_status(&self) -> RunStatus {
-        RunStatus::parse(&self.status).unwrap_or(RunStatus::Failed)
+        self.status
     }
 }
 
@@ -43,7 +43,7 @@ pub struct StageRun {
     pub stage: String,
     pub ordinal: i16,
     pub job_id: String,
-    pub status: String,
+    pub status: StageStatus,
     pub attempts: i32,
     pub max_attempts: i32,
     pub items_total: i32,
@@ -332,7 +332,7 @@ async fn enqueue_in(
     }
 
     let payloads = Stage::ALL.map(|stage| {
-        let job = crate::pipeline::job::StageJob {
+        let job = crate::domain::job::StageJob {
             run_id,
             repository_id: new.repository_id,
             stage,

@@ -288,7 +288,7 @@ impl Store {
     pub async fn stage_progress(
         &self,
         run_id: i64,
-        stage: &str,
+        stage: crate::domain::Stage,
         total: i64,
         done: i64,
         failed: i64,
@@ -307,7 +307,7 @@ impl Store {
              SELECT (SELECT status FROM progress), r.status FROM runs r WHERE r.id = $1",
         )
         .bind(run_id)
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(total as i32)
         .bind(done as i32)
         .bind(failed as i32)

@@ -102,6 +102,16 @@ fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Which snippets a vector search looks among: none of the lists empty means any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnippetFilter<'a> {
+    pub repository_ids: &'a [i64],
+    pub languages: &'a [String],
+    pub kinds: &'a [String],
+    /// A Postgres regex over repository-relative paths.
+    pub path_regex: Option<&'a str>,
+}
+
 impl Store {
     /// Up to `limit` snippets of a repository (ids above `after_id`, in id order) whose code
     /// has no vector of `model`, or one computed from other code.
@@ -354,15 +364,13 @@ impl Store {
     }
 
     /// The `limit` snippets whose `kind` vectors of `model` are nearest (cosine) to
-    /// `vector`, with their similarity, within the query's filters. `path_regex` is a
-    /// Postgres regex over paths.
+    /// `vector`, with their similarity, within `filter`.
     pub async fn nearest_snippets(
         &self,
         vector: &[f32],
         model: &str,
         kind: VectorKind,
-        q: &crate::search::Query,
-        path_regex: Option<&str>,
+        filter: &SnippetFilter<'_>,
         limit: usize,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let dim = vector.len();
@@ -378,16 +386,16 @@ impl Store {
             sql_literal(model),
             kind.as_str()
         );
-        if !q.repository_ids.is_empty() {
+        if !filter.repository_ids.is_empty() {
             sql.push_str(" AND s.repository_id = ANY($2)");
         }
-        if !q.languages.is_empty() {
+        if !filter.languages.is_empty() {
             sql.push_str(" AND s.language = ANY($3)");
         }
-        if !q.kinds.is_empty() {
+        if !filter.kinds.is_empty() {
             sql.push_str(" AND s.kind = ANY($4)");
         }
-        if path_regex.is_some() {
+        if filter.path_regex.is_some() {
             sql.push_str(" AND s.path ~ $5");
         }
         sql.push_str(&format!(
@@ -404,10 +412,10 @@ impl Store {
             .await?;
         let mut rows: Vec<(i64, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(Vector::from(vector.to_vec()))
-            .bind(&q.repository_ids)
-            .bind(&q.languages)
-            .bind(&q.kinds)
-            .bind(path_regex.unwrap_or(""))
+            .bind(filter.repository_ids)
+            .bind(filter.languages)
+            .bind(filter.kinds)
+            .bind(filter.path_regex.unwrap_or(""))
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -66,4 +66,17 @@ impl Store {
         .fetch_one(&self.pool)
         .await?)
     }
+
+    /// Waits until no other session holds advisory lock `key`, then lets go of it at once
+    /// (the lock is the transaction's, so it cannot outlive this call, even if it is cut
+    /// short): the test faults' gate (`<stage>:gate:<key>`, debug builds only).
+    pub async fn pass_advisory_gate(&self, key: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

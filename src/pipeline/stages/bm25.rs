@@ -6,9 +6,9 @@
 //! are serialised across processes by a Postgres advisory lock. An index that is missing or
 //! of another schema version is rebuilt from Postgres first (it is derived data).
 
-use serde_json::json;
-
 use super::StageOutcome;
+use super::results::Bm25Result;
+use crate::domain::Stage;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::search::keyword::KeywordIndex;
 use crate::store::runs::Run;
@@ -22,10 +22,12 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     if index.needs_rebuild() {
         let documents = rebuild(ctx, &index).await?;
         lock.release().await?;
-        return Ok(StageOutcome {
-            result: json!({ "rebuilt": true, "documents": documents }),
-            up_to_date: false,
-        });
+        let result = Bm25Result {
+            files: None,
+            documents: documents as i64,
+            rebuilt: true,
+        };
+        return Ok(StageOutcome::of(&result, false));
     }
     let paths = ctx.store.run_item_paths(run.id).await?;
     let total = paths.len() as i64;
@@ -35,7 +37,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         ctx.store
             .stage_progress(
                 run.id,
-                "bm25_index",
+                Stage::Bm25Index,
                 total,
                 done,
                 0,
@@ -56,13 +58,17 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         .map_err(|e| StageError::Retryable(format!("keyword index task: {e}")))??;
     }
     ctx.store
-        .stage_progress(run.id, "bm25_index", total, total, 0, None)
+        .stage_progress(run.id, Stage::Bm25Index, total, total, 0, None)
         .await?;
     lock.release().await?;
-    Ok(StageOutcome {
-        result: json!({ "files": total, "documents": documents }),
-        up_to_date: false,
-    })
+    Ok(StageOutcome::of(
+        &Bm25Result {
+            files: Some(total),
+            documents: documents as i64,
+            rebuilt: false,
+        },
+        false,
+    ))
 }
 
 /// Rebuilds the whole keyword index from the snippets table. The caller holds the lock.

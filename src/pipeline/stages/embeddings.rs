@@ -8,9 +8,10 @@
 use std::time::Instant;
 
 use futures::StreamExt as _;
-use serde_json::json;
 
 use super::StageOutcome;
+use super::results::EmbeddingsResult;
+use crate::domain::Stage;
 use crate::domain::scope::Scope;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::providers::Embedder;
@@ -35,17 +36,21 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         .count_code_without_vectors(run.repository_id, &model)
         .await?;
     let started = Instant::now();
-    let done = embed_all(ctx, run, "code_embeddings", VectorKind::Code, total).await?;
+    let done = embed_all(ctx, run, Stage::CodeEmbeddings, VectorKind::Code, total).await?;
     let secs = started.elapsed().as_secs_f64();
-    Ok(StageOutcome {
-        result: json!({
-            "model": model,
-            "embedded": done,
-            "seconds": (secs * 1000.0).round() / 1000.0,
-            "per_second": if secs > 0.0 { (done as f64 / secs * 10.0).round() / 10.0 } else { 0.0 },
-        }),
-        up_to_date: false,
-    })
+    Ok(StageOutcome::of(
+        &EmbeddingsResult {
+            model,
+            embedded: done,
+            seconds: (secs * 1000.0).round() / 1000.0,
+            per_second: if secs > 0.0 {
+                (done as f64 / secs * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+        },
+        false,
+    ))
 }
 
 /// An embeddings-only run with `--full` computes every vector again, not only the missing
@@ -59,7 +64,7 @@ pub fn reembeds_everything(run: &Run) -> bool {
 pub async fn embed_all(
     ctx: &PipelineContext,
     run: &Run,
-    stage: &str,
+    stage: Stage,
     kind: VectorKind,
     total: i64,
 ) -> Result<i64, StageError> {

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
 
 use super::StageOutcome;
 use super::embeddings::embed_all;
+use super::results::EnrichResult;
+use crate::domain::Stage;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::providers::http::{ChatSummarizer, HttpClient};
 use crate::providers::summary;
@@ -40,7 +41,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let mut after = 0;
     loop {
         ctx.store
-            .stage_progress(run.id, "enrich", 0, summarised, 0, None)
+            .stage_progress(run.id, Stage::Enrich, 0, summarised, 0, None)
             .await?;
         let page = ctx
             .store
@@ -102,7 +103,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     // Heuristic summaries restate the snippet's name and doc comment: their vectors were
     // measured to lower search quality, so only a chat model's summaries are embedded.
     let embedded = if llm.is_some() {
-        embed_all(ctx, run, "enrich", VectorKind::Summary, summarised).await?
+        embed_all(ctx, run, Stage::Enrich, VectorKind::Summary, summarised).await?
     } else {
         0
     };
@@ -110,15 +111,15 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         .store
         .stamp_index_version(run.id, run.repository_id, &model)
         .await?;
-    Ok(StageOutcome {
-        result: json!({
-            "summaries": summarised,
-            "summary_source": if llm.is_some() { "llm" } else { "heuristic" },
-            "summary_vectors": embedded,
-            "index_version": version,
-        }),
-        up_to_date: false,
-    })
+    Ok(StageOutcome::of(
+        &EnrichResult {
+            summaries: summarised,
+            summary_source: if llm.is_some() { "llm" } else { "heuristic" }.into(),
+            summary_vectors: embedded,
+            index_version: i64::from(version),
+        },
+        false,
+    ))
 }
 
 /// One summary from the chat model, with the content hash it describes.

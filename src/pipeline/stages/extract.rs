@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde_json::json;
-
 use super::StageOutcome;
+use super::results::ExtractResult;
+use crate::domain::Stage;
 use crate::extract;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::store::runs::Run;
@@ -32,7 +32,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let mut failed = 0i64;
     let (mut inserted, mut kept, mut deleted, mut snippets) = (0usize, 0usize, 0usize, 0usize);
     ctx.store
-        .stage_progress(run.id, "extract", total, 0, 0, None)
+        .stage_progress(run.id, Stage::Extract, total, 0, 0, None)
         .await?;
 
     if !removed.is_empty() {
@@ -48,7 +48,7 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         ctx.store
             .stage_progress(
                 run.id,
-                "extract",
+                Stage::Extract,
                 total,
                 done,
                 failed,
@@ -73,20 +73,18 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         done += files.len() as i64;
     }
     ctx.store
-        .stage_progress(run.id, "extract", total, done, failed, None)
+        .stage_progress(run.id, Stage::Extract, total, done, failed, None)
         .await?;
-    Ok(StageOutcome {
-        result: json!({
-            "files": parse.len(),
-            "files_removed": removed.len(),
-            "files_failed": failed,
-            "snippets": snippets,
-            "snippets_inserted": inserted,
-            "snippets_kept": kept,
-            "snippets_deleted": deleted,
-        }),
-        up_to_date: false,
-    })
+    let result = ExtractResult {
+        files: parse.len() as i64,
+        files_removed: removed.len() as i64,
+        files_failed: failed,
+        snippets: snippets as i64,
+        snippets_inserted: inserted as i64,
+        snippets_kept: kept as i64,
+        snippets_deleted: deleted as i64,
+    };
+    Ok(StageOutcome::of(&result, false))
 }
 
 /// Reads and parses a batch of files, spread over the machine's cores.

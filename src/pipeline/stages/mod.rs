@@ -5,25 +5,36 @@ pub mod bm25;
 pub mod embeddings;
 pub mod enrich;
 pub mod extract;
+pub mod results;
 pub mod sync;
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::job::StageJob;
 use super::{PipelineContext, StageError};
 use crate::domain::Stage;
+use crate::domain::job::StageJob;
 use crate::store::repositories::Repository;
 use crate::store::runs::Run;
 
 /// What a finished stage reports.
 #[derive(Debug, Clone, Default)]
 pub struct StageOutcome {
-    /// Merged into `runs.result` under the stage's name.
+    /// Merged into `runs.result` under the stage's name: one of [`results`]' structs.
     pub result: Value,
     /// SYNC found nothing changed: the later stages are skipped.
     pub up_to_date: bool,
+}
+
+impl StageOutcome {
+    /// A stage's report (one of [`results`]' structs); `up_to_date` for SYNC only.
+    pub fn of(result: &impl serde::Serialize, up_to_date: bool) -> StageOutcome {
+        StageOutcome {
+            result: serde_json::to_value(result).expect("a stage result serialises"),
+            up_to_date,
+        }
+    }
 }
 
 /// Runs `job`'s stage for `run`.

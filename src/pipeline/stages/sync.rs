@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::json;
-
 use super::StageOutcome;
+use super::results::SyncResult;
+use crate::domain::Stage;
 use crate::domain::scope::Scope;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::sources::directory::{self, Content, ScannedFile};
@@ -21,13 +21,14 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let scope = run.scope.0.clone();
     if !scope.syncs_files() {
         // Embeddings only: the files and snippets stay as they are.
-        return Ok(StageOutcome {
-            result: json!({ "scope": scope.kind(), "files_seen": 0 }),
-            up_to_date: false,
-        });
+        let result = SyncResult {
+            scope: Some(scope.kind().to_string()),
+            ..SyncResult::default()
+        };
+        return Ok(StageOutcome::of(&result, false));
     }
     ctx.store
-        .stage_progress(run.id, "sync", 0, 0, 0, None)
+        .stage_progress(run.id, Stage::Sync, 0, 0, 0, None)
         .await?;
     let repo = ctx.store.repository(run.repository_id).await?;
     let root = super::working_dir(ctx, &repo)?;
@@ -62,17 +63,16 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     let files_seen = plan.upserts.len();
     let counts = ctx.store.apply_sync(run.id, repo.id, &plan).await?;
     let changed = counts.added + counts.modified + counts.deleted;
-    Ok(StageOutcome {
-        result: json!({
-            "files_seen": files_seen,
-            "added": counts.added,
-            "modified": counts.modified,
-            "deleted": counts.deleted,
-            "skipped": counts.skipped,
-            "commit": commit,
-        }),
-        up_to_date: changed == 0,
-    })
+    let result = SyncResult {
+        files_seen: files_seen as i64,
+        added: counts.added as i64,
+        modified: counts.modified as i64,
+        deleted: counts.deleted as i64,
+        skipped: counts.skipped as i64,
+        commit,
+        scope: None,
+    };
+    Ok(StageOutcome::of(&result, changed == 0))
 }
 
 /// Compares a scan of `root` with the files known from the last sync, within `scope`

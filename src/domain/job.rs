@@ -1,7 +1,7 @@
 //! The payload of a stage job, as stored (JSON) in `apalis.jobs.job`.
 
-use crate::domain::Stage;
-use crate::domain::scope::Scope;
+use super::Stage;
+use super::scope::Scope;
 use serde::{Deserialize, Serialize};
 
 /// One stage of one run.
