@@ -123,7 +123,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             out,
             "trawl_queue_depth{{stage=\"{}\",status=\"{}\",priority_class=\"{}\"}} {}",
             label(&c.stage),
-            label(&c.stage_status),
+            label(c.stage_status.as_str()),
             label(&c.priority_class),
             c.count
         );

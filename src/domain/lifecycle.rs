@@ -29,7 +29,19 @@ use serde::{Deserialize, Serialize};
 use super::{RunStatus, Stage, StageStatus};
 
 /// A queue job's status, in apalis' words (`apalis.jobs.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    sqlx::Type,
+)]
+#[sqlx(type_name = "text")]
 pub enum JobStatus {
     /// In the queue, due at its `run_at`.
     Pending,
@@ -86,6 +98,12 @@ impl JobStatus {
 
     pub fn is_closed(self) -> bool {
         matches!(self, JobStatus::Done | JobStatus::Killed)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 

@@ -184,7 +184,11 @@ mod tests {
         }
         .into();
         assert!(!refused.is_retryable());
-        assert!(refused.report().contains("401 bad key"), "{}", refused.report());
+        assert!(
+            refused.report().contains("401 bad key"),
+            "{}",
+            refused.report()
+        );
         let overloaded: StageError = ProviderError::Transient {
             url: "http://127.0.0.1:9/v1".into(),
             detail: "503".into(),

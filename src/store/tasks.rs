@@ -5,13 +5,15 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{Store, StoreError};
+use crate::domain::lifecycle::JobStatus;
+use crate::domain::{RunStatus, StageStatus};
 
 #[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Task {
     pub job_id: String,
     pub stage: String,
-    pub stage_status: String,
-    pub job_status: String,
+    pub stage_status: StageStatus,
+    pub job_status: JobStatus,
     pub priority: Option<i32>,
     pub priority_class: String,
     pub attempts: i32,
@@ -28,7 +30,7 @@ pub struct Task {
     pub run_id: i64,
     pub repository_id: i64,
     pub trigger: String,
-    pub run_status: String,
+    pub run_status: RunStatus,
 }
 
 /// Filters of `trawl tasks list`; `None` means any.
@@ -65,7 +67,7 @@ impl From<sqlx::Error> for TaskError {
 #[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct QueueCell {
     pub stage: String,
-    pub stage_status: String,
+    pub stage_status: StageStatus,
     pub priority_class: String,
     pub count: i64,
 }
