@@ -145,3 +145,17 @@ async fn unknown_languages_and_kinds_are_refused_everywhere() {
         "{body}"
     );
 }
+
+/// A task filter of an unknown status matched nothing, silently: it is refused, listing
+/// the statuses (stage and job ones) it takes; any case of a known one is taken.
+#[tokio::test]
+async fn tasks_list_refuses_an_unknown_status() {
+    let db = TestDb::new().await;
+    let r = trawl_in(&db, &["tasks", "list", "--status", "bogus"]);
+    assert_refused(&r, "unknown status \"bogus\"");
+    assert!(r.stderr.contains("skipped") && r.stderr.contains("killed"), "{}", r.stderr);
+    for ok in ["Pending", "skipped", "QUEUED"] {
+        let r = trawl_in(&db, &["tasks", "list", "--status", ok, "--json"]);
+        assert_eq!(r.code, 0, "{ok}: {}", r.stderr);
+    }
+}

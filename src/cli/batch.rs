@@ -42,6 +42,7 @@ enum Action {
     /// A batch job's status and what happened to each item.
     Show {
         job: String,
+        /// Print the job's status and items as JSON.
         #[arg(long)]
         json: bool,
     },

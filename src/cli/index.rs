@@ -25,7 +25,12 @@ pub struct Args {
     /// The directory or git URL to index.
     source: String,
     /// For a git URL: the branch, tag or commit to index (default: the remote's HEAD).
-    #[arg(long = "ref", value_name = "REF", default_value = "")]
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        default_value = "",
+        hide_default_value = true
+    )]
     git_ref: String,
     /// Follow the run until it ends; exit 0 when it succeeds, 1 when it fails.
     #[arg(long)]

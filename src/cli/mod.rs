@@ -152,6 +152,12 @@ async fn repository_id(
         .map_err(|e| anyhow::anyhow!("{e} (`trawl status` lists them)"))
 }
 
+/// `n` and the noun, singular for one: "1 file", "3 files", "2 repositories".
+pub fn count(n: impl Into<i64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `s` for a terminal: control characters (an escape sequence hidden in a file name or a
 /// file's text) written as visible escapes, so what is printed cannot drive the terminal.
 /// Tabs stay.

@@ -15,7 +15,10 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
+    /// Tasks by stage × status × priority class, the oldest queued task's age, and what
+    /// each live worker is running.
     Stats {
+        /// Print the statistics as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -91,7 +91,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                     for f in &plan.files {
                         println!("{:<9} {}", f.change, f.path);
                     }
-                    println!("{} files would be processed", plan.files.len());
+                    println!(
+                        "{} would be processed",
+                        super::count(plan.files.len() as i64, "file", "files")
+                    );
                 }
             }
         }
@@ -129,16 +132,16 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         println!("{}", serde_json::json!({ "result": result }));
     } else {
         println!(
-            "run {} {} in {:.1} s: {} items completed, {} failed; {} files processed, {} snippets extracted, {} embeddings generated, {} summaries written",
+            "run {} {} in {:.1} s: {} completed, {} failed; {} processed, {} extracted, {} generated, {} written",
             result.run_id,
             result.status,
             result.seconds.unwrap_or(0.0),
-            result.items_completed,
+            super::count(result.items_completed, "item", "items"),
             result.items_failed,
-            result.files_processed,
-            result.snippets_extracted,
-            result.embeddings_generated,
-            result.summaries_written
+            super::count(result.files_processed, "file", "files"),
+            super::count(result.snippets_extracted, "snippet", "snippets"),
+            super::count(result.embeddings_generated, "embedding", "embeddings"),
+            super::count(result.summaries_written, "summary", "summaries")
         );
         if let Some(e) = &result.error {
             println!("error: {e}");

@@ -65,17 +65,25 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     };
     if outcome.dry_run {
         println!(
-            "dry run: {} repositories ({langs}) would get a full run, in {} batches: {:?}",
-            outcome.repository_ids.len(),
-            outcome.batches,
+            "dry run: {} ({langs}) would get a full run, in {}: {:?}",
+            super::count(
+                outcome.repository_ids.len() as i64,
+                "repository",
+                "repositories"
+            ),
+            super::count(outcome.batches as i64, "batch", "batches"),
             outcome.repository_ids
         );
     } else {
         println!(
-            "{} runs enqueued for {} repositories ({langs}) in {} batches; {} already pending; runs {:?}",
-            outcome.enqueued,
-            outcome.repository_ids.len(),
-            outcome.batches,
+            "{} enqueued for {} ({langs}) in {}; {} already pending; runs {:?}",
+            super::count(outcome.enqueued as i64, "run", "runs"),
+            super::count(
+                outcome.repository_ids.len() as i64,
+                "repository",
+                "repositories"
+            ),
+            super::count(outcome.batches as i64, "batch", "batches"),
             outcome.already_pending,
             outcome.run_ids
         );

@@ -24,6 +24,7 @@ enum Action {
         repo: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print the runs as a JSON array.
         #[arg(long)]
         json: bool,
     },
@@ -32,6 +33,7 @@ enum Action {
     /// watches: workers do the work. Exit 0 when the run succeeded, 1 when not.
     Watch {
         run: i64,
+        /// Print each progress snapshot as one JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -52,6 +54,7 @@ enum Action {
         /// Only the files that failed, with their errors.
         #[arg(long, conflicts_with = "items")]
         failures: bool,
+        /// Print the run with its stages (and the items or failures asked for) as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -29,16 +29,19 @@ enum Action {
         /// A repository id, or the path it was indexed from.
         #[arg(long)]
         repo: Option<String>,
+        /// Only the tasks of this run.
         #[arg(long)]
         run: Option<i64>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print the tasks as a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// One task with its job row and last result.
     Show {
         id: String,
+        /// Print the task as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -73,10 +76,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 },
                 None => None,
             };
+            if let Some(s) = &status
+                && !crate::domain::lifecycle::TASK_STATUSES.contains(&s.to_lowercase().as_str())
+            {
+                bail!(
+                    "unknown status {s:?}: use {}",
+                    crate::domain::lifecycle::TASK_STATUSES.join(", ")
+                );
+            }
             let repository_id = super::repository_id(&store, repo).await?;
             let tasks = store
                 .list_tasks(&TaskFilter {
-                    status,
+                    status: status.map(|s| s.to_lowercase()),
                     stage,
                     repository_id,
                     run_id: run,
