@@ -153,9 +153,46 @@ async fn tasks_list_refuses_an_unknown_status() {
     let db = TestDb::new().await;
     let r = trawl_in(&db, &["tasks", "list", "--status", "bogus"]);
     assert_refused(&r, "unknown status \"bogus\"");
-    assert!(r.stderr.contains("skipped") && r.stderr.contains("killed"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("skipped") && r.stderr.contains("killed"),
+        "{}",
+        r.stderr
+    );
     for ok in ["Pending", "skipped", "QUEUED"] {
         let r = trawl_in(&db, &["tasks", "list", "--status", ok, "--json"]);
         assert_eq!(r.code, 0, "{ok}: {}", r.stderr);
     }
+}
+
+/// A pool smaller than a worker's slots need starved claims and heartbeats, and the run
+/// never ended: the worker's pool is sized to its slots, and the run ends.
+#[tokio::test]
+async fn a_worker_with_a_tiny_pool_still_finishes_its_run() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..12 {
+        std::fs::write(
+            dir.path().join(format!("m{i}.py")),
+            format!("def f{i}(x):\n    return x + {i}\n"),
+        )
+        .unwrap();
+    }
+    let mut cmd = crate::support::trawl_cmd();
+    cmd.envs(db.env())
+        .env("TRAWL_DATABASE_MAX_CONNECTIONS", "2")
+        .env("TRAWL_WORKER_CONCURRENCY", "8")
+        .args(["index", dir.path().to_str().unwrap(), "--wait"]);
+    let r = crate::support::run(&mut cmd);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("succeeded"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("too few for worker.concurrency"),
+        "the raise is said: {}",
+        r.stderr
+    );
+    let snippets: i64 = sqlx::query_scalar("SELECT count(*) FROM snippets")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(snippets, 12);
 }

@@ -60,6 +60,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    // `--wait` may work the run in this process: the pool must serve a worker's slots.
+    let config = &crate::pipeline::worker::sized_for(config, config.worker.concurrency, 2);
     let store = database::open(config).await?;
     let request = ReindexRequest {
         repository: args.repository.clone(),

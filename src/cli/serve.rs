@@ -58,6 +58,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         .unwrap_or_else(|| config.serve.bind.clone());
     let token = Some(config.serve.token.as_str()).filter(|t| !t.is_empty());
     let addr = api::listen_address(&bind, token)?;
+    // The pool serves the API and the scheduler as well as the worker's slots.
+    let workers = args.workers.unwrap_or(config.worker.concurrency);
+    let config = &crate::pipeline::worker::sized_for(config, workers, 4);
     let store = database::open(config).await?;
     let listener = api::bind(addr).await?;
     let local = listener.local_addr().context("the listening address")?;
@@ -87,7 +90,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         }
     });
 
-    let concurrency = args.workers.unwrap_or(config.worker.concurrency);
+    let concurrency = workers;
     let worker = (concurrency > 0).then(|| {
         let ctx = PipelineContext::new(store.clone(), config.clone());
         tokio::spawn(worker::run(ctx, concurrency, stopped()))

@@ -22,8 +22,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
-    let store = database::open(config).await?;
     let concurrency = args.concurrency.unwrap_or(config.worker.concurrency).max(1);
+    let config = &crate::pipeline::worker::sized_for(config, concurrency, 0);
+    let store = database::open(config).await?;
     let ctx = if args.noop_stages {
         PipelineContext::without_stage_work(store, config.clone())
     } else {

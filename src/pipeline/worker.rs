@@ -23,6 +23,7 @@ use tracing::Instrument as _;
 use super::backend::{ClaimedJob, JobBackend};
 use super::batch;
 use super::{PipelineContext, StageError, stages};
+use crate::config::Config;
 use crate::domain::job::StageJob;
 use crate::store::lifecycle::{Begin, STAGE_QUEUE};
 use crate::store::{Store, StoreError};
@@ -31,6 +32,31 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[error("the stage worker stopped: {0}")]
 pub struct WorkerError(String);
+
+/// Connections a worker of `concurrency` slots needs at once: two per slot (a stage keeps
+/// one for its work while it writes progress or a second page with another), plus the
+/// claim, the heartbeat, the wake-up listener and the completion writer. A smaller pool
+/// starved them all: claims and heartbeats timed out in a loop, and the run never ended.
+pub fn connections_needed(concurrency: usize) -> u32 {
+    u32::try_from(concurrency.saturating_mul(2).saturating_add(4)).unwrap_or(u32::MAX)
+}
+
+/// `config` with its pool at least [`connections_needed`] for `concurrency` slots (plus
+/// `others` for what else the process serves); says so when it raises the setting.
+pub fn sized_for(config: &Config, concurrency: usize, others: u32) -> Config {
+    let needed = connections_needed(concurrency).saturating_add(others);
+    let mut c = config.clone();
+    if concurrency > 0 && c.database.max_connections < needed {
+        tracing::warn!(
+            max_connections = c.database.max_connections,
+            concurrency,
+            using = needed,
+            "database.max_connections is too few for worker.concurrency: the pool is sized to the slots"
+        );
+        c.database.max_connections = needed;
+    }
+    c
+}
 
 /// Runs stage jobs until `shutdown` resolves; then stops fetching, lets running stages
 /// finish for up to `worker.shutdown_timeout_secs`, and releases what still runs back to
