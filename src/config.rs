@@ -125,6 +125,8 @@ pub struct DatabaseConfig {
     /// A Postgres URL; empty means the embedded cluster under `home`.
     #[serde(default)]
     pub url: String,
+    /// The pool's size. A process running a worker raises it to what the worker's slots
+    /// need (`pipeline::worker::connections_needed`), saying so.
     pub max_connections: u32,
     pub connect_timeout_secs: u64,
     /// Directory holding `initdb`, `pg_ctl` and `postgres` for the embedded cluster;
