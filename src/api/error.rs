@@ -17,6 +17,7 @@ use crate::service::repositories::RepositoryError;
 use crate::service::runs::RunError;
 use crate::service::search::SearchRequestError;
 use crate::service::status::StatusError;
+use crate::service::tasks::TaskQueryError;
 use crate::store::StoreError;
 use crate::store::lifecycle::RunControlError;
 use crate::store::tasks::TaskError;
@@ -219,6 +220,22 @@ impl From<SearchRequestError> for ApiError {
     }
 }
 
+impl From<TaskQueryError> for ApiError {
+    fn from(e: TaskQueryError) -> ApiError {
+        match e {
+            TaskQueryError::UnknownStatus(_) | TaskQueryError::UnknownStage(_) => {
+                ApiError::bad_request("invalid_query", e.to_string())
+            }
+            TaskQueryError::UnknownTask(id) => ApiError::not_found(
+                "unknown_task",
+                format!("no task {id}: see GET /api/v1/tasks for task ids"),
+            ),
+            TaskQueryError::Repository(e) => e.into(),
+            TaskQueryError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> ApiError {
         match e {
@@ -226,6 +243,8 @@ impl From<RunError> for ApiError {
                 "unknown_run",
                 format!("no run {id}: see GET /api/v1/runs for run ids"),
             ),
+            RunError::UnknownStatus(_) => ApiError::bad_request("invalid_query", e.to_string()),
+            RunError::Repository(e) => e.into(),
             RunError::Store(e) => e.into(),
         }
     }

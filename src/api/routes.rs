@@ -27,7 +27,7 @@ use crate::service::progress::{Follower, Snapshot};
 use crate::service::reindex::{self, ReindexRequest, ScopeKind};
 use crate::service::reingest::{self, ReingestOutcome, ReingestRequest};
 use crate::service::{index, status};
-use crate::store::tasks::{QueueStats, TaskFilter};
+use crate::store::tasks::QueueStats;
 
 /// A JSON Schema pattern for "holds a character that is not white space": the white space
 /// characters listed are exactly those Rust's `str::trim` removes, so the document and the
@@ -945,23 +945,10 @@ async fn list_runs(
     State(state): State<AppState>,
     Params(p): Params<RunsParams>,
 ) -> Result<Json<answers::Runs>, ApiError> {
-    if let Some(status) = &p.status
-        && crate::domain::RunStatus::parse(status).is_none()
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "status {status:?} is not a run status: give {}",
-                RUN_STATUSES.join(", ")
-            ),
-        ));
-    }
-    let repository_id = repository_id(&state, p.repo.as_deref()).await?;
     let limit = limit(p.limit, 50)?;
-    let runs = state
-        .store
-        .list_runs(repository_id, p.status.as_deref(), limit)
-        .await?;
+    let runs =
+        crate::service::runs::list(&state.store, p.repo.as_deref(), p.status.as_deref(), limit)
+            .await?;
     Ok(Json(answers::Runs { runs }))
 }
 
@@ -990,8 +977,7 @@ async fn run_items(
     Id(run_id): Id<i64>,
     Params(p): Params<ItemsParams>,
 ) -> Result<Json<answers::RunItems>, ApiError> {
-    existing_run(&state, run_id).await?;
-    let items = state.store.run_items(run_id, p.failures).await?;
+    let items = crate::service::runs::items(&state.store, run_id, p.failures).await?;
     Ok(Json(answers::RunItems { run_id, items }))
 }
 
@@ -1059,33 +1045,14 @@ async fn list_tasks(
     State(state): State<AppState>,
     Params(p): Params<TasksParams>,
 ) -> Result<Json<answers::Tasks>, ApiError> {
-    if let Some(status) = &p.status
-        && !TASK_STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "status {status:?} is not a task status: give {}",
-                TASK_STATUSES.join(", ")
-            ),
-        ));
-    }
-    if let Some(stage) = &p.stage
-        && crate::domain::Stage::parse(stage).is_none()
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("stage {stage:?} is not a stage: give {}", STAGES.join(", ")),
-        ));
-    }
-    let filter = TaskFilter {
+    let query = crate::service::tasks::TaskQuery {
         status: p.status,
         stage: p.stage,
-        repository_id: repository_id(&state, p.repo.as_deref()).await?,
+        repository: p.repo,
         run_id: p.run,
         limit: limit(p.limit, 100)?,
     };
-    let tasks = state.store.list_tasks(&filter).await?;
+    let tasks = crate::service::tasks::list(&state.store, query).await?;
     Ok(Json(answers::Tasks { tasks }))
 }
 
@@ -1093,10 +1060,8 @@ async fn show_task(
     State(state): State<AppState>,
     Id(task): Id<String>,
 ) -> Result<Json<answers::OneTask>, ApiError> {
-    match state.store.task(&task).await? {
-        Some(task) => Ok(Json(answers::OneTask { task })),
-        None => Err(crate::store::tasks::TaskError::Unknown(task).into()),
-    }
+    let task = crate::service::tasks::show(&state.store, &task).await?;
+    Ok(Json(answers::OneTask { task }))
 }
 
 async fn retry_task(
@@ -1116,7 +1081,7 @@ async fn cancel_task(
 }
 
 async fn queue_stats(State(state): State<AppState>) -> Result<Json<QueueStats>, ApiError> {
-    Ok(Json(state.store.queue_stats().await?))
+    Ok(Json(crate::service::tasks::stats(&state.store).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,7 +27,7 @@ enum Action {
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     let Action::Stats { json } = args.action;
-    let stats = store.queue_stats().await?;
+    let stats = crate::service::tasks::stats(&store).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(0);

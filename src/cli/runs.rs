@@ -64,8 +64,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     match args.action {
         Action::List { repo, limit, json } => {
-            let repository_id = super::repository_id(&store, repo).await?;
-            let runs = store.list_runs(repository_id, None, limit).await?;
+            let runs = match crate::service::runs::list(&store, repo.as_deref(), None, limit).await
+            {
+                Ok(r) => r,
+                Err(e @ crate::service::runs::RunError::Repository(_)) => {
+                    bail!("{e} (`trawl status` lists them)")
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
@@ -98,7 +104,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             println!("run {} {}", r.id, r.status);
         }
         Action::Watch { run, json } => {
-            if let Err(crate::store::StoreError::NotFound(_)) = store.run(run).await {
+            if let Err(crate::service::runs::RunError::Unknown(_)) =
+                crate::service::runs::existing(&store, run).await
+            {
                 bail!("no run {run}: see `trawl runs list` for run ids");
             }
             let last = crate::service::progress::follow(&store, run, |s| {
@@ -128,7 +136,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             };
             let (r, stages) = (view.run, view.stages);
             let listed = if items || failures {
-                Some(store.run_items(run, failures).await?)
+                Some(crate::service::runs::items(&store, run, failures).await?)
             } else {
                 None
             };

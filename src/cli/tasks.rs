@@ -2,7 +2,8 @@ use anyhow::bail;
 
 use crate::config::Config;
 use crate::database;
-use crate::store::tasks::{Task, TaskFilter};
+use crate::service::tasks::{self, TaskQuery, TaskQueryError};
+use crate::store::tasks::Task;
 
 /// Inspect and steer stage tasks: the jobs in apalis' queue, with the run each belongs to.
 ///
@@ -67,33 +68,20 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             limit,
             json,
         } => {
-            let stage = match stage {
-                Some(s) => match crate::domain::Stage::parse(&s) {
-                    Some(st) => Some(st.as_str().to_string()),
-                    None => bail!(
-                        "unknown stage {s:?}: use sync, extract, bm25_index, code_embeddings or enrich"
-                    ),
-                },
-                None => None,
+            let query = TaskQuery {
+                status,
+                stage,
+                repository: repo,
+                run_id: run,
+                limit,
             };
-            if let Some(s) = &status
-                && !crate::domain::lifecycle::TASK_STATUSES.contains(&s.to_lowercase().as_str())
-            {
-                bail!(
-                    "unknown status {s:?}: use {}",
-                    crate::domain::lifecycle::TASK_STATUSES.join(", ")
-                );
-            }
-            let repository_id = super::repository_id(&store, repo).await?;
-            let tasks = store
-                .list_tasks(&TaskFilter {
-                    status: status.map(|s| s.to_lowercase()),
-                    stage,
-                    repository_id,
-                    run_id: run,
-                    limit,
-                })
-                .await?;
+            let tasks = match tasks::list(&store, query).await {
+                Ok(t) => t,
+                Err(e @ TaskQueryError::Repository(_)) => {
+                    bail!("{e} (`trawl status` lists them)")
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&tasks)?);
             } else {
@@ -118,8 +106,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             }
         }
         Action::Show { id, json } => {
-            let Some(t) = store.task(&id).await? else {
-                bail!("no task {id}: see `trawl tasks list` for task ids")
+            let t = match tasks::show(&store, &id).await {
+                Ok(t) => t,
+                Err(TaskQueryError::UnknownTask(_)) => {
+                    bail!("no task {id}: see `trawl tasks list` for task ids")
+                }
+                Err(e) => return Err(e.into()),
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&t)?);

@@ -11,3 +11,4 @@ pub mod runs;
 pub mod scheduler;
 pub mod search;
 pub mod status;
+pub mod tasks;

@@ -24,8 +24,41 @@ pub enum RunError {
     /// The adapters add where run ids are listed.
     #[error("no run {0}")]
     Unknown(i64),
+    #[error(
+        "unknown run status {0:?}: give queued, running, paused, succeeded, failed or cancelled"
+    )]
+    UnknownStatus(String),
+    #[error(transparent)]
+    Repository(#[from] crate::service::repositories::RepositoryError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The most recent runs, newest first: of the repository a selector names or all, in one
+/// status (refused when it is none) or any.
+pub async fn list(
+    store: &Store,
+    repository: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Run>, RunError> {
+    if let Some(s) = status
+        && crate::domain::RunStatus::parse(s).is_none()
+    {
+        return Err(RunError::UnknownStatus(s.to_string()));
+    }
+    let repository_id = crate::service::repositories::resolve_id(store, repository).await?;
+    Ok(store.list_runs(repository_id, status, limit).await?)
+}
+
+/// The files run `run_id` touched (only the failed ones with `failed_only`), by path.
+pub async fn items(
+    store: &Store,
+    run_id: i64,
+    failed_only: bool,
+) -> Result<Vec<crate::store::runs::RunItem>, RunError> {
+    existing(store, run_id).await?;
+    Ok(store.run_items(run_id, failed_only).await?)
 }
 
 /// Run `run_id` as [`RunView`] shows it.
