@@ -448,6 +448,13 @@ async fn reindex_plans_refuses_bad_scopes_and_runs_streamed_or_waited() {
             "{bad}: {body}"
         );
     }
+    // HTTP clients are told in the body's words, not the CLI's flags.
+    let (_, body) = ask(http.post(url(&reindex)).json(&json!({ "scope": "directory" }))).await;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("needs at least one path") && !message.contains("--"),
+        "{body}"
+    );
     let (status, body) = ask(http
         .post(url("/api/v1/repositories/9999/reindex"))
         .json(&json!({})))

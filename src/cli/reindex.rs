@@ -5,7 +5,7 @@ use crate::database;
 use crate::domain::PriorityClass;
 use crate::pipeline::PipelineContext;
 use crate::service::index;
-use crate::service::reindex::{self, ReindexRequest, ScopeKind};
+use crate::service::reindex::{self, ReindexError, ReindexRequest, ScopeKind};
 
 /// Reindex a registered repository now: the whole project, some directories or files, or
 /// only the embeddings of its snippets. Incremental by default (only files whose content
@@ -59,6 +59,28 @@ pub struct Args {
     json: bool,
 }
 
+/// A refusal in the CLI's words: its flags, and where repositories are listed.
+fn in_flags(e: ReindexError) -> anyhow::Error {
+    match e {
+        ReindexError::PathsNotTaken { scope, what } => {
+            anyhow::anyhow!("--scope {scope} takes no --path (it covers {what})")
+        }
+        ReindexError::NoPaths { scope } => {
+            anyhow::anyhow!("--scope {scope} needs at least one --path inside the repository")
+        }
+        ReindexError::RecursiveWithoutDirectory => {
+            anyhow::anyhow!("--recursive applies to --scope directory only")
+        }
+        ReindexError::WrongKind {
+            path,
+            expected,
+            scope,
+        } => anyhow::anyhow!("{path} is not a {expected} (--scope {scope} takes {expected} paths)"),
+        e @ ReindexError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
+        e => e.into(),
+    }
+}
+
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     // `--wait` may work the run in this process: the pool must serve a worker's slots.
     let config = &crate::pipeline::worker::sized_for(config, config.worker.concurrency, 2);
@@ -73,7 +95,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         origin: "cli".into(),
     };
     if args.dry_run {
-        let plan = reindex::plan(&store, config, &request).await?;
+        let plan = reindex::plan(&store, config, &request)
+            .await
+            .map_err(in_flags)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
@@ -102,7 +126,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    let (_, queued) = reindex::reindex(&store, config, &request).await?;
+    let (_, queued) = reindex::reindex(&store, config, &request)
+        .await
+        .map_err(in_flags)?;
     let run_id = queued.run_id;
     if args.json && !args.wait {
         println!("{}", serde_json::to_string(&queued)?);

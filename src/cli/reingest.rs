@@ -1,7 +1,7 @@
 use crate::config::Config;
 use crate::database;
 use crate::domain::PriorityClass;
-use crate::service::reingest::{self, ReingestRequest};
+use crate::service::reingest::{self, ReingestError, ReingestRequest};
 
 /// Reingest repositories: a full run of each (every file reprocessed), optionally only the
 /// files of some languages, enqueued in batches. Prints what it selected and enqueued.
@@ -53,7 +53,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             origin: "cli".into(),
         },
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        ReingestError::NothingSelected => {
+            anyhow::anyhow!("say which repositories: --repo R (repeatable) or --all")
+        }
+        ReingestError::AllAndSome => {
+            anyhow::anyhow!("--all and --repo exclude each other: give one")
+        }
+        ReingestError::BatchSize => anyhow::anyhow!("--batch-size must be at least 1"),
+        e @ ReingestError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
+        e => e.into(),
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(0);

@@ -64,14 +64,14 @@ pub struct ReindexRequest {
 pub enum ReindexError {
     #[error(transparent)]
     Repository(#[from] crate::service::repositories::RepositoryError),
-    #[error("--scope {scope} takes no --path (it covers {what})")]
+    #[error("the {scope} scope takes no paths (it covers {what})")]
     PathsNotTaken {
         scope: &'static str,
         what: &'static str,
     },
-    #[error("--scope {scope} needs at least one --path inside the repository")]
+    #[error("the {scope} scope needs at least one path inside the repository")]
     NoPaths { scope: &'static str },
-    #[error("--recursive applies to --scope directory only")]
+    #[error("recursive applies to the directory scope only")]
     RecursiveWithoutDirectory,
     #[error(
         "{path} is outside the repository {root}: give a path inside it (relative to its root)"
@@ -79,7 +79,7 @@ pub enum ReindexError {
     Outside { path: String, root: String },
     #[error("{path} does not exist in the repository {root}")]
     NoSuchPath { path: String, root: String },
-    #[error("{path} is not a {expected} (--scope {scope} takes {expected}s)")]
+    #[error("{path} is not a {expected} (the {scope} scope takes {expected} paths)")]
     WrongKind {
         path: String,
         expected: &'static str,

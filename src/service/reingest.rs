@@ -30,15 +30,15 @@ pub struct ReingestRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReingestError {
-    #[error("say which repositories: --repo R (repeatable) or --all")]
+    #[error("say which repositories: some by id or source, or all of them")]
     NothingSelected,
-    #[error("--all and --repo exclude each other: give one")]
+    #[error("all repositories and a list of them exclude each other: give one")]
     AllAndSome,
     #[error(transparent)]
     Repository(#[from] crate::service::repositories::RepositoryError),
     #[error("unknown language {language}: trawl knows {known}")]
     UnknownLanguage { language: String, known: String },
-    #[error("--batch-size must be at least 1")]
+    #[error("the batch size must be at least 1")]
     BatchSize,
     #[error(transparent)]
     Store(#[from] StoreError),
