@@ -449,7 +449,10 @@ async fn reindex_plans_refuses_bad_scopes_and_runs_streamed_or_waited() {
         );
     }
     // HTTP clients are told in the body's words, not the CLI's flags.
-    let (_, body) = ask(http.post(url(&reindex)).json(&json!({ "scope": "directory" }))).await;
+    let (_, body) = ask(http
+        .post(url(&reindex))
+        .json(&json!({ "scope": "directory" })))
+    .await;
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("needs at least one path") && !message.contains("--"),

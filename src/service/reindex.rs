@@ -516,8 +516,11 @@ mod tests {
         assert!(refused(ScopeKind::Files, &["src/missing.py"], false).contains("does not exist"));
         assert!(refused(ScopeKind::Files, &["src"], false).contains("is not a file"));
         assert!(refused(ScopeKind::Directory, &["src/a.py"], false).contains("is not a directory"));
-        assert!(refused(ScopeKind::Files, &[], false).contains("needs at least one --path"));
-        assert!(refused(ScopeKind::Project, &["src"], false).contains("takes no --path"));
-        assert!(refused(ScopeKind::Files, &["src/a.py"], true).contains("--recursive"));
+        assert!(refused(ScopeKind::Files, &[], false).contains("needs at least one path"));
+        assert!(refused(ScopeKind::Project, &["src"], false).contains("takes no paths"));
+        assert!(
+            refused(ScopeKind::Files, &["src/a.py"], true)
+                .contains("recursive applies to the directory scope")
+        );
     }
 }
