@@ -278,7 +278,7 @@ BEGIN
     END IF;
     -- This function runs once per stage job: its writes are plain statements (what
     -- trawl_close_jobs and trawl_release_jobs do, without a nested call each), measured
-    -- ~25 % more queue throughput than calling them.
+    -- about a fifth more queue throughput than calling them.
     UPDATE apalis.jobs SET status = 'Done', last_result = jsonb_build_object('Ok', p_result),
            done_at = now(), lock_by = NULL, lock_at = NULL, attempts = attempts + 1
      WHERE id = p_job_id;
