@@ -45,7 +45,7 @@ async fn wait_finished(ctx: &PipelineContext, run_id: i64, secs: u64) -> (Run, V
         async |seen| {
             let run = ctx.store.run(run_id).await.unwrap();
             let stages = ctx.store.stage_runs(run_id).await.unwrap();
-            if run.run_status().is_finished() {
+            if run.status.is_finished() {
                 return Some((run, stages));
             }
             *seen = format!("{stages:?}");

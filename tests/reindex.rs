@@ -393,7 +393,7 @@ async fn until_finished(db: &TestDb, run_id: i64) {
         async |seen| {
             let run = db.store.run(run_id).await.unwrap();
             *seen = run.status.to_string();
-            run.run_status().is_finished().then_some(())
+            run.status.is_finished().then_some(())
         },
     )
     .await;

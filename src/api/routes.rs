@@ -987,7 +987,7 @@ async fn run_progress(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = existing_run(&state, run_id).await?;
-    if wants_ndjson(&headers) && !run.run_status().is_finished() {
+    if wants_ndjson(&headers) && !run.status.is_finished() {
         let follower = Follower::joining(&state.store, run_id).await?;
         return Ok(ndjson(progress_stream(&state, follower)));
     }

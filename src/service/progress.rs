@@ -51,7 +51,7 @@ impl Snapshot {
 
     /// The snapshot of a run in the state `run` and `stages` show.
     pub fn of(run: &Run, stages: &[StageRun]) -> Snapshot {
-        let terminal = run.run_status().is_finished();
+        let terminal = run.status.is_finished();
         // The stage at work; else the last one that did anything.
         let current = stages
             .iter()
@@ -192,7 +192,7 @@ pub async fn follow(
 ) -> Result<Snapshot, StoreError> {
     let mut follower = Follower::new(run_id);
     let run = store.run(run_id).await?;
-    if !run.run_status().is_finished() {
+    if !run.status.is_finished() {
         emit(follower.first());
     }
     loop {
@@ -210,7 +210,7 @@ pub async fn follow(
 pub async fn until_ended(store: &Store, run_id: i64) -> Result<Run, StoreError> {
     loop {
         let run = store.run(run_id).await?;
-        if run.run_status().is_finished() {
+        if run.status.is_finished() {
             return Ok(run);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -66,7 +66,7 @@ pub async fn show(store: &Store, run_id: i64) -> Result<RunView, RunError> {
     let run = existing(store, run_id).await?;
     let stages = store.stage_runs(run_id).await?;
     let progress = Snapshot::of(&run, &stages);
-    let result = if run.run_status().is_finished() {
+    let result = if run.status.is_finished() {
         Some(reindex::result_of(store, &run).await?)
     } else {
         None

@@ -14,8 +14,8 @@ use sqlx::{Postgres, Transaction};
 use super::runs::Run;
 use super::tasks::{Task, TaskError};
 use super::{Store, StoreError};
-use crate::domain::lifecycle::{Event, Refused, run_allows, stage_allows};
-use crate::domain::{RunStatus, Stage, StageStatus};
+use crate::domain::lifecycle::{Event, Refused, run_allows};
+use crate::domain::{RunStatus, Stage};
 
 /// The one apalis queue (job_type) of all five stages: apalis orders by priority only
 /// within a queue, and the stages must compete by priority.
@@ -316,12 +316,17 @@ impl Store {
     ) -> Result<Run, RunControlError> {
         let (ok, status) = applied.ok_or(RunControlError::Unknown(run_id))?;
         if !ok {
+            // The SQL refused under the run's lock; the model words it.
             let status = RunStatus::parse(&status).ok_or_else(|| {
                 StoreError::Invalid(format!("run {run_id} has an unknown status {status:?}"))
             })?;
-            if let Err(refused) = run_allows(event, status) {
-                return Err(RunControlError::WrongState { run_id, refused });
-            }
+            let refused = run_allows(event, status).err().ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "run {run_id}: the store refused to {} it while {status}, which the lifecycle allows",
+                    event.action()
+                ))
+            })?;
+            return Err(RunControlError::WrongState { run_id, refused });
         }
         Ok(self.run(run_id).await?)
     }
@@ -355,21 +360,13 @@ impl Store {
     ) -> Result<Task, TaskError> {
         let (ok, status) = applied.ok_or_else(|| TaskError::Unknown(job_id.into()))?;
         if !ok {
-            let parsed = StageStatus::parse(&status).unwrap_or(StageStatus::Failed);
-            // The stage does not matter to the rule, only to the words.
-            let event = if retry {
-                Event::RetryTask(Stage::Sync)
+            // The SQL refused under the task's lock, saying the stage's status.
+            let id = job_id.to_string();
+            return Err(if retry {
+                TaskError::NotRetryable { id, status }
             } else {
-                Event::CancelTask(Stage::Sync)
-            };
-            if stage_allows(event, Stage::Sync, parsed).is_err() {
-                let id = job_id.to_string();
-                return Err(if retry {
-                    TaskError::NotRetryable { id, status }
-                } else {
-                    TaskError::NotCancellable { id, status }
-                });
-            }
+                TaskError::NotCancellable { id, status }
+            });
         }
         self.task(job_id)
             .await?

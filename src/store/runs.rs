@@ -31,12 +31,6 @@ pub struct Run {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl Run {
-    pub fn run_status(&self) -> RunStatus {
-        self.status
-    }
-}
-
 #[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct StageRun {
     pub run_id: i64,
