@@ -82,6 +82,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "TRAWL_SHUTDOWN_TIMEOUT_SECS",
         "worker.shutdown_timeout_secs",
     ),
+    ("TRAWL_WORKER_STAGES", "worker.stages"),
     ("TRAWL_SCHEDULE_EVERY_SECS", "scheduler.every_secs"),
     ("TRAWL_BIND", "serve.bind"),
     ("TRAWL_API_TOKEN", "serve.token"),
@@ -252,6 +253,10 @@ pub struct WorkerConfig {
     pub backoff_max_ms: u64,
     pub poll_interval_ms: u64,
     pub shutdown_timeout_secs: u64,
+    /// The stages this worker takes (for instance only `code_embeddings` on a machine
+    /// with the model's hardware); empty means every stage.
+    #[serde(default)]
+    pub stages: Vec<crate::domain::Stage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -378,6 +383,7 @@ impl Config {
                 backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
                 poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
                 shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+                stages: Vec::new(),
             },
             scheduler: SchedulerConfig {
                 every_secs: DEFAULT_SCHEDULE_EVERY_SECS,

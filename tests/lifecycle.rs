@@ -5,7 +5,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use trawl::domain::lifecycle::{BeginOutcome, Event, JobStatus, Outcome, RunState};
+use trawl::domain::lifecycle::{BeginOutcome, Event, JobStatus, Lease, Outcome, RunState};
 use trawl::domain::{PriorityClass, RunStatus, Stage, StageStatus, Trigger};
 use trawl::store::Store;
 use trawl::store::lifecycle::{Begin, RunControlError};
@@ -18,12 +18,16 @@ const WORKER: &str = "trawl-lifecycle-test";
 
 /// One run's state as the database holds it.
 async fn state_of(store: &Store, run_id: i64) -> RunState {
-    let (run, started): (String, bool) =
-        sqlx::query_as("SELECT status, started_at IS NOT NULL FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+    let (run, started, lease): (String, bool, String) = sqlx::query_as(
+        "SELECT r.status, r.started_at IS NOT NULL,
+                CASE WHEN q.lease_run_id IS NULL THEN 'free'
+                     WHEN q.lease_run_id = r.id THEN 'mine' ELSE 'other' END
+         FROM runs r JOIN repositories q ON q.id = r.repository_id WHERE r.id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT s.status, j.status FROM stage_runs s JOIN apalis.jobs j ON j.id = s.job_id
          WHERE s.run_id = $1 ORDER BY s.ordinal",
@@ -44,6 +48,11 @@ async fn state_of(store: &Store, run_id: i64) -> RunState {
         stages,
         jobs,
         started,
+        lease: match lease.as_str() {
+            "free" => Lease::Free,
+            "mine" => Lease::Mine,
+            _ => Lease::Other,
+        },
     }
 }
 
@@ -53,6 +62,7 @@ async fn apply_sql(
     run_id: i64,
     jobs: &[String; 5],
     event: Event,
+    rival: &mut Option<i64>,
 ) -> Result<Outcome, String> {
     let job = |s: Stage| jobs[s.ordinal() as usize].clone();
     let run_refusal = |r: Result<_, RunControlError>| match r {
@@ -116,6 +126,40 @@ async fn apply_sql(
         Event::Cancel => run_refusal(store.cancel_run(run_id, "test").await),
         Event::RetryTask(s) => task_refusal(store.retry_task(&job(s)).await),
         Event::CancelTask(s) => task_refusal(store.cancel_task(&job(s), "test").await),
+        // Another run of the repository, begun elsewhere, holds the lease.
+        Event::LeaseTaken => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO runs (repository_id, trigger, origin, priority_base, scope, status,
+                                   started_at)
+                 SELECT repository_id, 'user', 'rival', 100, '{\"kind\": \"project\"}',
+                        'running', now() FROM runs WHERE id = $1
+                 RETURNING id",
+            )
+            .bind(run_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            sqlx::query(
+                "UPDATE repositories SET lease_run_id = $1
+                 WHERE id = (SELECT repository_id FROM runs WHERE id = $1)",
+            )
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+            *rival = Some(id);
+            Ok(Outcome::Applied)
+        }
+        // That run ends, as every run ends.
+        Event::LeaseFreed => {
+            let id = rival.take().expect("a rival holds the lease");
+            sqlx::query("SELECT trawl_end_run($1, 'succeeded', NULL)")
+                .bind(id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            Ok(Outcome::Applied)
+        }
     }
 }
 
@@ -141,7 +185,10 @@ fn next_event(rng: &mut StdRng, model: &RunState, held: &[bool; 5]) -> Option<Ev
                 _ => Event::Abandon(s),
             })
         }
-        _ => Some(match rng.random_range(0..11) {
+        _ => Some(match rng.random_range(0..13) {
+            11 if model.lease == Lease::Free => Event::LeaseTaken,
+            11 | 12 if model.lease == Lease::Other => Event::LeaseFreed,
+            11 | 12 => return None,
             0 | 1 => Event::Pause,
             2 | 3 => Event::Resume,
             4 => Event::Cancel,
@@ -152,6 +199,52 @@ fn next_event(rng: &mut StdRng, model: &RunState, held: &[bool; 5]) -> Option<Ev
             _ => Event::Fail(stage(rng)),
         }),
     }
+}
+
+/// Whether a test worker could issue `event` in `state`: a worker reports only on a stage
+/// whose job it holds, and claims the job the queue gives it (its run's only claimable one).
+fn issuable(state: &RunState, event: Event) -> bool {
+    let job = |s: Stage| state.jobs[s.ordinal() as usize];
+    match event {
+        Event::Succeed(s)
+        | Event::SucceedUpToDate(s)
+        | Event::Retry(s)
+        | Event::Stop(s)
+        | Event::Abandon(s) => job(s).is_claimed(),
+        Event::Begin(s) => Stage::ALL.into_iter().find(|x| job(*x).is_claimable()) == Some(s),
+        _ => true,
+    }
+}
+
+/// The shortest sequence of issuable events from a new run to `target`, if there is one.
+fn path_to(target: &RunState) -> Option<Vec<Event>> {
+    use std::collections::{HashMap, VecDeque};
+    let events = trawl::domain::lifecycle::all_events();
+    let start = RunState::new();
+    let mut parent: HashMap<RunState, (RunState, Event)> = HashMap::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(s) = queue.pop_front() {
+        if s == *target {
+            let mut path = Vec::new();
+            let mut at = s;
+            while let Some((from, e)) = parent.get(&at) {
+                path.push(*e);
+                at = *from;
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for e in events.iter().filter(|e| issuable(&s, **e)) {
+            if let Ok((n, _)) = s.apply(*e)
+                && n != start
+                && !parent.contains_key(&n)
+            {
+                parent.insert(n, (s, *e));
+                queue.push_back(n);
+            }
+        }
+    }
+    None
 }
 
 /// Registers the test's worker: claims name a worker apalis knows (jobs.lock_by references
@@ -238,10 +331,23 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut seen = std::collections::HashSet::new();
     let (mut steps, mut refused) = (0, 0);
-    for sequence in 0..300 {
+    // Random sequences, then one sequence along the shortest way to each state they missed.
+    let all = trawl::domain::lifecycle::reachable_states();
+    for sequence in 0.. {
+        let guided = if sequence < 300 {
+            None
+        } else {
+            match all.iter().find(|s| !seen.contains(*s)) {
+                Some(target) => Some(path_to(target).unwrap_or_else(|| {
+                    panic!("no way a worker and operators could take to {target:?}")
+                })),
+                None => break,
+            }
+        };
         let (run_id, jobs) = enqueue(store, repository_id).await;
         let mut model = RunState::new();
         let mut held = [false; 5];
+        let mut rival = None;
         let mut trail = Vec::new();
         // Half the sequences start further on: the first stages done, as a worker does them.
         let ahead = if rng.random_bool(0.5) {
@@ -249,11 +355,15 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
         } else {
             0
         };
-        let mut forced: std::collections::VecDeque<Event> = Stage::ALL[..ahead]
-            .iter()
-            .flat_map(|s| [Event::Begin(*s), Event::Succeed(*s)])
-            .collect();
-        for _ in 0..2 * ahead + rng.random_range(1..60) {
+        let mut forced: std::collections::VecDeque<Event> = match guided {
+            Some(path) => path.into(),
+            None => Stage::ALL[..ahead]
+                .iter()
+                .flat_map(|s| [Event::Begin(*s), Event::Succeed(*s)])
+                .collect(),
+        };
+        let length = forced.len() + rng.random_range(1..60);
+        for _ in 0..length {
             let event = match forced.pop_front() {
                 Some(e) => e,
                 None => match next_event(&mut rng, &model, &held) {
@@ -263,7 +373,7 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
             };
             trail.push(event);
             let expected = model.apply(event);
-            let got = apply_sql(store, run_id, &jobs, event).await;
+            let got = apply_sql(store, run_id, &jobs, event, &mut rival).await;
             let context = || format!("seed {seed}, sequence {sequence}, run {run_id}: {trail:?}");
             match (&expected, &got) {
                 (Ok((_, Outcome::Begun(want))), Ok(Outcome::Begun(have))) => {
@@ -304,11 +414,15 @@ async fn the_sql_of_every_transition_does_what_the_model_says() {
             seen.insert(model);
             steps += 1;
         }
+        if model.lease == Lease::Other {
+            apply_sql(store, run_id, &jobs, Event::LeaseFreed, &mut rival)
+                .await
+                .unwrap();
+        }
         let end = drive_to_the_end(store, run_id, &jobs).await;
         assert!(end.run.is_finished());
     }
-    // The sequences reached every one of the model's states (with this seed), and refusals.
-    let all = trawl::domain::lifecycle::reachable_states();
+    // The sequences reached every one of the model's states, and refusals.
     let missed: Vec<&RunState> = all.iter().filter(|s| !seen.contains(*s)).collect();
     assert!(
         missed.is_empty(),

@@ -1,5 +1,6 @@
 use crate::config::Config;
 use crate::database;
+use crate::domain::Stage;
 use crate::pipeline::{PipelineContext, worker};
 
 /// Run stage jobs until stopped (SIGINT or SIGTERM).
@@ -8,14 +9,20 @@ use crate::pipeline::{PipelineContext, worker};
 /// worker.shutdown_timeout_secs, releases what still runs back to the queue, and exits 0.
 /// Run as many workers, on as many machines, as you like against one database.
 ///
-/// Example:
+/// Examples:
 ///
 ///   trawl worker --concurrency 4
+///   trawl worker --stages code_embeddings,enrich   # a node that only embeds
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stage jobs to run at once, 1 or more (default: worker.concurrency).
     #[arg(long, value_parser = at_least_one)]
     concurrency: Option<usize>,
+    /// Take only these stages, comma-separated: sync, extract, bm25_index,
+    /// code_embeddings, enrich (default: worker.stages; empty means every stage). A run's
+    /// stages wait in the queue until a worker that takes them is free.
+    #[arg(long, value_delimiter = ',', value_parser = stage_name)]
+    stages: Vec<Stage>,
     /// Run every stage as a no-op that succeeds at once (for `trawl bench queue` only).
     #[arg(long, hide = true)]
     noop_stages: bool,
@@ -23,7 +30,11 @@ pub struct Args {
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let concurrency = args.concurrency.unwrap_or(config.worker.concurrency).max(1);
-    let config = &crate::pipeline::worker::sized_for(config, concurrency, 0);
+    let mut config = crate::pipeline::worker::sized_for(config, concurrency, 0);
+    if !args.stages.is_empty() {
+        config.worker.stages = args.stages;
+    }
+    let config = &config;
     let store = database::open(config).await?;
     let ctx = if args.noop_stages {
         PipelineContext::without_stage_work(store, config.clone())
@@ -46,6 +57,14 @@ pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send 
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
         }
     }
+}
+
+/// A stage by its name.
+fn stage_name(s: &str) -> Result<Stage, String> {
+    Stage::parse(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        format!("{s:?} is not a stage; the stages are {}", names.join(", "))
+    })
 }
 
 /// A count of slots: a whole number of at least 1.

@@ -149,6 +149,11 @@ pub enum Event {
     RetryTask(Stage),
     /// An operator cancels one stage, and so its run (`trawl tasks cancel`).
     CancelTask(Stage),
+    /// Another run of the repository took the repository's lease, which was free.
+    LeaseTaken,
+    /// The run holding the repository's lease ended: the lease is free, and a stage that
+    /// waited for it goes back to the queue.
+    LeaseFreed,
 }
 
 impl Event {
@@ -166,6 +171,8 @@ impl Event {
             Event::Cancel => "cancel",
             Event::RetryTask(_) => "retry",
             Event::CancelTask(_) => "cancel",
+            Event::LeaseTaken => "take",
+            Event::LeaseFreed => "free",
         }
     }
 }
@@ -204,6 +211,28 @@ pub struct Refused {
     pub allowed: &'static str,
 }
 
+/// Who holds the lease of the run's repository (`repositories.lease_run_id`): at most one
+/// run of a repository works at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lease {
+    Free,
+    /// This run: taken when a stage of it began, kept until the run ends.
+    Mine,
+    /// Another run of the repository.
+    Other,
+}
+
+impl Lease {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lease::Free => "free",
+            Lease::Mine => "held by this run",
+            Lease::Other => "held by another run",
+        }
+    }
+}
+
 /// A run's status with its stages' and their jobs' statuses, by ordinal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RunState {
@@ -212,6 +241,7 @@ pub struct RunState {
     pub jobs: [JobStatus; 5],
     /// A stage of it has begun once (`runs.started_at` is set).
     pub started: bool,
+    pub lease: Lease,
 }
 
 impl RunState {
@@ -226,6 +256,7 @@ impl RunState {
             stages,
             jobs,
             started: false,
+            lease: Lease::Free,
         }
     }
 
@@ -380,7 +411,32 @@ impl RunState {
                 n.run = n.reopened();
                 Outcome::Applied
             }
+            Event::LeaseTaken => {
+                if self.lease != Lease::Free {
+                    return Err(refuse_lease(event, self.lease, "a free lease"));
+                }
+                n.lease = Lease::Other;
+                Outcome::Applied
+            }
+            Event::LeaseFreed => {
+                if self.lease != Lease::Other {
+                    return Err(refuse_lease(event, self.lease, "a lease another run holds"));
+                }
+                n.lease = Lease::Free;
+                if matches!(self.run, RunStatus::Queued | RunStatus::Running)
+                    && let Some(s) = n.first_open()
+                    && n.stage(s) == StageStatus::Waiting
+                    && n.predecessor_done(s)
+                {
+                    n.release(s);
+                }
+                Outcome::Applied
+            }
         };
+        // A run gives its lease up when it ends.
+        if n.run.is_finished() && n.lease == Lease::Mine {
+            n.lease = Lease::Free;
+        }
         Ok((n, outcome))
     }
 
@@ -399,24 +455,25 @@ impl RunState {
         }
     }
 
+    /// A stage begins when it is open, its predecessor succeeded, its run is open and not
+    /// paused, and no other run of the repository holds the lease (the run takes it);
+    /// otherwise it waits, parked, until its predecessor's success, the resume or the
+    /// lease's release puts it back in the queue.
     fn begin(&mut self, s: Stage) -> Outcome {
         let i = s.ordinal() as usize;
-        let open_run = matches!(self.run, RunStatus::Queued | RunStatus::Running);
-        if is_open(self.stages[i]) && self.predecessor_done(s) && open_run {
-            self.set(s, StageStatus::Running, JobStatus::Queued);
-            self.run = RunStatus::Running;
-            self.started = true;
-            return Outcome::Begun(BeginOutcome::Proceed);
-        }
         if self.run.is_finished() || !is_open(self.stages[i]) {
             self.jobs[i] = JobStatus::Done;
             return Outcome::Begun(BeginOutcome::Nothing);
         }
-        if self.predecessor_done(s) && self.run != RunStatus::Paused {
-            self.jobs[i] = JobStatus::Pending;
-        } else {
-            self.set(s, StageStatus::Waiting, JobStatus::Waiting);
+        let open_run = matches!(self.run, RunStatus::Queued | RunStatus::Running);
+        if self.predecessor_done(s) && open_run && self.lease != Lease::Other {
+            self.set(s, StageStatus::Running, JobStatus::Queued);
+            self.run = RunStatus::Running;
+            self.started = true;
+            self.lease = Lease::Mine;
+            return Outcome::Begun(BeginOutcome::Proceed);
         }
+        self.set(s, StageStatus::Waiting, JobStatus::Waiting);
         Outcome::Begun(BeginOutcome::Wait)
     }
 
@@ -466,6 +523,20 @@ impl RunState {
     /// The rules every state keeps; the first broken one, named.
     pub fn check(&self) -> Result<(), String> {
         let open: Vec<usize> = (0..5).filter(|&i| is_open(self.stages[i])).collect();
+        if self.lease == Lease::Mine && (self.run.is_finished() || !self.started) {
+            return Err(format!(
+                "a {} run that {} begun holds the lease",
+                self.run.as_str(),
+                if self.started { "has" } else { "never" }
+            ));
+        }
+        if self.lease != Lease::Mine && self.stages.contains(&StageStatus::Running) {
+            return Err(format!(
+                "a stage runs while the lease is {}: {:?}",
+                self.lease.as_str(),
+                self.stages
+            ));
+        }
         if self.run.is_finished() {
             if !open.is_empty() {
                 return Err(format!(
@@ -508,7 +579,11 @@ impl RunState {
         let consistent = match self.stages[first] {
             StageStatus::Queued => job.is_claimable() && self.run != RunStatus::Paused,
             StageStatus::Running => job.is_claimed() || job == JobStatus::Pending,
-            _ => self.run == RunStatus::Paused && job == JobStatus::Waiting,
+            // Waiting: for the resume, or for the lease another run holds.
+            _ => {
+                job == JobStatus::Waiting
+                    && (self.run == RunStatus::Paused || self.lease == Lease::Other)
+            }
         };
         if !consistent {
             return Err(format!(
@@ -532,6 +607,10 @@ impl RunState {
         }
         if s.run == RunStatus::Paused {
             s = s.apply(Event::Resume).map(|r| r.0).unwrap_or(s);
+        }
+        // The other run holding the lease ends.
+        if s.lease == Lease::Other {
+            s = s.apply(Event::LeaseFreed).map(|r| r.0).unwrap_or(s);
         }
         // Each stage is begun at most twice (a wait, then a start) before it succeeds.
         for _ in 0..20 {
@@ -610,6 +689,15 @@ pub fn stage_allows(event: Event, s: Stage, status: StageStatus) -> Result<(), R
     Err(refuse_stage(event, s, status.as_str(), allowed))
 }
 
+fn refuse_lease(event: Event, lease: Lease, allowed: &'static str) -> Refused {
+    Refused {
+        action: event.action(),
+        what: "the repository's lease".into(),
+        status: lease.as_str(),
+        allowed,
+    }
+}
+
 fn refuse_stage(event: Event, s: Stage, status: &'static str, allowed: &'static str) -> Refused {
     Refused {
         action: event.action(),
@@ -635,6 +723,7 @@ pub fn all_events() -> Vec<Event> {
         ]);
     }
     out.push(Event::SucceedUpToDate(Stage::Sync));
+    out.extend([Event::LeaseTaken, Event::LeaseFreed]);
     out
 }
 
@@ -850,6 +939,32 @@ mod tests {
         assert_eq!((after, out), (s, Outcome::Ignored));
     }
 
+    /// A run of a repository whose lease another run holds waits, parked and without an
+    /// attempt, until the lease is freed; then it takes the lease, keeps it while it works
+    /// and gives it up when it ends.
+    #[test]
+    fn a_run_waits_for_the_lease_another_run_of_its_repository_holds() {
+        let s = run(&[Event::LeaseTaken, Event::Begin(Stage::Sync)]);
+        assert_eq!(s.run, RunStatus::Queued);
+        assert_eq!((s.stages[0], s.jobs[0]), (Waiting, JobStatus::Waiting));
+        assert_eq!(s.check(), Ok(()));
+        let s = s.apply(Event::LeaseFreed).unwrap().0;
+        assert_eq!((s.stages[0], s.jobs[0]), (Queued, JobStatus::Pending));
+        let (s, out) = s.apply(Event::Begin(Stage::Sync)).unwrap();
+        assert_eq!(out, Outcome::Begun(BeginOutcome::Proceed));
+        assert_eq!(s.lease, Lease::Mine);
+        let taken = s.apply(Event::LeaseTaken).unwrap_err();
+        assert_eq!(
+            taken.to_string(),
+            "cannot take the repository's lease: it is held by this run (only a free lease can be)"
+        );
+        // Paused, it keeps the lease; ended, it gives it up.
+        let s = s.apply(Event::Pause).unwrap().0;
+        assert_eq!(s.lease, Lease::Mine);
+        let s = s.apply(Event::Cancel).unwrap().0;
+        assert_eq!(s.lease, Lease::Free);
+    }
+
     /// Every reachable state keeps the rules and can end.
     #[test]
     fn every_reachable_state_keeps_the_rules_and_can_end() {
@@ -860,7 +975,7 @@ mod tests {
         }
         let finished = states.iter().filter(|s| s.run.is_finished()).count();
         assert!(
-            states.len() > 50 && finished > 10,
+            states.len() > 100 && finished > 20,
             "explored {} states",
             states.len()
         );

@@ -77,6 +77,8 @@ struct StagePersistence {
     /// The apalis queue (job_type): the stage queue, whose jobs are begun as they are
     /// claimed, or another (the reindex.batch jobs), whose jobs are only claimed.
     queue: &'static str,
+    /// The stages a stage-queue worker takes; None: every stage.
+    stages: Option<Vec<crate::domain::Stage>>,
 }
 
 /// apalis-postgres' queries report its own error type; the worker reports the store's.
@@ -156,7 +158,9 @@ impl Persistence for StagePersistence {
             let seen = self.wakes.load(Ordering::Acquire);
             let free = self.slots.free().max(1);
             let claimed = if self.queue == STAGE_QUEUE {
-                self.store.claim_stages(worker.name(), free).await
+                self.store
+                    .claim_stages_of(worker.name(), free, self.stages.as_deref())
+                    .await
             } else {
                 self.store.claim_jobs(worker.name(), self.queue, free).await
             };
@@ -230,8 +234,8 @@ pub struct JobBackend {
 }
 
 impl JobBackend {
-    /// A worker on `queue`; `wakes` is counted up by the worker's wake-up stream, once per
-    /// notification.
+    /// A worker on `queue` taking `stages` (empty: every stage); `wakes` is counted up by
+    /// the worker's wake-up stream, once per notification.
     pub fn new(
         queue: &'static str,
         store: Store,
@@ -239,6 +243,7 @@ impl JobBackend {
         heartbeat: Duration,
         orphan_after: Duration,
         wakes: Arc<AtomicU64>,
+        stages: &[crate::domain::Stage],
     ) -> Self {
         JobBackend {
             persistence: Persisted::new(StagePersistence {
@@ -250,6 +255,7 @@ impl JobBackend {
                 orphan_after,
                 wakes,
                 queue,
+                stages: (!stages.is_empty()).then(|| stages.to_vec()),
             }),
             heartbeat,
         }

@@ -73,14 +73,28 @@ pub async fn run(
     let poll = Duration::from_millis(ctx.config.worker.poll_interval_ms.max(10));
     let shutdown_timeout = Duration::from_secs(ctx.config.worker.shutdown_timeout_secs);
     let concurrency = concurrency.max(1);
-    tracing::info!(worker = %name, concurrency, "stage worker starting");
+    let stages = ctx.config.worker.stages.clone();
+    let taking = if stages.is_empty() {
+        "every stage".to_string()
+    } else {
+        stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    tracing::info!(worker = %name, concurrency, stages = %taking, "stage worker starting");
 
     let completions = Completions::start(store.clone());
     let factory_ctx = ctx.clone();
     let factory_name = name.clone();
     let monitor = Monitor::new()
         .register(move |restarts| {
-            let backend = polled_backend(STAGE_QUEUE, &store, concurrency, heartbeat, orphan, poll);
+            let backend = polled_backend(
+                STAGE_QUEUE,
+                &store,
+                concurrency,
+                heartbeat,
+                orphan,
+                poll,
+                &stages,
+            );
             let name = if restarts == 0 {
                 factory_name.clone()
             } else {
@@ -98,7 +112,8 @@ pub async fn run(
             let ctx = ctx.clone();
             let name = name.clone();
             move |restarts| {
-                let backend = polled_backend(batch::QUEUE, &ctx.store, 1, heartbeat, orphan, poll);
+                let backend =
+                    polled_backend(batch::QUEUE, &ctx.store, 1, heartbeat, orphan, poll, &[]);
                 WorkerBuilder::new(format!("{name}-batch-r{restarts}"))
                     .backend(backend)
                     .data(ctx.clone())
@@ -169,6 +184,7 @@ fn polled_backend(
     heartbeat: Duration,
     orphan_secs: u64,
     poll: Duration,
+    stages: &[crate::domain::Stage],
 ) -> PollWith<
     PollWith<JobBackend, StreamStrategy<impl futures::Stream + Unpin + use<>>>,
     IntervalStrategy,
@@ -181,6 +197,7 @@ fn polled_backend(
         heartbeat,
         Duration::from_secs(orphan_secs),
         wakes.clone(),
+        stages,
     );
     PollWith::new(
         backend,

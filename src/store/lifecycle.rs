@@ -75,6 +75,17 @@ impl Store {
     /// oldest), and begins each, in one statement (`trawl_claim_stages`). The claims come
     /// back in priority order.
     pub async fn claim_stages(&self, worker: &str, limit: usize) -> Result<Vec<Claim>, StoreError> {
+        self.claim_stages_of(worker, limit, None).await
+    }
+
+    /// [`Store::claim_stages`] of `stages` only (None: every stage).
+    pub async fn claim_stages_of(
+        &self,
+        worker: &str,
+        limit: usize,
+        stages: Option<&[Stage]>,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let stages: Option<Vec<&str>> = stages.map(|s| s.iter().map(|s| s.as_str()).collect());
         type Row = (
             String,
             Vec<u8>,
@@ -86,11 +97,12 @@ impl Store {
             Option<Value>,
         );
         let rows: Vec<Row> =
-            sqlx::query_as("SELECT * FROM trawl_claim_stages($1, $2, $3, to_timestamp($4))")
+            sqlx::query_as("SELECT * FROM trawl_claim_stages($1, $2, $3, to_timestamp($4), $5)")
                 .bind(worker)
                 .bind(STAGE_QUEUE)
                 .bind(limit.clamp(1, i32::MAX as usize) as i32)
                 .bind(PARKED_UNTIL_SECS as f64)
+                .bind(stages)
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows

@@ -81,11 +81,52 @@ BEGIN
 END
 $$;
 
--- Ends run p_run with p_status ('succeeded', 'failed' or 'cancelled').
+-- Ends run p_run with p_status ('succeeded', 'failed' or 'cancelled'); the repository's
+-- lease, when the run holds it, is given up and the runs waiting for it are woken.
 CREATE OR REPLACE FUNCTION trawl_end_run(p_run BIGINT, p_status TEXT, p_error TEXT)
-RETURNS VOID LANGUAGE sql AS $$
+RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    repo BIGINT;
+BEGIN
     UPDATE runs SET status = p_status, finished_at = now(), error = COALESCE(p_error, error)
-     WHERE id = p_run
+     WHERE id = p_run RETURNING repository_id INTO repo;
+    UPDATE repositories SET lease_run_id = NULL WHERE id = repo AND lease_run_id = p_run;
+    IF FOUND THEN
+        PERFORM trawl_wake_lease_waiters(repo);
+    END IF;
+END
+$$;
+
+-- The runs of repository p_repo that wait for its lease (an open run, not paused, whose
+-- first open stage is waiting although its predecessor succeeded: nothing else leaves a
+-- stage so) go back to the queue, each its waiting stage's job due now; the queue's
+-- priority order decides which takes the lease, and the others wait again. A stage row
+-- another transaction holds is left alone: that transaction is deciding on it and will
+-- find the lease free.
+CREATE OR REPLACE FUNCTION trawl_wake_lease_waiters(p_repo BIGINT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    j RECORD;
+BEGIN
+    FOR j IN
+        WITH waiting AS (
+            SELECT s.job_id FROM stage_runs s JOIN runs x ON x.id = s.run_id
+             WHERE x.repository_id = p_repo AND x.status IN ('queued', 'running')
+               AND s.status = 'waiting' AND trawl_predecessor_done(s.run_id, s.ordinal)
+               FOR UPDATE OF s SKIP LOCKED),
+        queued AS (
+            UPDATE stage_runs s SET status = 'queued', queued_at = now(), current_item = NULL
+              FROM waiting w WHERE s.job_id = w.job_id
+            RETURNING s.job_id)
+        UPDATE apalis.jobs u SET status = 'Pending', run_at = now(), lock_by = NULL,
+               lock_at = NULL, done_at = NULL
+          FROM queued q WHERE u.id = q.job_id
+        RETURNING u.id, u.job_type
+    LOOP
+        PERFORM pg_notify('apalis::job::insert',
+            json_build_object('job_type', j.job_type, 'id', j.id, 'run_at', now())::text);
+    END LOOP;
+END
 $$;
 
 -- ---------------------------------------------------------------------------------------
@@ -116,38 +157,20 @@ $$;
 
 -- What a worker does with job p_job_id it claimed:
 --   'proceed' (do the work; attempt is 1-based, run is the run's row as JSON),
---   'wait'    (the predecessor has not succeeded or the run is paused: the job was parked
---              again, or put back in the queue if it can run after all; no attempt spent),
+--   'wait'    (the predecessor has not succeeded, the run is paused, or another run of the
+--              repository holds its lease: the job was parked again, no attempt spent),
 --   'nothing' (the run or the stage is over: the job was closed; reason says why),
 --   'missing' (no stage run has this job).
+-- A stage begins only in the run holding its repository's lease, which the run takes here
+-- when it is free (at most one run of a repository works at a time).
 CREATE OR REPLACE FUNCTION trawl_begin_stage(p_job_id TEXT, p_parked_until TIMESTAMPTZ)
 RETURNS TABLE (outcome TEXT, attempt INT, reason TEXT, run JSONB)
 LANGUAGE plpgsql AS $$
 DECLARE
     sr stage_runs;
     r runs;
+    holder BIGINT;
 BEGIN
-    -- The common case in one statement (trawl_claim_stages does it for a whole claim): an
-    -- open stage whose predecessor succeeded, of a run still open, starts ('running'
-    -- already when its last worker died). The row lock on the stage run serialises this
-    -- against an operator's cancel, which updates the same row.
-    UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
-           started_at = COALESCE(s.started_at, now()), current_item = NULL
-     WHERE s.job_id = p_job_id AND s.status IN ('queued', 'waiting', 'running')
-       AND trawl_predecessor_done(s.run_id, s.ordinal)
-       AND EXISTS (SELECT 1 FROM runs x WHERE x.id = s.run_id AND x.status IN ('queued', 'running'))
-    RETURNING * INTO sr;
-    IF FOUND THEN
-        UPDATE runs SET status = 'running', started_at = COALESCE(started_at, now())
-         WHERE id = sr.run_id AND status = 'queued' RETURNING * INTO r;
-        IF NOT FOUND THEN
-            SELECT * INTO r FROM runs WHERE id = sr.run_id;
-        END IF;
-        RETURN QUERY SELECT 'proceed'::text, sr.attempts, NULL::text, to_jsonb(r);
-        RETURN;
-    END IF;
-
-    -- Otherwise: say why, and put the job where it belongs.
     SELECT * INTO sr FROM stage_runs s WHERE s.job_id = p_job_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'missing'::text, 0, 'no stage run has this job'::text, NULL::jsonb;
@@ -163,30 +186,44 @@ BEGIN
         RETURN QUERY SELECT 'nothing'::text, 0, reason, to_jsonb(r);
         RETURN;
     END IF;
-    -- The predecessor may have succeeded since the first statement looked (its success
-    -- locks this row too, so under the lock the answer is final): then the job goes back to
-    -- the queue at once, else it waits to be released.
+    -- The predecessor's success locks this row too, so under the lock the answer is final.
     IF trawl_predecessor_done(sr.run_id, sr.ordinal) AND r.status <> 'paused' THEN
-        UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
-               done_at = NULL, run_at = now()
-         WHERE id = p_job_id;
-        RETURN QUERY SELECT 'wait'::text, 0, NULL::text, to_jsonb(r);
-        RETURN;
+        -- Locked, so a holder ending meanwhile gives the lease up after this decision and
+        -- then wakes this stage if it was parked.
+        SELECT q.lease_run_id INTO holder FROM repositories q WHERE q.id = r.repository_id
+           FOR UPDATE;
+        IF holder IS NULL OR holder = r.id THEN
+            IF holder IS NULL THEN
+                UPDATE repositories SET lease_run_id = r.id WHERE id = r.repository_id;
+            END IF;
+            UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
+                   started_at = COALESCE(s.started_at, now()), current_item = NULL
+             WHERE s.job_id = p_job_id RETURNING * INTO sr;
+            UPDATE runs SET status = 'running', started_at = COALESCE(started_at, now())
+             WHERE id = sr.run_id RETURNING * INTO r;
+            RETURN QUERY SELECT 'proceed'::text, sr.attempts, NULL::text, to_jsonb(r);
+            RETURN;
+        END IF;
+        UPDATE stage_runs s SET status = 'waiting',
+               current_item = format('waiting for run %s of this repository to end', holder)
+         WHERE s.job_id = p_job_id;
+    ELSE
+        UPDATE stage_runs s SET status = 'waiting' WHERE s.job_id = p_job_id;
     END IF;
     UPDATE apalis.jobs SET status = 'Waiting', lock_by = NULL, lock_at = NULL,
            done_at = NULL, run_at = p_parked_until
      WHERE id = p_job_id;
-    UPDATE stage_runs s SET status = 'waiting' WHERE s.job_id = p_job_id;
     RETURN QUERY SELECT 'wait'::text, 0, NULL::text, to_jsonb(r);
 END
 $$;
 
 -- A worker takes stage jobs in one statement: it claims up to as many jobs as it has free
 -- slots, highest priority first (then oldest), exactly as apalis' own fetch would one by
--- one, and begins each in the same transaction. The claimed jobs come back in priority
--- order with what beginning them decided for each (as trawl_begin_stage says).
+-- one, and begins each in the same transaction. p_stages limits the claim to those stages
+-- (NULL: every stage). The claimed jobs come back in priority order with what beginning
+-- them decided for each (as trawl_begin_stage says).
 CREATE OR REPLACE FUNCTION trawl_claim_stages(p_worker TEXT, p_queue TEXT, p_limit INT,
-                                              p_parked_until TIMESTAMPTZ)
+                                              p_parked_until TIMESTAMPTZ, p_stages TEXT[])
 RETURNS TABLE (job_id TEXT, payload BYTEA, job_priority INT, job_run_at TIMESTAMPTZ,
                outcome TEXT, attempt INT, reason TEXT, run JSONB)
 LANGUAGE plpgsql AS $$
@@ -199,6 +236,8 @@ BEGIN
             SELECT c.id FROM apalis.jobs c
              WHERE (c.status = 'Pending' OR (c.status = 'Failed' AND c.attempts < c.max_attempts))
                AND c.run_at < now() AND c.job_type = p_queue
+               AND (p_stages IS NULL OR EXISTS (
+                    SELECT 1 FROM stage_runs f WHERE f.job_id = c.id AND f.stage = ANY(p_stages)))
              ORDER BY c.priority DESC, c.run_at ASC
              LIMIT p_limit
              FOR UPDATE SKIP LOCKED),
@@ -206,21 +245,37 @@ BEGIN
             UPDATE apalis.jobs u SET status = 'Queued', lock_by = p_worker, lock_at = now()
               FROM next WHERE u.id = next.id
             RETURNING u.id, u.job, u.priority, u.run_at),
-        -- The common case for all of them at once, as trawl_begin_stage's first statement.
-        -- The predecessor rule is trawl_predecessor_done's, written out: the planner does
-        -- not inline a SQL function holding a sub-select, and calling it per claimed job
-        -- cost about a tenth of the queue's throughput.
-        begun AS (
-            UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
-                   started_at = COALESCE(s.started_at, now()), current_item = NULL
+        -- The common case for all of them at once, as trawl_begin_stage decides: an open
+        -- stage whose predecessor succeeded, of a run still open and not paused, whose run
+        -- holds the repository's lease or takes it now. The predecessor rule is
+        -- trawl_predecessor_done's, written out: the planner does not inline a SQL function
+        -- holding a sub-select, and calling it per claimed job cost about a tenth of the
+        -- queue's throughput.
+        ready AS (
+            SELECT s.job_id, s.run_id, x.repository_id, q.lease_run_id
               FROM claimed c
-             WHERE s.job_id = c.id AND s.status IN ('queued', 'waiting', 'running')
+              JOIN stage_runs s ON s.job_id = c.id
+              JOIN runs x ON x.id = s.run_id
+              JOIN repositories q ON q.id = x.repository_id
+             WHERE s.status IN ('queued', 'waiting', 'running')
+               AND x.status IN ('queued', 'running')
                AND (s.ordinal = 0 OR EXISTS (
                     SELECT 1 FROM stage_runs p
                      WHERE p.run_id = s.run_id AND p.ordinal = s.ordinal - 1
-                       AND p.status = 'succeeded'))
-               AND EXISTS (SELECT 1 FROM runs x
-                            WHERE x.id = s.run_id AND x.status IN ('queued', 'running'))
+                       AND p.status = 'succeeded'))),
+        -- A free lease is taken by one of the claimed runs of its repository (re-checked
+        -- under the row lock, so two claims never both take it).
+        leased AS (
+            UPDATE repositories q SET lease_run_id = r.run_id
+              FROM ready r
+             WHERE q.id = r.repository_id AND r.lease_run_id IS NULL AND q.lease_run_id IS NULL
+            RETURNING q.lease_run_id AS run_id),
+        begun AS (
+            UPDATE stage_runs s SET status = 'running', attempts = s.attempts + 1,
+                   started_at = COALESCE(s.started_at, now()), current_item = NULL
+              FROM ready r
+             WHERE s.job_id = r.job_id AND s.status IN ('queued', 'waiting', 'running')
+               AND (r.lease_run_id = r.run_id OR EXISTS (SELECT 1 FROM leased l WHERE l.run_id = r.run_id))
             RETURNING s.job_id, s.run_id, s.attempts),
         started AS (
             UPDATE runs r SET status = 'running', started_at = COALESCE(r.started_at, now())
