@@ -13,6 +13,12 @@ CREATE TABLE file_contents (
 );
 CREATE INDEX files_content_hash ON files (content_hash) WHERE content_hash IS NOT NULL;
 
+-- The content each item of a run had when its SYNC read it: EXTRACT parses exactly that,
+-- whatever a later sync (or the forgetting of a failed run's hashes) wrote on the files row.
+ALTER TABLE run_items ADD COLUMN content_hash TEXT;
+CREATE INDEX run_items_unextracted_content ON run_items (content_hash)
+    WHERE status IN ('pending', 'failed');
+
 -- Contents a sync stopped referencing: swept (deleted when no file references them) once
 -- they are old enough (see file_contents.touched_at).
 CREATE TABLE file_content_garbage (

@@ -314,7 +314,10 @@ async fn a_stalling_remote_fails_sync_as_retryable_naming_the_remote() {
 }
 
 #[tokio::test]
-async fn extract_never_follows_a_link_or_blocks_on_a_fifo_swapped_in_after_sync() {
+/// EXTRACT parses the contents SYNC read and stored, never the working tree again: a link
+/// or a FIFO swapped in after SYNC is neither followed nor waited on, and the files are
+/// indexed as SYNC saw them.
+async fn extract_parses_what_sync_read_never_a_link_or_fifo_swapped_in_after_it() {
     let db = TestDb::new().await;
     let repo = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -396,11 +399,16 @@ async fn extract_never_follows_a_link_or_blocks_on_a_fifo_swapped_in_after_sync(
         "the other files are indexed: {}",
         r.stdout
     );
-    let items = trawl_in(&db, &["runs", "show", "1", "--failures", "--json"]).stdout;
-    assert!(
-        items.contains("symbolic link") && items.contains("not a regular file"),
-        "{items}"
-    );
+    for (function, file) in [("plain_function", "a.py"), ("other_function", "b.py")] {
+        let r = trawl_in(&db, &["search", function, "--mode", "keyword", "--json"]);
+        assert!(
+            r.stdout.contains(file),
+            "{file} is indexed as SYNC read it: {}",
+            r.stdout
+        );
+    }
+    let items = trawl_in(&db, &["runs", "show", "1", "--failures"]).stdout;
+    assert!(items.contains("no failed file"), "{items}");
 }
 
 #[tokio::test]

@@ -79,6 +79,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         if let Some(e) = &run.error {
             println!("error: {e}");
         }
+        for w in crate::pipeline::stages::results::RunResult::of(&run.result).warnings() {
+            println!("warning: {}", super::for_terminal(&w));
+        }
     }
     Ok(if run.status == "succeeded" { 0 } else { 1 })
 }

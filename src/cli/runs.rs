@@ -2,6 +2,7 @@ use anyhow::bail;
 
 use crate::config::Config;
 use crate::database;
+use crate::pipeline::stages::results::RunResult;
 use crate::service::control::{RunAction, control_run};
 
 /// Inspect runs: one indexing pass of one repository, with its five stages.
@@ -177,6 +178,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 );
                 if let Some(e) = &r.error {
                     println!("error: {e}");
+                }
+                for w in RunResult::of(&r.result).warnings() {
+                    println!("warning: {}", super::for_terminal(&w));
                 }
                 for s in stages {
                     println!(

@@ -173,7 +173,7 @@ pub async fn plan(
     let (rules, full, planned_scope) = (config.sync.clone(), request.full, scope.clone());
     let scan_root = root.clone();
     let sync = tokio::task::spawn_blocking(move || {
-        plan_sync(&scan_root, &known, &rules, full, &planned_scope)
+        plan_sync(&scan_root, &known, &rules, full, &planned_scope, &mut |_, _| {})
     })
     .await
     .map_err(|e| ReindexError::Unreadable {

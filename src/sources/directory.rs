@@ -288,22 +288,25 @@ pub fn read_bytes(root: &Path, path: &str, max_size: u64) -> Result<Vec<u8>, Rea
 /// Reads and hashes one file, skipping binaries (a NUL byte in the first 8 KiB) and files
 /// over `max_size`.
 pub fn read(root: &Path, path: &str, max_size: u64) -> Content {
-    let bytes = match read_bytes(root, path, max_size) {
-        Ok(b) => b,
-        Err(e) => {
-            return Content::Skipped {
-                reason: e.to_string(),
-            };
-        }
-    };
+    match read_text(root, path, max_size) {
+        Ok((hash, _)) => Content::Text { hash },
+        Err(reason) => Content::Skipped { reason },
+    }
+}
+
+/// [`read`], keeping the bytes: the hex sha-256 and the content of a text file, or why the
+/// file is skipped.
+pub fn read_text(root: &Path, path: &str, max_size: u64) -> Result<(String, Vec<u8>), String> {
+    let bytes = read_bytes(root, path, max_size).map_err(|e| e.to_string())?;
     if bytes[..bytes.len().min(8192)].contains(&0) {
-        return Content::Skipped {
-            reason: "binary".into(),
-        };
+        return Err("binary".into());
     }
-    Content::Text {
-        hash: hex(&sha2::Sha256::digest(&bytes)),
-    }
+    Ok((content_hash(&bytes), bytes))
+}
+
+/// The hex sha-256 by which a content is known (`files.content_hash`).
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

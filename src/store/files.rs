@@ -32,6 +32,8 @@ pub struct SyncItem {
     pub change: &'static str,
     /// Set when the file cannot be indexed (binary, too large, unreadable).
     pub skip_reason: Option<String>,
+    /// The content SYNC read (stored in `file_contents`); None for a deleted or skipped file.
+    pub content_hash: Option<String>,
 }
 
 /// Everything one sync writes.
@@ -73,6 +75,24 @@ impl Store {
         plan: &SyncPlan,
     ) -> Result<SyncCounts, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The contents the changed and deleted files had become candidates for the sweep
+        // (`Store::sweep_contents`), which keeps those still referenced.
+        let replaced: Vec<&str> = plan
+            .items
+            .iter()
+            .filter(|i| i.change != "added")
+            .map(|i| i.path.as_str())
+            .collect();
+        sqlx::query(
+            "INSERT INTO file_content_garbage (hash)
+             SELECT DISTINCT content_hash FROM files
+              WHERE repository_id = $1 AND path = ANY($2) AND content_hash IS NOT NULL
+             ON CONFLICT (hash) DO UPDATE SET since = now()",
+        )
+        .bind(repository_id)
+        .bind(&replaced)
+        .execute(&mut *tx)
+        .await?;
         let paths: Vec<String> = plan.upserts.iter().map(|f| f.path.clone()).collect();
         let sizes: Vec<i64> = plan.upserts.iter().map(|f| f.size).collect();
         let mtimes: Vec<i64> = plan.upserts.iter().map(|f| f.mtime_ns).collect();
@@ -123,16 +143,23 @@ impl Store {
             .collect();
         let messages: Vec<Option<String>> =
             plan.items.iter().map(|i| i.skip_reason.clone()).collect();
+        let item_hashes: Vec<Option<String>> =
+            plan.items.iter().map(|i| i.content_hash.clone()).collect();
+        // A second attempt that read a file again records the content it read, while
+        // EXTRACT has not handled the item yet.
         sqlx::query(
-            "INSERT INTO run_items (run_id, path, change, status, message)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
-             ON CONFLICT (run_id, path) DO NOTHING",
+            "INSERT INTO run_items (run_id, path, change, status, message, content_hash)
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+             ON CONFLICT (run_id, path) DO UPDATE SET content_hash = EXCLUDED.content_hash
+              WHERE run_items.status = 'pending'
+                AND run_items.content_hash IS DISTINCT FROM EXCLUDED.content_hash",
         )
         .bind(run_id)
         .bind(&item_paths)
         .bind(&changes)
         .bind(&statuses)
         .bind(&messages)
+        .bind(&item_hashes)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE repositories SET last_synced_at = now() WHERE id = $1")

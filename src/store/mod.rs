@@ -10,6 +10,7 @@ pub mod admin;
 pub mod audit;
 pub mod batches;
 pub mod bench;
+pub mod contents;
 mod error;
 pub mod files;
 pub mod lifecycle;

@@ -91,6 +91,23 @@ impl Store {
         Ok(AdvisoryLock(tx))
     }
 
+    /// Of the run's changed files (not deleted ones) EXTRACT handled: how many, how many
+    /// failed, and one failure's error.
+    pub async fn extract_failures(
+        &self,
+        run_id: i64,
+    ) -> Result<(i64, i64, Option<String>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status IN ('processing', 'completed', 'failed')),
+                    count(*) FILTER (WHERE status = 'failed'),
+                    min(message) FILTER (WHERE status = 'failed')
+             FROM run_items WHERE run_id = $1 AND change <> 'deleted'",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The run's items EXTRACT has not handled yet, with each file's language.
     pub async fn extract_items(&self, run_id: i64) -> Result<Vec<ExtractItem>, StoreError> {
         Ok(sqlx::query_as(
@@ -99,7 +116,7 @@ impl Store {
              FROM run_items i
              JOIN runs r ON r.id = i.run_id
              LEFT JOIN files f ON f.repository_id = r.repository_id AND f.path = i.path
-             WHERE i.run_id = $1 AND i.status IN ('pending', 'skipped')
+             WHERE i.run_id = $1 AND i.status IN ('pending', 'skipped', 'failed')
              ORDER BY i.path",
         )
         .bind(run_id)
@@ -505,7 +522,7 @@ async fn record_extract_items(
         durations.push(Some(f.duration_ms));
     }
     sqlx::query(
-        "UPDATE run_items i SET status = u.status, message = COALESCE(u.message, i.message), duration_ms = u.duration_ms
+        "UPDATE run_items i SET status = u.status, message = u.message, duration_ms = u.duration_ms
          FROM UNNEST($2::text[], $3::text[], $4::text[], $5::int[]) AS u(path, status, message, duration_ms)
          WHERE i.run_id = $1 AND i.path = u.path",
     )

@@ -1,11 +1,13 @@
 //! EXTRACT: parse the files SYNC found changed and replace their snippets.
 //!
-//! Files are read and parsed in batches on every core, and each batch's snippets are
-//! written in one transaction. A file that cannot be read is a failed item; a file with
-//! syntax errors or invalid UTF-8 is extracted anyway with a note. Neither fails the stage.
+//! The files' contents come from the database (SYNC stored them), so EXTRACT runs on any
+//! node. They are parsed in batches on every core, and each batch's snippets are written in
+//! one transaction. A file whose content is missing or whose parser fails is a failed item;
+//! a file with syntax errors or invalid UTF-8 is extracted anyway with a note. Failed items
+//! fail the stage only when they are most of it (see [`loss`]).
 //! Idempotent: items already handled by an earlier attempt are not in the next one's list.
 
-use std::path::Path;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::StageOutcome;
@@ -21,11 +23,12 @@ const BATCH_FILES: usize = 256;
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
     let repo = ctx.store.repository(run.repository_id).await?;
-    let root = super::working_dir(ctx, &repo)?;
     let items = ctx.store.extract_items(run.id).await?;
     let (parse, removed): (Vec<ExtractItem>, Vec<ExtractItem>) = items
         .into_iter()
-        .partition(|i| i.change != "deleted" && i.status == "pending" && i.indexable);
+        .partition(|i| {
+            i.change != "deleted" && matches!(i.status.as_str(), "pending" | "failed") && i.indexable
+        });
     let removed: Vec<String> = removed.into_iter().map(|i| i.path).collect();
     let total = (parse.len() + removed.len()) as i64;
     let mut done = 0i64;
@@ -55,10 +58,10 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
                 batch.first().map(|i| i.path.as_str()),
             )
             .await?;
-        let root = root.clone();
+        let paths: Vec<String> = batch.iter().map(|i| i.path.clone()).collect();
+        let contents = ctx.store.run_contents(run.id, &paths).await?;
         let batch = batch.to_vec();
-        let max_size = ctx.config.sync.max_file_size;
-        let files = tokio::task::spawn_blocking(move || extract_batch(&root, &batch, max_size))
+        let files = tokio::task::spawn_blocking(move || extract_batch(&batch, contents))
             .await
             .map_err(|e| StageError::Retryable(format!("extract task: {e}")))?;
         let counts = ctx
@@ -75,6 +78,13 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     ctx.store
         .stage_progress(run.id, Stage::Extract, total, done, failed, None)
         .await?;
+    // Over every attempt: a retry parses again what an earlier one could not.
+    let (files, lost, first_error) = ctx.store.extract_failures(run.id).await?;
+    let warning = match loss(files, lost, first_error.as_deref()) {
+        Loss::None => None,
+        Loss::Some(warning) => Some(warning),
+        Loss::Most(error) => return Err(StageError::Retryable(error)),
+    };
     let result = ExtractResult {
         files: parse.len() as i64,
         files_removed: removed.len() as i64,
@@ -83,37 +93,75 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         snippets_inserted: inserted as i64,
         snippets_kept: kept as i64,
         snippets_deleted: deleted as i64,
+        warning,
     };
     Ok(StageOutcome::of(&result, false))
 }
 
-/// Reads and parses a batch of files, spread over the machine's cores.
-fn extract_batch(root: &Path, items: &[ExtractItem], max_size: u64) -> Vec<ExtractedFile> {
-    extract_batch_with(root, items, max_size, extract_file)
+/// What became of a run's files, by the rule for losing them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loss {
+    None,
+    /// A minority failed: the stage succeeds, with this warning in its result.
+    Some(String),
+    /// Every file, or more than half of them: the stage fails with this error (retryable:
+    /// the next attempt parses the failed files again), and the run fails when attempts
+    /// run out. An index that lost most of its input never reports success.
+    Most(String),
+}
+
+/// The rule for `failed` of a run's `files` (to parse) failing; `first` is one's error.
+pub fn loss(files: i64, failed: i64, first: Option<&str>) -> Loss {
+    let example = first.map(|e| format!("; for one: {e}")).unwrap_or_default();
+    if failed == 0 || files == 0 {
+        Loss::None
+    } else if failed == files {
+        Loss::Most(if files == 1 {
+            format!("the one file the run changed failed{example}")
+        } else {
+            format!("every one of the {files} files the run changed failed{example}")
+        })
+    } else if failed * 2 > files {
+        Loss::Most(format!(
+            "{failed} of the {files} files the run changed failed, more than half{example}"
+        ))
+    } else {
+        Loss::Some(format!(
+            "{failed} of the {files} files the run changed failed and are not indexed \
+             (list them with `trawl runs show <run> --failures`){example}"
+        ))
+    }
+}
+
+/// Parses a batch of files (`contents` by path), spread over the machine's cores.
+fn extract_batch(items: &[ExtractItem], contents: HashMap<String, Vec<u8>>) -> Vec<ExtractedFile> {
+    extract_batch_with(items, contents, extract_file)
 }
 
 /// [`extract_batch`] with the per-file work given. A file whose parsing panics comes back
 /// failed with the panic's message; the other files of its thread go on (a panic used to
 /// drop the thread's whole share, leaving those items pending and the stage succeeding).
 fn extract_batch_with(
-    root: &Path,
     items: &[ExtractItem],
-    max_size: u64,
-    one: fn(&Path, &ExtractItem, u64) -> ExtractedFile,
+    mut contents: HashMap<String, Vec<u8>>,
+    one: fn(&ExtractItem, Option<Vec<u8>>) -> ExtractedFile,
 ) -> Vec<ExtractedFile> {
+    let work: Vec<(&ExtractItem, Option<Vec<u8>>)> =
+        items.iter().map(|i| (i, contents.remove(&i.path))).collect();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(items.len().max(1));
     let per_thread = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per_thread.max(1))
-            .map(|chunk| {
+        let mut work = work.into_iter();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let chunk: Vec<_> = work.by_ref().take(per_thread.max(1)).collect();
                 scope.spawn(move || {
                     chunk
-                        .iter()
-                        .map(|i| guarded(i, || one(root, i, max_size)))
+                        .into_iter()
+                        .map(|(i, bytes)| guarded(i, || one(i, bytes)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -150,9 +198,8 @@ fn guarded(item: &ExtractItem, f: impl FnOnce() -> ExtractedFile) -> ExtractedFi
     })
 }
 
-/// Reads (never through a symbolic link, never a FIFO or device, never above `max_size`:
-/// the file may have been swapped since SYNC looked at it) and parses one file.
-fn extract_file(root: &Path, item: &ExtractItem, max_size: u64) -> ExtractedFile {
+/// Parses one file from its stored content (None: the database has none for it).
+fn extract_file(item: &ExtractItem, content: Option<Vec<u8>>) -> ExtractedFile {
     let started = Instant::now();
     let mut out = ExtractedFile {
         path: item.path.clone(),
@@ -164,9 +211,15 @@ fn extract_file(root: &Path, item: &ExtractItem, max_size: u64) -> ExtractedFile
         lines_total: 0,
         lines_covered: 0,
     };
-    match crate::sources::directory::read_bytes(root, &item.path, max_size) {
-        Err(e) => out.error = Some(format!("cannot read {}: {e}", item.path)),
-        Ok(bytes) => {
+    match content {
+        None => {
+            out.error = Some(format!(
+                "the content of {} is not in the database (changed or lost since SYNC stored \
+                 it); the next sync of the repository stores it again",
+                item.path
+            ))
+        }
+        Some(bytes) => {
             let x = extract::extract(item.language.as_deref(), &bytes);
             let mut notes = Vec::new();
             if x.lossy {
@@ -199,23 +252,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn losing_most_files_fails_and_losing_a_few_warns() {
+        assert_eq!(loss(0, 0, None), Loss::None);
+        assert_eq!(loss(10, 0, None), Loss::None);
+        let Loss::Most(e) = loss(3, 3, Some("cannot parse a.py")) else {
+            panic!("all lost")
+        };
+        assert_eq!(
+            e,
+            "every one of the 3 files the run changed failed; for one: cannot parse a.py"
+        );
+        assert!(matches!(loss(1, 1, None), Loss::Most(_)));
+        assert!(matches!(loss(5, 3, None), Loss::Most(_)));
+        let Loss::Some(w) = loss(4, 2, None) else {
+            panic!("half is a warning")
+        };
+        assert!(w.starts_with("2 of the 4 files"), "{w}");
+        assert!(matches!(loss(100, 1, None), Loss::Some(_)));
+    }
+
     /// A parser that panics on one file fails that file; the rest of the batch, the files
     /// of the same thread included, are parsed.
     #[test]
     fn a_parser_panic_fails_its_file_and_the_others_proceed() {
-        let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (0..9).map(|i| format!("m{i}.py")).collect();
-        for n in &names {
-            std::fs::write(dir.path().join(n), "def f():\n    return 1\n").unwrap();
-        }
+        let contents: HashMap<String, Vec<u8>> = names
+            .iter()
+            .map(|n| (n.clone(), b"def f():\n    return 1\n".to_vec()))
+            .collect();
         let items: Vec<ExtractItem> = names.iter().map(|n| item(n)).collect();
-        fn panicky(root: &Path, i: &ExtractItem, max: u64) -> ExtractedFile {
+        fn panicky(i: &ExtractItem, bytes: Option<Vec<u8>>) -> ExtractedFile {
             if i.path == "m1.py" {
                 panic!("tree-sitter blew up");
             }
-            extract_file(root, i, max)
+            extract_file(i, bytes)
         }
-        let files = extract_batch_with(dir.path(), &items, 1 << 20, panicky);
+        let files = extract_batch_with(&items, contents, panicky);
         assert_eq!(files.len(), 9, "no file is dropped");
         for f in &files {
             if f.path == "m1.py" {

@@ -52,6 +52,14 @@ pub async fn run(
     }
 }
 
+/// This node, as errors name it: the host and trawl's home on it.
+pub fn node(config: &crate::config::Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("{host} (home {})", config.home.display())
+}
+
 /// Where a repository's files are read from: a directory source in place, a git source's
 /// working copy under trawl's home.
 pub fn working_dir(ctx: &PipelineContext, repo: &Repository) -> Result<PathBuf, StageError> {

@@ -14,6 +14,9 @@ pub struct SyncResult {
     pub modified: i64,
     pub deleted: i64,
     pub skipped: i64,
+    /// Contents the database did not have, stored by this sync (files, bytes).
+    pub contents_stored: i64,
+    pub content_bytes_stored: i64,
     /// The commit a git working copy is at.
     pub commit: Option<String>,
     /// Set when SYNC looked at no file (an embeddings-only run): the scope's kind.
@@ -32,6 +35,9 @@ pub struct ExtractResult {
     pub snippets_inserted: i64,
     pub snippets_kept: i64,
     pub snippets_deleted: i64,
+    /// Set when some files failed but not most (see `extract::loss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// BM25_INDEX: the files whose documents were replaced, or a rebuild of the whole index.
@@ -80,6 +86,14 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The warnings the stages reported (a run that succeeded with files lost).
+    pub fn warnings(&self) -> Vec<String> {
+        self.extract
+            .iter()
+            .filter_map(|x| x.warning.clone())
+            .collect()
+    }
+
     /// Reads a run's stored result; one that does not read (a build of another shape)
     /// counts as empty, with a warning.
     pub fn of(value: &serde_json::Value) -> RunResult {

@@ -1,5 +1,10 @@
-//! SYNC: refresh the working copy's file list, hash what changed, and record each added,
-//! modified and deleted file as an item of the run.
+//! SYNC: refresh the working copy's file list, hash what changed, store the contents the
+//! database does not have yet, and record each added, modified and deleted file as an item
+//! of the run.
+//!
+//! The later stages read the contents from the database, so they run on any node; only
+//! SYNC needs the source: a git working copy under this node's home (cloned when missing),
+//! or a directory this node sees.
 //!
 //! Idempotent: a re-run after a crash finds the files table already updated, but the run's
 //! items recorded by the first attempt still say what changed, and they decide the outcome.
@@ -12,7 +17,7 @@ use super::results::SyncResult;
 use crate::domain::Stage;
 use crate::domain::scope::Scope;
 use crate::pipeline::{PipelineContext, StageError};
-use crate::sources::directory::{self, Content, ScannedFile};
+use crate::sources::directory::{self, ScannedFile};
 use crate::sources::git;
 use crate::store::files::{FileRow, KnownFile, SyncItem, SyncPlan};
 use crate::store::runs::Run;
@@ -54,36 +59,118 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
             }
         })?);
     }
+    if repo.source_kind == "directory" && !root.is_dir() {
+        return Err(StageError::Permanent(format!(
+            "the source directory {} is not a directory on node {}: a directory source is \
+             read where SYNC runs, so every node whose worker takes SYNC must see it at that path",
+            root.display(),
+            super::node(&ctx.config)
+        )));
+    }
     let known = ctx.store.known_files(repo.id).await?;
     let rules = ctx.config.sync.clone();
     let full = run.full_reindex;
-    let plan = tokio::task::spawn_blocking(move || plan_sync(&root, &known, &rules, full, &scope))
+    // The scan hands every text file it reads to the uploader, which stores the contents the
+    // database lacks while the scan goes on; the files rows are written only after.
+    let (contents, received) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
+    let uploader = tokio::spawn(upload_contents(ctx.store.clone(), received));
+    let plan = tokio::task::spawn_blocking(move || {
+        plan_sync(&root, &known, &rules, full, &scope, &mut |hash, bytes| {
+            // A closed channel means the uploader failed: its error is reported below.
+            let _ = contents.blocking_send((hash, bytes));
+        })
+    })
+    .await
+    .map_err(|e| StageError::Retryable(format!("sync task: {e}")))?;
+    let stored = uploader
         .await
-        .map_err(|e| StageError::Retryable(format!("sync task: {e}")))??;
+        .map_err(|e| StageError::Retryable(format!("content upload task: {e}")))?;
+    let plan = plan?;
+    let stored = stored?;
     let files_seen = plan.upserts.len();
     let counts = ctx.store.apply_sync(run.id, repo.id, &plan).await?;
     let changed = counts.added + counts.modified + counts.deleted;
+    // Contents no file references any more, given up long enough ago.
+    match ctx.store.sweep_contents().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(contents = n, "swept file contents no file references"),
+        Err(e) => tracing::warn!(error = %e, "sweeping unreferenced file contents failed"),
+    }
     let result = SyncResult {
         files_seen: files_seen as i64,
         added: counts.added as i64,
         modified: counts.modified as i64,
         deleted: counts.deleted as i64,
         skipped: counts.skipped as i64,
+        contents_stored: stored.files as i64,
+        content_bytes_stored: stored.bytes as i64,
         commit,
         scope: None,
     };
     Ok(StageOutcome::of(&result, changed == 0))
 }
 
+/// Contents waiting for the uploader (a bound on the memory a fast scan can fill).
+const UPLOAD_QUEUE: usize = 64;
+/// Contents per upload: a batch is sent when it holds this many files or bytes.
+const UPLOAD_FILES: usize = 256;
+const UPLOAD_BYTES: usize = 8 << 20;
+
+/// What the uploader stored: the contents the database did not have.
+#[derive(Debug, Default)]
+struct Stored {
+    files: usize,
+    bytes: usize,
+}
+
+/// Stores the contents it receives that the database lacks, in batches, until the sender
+/// is dropped.
+async fn upload_contents(
+    store: crate::store::Store,
+    mut received: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+) -> Result<Stored, StageError> {
+    let mut stored = Stored::default();
+    let mut batch: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut bytes = 0;
+    loop {
+        let next = received.recv().await;
+        let last = next.is_none();
+        if let Some((hash, content)) = next {
+            bytes += content.len();
+            batch.insert(hash, content);
+        }
+        if batch.is_empty() || (!last && batch.len() < UPLOAD_FILES && bytes < UPLOAD_BYTES) {
+            if last {
+                return Ok(stored);
+            }
+            continue;
+        }
+        let hashes: Vec<String> = batch.keys().cloned().collect();
+        for present in store.stored_contents(&hashes).await? {
+            batch.remove(&present);
+        }
+        let missing: Vec<(String, Vec<u8>)> = batch.drain().collect();
+        stored.files += missing.len();
+        stored.bytes += missing.iter().map(|(_, b)| b.len()).sum::<usize>();
+        store.store_contents(&missing).await?;
+        bytes = 0;
+        if last {
+            return Ok(stored);
+        }
+    }
+}
+
 /// Compares a scan of `root` with the files known from the last sync, within `scope`
 /// (files outside it are neither looked at nor found deleted). A file whose size and mtime
-/// are unchanged keeps its hash without being read; the others are read and hashed.
+/// are unchanged keeps its hash without being read; the others are read and hashed, and
+/// each text file read is handed to `content` with its hash.
 pub fn plan_sync(
     root: &Path,
     known: &HashMap<String, KnownFile>,
     rules: &crate::config::SyncConfig,
     full: bool,
     scope: &Scope,
+    content: &mut dyn FnMut(String, Vec<u8>),
 ) -> Result<SyncPlan, StageError> {
     let max_size = rules.max_file_size;
     let deny = directory::DenyList::new(&rules.deny).map_err(StageError::Permanent)?;
@@ -111,9 +198,12 @@ pub fn plan_sync(
         let (hash, skip_reason) = match prior {
             _ if skip.is_some() => (None, skip),
             Some(k) if unchanged_stat && !full => (k.content_hash.clone(), k.skip_reason.clone()),
-            _ => match directory::read(root, &path, max_size) {
-                Content::Text { hash } => (Some(hash), None),
-                Content::Skipped { reason } => (None, Some(reason)),
+            _ => match directory::read_text(root, &path, max_size) {
+                Ok((hash, bytes)) => {
+                    content(hash.clone(), bytes);
+                    (Some(hash), None)
+                }
+                Err(reason) => (None, Some(reason)),
             },
         };
         let change = match prior {
@@ -126,6 +216,7 @@ pub fn plan_sync(
                 path: path.clone(),
                 change,
                 skip_reason: skip_reason.clone(),
+                content_hash: hash.clone(),
             });
         }
         plan.upserts.push(FileRow {
@@ -144,6 +235,7 @@ pub fn plan_sync(
                 path: path.clone(),
                 change: "deleted",
                 skip_reason: None,
+                content_hash: None,
             });
         }
     }
