@@ -515,6 +515,32 @@ impl Config {
         }
     }
 
+    /// What a run this process asks for is recorded with (see `domain::settings`).
+    pub fn run_settings(&self) -> crate::domain::settings::RunSettings {
+        crate::domain::settings::RunSettings {
+            provider: match self.embedding.provider {
+                EmbeddingProvider::Local => "local",
+                EmbeddingProvider::Http => "http",
+            }
+            .into(),
+            vector_model: self.vector_model(),
+            max_file_size: self.sync.max_file_size,
+            deny: self.sync.deny.clone(),
+        }
+    }
+
+    /// The sync rules of `run`: the ones it was asked for with, or this process's for a run
+    /// recorded without them.
+    pub fn sync_rules_of(&self, settings: Option<&crate::domain::settings::RunSettings>) -> SyncConfig {
+        match settings {
+            Some(s) => SyncConfig {
+                max_file_size: s.max_file_size,
+                deny: s.deny.clone(),
+            },
+            None => self.sync.clone(),
+        }
+    }
+
     /// The tantivy index directory.
     pub fn index_dir(&self) -> PathBuf {
         non_empty_or(&self.index.dir, || self.home.join("index"))

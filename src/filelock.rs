@@ -13,6 +13,28 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// The lock on `path` (created when missing) if no one else holds it, at once.
+    pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        loop {
+            // SAFETY: flock on a file descriptor we own for as long as the call lasts.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(Some(FileLock { _file: file }));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                _ => return Err(err),
+            }
+        }
+    }
+
     /// Blocks until the lock on `path` (created when missing) is ours.
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
         let file = fs::OpenOptions::new()

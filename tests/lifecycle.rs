@@ -273,6 +273,7 @@ async fn enqueue(store: &Store, repository_id: i64) -> (i64, [String; 5]) {
             full: false,
             // Never spent here: retries are the model's events, not the budget's.
             max_attempts: [1000; 5],
+            settings: None,
         })
         .await
         .unwrap()
@@ -466,6 +467,7 @@ async fn tasks_and_queue_stats_name_the_class_a_run_was_asked_for() {
                 scope: trawl::domain::scope::Scope::Project,
                 full: false,
                 max_attempts: [3; 5],
+                settings: None,
             })
             .await
             .unwrap()

@@ -73,6 +73,7 @@ fn new_run(repository_id: i64, trigger: Trigger) -> NewRun {
         scope: trawl::domain::scope::Scope::Project,
         full: false,
         max_attempts: [5; 5],
+        settings: None,
     }
 }
 

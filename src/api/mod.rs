@@ -42,7 +42,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub store: Store,
     pub config: Config,
-    pub searcher: Searcher,
+    /// Its keyword index follows the database's change log while the server runs.
+    pub searcher: Arc<Searcher>,
     pub metrics: metrics::Metrics,
     /// The bearer token every route but `/healthz` requires; `None` when none is set.
     pub token: Option<String>,
@@ -65,8 +66,10 @@ impl AppState {
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> AppState {
         let token = Some(config.serve.token.clone()).filter(|t| !t.is_empty());
+        let searcher = Arc::new(Searcher::new(store.clone(), config.clone()));
+        tokio::spawn(searcher.clone().follow(stopping.clone()));
         AppState(Arc::new(Inner {
-            searcher: Searcher::new(store.clone(), config.clone()),
+            searcher,
             store,
             config,
             metrics: metrics::Metrics::default(),

@@ -98,6 +98,7 @@ async fn one_pass(
         scope: crate::domain::scope::Scope::Project,
         full: false,
         max_attempts: [config.worker.max_attempts; 5],
+    settings: Some(config.run_settings()),
     };
 
     // Throughput: a backlog enqueued before the workers start, drained by them.

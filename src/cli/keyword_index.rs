@@ -1,7 +1,7 @@
 use crate::config::Config;
 use crate::database;
 use crate::pipeline::PipelineContext;
-use crate::pipeline::stages::bm25;
+use crate::search::follow;
 
 /// Manage the keyword (tantivy) index.
 ///
@@ -30,10 +30,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         Sub::Rebuild => {
             let ctx = PipelineContext::new(store, config.clone());
             let started = std::time::Instant::now();
-            let lock = ctx.store.keyword_index_lock().await?;
+            let _lock = follow::lock(config).await?;
             let index = ctx.keyword_index()?;
-            let documents = bm25::rebuild(&ctx, &index).await?;
-            lock.release().await?;
+            let head = ctx.store.keyword_head().await?;
+            let documents = follow::rebuild(&ctx.store, &index, head).await?;
             println!(
                 "rebuilt the keyword index in {} from the database: {documents} documents in {:.1} s",
                 index.dir().display(),

@@ -57,7 +57,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let text = args.query;
     let request = SearchRequest {
         query: text.clone(),
-        mode: args.mode,
+        mode: args.mode.clone(),
         repositories: args.repos,
         languages: args.languages,
         kinds: args.kinds,
@@ -65,6 +65,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         limit: Some(args.limit),
     };
     let searcher = Searcher::new(store.clone(), config.clone());
+    // This node's keyword index applies what other nodes published since it last looked.
+    if args.mode != Mode::Semantic
+        && let Err(e) = searcher.catch_up().await
+    {
+        eprintln!(
+            "warning: the keyword index did not catch up with the database ({e}); results may miss the latest changes"
+        );
+    }
     let results = match crate::service::search::search(&store, &searcher, request).await {
         Ok(r) => r,
         Err(e @ SearchRequestError::Repository(_)) => {

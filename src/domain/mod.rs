@@ -5,6 +5,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod retry;
 pub mod scope;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 

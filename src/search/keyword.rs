@@ -89,9 +89,18 @@ pub struct KeywordIndex {
     reader: IndexReader,
     fields: Fields,
     writer: Mutex<()>,
-    /// Set when the directory was empty or of another schema version: it must be rebuilt
-    /// from Postgres before incremental updates make sense.
+    /// Set when the directory was empty, of another schema version, or without the number
+    /// of the last change applied: it must be rebuilt from Postgres before incremental
+    /// updates make sense.
     needs_rebuild: AtomicBool,
+}
+
+/// What a commit records beside the documents: the last change of the database's keyword
+/// change log it applied (`store::keyword_log`), so the index and its position in the log
+/// move together.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Payload {
+    applied_seq: i64,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -121,6 +130,18 @@ fn schema() -> (Schema, Fields) {
         ),
     };
     (b.build(), fields)
+}
+
+/// Commits what `writer` holds with the number of the last change applied.
+fn commit(writer: &mut IndexWriter, applied: i64) -> Result<(), KeywordError> {
+    let payload = serde_json::to_string(&Payload {
+        applied_seq: applied,
+    })
+    .expect("a payload serialises");
+    let mut prepared = writer.prepare_commit()?;
+    prepared.set_payload(&payload);
+    prepared.commit()?;
+    Ok(())
 }
 
 /// The term that names one file of one repository.
@@ -174,14 +195,28 @@ impl KeywordIndex {
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()
             .map_err(|e: tantivy::TantivyError| fail(e.to_string()))?;
-        Ok(KeywordIndex {
+        let out = KeywordIndex {
             dir: dir.to_path_buf(),
             index,
             reader,
             fields,
             writer: Mutex::new(()),
             needs_rebuild: AtomicBool::new(fresh),
-        })
+        };
+        if out.applied_seq().is_none() {
+            out.needs_rebuild.store(true, Ordering::SeqCst);
+        }
+        Ok(out)
+    }
+
+    /// The last change of the keyword change log the index applied; None for an index
+    /// built before it recorded one (it is rebuilt).
+    pub fn applied_seq(&self) -> Option<i64> {
+        let metas = self.index.load_metas().ok()?;
+        let payload = metas.payload?;
+        serde_json::from_str::<Payload>(&payload)
+            .ok()
+            .map(|p| p.applied_seq)
     }
 
     /// Whether the index must be rebuilt from Postgres (see [`KeywordIndex::rebuild`]).
@@ -195,28 +230,32 @@ impl KeywordIndex {
 
     /// Runs `f` with the index's writer and commits what it did. Serialised per process;
     /// across processes the caller holds the lock (see the module doc).
+    /// The commit records `applied` as the last change applied.
     fn write<T>(
         &self,
+        applied: i64,
         f: impl FnOnce(&mut IndexWriter, &Fields) -> Result<T, KeywordError>,
     ) -> Result<T, KeywordError> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut writer: IndexWriter = self.index.writer_with_num_threads(1, WRITER_MEMORY)?;
         let out = f(&mut writer, &self.fields)?;
-        writer.commit()?;
+        commit(&mut writer, applied)?;
         writer.wait_merging_threads()?;
         self.reader.reload()?;
         Ok(out)
     }
 
     /// Replaces the documents of `paths` (a repository's files) with `snippets`, the files'
-    /// current snippets, in one commit. Returns the number of documents added.
+    /// current snippets, in one commit recording `applied`. Returns the number of documents
+    /// added.
     pub fn replace_files(
         &self,
         repository_id: i64,
         paths: &[String],
         snippets: &[StoredSnippet],
+        applied: i64,
     ) -> Result<usize, KeywordError> {
-        self.write(|w, f| {
+        self.write(applied, |w, f| {
             for path in paths {
                 w.delete_term(Term::from_field_text(
                     f.file_key,
@@ -228,11 +267,21 @@ impl KeywordIndex {
         })
     }
 
+    /// Removes every document of a repository, in one commit recording `applied`.
+    pub fn remove_repository(&self, repository_id: i64, applied: i64) -> Result<(), KeywordError> {
+        self.write(applied, |w, f| {
+            w.delete_term(Term::from_field_u64(f.repository_id, repository_id as u64));
+            Ok(())
+        })
+    }
+
     /// Removes every document, then adds the snippets `pages` yields until it ends: a
-    /// rebuild from Postgres. Nothing is committed when `pages` reports an error.
+    /// rebuild from Postgres, as of change `applied` of the change log. Nothing is
+    /// committed when `pages` reports an error.
     pub fn rebuild<E>(
         &self,
         pages: impl Iterator<Item = Result<Vec<StoredSnippet>, E>>,
+        applied: i64,
     ) -> Result<Result<usize, E>, KeywordError> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut writer: IndexWriter = self.index.writer_with_num_threads(1, WRITER_MEMORY)?;
@@ -250,7 +299,7 @@ impl KeywordIndex {
                 }
             }
         }
-        writer.commit()?;
+        commit(&mut writer, applied)?;
         writer.wait_merging_threads()?;
         self.reader.reload()?;
         self.needs_rebuild.store(false, Ordering::SeqCst);
@@ -403,7 +452,7 @@ mod tests {
         let a = KeywordIndex::open(dir.path()).unwrap();
         let b = KeywordIndex::open(dir.path()).unwrap();
         let held: IndexWriter = a.index.writer_with_num_threads(1, WRITER_MEMORY).unwrap();
-        let err = b.replace_files(1, &[], &file_version(0)).unwrap_err();
+        let err = b.replace_files(1, &[], &file_version(0), 1).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -413,7 +462,7 @@ mod tests {
         );
         assert!(err.is_retryable(), "{err}");
         drop(held);
-        b.replace_files(1, &[], &file_version(0)).unwrap();
+        b.replace_files(1, &[], &file_version(0), 1).unwrap();
         drop((a, b));
 
         std::fs::write(dir.path().join("meta.json"), "{ not json").unwrap();
@@ -458,7 +507,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = KeywordIndex::open(dir.path()).unwrap();
         let paths = vec!["pkg/mod.py".to_string()];
-        writer.replace_files(1, &paths, &file_version(0)).unwrap();
+        writer.replace_files(1, &paths, &file_version(0), 0).unwrap();
         let reader = KeywordIndex::open_reader(dir.path()).unwrap();
         const VERSIONS: i64 = 60;
         let done = std::sync::atomic::AtomicBool::new(false);
@@ -486,12 +535,15 @@ mod tests {
                 searches
             });
             for v in 1..=VERSIONS {
-                writer.replace_files(1, &paths, &file_version(v)).unwrap();
+                writer.replace_files(1, &paths, &file_version(v), v).unwrap();
             }
             done.store(true, Ordering::SeqCst);
             searching.join().unwrap()
         });
         assert!(searches > 10, "the reader searched only {searches} times");
+        // Each commit records the last change it applied, with its documents.
+        assert_eq!(writer.applied_seq(), Some(VERSIONS));
+        assert!(!KeywordIndex::open(dir.path()).unwrap().needs_rebuild());
         // The other instance reloads on its own after the last commit.
         let last = format!("generation_{VERSIONS}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -5,6 +5,7 @@
 //! state: tantivy readers see the last commit, Postgres the last committed transaction, so a
 //! run writing at the same time never shows half a file.
 
+pub mod follow;
 pub mod keyword;
 pub mod rank;
 pub mod tokenizer;
@@ -144,6 +145,9 @@ pub fn check_query(text: &str) -> Result<(), SearchError> {
     Ok(())
 }
 
+/// How often a following process looks at the change log without a notification.
+pub const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Searches; holds the keyword reader and the embedder, both opened on first use.
 pub struct Searcher {
     store: Store,
@@ -217,12 +221,106 @@ impl Searcher {
         }
     }
 
+    /// The keyword index: opened as it is, or created (under the writers' lock, as
+    /// creating may clear a directory of another schema) when there is none yet; an index
+    /// created so is empty until [`Searcher::catch_up`] builds it.
     async fn keyword(&self) -> Result<Arc<KeywordIndex>, KeywordError> {
+        if let Some(index) = self.keyword.get() {
+            return Ok(index.clone());
+        }
+        let dir = self.config.keyword_index_dir();
+        if let Ok(index) = KeywordIndex::open_reader(&dir) {
+            let index = Arc::new(index);
+            return Ok(self.keyword.get_or_init(|| async { index }).await.clone());
+        }
+        // Taken outside the cell's initialisation: a catch-up holding the lock may be
+        // initialising the cell itself (which waits for nothing).
+        let _lock = follow::lock(&self.config)
+            .await
+            .map_err(|e| KeywordError::Open {
+                dir: dir.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        self.keyword_locked().await
+    }
+
+    /// [`Searcher::keyword`] for a caller that holds the writers' lock already (taking
+    /// it again from this process would wait for itself).
+    async fn keyword_locked(&self) -> Result<Arc<KeywordIndex>, KeywordError> {
         let dir = self.config.keyword_index_dir();
         self.keyword
-            .get_or_try_init(|| async move { KeywordIndex::open_reader(&dir).map(Arc::new) })
+            .get_or_try_init(|| async move { KeywordIndex::open(&dir).map(Arc::new) })
             .await
             .cloned()
+    }
+
+    /// Applies the keyword changes committed anywhere since this node's index last did
+    /// (see [`follow`]); None when another process of this home is at it (it brings the
+    /// shared directory up to date).
+    pub async fn catch_up(&self) -> Result<Option<follow::CatchUp>, follow::FollowError> {
+        let Some(_lock) = follow::try_lock(&self.config)? else {
+            return Ok(None);
+        };
+        let index = self.keyword_locked().await?;
+        follow::catch_up(&self.store, &index).await.map(Some)
+    }
+
+    /// How far this node's keyword index is behind the change log.
+    pub async fn keyword_lag(
+        &self,
+    ) -> Result<crate::store::keyword_log::KeywordLag, follow::FollowError> {
+        let index = self.keyword().await?;
+        Ok(follow::lag(&self.store, &index).await?)
+    }
+
+    /// Follows the change log until `stop` turns true: applies each change as its
+    /// notification arrives, and at least every [`FOLLOW_POLL`] (a notification lost with a
+    /// connection is made up for by the poll). For a long-running process that searches
+    /// (`trawl serve`, `trawl mcp`).
+    pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut listener = None;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if listener.is_none() {
+                match sqlx::postgres::PgListener::connect_with(self.store.pool()).await {
+                    Ok(mut l) => match l.listen(crate::store::keyword_log::CHANNEL).await {
+                        Ok(()) => listener = Some(l),
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for keyword changes; polling"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for keyword changes; polling"),
+                }
+            }
+            match self.catch_up().await {
+                Ok(Some(done)) if done.changes > 0 || done.rebuilt => tracing::debug!(
+                    changes = done.changes,
+                    documents = done.documents,
+                    rebuilt = done.rebuilt,
+                    applied = done.applied,
+                    "the keyword index caught up"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the keyword index could not catch up; trying again"),
+            }
+            let wait = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if let Err(e) = l.recv().await {
+                            tracing::warn!(error = %e, "the keyword change listener failed; reconnecting");
+                            return false;
+                        }
+                        true
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                kept = wait => if !kept { listener = None },
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = stop.changed() => {}
+            }
+        }
     }
 
     async fn embedder(&self) -> Result<QueryEmbedder, ProviderError> {

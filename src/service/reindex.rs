@@ -260,6 +260,7 @@ async fn plan_and_enqueue(
             scope: plan.scope.clone(),
             full: request.full,
             max_attempts: [config.worker.max_attempts; 5],
+        settings: Some(config.run_settings()),
         })
         .await?;
     let run_id = enqueued.run_id();

@@ -25,7 +25,12 @@ pub struct Tick {
 }
 
 /// Enqueues a background run for each repository whose last sync is older than `every`.
-pub async fn tick(store: &Store, every: Duration, max_attempts: u32) -> Result<Tick, StoreError> {
+pub async fn tick(
+    store: &Store,
+    every: Duration,
+    max_attempts: u32,
+    settings: &crate::domain::settings::RunSettings,
+) -> Result<Tick, StoreError> {
     let due = store.repositories_due(every).await?;
     let mut out = Tick {
         due: due.len(),
@@ -41,6 +46,7 @@ pub async fn tick(store: &Store, every: Duration, max_attempts: u32) -> Result<T
                 scope: crate::domain::scope::Scope::Project,
                 full: false,
                 max_attempts: [max_attempts; 5],
+            settings: Some(settings.clone()),
             })
             .await?;
         if let Enqueued::Created { run_id, .. } = enqueued {

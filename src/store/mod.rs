@@ -13,6 +13,7 @@ pub mod bench;
 pub mod contents;
 mod error;
 pub mod files;
+pub mod keyword_log;
 pub mod lifecycle;
 pub mod metrics;
 pub mod repositories;

@@ -23,6 +23,10 @@ pub struct Run {
     #[schemars(with = "Scope")]
     pub scope: sqlx::types::Json<Scope>,
     pub full_reindex: bool,
+    /// What the process that asked for it was configured with; None for a run recorded
+    /// before runs carried them.
+    #[schemars(with = "Option<crate::domain::settings::RunSettings>")]
+    pub settings: Option<sqlx::types::Json<crate::domain::settings::RunSettings>>,
     pub status: RunStatus,
     pub result: Value,
     pub error: Option<String>,
@@ -81,6 +85,8 @@ pub struct NewRun {
     pub full: bool,
     /// Attempts allowed per stage, by ordinal.
     pub max_attempts: [u32; 5],
+    /// What the asking process is configured with (`Config::run_settings`).
+    pub settings: Option<crate::domain::settings::RunSettings>,
 }
 
 /// What enqueueing did.
@@ -308,8 +314,8 @@ async fn enqueue_in(
 
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (repository_id, trigger, origin, priority_base, priority_class, scope,
-                           full_reindex)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                           full_reindex, settings)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(new.repository_id)
     .bind(new.trigger.as_str())
@@ -318,6 +324,7 @@ async fn enqueue_in(
     .bind(new.priority.as_str())
     .bind(sqlx::types::Json(&new.scope))
     .bind(new.full)
+    .bind(new.settings.as_ref().map(sqlx::types::Json))
     .fetch_one(&mut **tx)
     .await?;
 

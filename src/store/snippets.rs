@@ -70,27 +70,7 @@ pub struct ReplaceCounts {
 const SNIPPET_COLUMNS: &str = "id, repository_id, path, language, kind, name, parent_name, qualified_name, \
      start_line, end_line, doc, signature, code, part, content_hash";
 
-/// A Postgres advisory lock held for as long as this value lives (its transaction's).
-pub struct AdvisoryLock(Transaction<'static, Postgres>);
-
-impl AdvisoryLock {
-    pub async fn release(self) -> Result<(), StoreError> {
-        self.0.commit().await?;
-        Ok(())
-    }
-}
-
 impl Store {
-    /// Serialises writers of the keyword index across processes. Dropped or released, the
-    /// lock goes; a process that dies loses its connection and so the lock.
-    pub async fn keyword_index_lock(&self) -> Result<AdvisoryLock, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.keyword_index'))")
-            .execute(&mut *tx)
-            .await?;
-        Ok(AdvisoryLock(tx))
-    }
-
     /// Of the run's changed files (not deleted ones) EXTRACT handled: how many, how many
     /// failed, and one failure's error.
     pub async fn extract_failures(

@@ -1,109 +1,55 @@
-//! BM25_INDEX: bring the keyword index up to date with the snippets of the files a run
-//! changed.
+//! BM25_INDEX: publish the keyword changes of the run (the files it changed, whose
+//! documents every node's keyword index replaces by their current snippets), then bring
+//! this node's index up to the change log (`search::follow`).
 //!
-//! For each changed file: delete its documents by the file's term, add its current
-//! snippets, commit per batch. Idempotent by construction. Writers of one index directory
-//! are serialised across processes by a Postgres advisory lock. An index that is missing or
-//! of another schema version is rebuilt from Postgres first (it is derived data).
+//! Publishing is what the stage means: once it committed, every node that searches applies
+//! the change within its follower's delay. The local catch-up is a convenience for a node
+//! that also searches (a single machine); when it fails the stage still succeeds, with the
+//! failure in its result, since the next catch-up (any search, or the next run) applies the
+//! change anyway.
 
 use super::StageOutcome;
 use super::results::Bm25Result;
 use crate::domain::Stage;
 use crate::pipeline::{PipelineContext, StageError};
-use crate::search::keyword::KeywordIndex;
-use crate::store::runs::Run;
+use crate::search::follow;
 
-/// Files per commit.
-const BATCH_FILES: usize = 1_000;
-
-pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
-    let lock = ctx.store.keyword_index_lock().await?;
-    let index = ctx.keyword_index()?;
-    if index.needs_rebuild() {
-        let documents = rebuild(ctx, &index).await?;
-        lock.release().await?;
-        let result = Bm25Result {
-            files: None,
-            documents: documents as i64,
-            rebuilt: true,
-        };
-        return Ok(StageOutcome::of(&result, false));
-    }
+pub async fn run(ctx: &PipelineContext, run: &crate::store::runs::Run) -> Result<StageOutcome, StageError> {
     let paths = ctx.store.run_item_paths(run.id).await?;
     let total = paths.len() as i64;
-    let mut documents = 0;
-    for (i, batch) in paths.chunks(BATCH_FILES).enumerate() {
-        let done = (i * BATCH_FILES) as i64;
-        ctx.store
-            .stage_progress(
-                run.id,
-                Stage::Bm25Index,
-                total,
-                done,
-                0,
-                batch.first().map(String::as_str),
-            )
-            .await?;
-        let snippets = ctx
-            .store
-            .snippets_of_paths(run.repository_id, batch)
-            .await?;
-        let index = index.clone();
-        let batch = batch.to_vec();
-        let repository_id = run.repository_id;
-        documents += tokio::task::spawn_blocking(move || {
-            index.replace_files(repository_id, &batch, &snippets)
-        })
-        .await
-        .map_err(|e| StageError::Retryable(format!("keyword index task: {e}")))??;
-    }
+    ctx.store
+        .stage_progress(run.id, Stage::Bm25Index, total, 0, 0, None)
+        .await?;
+    let change = ctx
+        .store
+        .publish_keyword_change(run.repository_id, Some(run.id), Some(&paths))
+        .await?;
+    let local = catch_up_here(ctx).await;
     ctx.store
         .stage_progress(run.id, Stage::Bm25Index, total, total, 0, None)
         .await?;
-    lock.release().await?;
-    Ok(StageOutcome::of(
-        &Bm25Result {
-            files: Some(total),
-            documents: documents as i64,
-            rebuilt: false,
-        },
-        false,
-    ))
-}
-
-/// Rebuilds the whole keyword index from the snippets table. The caller holds the lock.
-pub async fn rebuild(
-    ctx: &PipelineContext,
-    index: &std::sync::Arc<KeywordIndex>,
-) -> Result<usize, StageError> {
-    const PAGE: i64 = 5_000;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let writer = {
-        let index = index.clone();
-        tokio::task::spawn_blocking(move || {
-            index.rebuild(std::iter::from_fn(|| rx.blocking_recv()))
-        })
+    let mut result = Bm25Result {
+        files: Some(total),
+        change,
+        ..Bm25Result::default()
     };
-    let mut after = 0;
-    loop {
-        match ctx.store.snippets_page(after, PAGE).await {
-            Ok(page) if page.is_empty() => break,
-            Ok(page) => {
-                after = page.last().map_or(after, |s| s.id);
-                let more = page.len() as i64 == PAGE;
-                if tx.send(Ok(page)).await.is_err() || !more {
-                    break;
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                break;
-            }
+    match local {
+        Ok(done) => {
+            result.documents = done.documents as i64;
+            result.rebuilt = done.rebuilt;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the change is published; this node's keyword index did not catch up");
+            result.local_error = Some(crate::redact::text(&e.to_string()));
         }
     }
-    drop(tx);
-    let added = writer
-        .await
-        .map_err(|e| StageError::Retryable(format!("keyword index task: {e}")))??;
-    Ok(added?)
+    Ok(StageOutcome::of(&result, false))
+}
+
+/// Brings this node's keyword index up to the change log, waiting for another process of
+/// this home that is at it.
+async fn catch_up_here(ctx: &PipelineContext) -> Result<follow::CatchUp, follow::FollowError> {
+    let _lock = follow::lock(&ctx.config).await?;
+    let index = ctx.keyword_index()?;
+    follow::catch_up(&ctx.store, &index).await
 }

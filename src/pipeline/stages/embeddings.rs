@@ -24,6 +24,7 @@ pub const BATCH: i64 = 256;
 const PAGES_AT_ONCE: usize = 2;
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    super::check_embedder(ctx, run)?;
     let embedder = ctx.embedder().await?;
     let model = embedder.model().to_string();
     if reembeds_everything(run) {

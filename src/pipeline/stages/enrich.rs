@@ -27,6 +27,7 @@ const LLM_CONCURRENCY: usize = 4;
 const LLM_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
+    super::check_embedder(ctx, run)?;
     let llm = if ctx.config.enrich.base_url.is_empty() {
         None
     } else {

@@ -52,6 +52,22 @@ pub async fn run(
     }
 }
 
+/// Refuses (for good) a run asked for with another embedding model or provider than this
+/// worker's: its vectors would be of the wrong model, or none of the one the run means.
+pub fn check_embedder(ctx: &PipelineContext, run: &Run) -> Result<(), StageError> {
+    let Some(asked) = &run.settings else {
+        return Ok(());
+    };
+    let mine = ctx.config.run_settings();
+    match asked
+        .0
+        .embedder_mismatch(run.id, &mine.provider, &mine.vector_model)
+    {
+        Some(why) => Err(StageError::Permanent(format!("{why} (node {})", node(&ctx.config)))),
+        None => Ok(()),
+    }
+}
+
 /// This node, as errors name it: the host and trawl's home on it.
 pub fn node(config: &crate::config::Config) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -40,15 +40,22 @@ pub struct ExtractResult {
     pub warning: Option<String>,
 }
 
-/// BM25_INDEX: the files whose documents were replaced, or a rebuild of the whole index.
+/// BM25_INDEX: the keyword change published for the run's files, and what applying the
+/// change log did to this node's index.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Bm25Result {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<i64>,
+    /// The number of the change published (`keyword_changes.seq`).
+    pub change: i64,
+    /// Documents this node's index wrote catching up (a rebuild's included).
     pub documents: i64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rebuilt: bool,
+    /// Why this node's index did not catch up (the change is published all the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_error: Option<String>,
 }
 
 /// CODE_EMBEDDINGS: vectors computed, and how fast.
@@ -126,13 +133,14 @@ mod tests {
         assert_eq!(read.sync, None);
         let files_only = serde_json::to_value(Bm25Result {
             files: Some(2),
+            change: 7,
             documents: 4,
-            rebuilt: false,
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(
             files_only,
-            serde_json::json!({ "files": 2, "documents": 4 })
+            serde_json::json!({ "files": 2, "change": 7, "documents": 4 })
         );
     }
 }

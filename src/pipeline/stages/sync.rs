@@ -68,7 +68,10 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
         )));
     }
     let known = ctx.store.known_files(repo.id).await?;
-    let rules = ctx.config.sync.clone();
+    // The rules the run was asked for with, whichever node's worker does it.
+    let rules = ctx
+        .config
+        .sync_rules_of(run.settings.as_ref().map(|s| &s.0));
     let full = run.full_reindex;
     // The scan hands every text file it reads to the uploader, which stores the contents the
     // database lacks while the scan goes on; the files rows are written only after.

@@ -1,0 +1,108 @@
+//! The keyword index's change log (`keyword_changes`): BM25_INDEX publishes each run's
+//! changed files here, and every node's keyword index applies the changes after the last
+//! one it applied, in order (`search::follow`).
+//!
+//! Changes are numbered under a transaction-scoped advisory lock, so they commit in the
+//! order of their numbers: a follower that has seen change N has seen every change below N.
+
+use super::{Store, StoreError};
+
+/// The channel a published change is announced on (its number as the payload).
+pub const CHANNEL: &str = "trawl_keyword_changes";
+
+/// One published change: the files of a repository whose documents are to be replaced by
+/// their current snippets (None: every file of the repository, which was removed).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeywordChange {
+    pub seq: i64,
+    pub repository_id: i64,
+    pub paths: Option<Vec<String>>,
+}
+
+/// How far an index that applied the changes up to `applied` is behind the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct KeywordLag {
+    /// The last change applied.
+    pub applied: i64,
+    /// The last change published.
+    pub head: i64,
+    /// Changes published and not applied yet.
+    pub pending: i64,
+    /// Seconds since the oldest change not applied was published (0 when none).
+    pub seconds: f64,
+}
+
+impl Store {
+    /// Publishes a change of repository `repository_id`'s files `paths` by run `run_id`;
+    /// returns its number.
+    pub async fn publish_keyword_change(
+        &self,
+        repository_id: i64,
+        run_id: Option<i64>,
+        paths: Option<&[String]>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.keyword_changes'))")
+            .execute(&mut *tx)
+            .await?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO keyword_changes (seq, repository_id, run_id, paths)
+             VALUES (nextval('keyword_changes_seq'), $1, $2, $3) RETURNING seq",
+        )
+        .bind(repository_id)
+        .bind(run_id)
+        .bind(paths)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(seq.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// The number of the last change published (0 before the first).
+    pub async fn keyword_head(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM keyword_changes")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Up to `limit` changes after `after`, in order.
+    pub async fn keyword_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<KeywordChange>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, repository_id, paths FROM keyword_changes
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How far an index that applied the changes up to `applied` is behind.
+    pub async fn keyword_lag(&self, applied: i64) -> Result<KeywordLag, StoreError> {
+        let (head, pending, seconds): (i64, i64, f64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(max(seq), $1) FROM keyword_changes), count(*),
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(committed_at)), 0)::float8
+             FROM keyword_changes WHERE seq > $1",
+        )
+        .bind(applied)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(KeywordLag {
+            applied,
+            head,
+            pending,
+            seconds: seconds.max(0.0),
+        })
+    }
+}
