@@ -59,6 +59,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
             };
             checks.push(Check::pass("database reachable", where_));
             database_checks(&store, &mut checks).await;
+            checks.push(keyword_lag_check(&store, config).await);
         }
         Err(e) => {
             let fix = if config.uses_embedded_database() {
@@ -236,6 +237,26 @@ fn model_check(config: &Config) -> Check {
             e.to_string(),
             "run `trawl setup`, or set TRAWL_MODEL_DIR to the model's directory",
         ),
+    }
+}
+
+/// Changes older than this not applied by this node's keyword index fail the check: no
+/// process here follows the log.
+const KEYWORD_LAG_LIMIT_SECS: f64 = 10.0;
+
+async fn keyword_lag_check(store: &Store, config: &Config) -> Check {
+    const NAME: &str = "keyword index follows the database";
+    match crate::search::follow::local_lag(store, config).await {
+        Ok(lag) if lag.is_none_or(|l| l.pending == 0 || l.seconds <= KEYWORD_LAG_LIMIT_SECS) => {
+            Check::pass(NAME, crate::search::follow::describe_lag(lag.as_ref()))
+        }
+        Ok(lag) => Check::fail(
+            NAME,
+            crate::search::follow::describe_lag(lag.as_ref()),
+            "keep `trawl serve` (or `trawl mcp`) running on this node, or run `trawl search`, \
+             which catches up first; `trawl keyword-index rebuild` builds it again",
+        ),
+        Err(e) => Check::fail(NAME, e.to_string(), "check the database connection"),
     }
 }
 

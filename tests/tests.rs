@@ -14,5 +14,6 @@ mod mcp;
 mod pipeline;
 mod recovery;
 mod reindex;
+mod scale_out;
 mod security;
 mod services;

@@ -205,6 +205,30 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     );
     let _ = writeln!(out, "trawl_embeddings_per_second {}", rate.unwrap_or(0.0));
 
+    let lag = crate::search::follow::local_lag(&state.store, &state.config).await?;
+    head(
+        &mut out,
+        "trawl_keyword_index_lag_seconds",
+        "gauge",
+        "Seconds since the oldest keyword change this node's index has not applied was published (0 when up to date).",
+    );
+    let _ = writeln!(
+        out,
+        "trawl_keyword_index_lag_seconds {}",
+        lag.map_or(0.0, |l| l.seconds)
+    );
+    head(
+        &mut out,
+        "trawl_keyword_index_pending_changes",
+        "gauge",
+        "Keyword changes published and not applied by this node's index (-1: not built yet).",
+    );
+    let _ = writeln!(
+        out,
+        "trawl_keyword_index_pending_changes {}",
+        lag.map_or(-1, |l| l.pending)
+    );
+
     head(
         &mut out,
         "trawl_search_duration_seconds",

@@ -57,7 +57,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let text = args.query;
     let request = SearchRequest {
         query: text.clone(),
-        mode: args.mode.clone(),
+        mode: args.mode,
         repositories: args.repos,
         languages: args.languages,
         kinds: args.kinds,

@@ -25,6 +25,11 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     if out.is_empty() {
         println!("no repository yet: index one with `trawl index PATH`");
     }
+    let lag = crate::search::follow::local_lag(&store, config).await?;
+    println!(
+        "keyword index on this node: {}",
+        crate::search::follow::describe_lag(lag.as_ref())
+    );
     for s in &out {
         let r = &s.repository;
         match &s.index_version {

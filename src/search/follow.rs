@@ -162,6 +162,33 @@ pub async fn lag(store: &Store, index: &KeywordIndex) -> Result<KeywordLag, Stor
     store.keyword_lag(index.applied_seq().unwrap_or(0)).await
 }
 
+/// How far this node's keyword index (the configured directory) is behind the change log;
+/// None when it is not built on this node yet. Reads only.
+pub async fn local_lag(store: &Store, config: &Config) -> Result<Option<KeywordLag>, StoreError> {
+    let Ok(index) = KeywordIndex::open_reader(&config.keyword_index_dir()) else {
+        return Ok(None);
+    };
+    if index.applied_seq().is_none() {
+        return Ok(None);
+    }
+    lag(store, &index).await.map(Some)
+}
+
+/// [`local_lag`] in words, for people.
+pub fn describe_lag(lag: Option<&KeywordLag>) -> String {
+    match lag {
+        None => "not built on this node yet: the first search builds it from the database".into(),
+        Some(l) if l.pending == 0 => format!("up to date (change {})", l.applied),
+        Some(l) => format!(
+            "{} change{} behind (the oldest published {:.1} s ago); serve and mcp apply them \
+             as they come, a search first",
+            l.pending,
+            if l.pending == 1 { "" } else { "s" },
+            l.seconds
+        ),
+    }
+}
+
 /// Rebuilds the whole index from the snippets table, recording `head` as applied. The
 /// caller holds [`lock`].
 pub async fn rebuild(
