@@ -531,7 +531,10 @@ impl Config {
 
     /// The sync rules of `run`: the ones it was asked for with, or this process's for a run
     /// recorded without them.
-    pub fn sync_rules_of(&self, settings: Option<&crate::domain::settings::RunSettings>) -> SyncConfig {
+    pub fn sync_rules_of(
+        &self,
+        settings: Option<&crate::domain::settings::RunSettings>,
+    ) -> SyncConfig {
         match settings {
             Some(s) => SyncConfig {
                 max_file_size: s.max_file_size,

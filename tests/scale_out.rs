@@ -12,8 +12,8 @@ use trawl::search::{Mode, Query, Searcher};
 use trawl::service::index::{SourceAccess, index};
 
 use crate::support::{
-    GATE, Gate, KillOnDrop, TestDb, gate_fault, git, path_str, poll_until, spawn_worker,
-    temp_home, trawl_cmd,
+    GATE, Gate, KillOnDrop, TestDb, gate_fault, git, path_str, poll_until, spawn_worker, temp_home,
+    trawl_cmd,
 };
 
 /// A node: its own home on the shared database, its worker taking `stages` (all if empty).
@@ -176,7 +176,10 @@ async fn stages_alternate_between_two_nodes_and_both_find_everything() {
         .await;
         let on_a = Searcher::new(store_a.clone(), a.clone());
         on_a.catch_up().await.unwrap();
-        assert!(finds(&on_a, marker).await.contains(marker), "node A: {marker}");
+        assert!(
+            finds(&on_a, marker).await.contains(marker),
+            "node A: {marker}"
+        );
     }
 
     // A change on one node reaches the other's index with no search asking for it.
@@ -246,11 +249,15 @@ async fn a_run_survives_the_sigkill_of_one_nodes_worker() {
             .unwrap(),
     );
     let runs = enqueue_all(&db, &a, &sources[..1]).await;
-    poll_until(Duration::from_secs(60), "node B's EXTRACT to start", async |seen| {
-        let stages = db.store.stage_runs(runs[0]).await.unwrap();
-        *seen = format!("{stages:?}");
-        (stages[1].status.as_str() == "running").then_some(())
-    })
+    poll_until(
+        Duration::from_secs(60),
+        "node B's EXTRACT to start",
+        async |seen| {
+            let stages = db.store.stage_runs(runs[0]).await.unwrap();
+            *seen = format!("{stages:?}");
+            (stages[1].status.as_str() == "running").then_some(())
+        },
+    )
     .await;
     b.child().kill().unwrap();
     let _ = b.child().wait();
@@ -377,10 +384,14 @@ async fn a_second_run_of_a_repository_waits_for_the_first() {
     let gate = Gate::hold(&db, GATE).await;
     let first = enqueue_all(&db, &config, &sources[2..3]).await[0];
     let (stop, worker) = spawn_worker(ctx, 2);
-    poll_until(Duration::from_secs(60), "the first run's EXTRACT", async |_| {
-        let stages = db.store.stage_runs(first).await.unwrap();
-        (stages[1].status.as_str() == "running").then_some(())
-    })
+    poll_until(
+        Duration::from_secs(60),
+        "the first run's EXTRACT",
+        async |_| {
+            let stages = db.store.stage_runs(first).await.unwrap();
+            (stages[1].status.as_str() == "running").then_some(())
+        },
+    )
     .await;
     std::fs::write(
         std::path::Path::new(&sources[2].0).join("more.py"),
@@ -389,11 +400,15 @@ async fn a_second_run_of_a_repository_waits_for_the_first() {
     .unwrap();
     let second = enqueue_all(&db, &config, &sources[2..3]).await[0];
     assert_ne!(first, second);
-    let sync = poll_until(Duration::from_secs(30), "the second SYNC to wait", async |seen| {
-        let sync = db.store.stage_runs(second).await.unwrap().remove(0);
-        *seen = format!("{sync:?}");
-        (sync.status.as_str() == "waiting").then_some(sync)
-    })
+    let sync = poll_until(
+        Duration::from_secs(30),
+        "the second SYNC to wait",
+        async |seen| {
+            let sync = db.store.stage_runs(second).await.unwrap().remove(0);
+            *seen = format!("{sync:?}");
+            (sync.status.as_str() == "waiting").then_some(sync)
+        },
+    )
     .await;
     assert_eq!(sync.attempts, 0);
     assert_eq!(

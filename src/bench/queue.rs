@@ -78,6 +78,23 @@ pub async fn run(
     Ok(passes)
 }
 
+/// Repositories the queue benchmark spreads its runs over.
+const REPOSITORIES: usize = 64;
+
+/// A bench run, of no repository yet.
+fn template(config: &Config) -> NewRun {
+    NewRun {
+        repository_id: 0,
+        trigger: Trigger::User,
+        origin: "bench".into(),
+        priority: PriorityClass::Normal,
+        scope: crate::domain::scope::Scope::Project,
+        full: false,
+        max_attempts: [config.worker.max_attempts; 5],
+        settings: Some(config.run_settings()),
+    }
+}
+
 async fn one_pass(
     config: &Config,
     exe: &Path,
@@ -87,19 +104,23 @@ async fn one_pass(
     opts: &QueueOptions,
     progress: &mut impl FnMut(&str),
 ) -> Result<QueuePass, BenchError> {
-    let repo = store
-        .register_repository("directory", "/trawl-bench/queue", "", "queue-bench")
-        .await?;
-    let new_run = NewRun {
-        repository_id: repo.id,
-        trigger: Trigger::User,
-        origin: "bench".into(),
-        priority: PriorityClass::Normal,
-        scope: crate::domain::scope::Scope::Project,
-        full: false,
-        max_attempts: [config.worker.max_attempts; 5],
-    settings: Some(config.run_settings()),
-    };
+    // Runs of one repository work one at a time (its lease): the backlog is spread over
+    // many repositories, as a real queue's is.
+    let mut new_runs = Vec::with_capacity(REPOSITORIES);
+    for i in 0..REPOSITORIES {
+        let repo = store
+            .register_repository(
+                "directory",
+                &format!("/trawl-bench/queue/{i}"),
+                "",
+                "queue-bench",
+            )
+            .await?;
+        new_runs.push(NewRun {
+            repository_id: repo.id,
+            ..template(config)
+        });
+    }
 
     // Throughput: a backlog enqueued before the workers start, drained by them.
     progress(&format!(
@@ -107,7 +128,7 @@ async fn one_pass(
         opts.runs,
         opts.runs * 5
     ));
-    let backlog = enqueue_parallel(store, &new_run, opts.runs).await?;
+    let backlog = enqueue_parallel(store, &new_runs, opts.runs).await?;
     let workers = Workers::spawn(config, exe, bench_url, processes, opts.concurrency)?;
     progress(&format!(
         "{processes} worker process(es) × {} slots draining",
@@ -122,8 +143,8 @@ async fn one_pass(
         opts.latency_runs
     ));
     let mut paced = Vec::with_capacity(opts.latency_runs);
-    for _ in 0..opts.latency_runs {
-        paced.push(enqueue_one(store, &new_run).await?);
+    for i in 0..opts.latency_runs {
+        paced.push(enqueue_one(store, &new_runs[i % new_runs.len()]).await?);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_until_finished(store, &paced).await?;
@@ -151,18 +172,20 @@ async fn enqueue_one(store: &Store, new_run: &NewRun) -> Result<i64, BenchError>
 /// Enqueues `n` runs from four concurrent tasks.
 async fn enqueue_parallel(
     store: &Store,
-    new_run: &NewRun,
+    new_runs: &[NewRun],
     n: usize,
 ) -> Result<Vec<i64>, BenchError> {
     let lanes = 4.min(n.max(1));
     let mut handles = Vec::new();
     for lane in 0..lanes {
-        let (store, new_run) = (store.clone(), new_run.clone());
+        let (store, new_runs) = (store.clone(), new_runs.to_vec());
         let count = n / lanes + usize::from(lane < n % lanes);
         handles.push(tokio::spawn(async move {
             let mut ids = Vec::with_capacity(count);
-            for _ in 0..count {
-                ids.push(enqueue_one(&store, &new_run).await?);
+            for i in 0..count {
+                ids.push(
+                    enqueue_one(&store, &new_runs[(i * lanes + lane) % new_runs.len()]).await?,
+                );
             }
             Ok::<_, BenchError>(ids)
         }));

@@ -37,7 +37,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let stop = super::worker::shutdown_signal();
     tokio::pin!(stop);
     loop {
-        let tick = scheduler::tick(&store, every, config.worker.max_attempts, &config.run_settings()).await?;
+        let tick = scheduler::tick(
+            &store,
+            every,
+            config.worker.max_attempts,
+            &config.run_settings(),
+        )
+        .await?;
         if args.json {
             println!("{}", serde_json::to_string(&tick)?);
         } else if !tick.enqueued.is_empty() || args.once {

@@ -162,7 +162,14 @@ async fn run_scheduler(
     let period = scheduler::tick_period(every);
     tokio::pin!(stop);
     loop {
-        match scheduler::tick(&store, every, config.worker.max_attempts, &config.run_settings()).await {
+        match scheduler::tick(
+            &store,
+            every,
+            config.worker.max_attempts,
+            &config.run_settings(),
+        )
+        .await
+        {
             Ok(tick) => {
                 for (repo, run) in &tick.enqueued {
                     tracing::info!(repository = repo, run, "background run queued");

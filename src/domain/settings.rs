@@ -20,7 +20,12 @@ pub struct RunSettings {
 impl RunSettings {
     /// Why a worker embedding with `provider` and `vector_model` cannot do run `run_id`'s
     /// embedding stages; None when it can.
-    pub fn embedder_mismatch(&self, run_id: i64, provider: &str, vector_model: &str) -> Option<String> {
+    pub fn embedder_mismatch(
+        &self,
+        run_id: i64,
+        provider: &str,
+        vector_model: &str,
+    ) -> Option<String> {
         if self.provider == provider && self.vector_model == vector_model {
             return None;
         }
@@ -46,10 +51,14 @@ mod tests {
             max_file_size: 1,
             deny: vec![],
         };
-        assert_eq!(s.embedder_mismatch(3, "local", "all-MiniLM-L6-v2+static256"), None);
+        assert_eq!(
+            s.embedder_mismatch(3, "local", "all-MiniLM-L6-v2+static256"),
+            None
+        );
         let e = s.embedder_mismatch(3, "local", "all-MiniLM-L6-v2").unwrap();
         assert!(
-            e.contains("run 3") && e.contains("all-MiniLM-L6-v2+static256 (provider local)")
+            e.contains("run 3")
+                && e.contains("all-MiniLM-L6-v2+static256 (provider local)")
                 && e.contains("this worker embeds with all-MiniLM-L6-v2 (provider local)"),
             "{e}"
         );

@@ -225,7 +225,7 @@ async fn reindex_item(
         scope: crate::domain::scope::Scope::Project,
         full: false,
         max_attempts: [ctx.config.worker.max_attempts; 5],
-    settings: Some(ctx.config.run_settings()),
+        settings: Some(ctx.config.run_settings()),
     };
     store.enqueue_batch_item(&new, job_id, item).await?;
     Ok(None)

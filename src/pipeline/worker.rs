@@ -77,7 +77,11 @@ pub async fn run(
     let taking = if stages.is_empty() {
         "every stage".to_string()
     } else {
-        stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        stages
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     tracing::info!(worker = %name, concurrency, stages = %taking, "stage worker starting");
 

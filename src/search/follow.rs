@@ -138,7 +138,11 @@ pub async fn catch_up(store: &Store, index: &Arc<KeywordIndex>) -> Result<CatchU
                     let batches = paths.len().div_ceil(BATCH_FILES);
                     for (i, batch) in paths.chunks(BATCH_FILES).enumerate() {
                         // Only the commit that ends the change records it.
-                        let mark = if i + 1 == batches { change.seq } else { applied };
+                        let mark = if i + 1 == batches {
+                            change.seq
+                        } else {
+                            applied
+                        };
                         let snippets = store.snippets_of_paths(repository_id, batch).await?;
                         let index = index.clone();
                         let batch = batch.to_vec();

@@ -507,7 +507,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = KeywordIndex::open(dir.path()).unwrap();
         let paths = vec!["pkg/mod.py".to_string()];
-        writer.replace_files(1, &paths, &file_version(0), 0).unwrap();
+        writer
+            .replace_files(1, &paths, &file_version(0), 0)
+            .unwrap();
         let reader = KeywordIndex::open_reader(dir.path()).unwrap();
         const VERSIONS: i64 = 60;
         let done = std::sync::atomic::AtomicBool::new(false);
@@ -535,7 +537,9 @@ mod tests {
                 searches
             });
             for v in 1..=VERSIONS {
-                writer.replace_files(1, &paths, &file_version(v), v).unwrap();
+                writer
+                    .replace_files(1, &paths, &file_version(v), v)
+                    .unwrap();
             }
             done.store(true, Ordering::SeqCst);
             searching.join().unwrap()

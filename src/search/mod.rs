@@ -287,9 +287,13 @@ impl Searcher {
                 match sqlx::postgres::PgListener::connect_with(self.store.pool()).await {
                     Ok(mut l) => match l.listen(crate::store::keyword_log::CHANNEL).await {
                         Ok(()) => listener = Some(l),
-                        Err(e) => tracing::warn!(error = %e, "cannot listen for keyword changes; polling"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for keyword changes; polling")
+                        }
                     },
-                    Err(e) => tracing::warn!(error = %e, "cannot listen for keyword changes; polling"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for keyword changes; polling")
+                    }
                 }
             }
             match self.catch_up().await {
@@ -301,7 +305,9 @@ impl Searcher {
                     "the keyword index caught up"
                 ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "the keyword index could not catch up; trying again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the keyword index could not catch up; trying again")
+                }
             }
             let wait = async {
                 match listener.as_mut() {

@@ -121,7 +121,7 @@ async fn register_and_enqueue(
             scope: crate::domain::scope::Scope::Project,
             full: false,
             max_attempts: [config.worker.max_attempts; 5],
-        settings: Some(config.run_settings()),
+            settings: Some(config.run_settings()),
         })
         .await?;
     Ok(IndexRequested {

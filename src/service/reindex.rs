@@ -173,7 +173,14 @@ pub async fn plan(
     let (rules, full, planned_scope) = (config.sync.clone(), request.full, scope.clone());
     let scan_root = root.clone();
     let sync = tokio::task::spawn_blocking(move || {
-        plan_sync(&scan_root, &known, &rules, full, &planned_scope, &mut |_, _| {})
+        plan_sync(
+            &scan_root,
+            &known,
+            &rules,
+            full,
+            &planned_scope,
+            &mut |_, _| {},
+        )
     })
     .await
     .map_err(|e| ReindexError::Unreadable {
@@ -260,7 +267,7 @@ async fn plan_and_enqueue(
             scope: plan.scope.clone(),
             full: request.full,
             max_attempts: [config.worker.max_attempts; 5],
-        settings: Some(config.run_settings()),
+            settings: Some(config.run_settings()),
         })
         .await?;
     let run_id = enqueued.run_id();

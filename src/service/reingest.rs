@@ -183,7 +183,7 @@ async fn reingest_unaudited(
                 scope: scope.clone(),
                 full: true,
                 max_attempts: [config.worker.max_attempts; 5],
-            settings: Some(config.run_settings()),
+                settings: Some(config.run_settings()),
             })
             .collect();
         for e in store.enqueue_runs(&runs).await? {

@@ -46,7 +46,7 @@ pub async fn tick(
                 scope: crate::domain::scope::Scope::Project,
                 full: false,
                 max_attempts: [max_attempts; 5],
-            settings: Some(settings.clone()),
+                settings: Some(settings.clone()),
             })
             .await?;
         if let Enqueued::Created { run_id, .. } = enqueued {

@@ -82,7 +82,8 @@ END
 $$;
 
 -- Ends run p_run with p_status ('succeeded', 'failed' or 'cancelled'); the repository's
--- lease, when the run holds it, is given up and the runs waiting for it are woken.
+-- lease, when the run holds it, is given up, and a free lease wakes the next run waiting
+-- for it.
 CREATE OR REPLACE FUNCTION trawl_end_run(p_run BIGINT, p_status TEXT, p_error TEXT)
 RETURNS VOID LANGUAGE plpgsql AS $$
 DECLARE
@@ -91,28 +92,32 @@ BEGIN
     UPDATE runs SET status = p_status, finished_at = now(), error = COALESCE(p_error, error)
      WHERE id = p_run RETURNING repository_id INTO repo;
     UPDATE repositories SET lease_run_id = NULL WHERE id = repo AND lease_run_id = p_run;
-    IF FOUND THEN
-        PERFORM trawl_wake_lease_waiters(repo);
-    END IF;
+    PERFORM trawl_wake_lease_waiters(repo);
 END
 $$;
 
--- The runs of repository p_repo that wait for its lease (an open run, not paused, whose
--- first open stage is waiting although its predecessor succeeded: nothing else leaves a
--- stage so) go back to the queue, each its waiting stage's job due now; the queue's
--- priority order decides which takes the lease, and the others wait again. A stage row
--- another transaction holds is left alone: that transaction is deciding on it and will
--- find the lease free.
+-- When repository p_repo's lease is free, the first of the runs waiting for it (an open
+-- run, not paused, whose first open stage is waiting although its predecessor succeeded:
+-- nothing else leaves a stage so), in the queue's order (its job's priority, then the
+-- oldest run), goes back to the queue, its waiting stage's job due now. One at a time: the
+-- others would only be claimed to wait again. A stage row another transaction holds is
+-- left alone: that transaction is deciding on it and will find the lease free.
 CREATE OR REPLACE FUNCTION trawl_wake_lease_waiters(p_repo BIGINT) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
     j RECORD;
 BEGIN
+    IF EXISTS (SELECT 1 FROM repositories WHERE id = p_repo AND lease_run_id IS NOT NULL) THEN
+        RETURN;
+    END IF;
     FOR j IN
         WITH waiting AS (
             SELECT s.job_id FROM stage_runs s JOIN runs x ON x.id = s.run_id
+              JOIN apalis.jobs w ON w.id = s.job_id
              WHERE x.repository_id = p_repo AND x.status IN ('queued', 'running')
                AND s.status = 'waiting' AND trawl_predecessor_done(s.run_id, s.ordinal)
+             ORDER BY w.priority DESC, s.run_id
+             LIMIT 1
                FOR UPDATE OF s SKIP LOCKED),
         queued AS (
             UPDATE stage_runs s SET status = 'queued', queued_at = now(), current_item = NULL
@@ -563,6 +568,8 @@ BEGIN
     PERFORM trawl_park_jobs(ARRAY(SELECT j.id FROM apalis.jobs j
                                    WHERE j.id = ANY(ids)
                                      AND j.status IN ('Pending', 'Failed', 'Waiting')));
+    -- A run woken for a free lease and paused before it took it: the next one goes.
+    PERFORM trawl_wake_lease_waiters((SELECT repository_id FROM runs WHERE id = p_run));
     RETURN QUERY SELECT true, before;
 END
 $$;

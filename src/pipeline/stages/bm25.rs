@@ -14,7 +14,10 @@ use crate::domain::Stage;
 use crate::pipeline::{PipelineContext, StageError};
 use crate::search::follow;
 
-pub async fn run(ctx: &PipelineContext, run: &crate::store::runs::Run) -> Result<StageOutcome, StageError> {
+pub async fn run(
+    ctx: &PipelineContext,
+    run: &crate::store::runs::Run,
+) -> Result<StageOutcome, StageError> {
     let paths = ctx.store.run_item_paths(run.id).await?;
     let total = paths.len() as i64;
     ctx.store

@@ -24,11 +24,9 @@ const BATCH_FILES: usize = 256;
 pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, StageError> {
     let repo = ctx.store.repository(run.repository_id).await?;
     let items = ctx.store.extract_items(run.id).await?;
-    let (parse, removed): (Vec<ExtractItem>, Vec<ExtractItem>) = items
-        .into_iter()
-        .partition(|i| {
-            i.change != "deleted" && matches!(i.status.as_str(), "pending" | "failed") && i.indexable
-        });
+    let (parse, removed): (Vec<ExtractItem>, Vec<ExtractItem>) = items.into_iter().partition(|i| {
+        i.change != "deleted" && matches!(i.status.as_str(), "pending" | "failed") && i.indexable
+    });
     let removed: Vec<String> = removed.into_iter().map(|i| i.path).collect();
     let total = (parse.len() + removed.len()) as i64;
     let mut done = 0i64;
@@ -146,8 +144,10 @@ fn extract_batch_with(
     mut contents: HashMap<String, Vec<u8>>,
     one: fn(&ExtractItem, Option<Vec<u8>>) -> ExtractedFile,
 ) -> Vec<ExtractedFile> {
-    let work: Vec<(&ExtractItem, Option<Vec<u8>>)> =
-        items.iter().map(|i| (i, contents.remove(&i.path))).collect();
+    let work: Vec<(&ExtractItem, Option<Vec<u8>>)> = items
+        .iter()
+        .map(|i| (i, contents.remove(&i.path)))
+        .collect();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -63,7 +63,10 @@ pub fn check_embedder(ctx: &PipelineContext, run: &Run) -> Result<(), StageError
         .0
         .embedder_mismatch(run.id, &mine.provider, &mine.vector_model)
     {
-        Some(why) => Err(StageError::Permanent(format!("{why} (node {})", node(&ctx.config)))),
+        Some(why) => Err(StageError::Permanent(format!(
+            "{why} (node {})",
+            node(&ctx.config)
+        ))),
         None => Ok(()),
     }
 }
