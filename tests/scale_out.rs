@@ -425,3 +425,39 @@ async fn a_second_run_of_a_repository_waits_for_the_first() {
         "the second run began after the first ended"
     );
 }
+
+/// A directory source this node does not see fails for good, naming the node and the path.
+#[tokio::test]
+async fn a_directory_a_node_cannot_see_fails_naming_the_node() {
+    let db = TestDb::new().await;
+    let tree = tempfile::tempdir().unwrap();
+    let sources = sources(tree.path());
+    let config = node(&db, db.home.path(), &[]);
+    let runs = enqueue_all(&db, &config, &sources[2..3]).await;
+    std::fs::remove_dir_all(&sources[2].0).unwrap();
+    let (stop, worker) = spawn_worker(PipelineContext::new(db.store.clone(), config), 1);
+    poll_until(Duration::from_secs(60), "the run to end", async |_| {
+        db.store
+            .run(runs[0])
+            .await
+            .unwrap()
+            .status
+            .is_finished()
+            .then_some(())
+    })
+    .await;
+    stop.send(()).unwrap();
+    worker.await.unwrap();
+    let run = db.store.run(runs[0]).await.unwrap();
+    assert_eq!(run.status, "failed");
+    let error = run.error.unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "the source directory {} is not a directory on node",
+            sources[2].0
+        )) && error.contains(&path_str(db.home.path())),
+        "{error}"
+    );
+    let sync = &db.store.stage_runs(runs[0]).await.unwrap()[0];
+    assert_eq!(sync.attempts, 1, "a permanent failure: no retry");
+}

@@ -78,9 +78,6 @@ pub async fn run(
     Ok(passes)
 }
 
-/// Repositories the queue benchmark spreads its runs over.
-const REPOSITORIES: usize = 64;
-
 /// A bench run, of no repository yet.
 fn template(config: &Config) -> NewRun {
     NewRun {
@@ -104,10 +101,11 @@ async fn one_pass(
     opts: &QueueOptions,
     progress: &mut impl FnMut(&str),
 ) -> Result<QueuePass, BenchError> {
-    // Runs of one repository work one at a time (its lease): the backlog is spread over
-    // many repositories, as a real queue's is.
-    let mut new_runs = Vec::with_capacity(REPOSITORIES);
-    for i in 0..REPOSITORIES {
+    // Runs of one repository work one at a time (its lease): each run of the backlog is of
+    // a repository of its own, so the queue is measured, not the waits for a lease.
+    let repositories = opts.runs.max(opts.latency_runs).max(1);
+    let mut new_runs = Vec::with_capacity(repositories);
+    for i in 0..repositories {
         let repo = store
             .register_repository(
                 "directory",

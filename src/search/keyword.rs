@@ -4,8 +4,9 @@
 //! rebuilt from the snippets table. Writes replace a file's documents (delete by the file's
 //! term, then add) and become visible to readers only at commit, so a search never sees a
 //! half-written file. One writer at a time per directory: callers serialise writes across
-//! processes (the BM25 stage holds a Postgres advisory lock), and [`KeywordIndex`] serialises
-//! them within one.
+//! processes (a file lock beside the directory, see `search::follow`), and [`KeywordIndex`]
+//! serialises them within one. Each commit records the last change of the database's
+//! keyword change log it applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
