@@ -15,11 +15,7 @@ pub struct FileLock {
 impl FileLock {
     /// The lock on `path` (created when missing) if no one else holds it, at once.
     pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+        let file = open(path)?;
         loop {
             // SAFETY: flock on a file descriptor we own for as long as the call lasts.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -37,11 +33,7 @@ impl FileLock {
 
     /// Blocks until the lock on `path` (created when missing) is ours.
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+        let file = open(path)?;
         loop {
             // SAFETY: flock on a file descriptor we own for as long as the call lasts.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
@@ -54,4 +46,13 @@ impl FileLock {
             }
         }
     }
+}
+
+/// The lock file, created when missing.
+fn open(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
 }

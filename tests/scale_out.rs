@@ -95,6 +95,28 @@ async fn wait_all(db: &TestDb, runs: &[i64], secs: u64) {
     }
 }
 
+/// Waits for run `run` to fail; its error.
+async fn failure_of(db: &TestDb, run: i64) -> String {
+    wait_ended(db, run).await;
+    let run = db.store.run(run).await.unwrap();
+    assert_eq!(run.status, "failed");
+    run.error.unwrap_or_default()
+}
+
+/// Waits for run `run` to end, whatever its outcome.
+async fn wait_ended(db: &TestDb, run: i64) {
+    poll_until(Duration::from_secs(60), "the run to end", async |_| {
+        db.store
+            .run(run)
+            .await
+            .unwrap()
+            .status
+            .is_finished()
+            .then_some(())
+    })
+    .await;
+}
+
 /// Each source's snippets and code vectors, keyed by what they are (ids differ between
 /// databases).
 async fn contents_of(db: &TestDb) -> Vec<String> {
@@ -298,21 +320,9 @@ async fn a_run_that_lost_its_files_fails() {
         .await
         .unwrap();
     gate.release().await;
-    poll_until(Duration::from_secs(60), "the run to end", async |_| {
-        db.store
-            .run(runs[0])
-            .await
-            .unwrap()
-            .status
-            .is_finished()
-            .then_some(())
-    })
-    .await;
+    let error = failure_of(&db, runs[0]).await;
     stop.send(()).unwrap();
     worker.await.unwrap();
-    let run = db.store.run(runs[0]).await.unwrap();
-    assert_eq!(run.status, "failed");
-    let error = run.error.unwrap_or_default();
     assert!(
         error.contains("every one of the 2 files the run changed failed")
             && error.contains("not in the database"),
@@ -335,21 +345,9 @@ async fn a_worker_of_another_model_refuses_and_sync_follows_the_runs_settings() 
     let runs = enqueue_all(&db, &asking, &sources[3..]).await;
     let worker_config = node(&db, db.home.path(), &[]);
     let (stop, worker) = spawn_worker(PipelineContext::new(db.store.clone(), worker_config), 1);
-    poll_until(Duration::from_secs(60), "the run to end", async |_| {
-        db.store
-            .run(runs[0])
-            .await
-            .unwrap()
-            .status
-            .is_finished()
-            .then_some(())
-    })
-    .await;
+    let error = failure_of(&db, runs[0]).await;
     stop.send(()).unwrap();
     worker.await.unwrap();
-    let run = db.store.run(runs[0]).await.unwrap();
-    assert_eq!(run.status, "failed");
-    let error = run.error.unwrap_or_default();
     assert!(
         error.contains("embedding model all-MiniLM-L6-v2 (provider local)")
             && error.contains("this worker embeds with all-MiniLM-L6-v2+static256"),
@@ -436,21 +434,9 @@ async fn a_directory_a_node_cannot_see_fails_naming_the_node() {
     let runs = enqueue_all(&db, &config, &sources[2..3]).await;
     std::fs::remove_dir_all(&sources[2].0).unwrap();
     let (stop, worker) = spawn_worker(PipelineContext::new(db.store.clone(), config), 1);
-    poll_until(Duration::from_secs(60), "the run to end", async |_| {
-        db.store
-            .run(runs[0])
-            .await
-            .unwrap()
-            .status
-            .is_finished()
-            .then_some(())
-    })
-    .await;
+    let error = failure_of(&db, runs[0]).await;
     stop.send(()).unwrap();
     worker.await.unwrap();
-    let run = db.store.run(runs[0]).await.unwrap();
-    assert_eq!(run.status, "failed");
-    let error = run.error.unwrap_or_default();
     assert!(
         error.contains(&format!(
             "the source directory {} is not a directory on node",
