@@ -261,9 +261,12 @@ async fn a_home_that_cannot_be_written_is_named() {
 #[tokio::test]
 async fn unreachable_database_url_names_host_port_and_hides_the_password() {
     let home = temp_home();
+    // A connect timeout far longer than the test may take: a refused connection is
+    // reported at once, not retried until the timeout.
     let started = std::time::Instant::now();
     let r = run(trawl_cmd()
         .env("TRAWL_HOME", home.path())
+        .env("TRAWL_DATABASE_CONNECT_TIMEOUT_SECS", "600")
         .env(
             "TRAWL_DATABASE_URL",
             "postgres://alice:s3cret-pw@127.0.0.1:1/trawl",
@@ -280,7 +283,25 @@ async fn unreachable_database_url_names_host_port_and_hides_the_password() {
     );
     assert!(
         started.elapsed() < Duration::from_secs(60),
-        "gives up within the connect timeout"
+        "a refused connection fails at once, not after the 600 s connect timeout"
+    );
+    // No socket where the URL points: the same.
+    let r = run(trawl_cmd()
+        .env("TRAWL_HOME", home.path())
+        .env("TRAWL_DATABASE_CONNECT_TIMEOUT_SECS", "600")
+        .env(
+            "TRAWL_DATABASE_URL",
+            format!(
+                "postgres://trawl@/trawl?host={}",
+                home.path().join("nowhere").display()
+            ),
+        )
+        .args(["migrate"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("nowhere"), "{}", r.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a missing socket fails at once, not after the 600 s connect timeout"
     );
 }
 
