@@ -311,7 +311,7 @@ async fn provider_checks(config: &Config) -> Vec<Check> {
         if !configured {
             continue;
         }
-        let url = format!("{}/models", base.trim_end_matches('/'));
+        let url = format!("{}/models", crate::providers::http::api_root(base));
         let mut req = client.get(&url);
         if !key.is_empty() {
             req = req.bearer_auth(key);

@@ -20,6 +20,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Texts per embeddings request.
 pub const EMBED_BATCH: usize = 64;
 
+/// The API root of an OpenAI-compatible `base_url`: as given (without a trailing `/`)
+/// when it has a path, its `/v1` when it names only the server, so both
+/// `http://localhost:11434` and `http://localhost:11434/v1` work.
+pub fn api_root(base_url: &str) -> String {
+    let trimmed = base_url.trim_end_matches('/');
+    match reqwest::Url::parse(trimmed) {
+        Ok(url) if url.path().trim_matches('/').is_empty() && url.query().is_none() => {
+            format!("{trimmed}/v1")
+        }
+        _ => trimmed.to_string(),
+    }
+}
+
 /// A JSON client for one OpenAI-compatible base URL.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -31,7 +44,8 @@ pub struct HttpClient {
 
 impl HttpClient {
     /// `base_url` is the API root, e.g. `https://api.openai.com/v1` or
-    /// `http://localhost:11434/v1`.
+    /// `http://localhost:11434/v1`; a bare server (`http://localhost:11434`) means its
+    /// `/v1` (see [`api_root`]).
     pub fn new(
         base_url: &str,
         api_key: &str,
@@ -46,7 +60,7 @@ impl HttpClient {
                 detail: format!("cannot build an HTTP client: {e}"),
             })?;
         Ok(HttpClient {
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url: api_root(base_url),
             api_key: api_key.to_string(),
             client,
             backoff_base: BACKOFF_BASE,
@@ -239,5 +253,34 @@ impl ChatSummarizer {
             });
         }
         Ok(text.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_server_url_means_its_v1() {
+        assert_eq!(
+            api_root("http://localhost:11434"),
+            "http://localhost:11434/v1"
+        );
+        assert_eq!(
+            api_root("http://localhost:11434/"),
+            "http://localhost:11434/v1"
+        );
+        assert_eq!(
+            api_root("http://localhost:11434/v1/"),
+            "http://localhost:11434/v1"
+        );
+        assert_eq!(
+            api_root("https://api.openai.com/v1"),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(
+            api_root("https://example.com/openai/deployments/x"),
+            "https://example.com/openai/deployments/x"
+        );
     }
 }
