@@ -198,9 +198,19 @@ pub fn plan_sync(
         seen.insert(path.clone());
         let prior = known.get(&path);
         let unchanged_stat = prior.is_some_and(|k| k.size == size as i64 && k.mtime_ns == mtime_ns);
+        // A file the last sync judged by other settings is read again although unchanged: a
+        // raised size limit or a removed deny rule lets it in, a lowered limit keeps it out.
+        let judged_otherwise = prior.is_some_and(|k| match k.skip_reason.as_deref() {
+            Some(r) if r.starts_with("too large") => size <= max_size,
+            Some(r) if r.starts_with("may hold secrets") => true,
+            None => k.content_hash.is_some() && size > max_size,
+            Some(_) => false,
+        });
         let (hash, skip_reason) = match prior {
             _ if skip.is_some() => (None, skip),
-            Some(k) if unchanged_stat && !full => (k.content_hash.clone(), k.skip_reason.clone()),
+            Some(k) if unchanged_stat && !full && !judged_otherwise => {
+                (k.content_hash.clone(), k.skip_reason.clone())
+            }
             _ => match directory::read_text(root, &path, max_size) {
                 Ok((hash, bytes)) => {
                     content(hash.clone(), bytes);
@@ -243,4 +253,77 @@ pub fn plan_sync(
         }
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A changed size limit makes an unchanged file be judged again, both ways.
+    #[test]
+    fn a_changed_size_limit_judges_unchanged_files_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("big.py"),
+            format!("x = '{}'\n", "a".repeat(100)),
+        )
+        .unwrap();
+        let mut rules = crate::config::Config::defaults(dir.path().to_path_buf()).sync;
+        let plan = |known: &HashMap<String, KnownFile>, rules: &crate::config::SyncConfig| {
+            plan_sync(
+                dir.path(),
+                known,
+                rules,
+                false,
+                &Scope::Project,
+                &mut |_, _| {},
+            )
+            .unwrap()
+        };
+        let known_as = |plan: &SyncPlan| -> HashMap<String, KnownFile> {
+            plan.upserts
+                .iter()
+                .map(|f| {
+                    (
+                        f.path.clone(),
+                        KnownFile {
+                            path: f.path.clone(),
+                            size: f.size,
+                            mtime_ns: f.mtime_ns,
+                            content_hash: f.content_hash.clone(),
+                            skip_reason: f.skip_reason.clone(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        rules.max_file_size = 50;
+        let first = plan(&HashMap::new(), &rules);
+        assert!(
+            first.upserts[0]
+                .skip_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("too large")
+        );
+        let same = plan(&known_as(&first), &rules);
+        assert!(same.items.is_empty(), "nothing changed: {:?}", same.items);
+        rules.max_file_size = 1 << 20;
+        let raised = plan(&known_as(&first), &rules);
+        assert_eq!(raised.items.len(), 1);
+        assert_eq!(raised.items[0].change, "modified");
+        assert!(
+            raised.upserts[0].content_hash.is_some() && raised.upserts[0].skip_reason.is_none()
+        );
+        rules.max_file_size = 50;
+        let lowered = plan(&known_as(&raised), &rules);
+        assert_eq!(lowered.items.len(), 1);
+        assert!(
+            lowered.items[0]
+                .skip_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("too large")
+        );
+    }
 }
