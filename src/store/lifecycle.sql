@@ -197,6 +197,12 @@ BEGIN
         -- then wakes this stage if it was parked.
         SELECT q.lease_run_id INTO holder FROM repositories q WHERE q.id = r.repository_id
            FOR UPDATE;
+        -- A holder that is over (which no event leaves so; a repair by hand might) holds
+        -- nothing.
+        IF holder IS NOT NULL AND holder <> r.id AND NOT EXISTS (
+               SELECT 1 FROM runs h WHERE h.id = holder AND h.status IN ('queued', 'running', 'paused')) THEN
+            holder := NULL;
+        END IF;
         IF holder IS NULL OR holder = r.id THEN
             IF holder IS NULL THEN
                 UPDATE repositories SET lease_run_id = r.id WHERE id = r.repository_id;
