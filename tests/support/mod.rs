@@ -81,6 +81,15 @@ pub fn temp_home() -> tempfile::TempDir {
     dir
 }
 
+/// The cluster this test process started, stopped at exit.
+static STARTED: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+
+extern "C" fn stop_started_cluster() {
+    if let Some(cluster) = STARTED.get() {
+        let _ = cluster.stop();
+    }
+}
+
 pub async fn suite() -> &'static Suite {
     SUITE
         .get_or_init(|| async {
@@ -96,13 +105,24 @@ pub async fn suite() -> &'static Suite {
                     std::fs::create_dir_all(&home).unwrap();
                     let cluster =
                         Cluster::new(&home, trawl::setup::pg_bin(&installed)).without_fsync();
-                    tokio::task::spawn_blocking({
+                    let started = tokio::task::spawn_blocking({
                         let c = cluster.clone();
                         move || c.start()
                     })
                     .await
                     .unwrap()
                     .expect("the test cluster starts");
+                    // The suite stops the server it started when the test binary exits,
+                    // however it was run (`cargo test` by hand included); one that was
+                    // already running belongs to someone else and is left alone.
+                    if matches!(started, trawl::cluster::Started::Started { .. })
+                        && STARTED.set(cluster.clone()).is_ok()
+                    {
+                        // SAFETY: registering a plain function to run at exit.
+                        unsafe {
+                            libc::atexit(stop_started_cluster);
+                        }
+                    }
                     cluster.url_for("postgres")
                 }
             };
