@@ -1075,3 +1075,47 @@ async fn a_batch_job_fails_for_good_on_a_401_and_retries_a_503() {
         assert!(!seen.lock().unwrap().is_empty(), "the provider was asked");
     }
 }
+
+/// A hybrid search whose embedding provider refuses degrades to keyword results with a
+/// warning; a semantic search, which has nothing else, fails.
+#[tokio::test]
+async fn hybrid_search_falls_back_to_keyword_when_the_provider_is_down() {
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.py"),
+        "def convert_celsius(x):\n    return x * 9 / 5 + 32\n",
+    )
+    .unwrap();
+    index(&ctx, dir.path().to_str().unwrap()).await;
+    let (url, _) = stub(vec![(400, r#"{"error":{"message":"down"}}"#.into()); 4]).await;
+    let mut down = db.config();
+    down.embedding.provider = trawl::config::EmbeddingProvider::Http;
+    down.embedding.base_url = url;
+    down.embedding.model = "stub-model".into();
+    let searcher = Searcher::new(db.store.clone(), down);
+    searcher.catch_up().await.unwrap();
+    let results = searcher
+        .search(&query("convert_celsius", Mode::Hybrid))
+        .await
+        .unwrap();
+    assert_eq!(
+        results.hits.first().and_then(|h| h.name.as_deref()),
+        Some("convert_celsius")
+    );
+    assert!(
+        results
+            .warnings
+            .iter()
+            .any(|w| w.contains("results are keyword only")),
+        "{:?}",
+        results.warnings
+    );
+    assert!(
+        searcher
+            .search(&query("convert_celsius", Mode::Semantic))
+            .await
+            .is_err()
+    );
+}

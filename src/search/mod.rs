@@ -367,9 +367,30 @@ impl Searcher {
                 Err(e) => return Err(e),
             }
         }
-        if q.mode != Mode::Keyword {
-            let embedder = self.embedder().await?;
-            let vector = embedder.embed(&q.text).await?;
+        // A hybrid search whose embedder fails (a provider down, say) degrades to its
+        // keyword results, with a warning, as it degrades to semantic ones without a
+        // keyword index.
+        let embedded = if q.mode == Mode::Keyword {
+            None
+        } else {
+            let embedded = async {
+                let embedder = self.embedder().await?;
+                let vector = embedder.embed(&q.text).await?;
+                Ok::<_, ProviderError>((embedder, vector))
+            }
+            .await;
+            match embedded {
+                Ok(e) => Some(e),
+                Err(e) if q.mode == Mode::Hybrid && !rankings.is_empty() => {
+                    warnings.push(format!(
+                        "semantic search is unavailable, results are keyword only: {e}"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some((embedder, vector)) = embedded {
             let model = embedder.model().to_string();
             let semantic = if q.mode == Mode::Hybrid { alpha } else { 1.0 };
             // A query of tokens the static table does not know embeds to zero: it is
