@@ -74,7 +74,7 @@ pub fn document() -> Value {
         "info": {
             "title": "trawl",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Index code repositories and search them; steer the indexing queue. Every route but /healthz needs `Authorization: Bearer <TRAWL_API_TOKEN>` when the server has a token. Errors are JSON: {\"error\": {\"code\", \"message\"}}.",
+            "description": "Index code repositories and search them; steer the indexing queue. Every route but /healthz and the dashboard page / (which holds no data) needs `Authorization: Bearer <TRAWL_API_TOKEN>` when the server has a token. Errors are JSON: {\"error\": {\"code\", \"message\"}}.",
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }],

@@ -11,7 +11,8 @@ use crate::service::scheduler;
 /// Serve the HTTP API, the MCP endpoint, the operator dashboard and /metrics, and run
 /// stage workers and the scheduler, in one process.
 ///
-/// Every route but /healthz needs `Authorization: Bearer <token>` when a token is set
+/// Every route but /healthz and the dashboard page / (which holds no data; its script asks
+/// the API with the token) needs `Authorization: Bearer <token>` when a token is set
 /// (TRAWL_API_TOKEN or serve.token); a non-loopback --bind is refused without one. The
 /// dashboard opens at http://ADDR/?token=TOKEN. Each part can be turned off, so API nodes
 /// and worker nodes can run apart against one database. SIGTERM or SIGINT stops taking
