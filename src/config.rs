@@ -271,8 +271,8 @@ pub struct SchedulerConfig {
 pub struct ServeConfig {
     /// Address and port; loopback by default. A non-loopback address needs a token.
     pub bind: String,
-    /// The bearer token every route but /healthz and the dashboard page / requires; empty means none (loopback
-    /// only).
+    /// The bearer token every route but /healthz and the dashboard page / requires; empty
+    /// means none (loopback only).
     pub token: String,
     /// Directories under which HTTP and MCP clients may register directory sources
     /// (absolute paths). Empty: none, so they may add git URLs only. The CLI, run by the

@@ -213,7 +213,10 @@ async fn stages_alternate_between_two_nodes_and_both_find_everything() {
         Duration::from_secs(10),
         "node B's follower to apply the new change",
         async |seen| {
-            let lag = follower.keyword_lag().await.unwrap();
+            let lag = trawl::search::follow::local_lag(&db.store, &b)
+                .await
+                .unwrap()
+                .expect("node B's index is built");
             *seen = format!("{lag:?}");
             (lag.pending == 0
                 && finds(&follower, "freshly_added_marker")

@@ -45,7 +45,8 @@ pub struct Inner {
     /// Its keyword index follows the database's change log while the server runs.
     pub searcher: Arc<Searcher>,
     pub metrics: metrics::Metrics,
-    /// The bearer token every route but `/healthz` and the dashboard page `/` requires; `None` when none is set.
+    /// The bearer token every route but `/healthz` and the dashboard page `/` requires;
+    /// `None` when none is set.
     pub token: Option<String>,
     /// True once the server is stopping: open streams and waits end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,

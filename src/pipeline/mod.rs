@@ -26,6 +26,13 @@ use crate::providers::{Embedder, ProviderError};
 use crate::search::keyword::{KeywordError, KeywordIndex};
 use crate::store::Store;
 
+/// This machine's host name, as worker names and errors give it ("host" when unknown).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
 /// What a stage's work needs, shared by every job a worker process runs.
 pub struct PipelineContext {
     pub store: Store,

@@ -226,9 +226,7 @@ fn wake_stream(
 
 /// A worker name unique across hosts and processes (apalis keys heartbeats by it).
 fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
+    let host = super::host_name();
     let salt: u32 = rand::rng().random();
     format!("trawl-{host}-{}-{salt:08x}", std::process::id())
 }

@@ -161,21 +161,16 @@ pub async fn catch_up(store: &Store, index: &Arc<KeywordIndex>) -> Result<CatchU
     Ok(out)
 }
 
-/// How far `index` is behind the change log.
-pub async fn lag(store: &Store, index: &KeywordIndex) -> Result<KeywordLag, StoreError> {
-    store.keyword_lag(index.applied_seq().unwrap_or(0)).await
-}
-
 /// How far this node's keyword index (the configured directory) is behind the change log;
 /// None when it is not built on this node yet. Reads only.
 pub async fn local_lag(store: &Store, config: &Config) -> Result<Option<KeywordLag>, StoreError> {
     let Ok(index) = KeywordIndex::open_reader(&config.keyword_index_dir()) else {
         return Ok(None);
     };
-    if index.applied_seq().is_none() {
+    let Some(applied) = index.applied_seq() else {
         return Ok(None);
-    }
-    lag(store, &index).await.map(Some)
+    };
+    store.keyword_lag(applied).await.map(Some)
 }
 
 /// [`local_lag`] in words, for people.

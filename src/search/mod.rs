@@ -265,14 +265,6 @@ impl Searcher {
         follow::catch_up(&self.store, &index).await.map(Some)
     }
 
-    /// How far this node's keyword index is behind the change log.
-    pub async fn keyword_lag(
-        &self,
-    ) -> Result<crate::store::keyword_log::KeywordLag, follow::FollowError> {
-        let index = self.keyword().await?;
-        Ok(follow::lag(&self.store, &index).await?)
-    }
-
     /// Follows the change log until `stop` turns true: applies each change as its
     /// notification arrives, and at least every [`FOLLOW_POLL`] (a notification lost with a
     /// connection is made up for by the poll). For a long-running process that searches

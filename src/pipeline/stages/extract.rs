@@ -5,7 +5,8 @@
 //! one transaction. A file whose content is missing or whose parser fails is a failed item;
 //! a file with syntax errors or invalid UTF-8 is extracted anyway with a note. Failed items
 //! fail the stage only when they are most of it (see [`loss`]).
-//! Idempotent: items already handled by an earlier attempt are not in the next one's list.
+//! Idempotent: items an earlier attempt extracted are not in the next one's list; the ones
+//! it failed are tried again.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -214,8 +215,8 @@ fn extract_file(item: &ExtractItem, content: Option<Vec<u8>>) -> ExtractedFile {
     match content {
         None => {
             out.error = Some(format!(
-                "the content of {} is not in the database (changed or lost since SYNC stored \
-                 it); the next sync of the repository stores it again",
+                "the content of {} is not in the database (lost since SYNC stored it); \
+                 `trawl reindex <repo> --full` reads and stores it again",
                 item.path
             ))
         }

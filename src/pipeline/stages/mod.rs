@@ -73,10 +73,7 @@ pub fn check_embedder(ctx: &PipelineContext, run: &Run) -> Result<(), StageError
 
 /// This node, as errors name it: the host and trawl's home on it.
 pub fn node(config: &crate::config::Config) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    format!("{host} (home {})", config.home.display())
+    format!("{} (home {})", super::host_name(), config.home.display())
 }
 
 /// Where a repository's files are read from: a directory source in place, a git source's
