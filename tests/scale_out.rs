@@ -450,3 +450,17 @@ async fn a_directory_a_node_cannot_see_fails_naming_the_node() {
     let sync = &db.store.stage_runs(runs[0]).await.unwrap()[0];
     assert_eq!(sync.attempts, 1, "a permanent failure: no retry");
 }
+
+/// An unknown stage name is a usage error listing the stages.
+#[test]
+fn worker_stages_refuses_an_unknown_stage() {
+    let r = crate::support::run(trawl_cmd().args(["worker", "--stages", "sync,bogus"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"bogus\" is not a stage")
+            && r.stderr
+                .contains("sync, extract, bm25_index, code_embeddings, enrich"),
+        "{}",
+        r.stderr
+    );
+}
