@@ -45,6 +45,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_GIT_CONNECT_TIMEOUT_SECS: u64 = 30;
 /// No git command runs longer than this; it is killed and the stage retried.
 pub const DEFAULT_GIT_TIMEOUT_SECS: u64 = 600;
+/// Commits of a git source's history the history pipeline fetches.
+pub const DEFAULT_HISTORY_DEPTH: u32 = 1000;
 
 /// Environment variables that set a config key, and the key they set.
 ///
@@ -83,6 +85,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "worker.shutdown_timeout_secs",
     ),
     ("TRAWL_WORKER_STAGES", "worker.stages"),
+    ("TRAWL_WORKER_QUEUES", "worker.queues"),
+    ("TRAWL_PIPELINE_REFERENCES", "pipelines.references.enabled"),
+    ("TRAWL_PIPELINE_HISTORY", "pipelines.history.enabled"),
+    ("TRAWL_HISTORY_DEPTH", "pipelines.history.depth"),
     ("TRAWL_SCHEDULE_EVERY_SECS", "scheduler.every_secs"),
     ("TRAWL_BIND", "serve.bind"),
     ("TRAWL_API_TOKEN", "serve.token"),
@@ -118,6 +124,8 @@ pub struct Config {
     pub serve: ServeConfig,
     #[serde(default)]
     pub git: GitConfig,
+    #[serde(default)]
+    pub pipelines: PipelinesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +265,10 @@ pub struct WorkerConfig {
     /// with the model's hardware); empty means every stage.
     #[serde(default)]
     pub stages: Vec<crate::domain::Stage>,
+    /// The queues this worker takes jobs from: `stages` (the five stages and batch jobs)
+    /// and each pipeline's (`references`, `history`); empty means every queue.
+    #[serde(default)]
+    pub queues: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,6 +327,53 @@ impl Default for GitConfig {
             connect_timeout_secs: DEFAULT_GIT_CONNECT_TIMEOUT_SECS,
             timeout_secs: DEFAULT_GIT_TIMEOUT_SECS,
         }
+    }
+}
+
+/// The downstream pipelines (see `domain::pipelines`): each on or off for every repository
+/// (a repository's own setting, `trawl pipelines enable|disable --repo`, wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    pub references: PipelineConfig,
+    pub history: HistoryConfig,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig {
+            references: PipelineConfig { enabled: true },
+            history: HistoryConfig {
+                enabled: true,
+                depth: DEFAULT_HISTORY_DEPTH,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub enabled: bool,
+    /// How many commits of a git source's history are fetched (its working copy stays a
+    /// shallow clone of depth 1; the history pipeline keeps its own, this deep).
+    pub depth: u32,
+}
+
+impl PipelinesConfig {
+    /// Each pipeline's flag, by name: what a run records (`RunSettings::pipelines`).
+    pub fn flags(&self) -> BTreeMap<String, bool> {
+        [
+            ("references".to_string(), self.references.enabled),
+            ("history".to_string(), self.history.enabled),
+        ]
+        .into()
     }
 }
 
@@ -384,12 +443,14 @@ impl Config {
                 poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
                 shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
                 stages: Vec::new(),
+                queues: Vec::new(),
             },
             scheduler: SchedulerConfig {
                 every_secs: DEFAULT_SCHEDULE_EVERY_SECS,
             },
             serve: ServeConfig::default(),
             git: GitConfig::default(),
+            pipelines: PipelinesConfig::default(),
         }
     }
 
@@ -492,6 +553,17 @@ impl Config {
         if self.git.connect_timeout_secs == 0 || self.git.timeout_secs == 0 {
             return bad("git.connect_timeout_secs and git.timeout_secs must be at least 1");
         }
+        if let Some(q) = self.worker.queues.iter().find(|q| {
+            q.as_str() != "stages" && crate::domain::pipelines::Pipeline::parse(q).is_none()
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "worker.queues holds {q:?}, which is not a queue: the queues are stages, {}",
+                crate::domain::pipelines::Pipeline::names()
+            )));
+        }
+        if self.pipelines.history.depth == 0 {
+            return bad("pipelines.history.depth must be at least 1");
+        }
         if !self.enrich.base_url.is_empty() && self.enrich.model.is_empty() {
             return bad("enrich.base_url is set but enrich.model is empty: set TRAWL_LLM_MODEL");
         }
@@ -526,6 +598,7 @@ impl Config {
             vector_model: self.vector_model(),
             max_file_size: self.sync.max_file_size,
             deny: self.sync.deny.clone(),
+            pipelines: self.pipelines.flags(),
         }
     }
 

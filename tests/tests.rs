@@ -12,6 +12,7 @@ mod foundation;
 mod lifecycle;
 mod mcp;
 mod pipeline;
+mod pipelines;
 mod recovery;
 mod reindex;
 mod scale_out;

@@ -229,6 +229,57 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         lag.map_or(-1, |l| l.pending)
     );
 
+    let pipelines = store.pipeline_summaries().await?;
+    head(
+        &mut out,
+        "trawl_pipeline_runs",
+        "gauge",
+        "Downstream pipeline runs, by pipeline and status (pending and running: the depth; failed: the failures).",
+    );
+    for p in &pipelines {
+        for (status, n) in [
+            ("pending", p.pending),
+            ("running", p.running),
+            ("success", p.success),
+            ("failed", p.failed),
+            ("cancelled", p.cancelled),
+        ] {
+            let _ = writeln!(
+                out,
+                "trawl_pipeline_runs{{pipeline=\"{}\",status=\"{status}\"}} {n}",
+                label(&p.pipeline)
+            );
+        }
+    }
+    head(
+        &mut out,
+        "trawl_pipeline_lag_versions",
+        "gauge",
+        "The most index versions any repository's newest is ahead of what a pipeline's data reflects.",
+    );
+    for p in &pipelines {
+        let _ = writeln!(
+            out,
+            "trawl_pipeline_lag_versions{{pipeline=\"{}\"}} {}",
+            label(&p.pipeline),
+            p.max_versions_behind
+        );
+    }
+    head(
+        &mut out,
+        "trawl_pipeline_lagging_repositories",
+        "gauge",
+        "Repositories whose newest index version a pipeline's data does not reflect yet.",
+    );
+    for p in &pipelines {
+        let _ = writeln!(
+            out,
+            "trawl_pipeline_lagging_repositories{{pipeline=\"{}\"}} {}",
+            label(&p.pipeline),
+            p.lagging_repositories
+        );
+    }
+
     head(
         &mut out,
         "trawl_search_duration_seconds",

@@ -18,6 +18,7 @@ pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod pipelines;
 pub mod routes;
 
 use std::net::SocketAddr;

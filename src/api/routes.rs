@@ -94,7 +94,7 @@ const fn param(name: &'static str, kind: Kind, description: &'static str) -> Par
 /// What a path parameter takes: run ids are integers, the rest non-empty strings.
 pub fn path_kind(name: &str) -> Kind {
     match name {
-        "run" => Kind::Integer {
+        "run" | "pipeline_run" => Kind::Integer {
             min: i64::MIN,
             max: i64::MAX,
         },
@@ -178,8 +178,208 @@ const LIMIT_QUERY: Param = param(
     "How many, at most (1 to 10000).",
 );
 
+const SYMBOL_QUERY: Param = Param {
+    name: "symbol",
+    kind: Kind::Text,
+    required: true,
+    description: "The name: `parse`, or qualified (`Config::parse`: the last part is looked up).",
+};
+const PATH_PREFIX_QUERY: Param = param(
+    "path",
+    Kind::Text,
+    "Only files under this path prefix (relative to the repository's root).",
+);
+const REPOSITORIES_QUERY: Param = param(
+    "repo",
+    Kind::Text,
+    "Only these repositories (comma-separated): ids, or the paths or URLs they were indexed from.",
+);
+const ANSWER_LIMIT_QUERY: Param = param(
+    "limit",
+    Kind::Integer { min: 1, max: 1000 },
+    "How many, at most (1 to 1000).",
+);
+
 /// Every route the server answers (besides the MCP endpoint, which `/mcp` mounts).
 pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/api/v1/references",
+        answers: &[ok(
+            "The definitions and references, resolved.",
+            schema::<crate::service::references::ReferencesAnswer>,
+        )],
+        summary: "Where a symbol is used (calls, imports, type uses), each resolved to its definition or marked ambiguous or unresolved, with the index version the answer reflects.",
+        tag: "references",
+        query: &[
+            SYMBOL_QUERY,
+            REPOSITORIES_QUERY,
+            PATH_PREFIX_QUERY,
+            param(
+                "kind",
+                Kind::Text,
+                "Only these kinds (comma-separated): call, import, type.",
+            ),
+            ANSWER_LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::pipelines::find_references),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/references/callers",
+        answers: &[ok(
+            "The calls of the function.",
+            schema::<crate::service::references::ReferencesAnswer>,
+        )],
+        summary: "Who calls a function: every call of the name, with the definition each call is in.",
+        tag: "references",
+        query: &[
+            SYMBOL_QUERY,
+            REPOSITORIES_QUERY,
+            PATH_PREFIX_QUERY,
+            ANSWER_LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::pipelines::callers),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/references/callees",
+        answers: &[ok(
+            "Per definition of the function, the calls inside it.",
+            schema::<crate::service::references::CalleesAnswer>,
+        )],
+        summary: "What a function calls: the calls inside each definition of it, resolved.",
+        tag: "references",
+        query: &[
+            SYMBOL_QUERY,
+            REPOSITORIES_QUERY,
+            PATH_PREFIX_QUERY,
+            ANSWER_LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::pipelines::callees),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/history",
+        answers: &[ok(
+            "The commits, newest first.",
+            schema::<crate::service::history::HistoryAnswer>,
+        )],
+        summary: "The commits of a git source that changed a file (path), some lines of it (path=src/a.rs:10-40) or a snippet (snippet=ID), newest first.",
+        tag: "history",
+        query: &[
+            param(
+                "path",
+                Kind::Text,
+                "A file relative to its repository's root, with :LINE or :START-END for lines of it.",
+            ),
+            param(
+                "snippet",
+                Kind::Integer {
+                    min: i64::MIN,
+                    max: i64::MAX,
+                },
+                "A snippet's id (instead of path).",
+            ),
+            REPOSITORY_QUERY,
+            ANSWER_LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::pipelines::history_of),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/commits",
+        answers: &[ok(
+            "The matching commits, best first.",
+            schema::<Vec<crate::service::history::CommitHit>>,
+        )],
+        summary: "Search the commit messages of git sources by their words (stemmed; \"a phrase\", -word and OR work).",
+        tag: "history",
+        query: &[
+            Param {
+                name: "q",
+                kind: Kind::Words,
+                required: true,
+                description: "Words of the message.",
+            },
+            REPOSITORIES_QUERY,
+            ANSWER_LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::pipelines::search_commits),
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/pipelines",
+        answers: &[ok(
+            "Each pipeline's counts and lag, and the newest pipeline runs.",
+            schema::<crate::service::pipelines::PipelinesOverview>,
+        )],
+        summary: "The downstream pipelines (references, history): runs by status, how far behind the newest index versions each is, and the newest runs.",
+        tag: "pipelines",
+        query: &[
+            param(
+                "pipeline",
+                Kind::OneOf(&["references", "history"]),
+                "Only this pipeline's runs.",
+            ),
+            param(
+                "status",
+                Kind::OneOf(&["pending", "running", "success", "failed", "cancelled"]),
+                "Only runs in this status.",
+            ),
+            REPOSITORY_QUERY,
+            LIMIT_QUERY,
+        ],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || get(super::pipelines::list),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/pipelines/runs/{pipeline_run}/retry",
+        answers: &[ok(
+            "The pipeline run, pending again.",
+            schema::<crate::store::pipelines::PipelineRun>,
+        )],
+        summary: "Run a failed or cancelled pipeline run again with fresh attempts.",
+        tag: "pipelines",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(super::pipelines::retry),
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/pipelines/runs/{pipeline_run}/cancel",
+        answers: &[ok(
+            "The pipeline run, cancelled.",
+            schema::<crate::store::pipelines::PipelineRun>,
+        )],
+        summary: "Cancel a pending or running pipeline run.",
+        tag: "pipelines",
+        query: &[],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || post(super::pipelines::cancel),
+    },
     Route {
         method: "GET",
         path: "/healthz",
@@ -852,7 +1052,7 @@ struct SearchParams {
 }
 
 /// A comma-separated list, without empty entries.
-fn list(value: Option<String>) -> Vec<String> {
+pub fn list(value: Option<String>) -> Vec<String> {
     value
         .unwrap_or_default()
         .split(',')
@@ -1133,6 +1333,10 @@ pub struct ReingestBody {
     /// high, normal or low (default).
     #[serde(default = "low_priority")]
     pub priority: PriorityClass,
+    /// Run only these downstream pipelines again (references, history), over every file;
+    /// no base run.
+    #[serde(default)]
+    pub pipelines: Vec<crate::domain::pipelines::Pipeline>,
 }
 
 fn default_batch_size() -> usize {
@@ -1158,6 +1362,7 @@ async fn admin_reingest(
             batch_size: body.batch_size,
             priority: body.priority,
             origin: "api".into(),
+            pipelines: body.pipelines,
         },
     )
     .await?;

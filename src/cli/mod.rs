@@ -8,11 +8,14 @@ mod bench;
 mod config_cmd;
 mod db;
 mod doctor;
+mod history;
 mod index;
 mod keyword_index;
 mod mcp;
 mod migrate;
+mod pipelines;
 mod queue;
+mod refs;
 mod reindex;
 mod reingest;
 mod runs;
@@ -77,6 +80,11 @@ pub enum Command {
     Tasks(tasks::Args),
     Queue(queue::Args),
     Search(search::Args),
+    Refs(refs::RefsArgs),
+    Callers(refs::CallersArgs),
+    Callees(refs::CalleesArgs),
+    History(history::Args),
+    Pipelines(pipelines::Args),
     Scheduler(scheduler::Args),
     Serve(serve::Args),
     Mcp(mcp::Args),
@@ -134,6 +142,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tasks(args) => tasks::run(args, &config).await,
         Command::Queue(args) => queue::run(args, &config).await,
         Command::Search(args) => search::run(args, &config).await,
+        Command::Refs(args) => refs::refs(args, &config).await,
+        Command::Callers(args) => refs::callers(args, &config).await,
+        Command::Callees(args) => refs::callees(args, &config).await,
+        Command::History(args) => history::run(args, &config).await,
+        Command::Pipelines(args) => pipelines::run(args, &config).await,
         Command::Scheduler(args) => scheduler::run(args, &config).await,
         Command::Serve(args) => serve::run(args, &config).await,
         Command::Mcp(args) => mcp::run(args, &config).await,

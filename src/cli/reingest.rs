@@ -14,6 +14,8 @@ use crate::service::reingest::{self, ReingestError, ReingestRequest};
 ///   trawl reingest --all --lang python --dry-run
 ///
 ///   trawl reingest --repo 3 --repo ~/src/app --batch-size 10
+///
+///   trawl reingest --all --pipelines references   # the references pipeline alone
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A repository (its id, or the path or URL it was indexed from); repeatable.
@@ -34,6 +36,10 @@ pub struct Args {
     batch_size: usize,
     #[arg(long, value_enum, default_value = "low")]
     priority: PriorityClass,
+    /// Run only these downstream pipelines again over every file, comma-separated:
+    /// references, history. No base run is made; `trawl pipelines list` shows their runs.
+    #[arg(long, value_delimiter = ',', value_parser = crate::domain::pipelines::Pipeline::parse_or_list)]
+    pipelines: Vec<crate::domain::pipelines::Pipeline>,
     #[arg(long)]
     json: bool,
 }
@@ -51,6 +57,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             batch_size: args.batch_size,
             priority: args.priority,
             origin: "cli".into(),
+            pipelines: args.pipelines,
         },
     )
     .await
@@ -62,6 +69,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             anyhow::anyhow!("--all and --repo exclude each other: give one")
         }
         ReingestError::BatchSize => anyhow::anyhow!("--batch-size must be at least 1"),
+        ReingestError::PipelinesWithLanguages => {
+            anyhow::anyhow!("--pipelines runs over every file: --lang does not apply to it")
+        }
         e @ ReingestError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
         e => e.into(),
     })?;
@@ -74,6 +84,23 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     } else {
         outcome.filters.languages.join(", ")
     };
+    if !outcome.pipeline_run_ids.is_empty() {
+        println!(
+            "{} enqueued for {}: {:?} (`trawl pipelines list` shows them)",
+            super::count(
+                outcome.pipeline_run_ids.len() as i64,
+                "pipeline run",
+                "pipeline runs"
+            ),
+            super::count(
+                outcome.repository_ids.len() as i64,
+                "repository",
+                "repositories"
+            ),
+            outcome.pipeline_run_ids
+        );
+        return Ok(0);
+    }
     if outcome.dry_run {
         println!(
             "dry run: {} ({langs}) would get a full run, in {}: {:?}",

@@ -24,6 +24,8 @@ use crate::service::search::{SearchRequest, SearchRequestError};
 ///   trawl search "retry with backoff" --lang rust --path 'src/**' --limit 5
 ///
 ///   trawl search HTTPServer --mode keyword --json
+///
+///   trawl search --commits "when was retry backoff added"
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to look for: words, identifiers, or a description of the code.
@@ -50,10 +52,41 @@ pub struct Args {
     /// language, score, snippet).
     #[arg(long)]
     json: bool,
+    /// Search the commit messages of git sources instead (their words, stemmed: "retries"
+    /// finds "retry"; "a phrase", -word and OR work), best first. From the history
+    /// pipeline.
+    #[arg(long)]
+    commits: bool,
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
+    if args.commits {
+        let hits = crate::service::history::search_commits(
+            &store,
+            &args.query,
+            &args.repos,
+            Some(u32::from(args.limit)),
+        )
+        .await
+        .map_err(|e| match e {
+            e @ crate::service::history::HistoryError::Repository(_) => {
+                anyhow::anyhow!("{e} (`trawl status` lists them)")
+            }
+            e => e.into(),
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&hits)?);
+        } else if hits.is_empty() {
+            println!("no commit messages match {:?}", args.query);
+        } else {
+            for h in &hits {
+                print!("{}  ", super::for_terminal(&h.repository));
+                super::history::print_commit(&h.commit);
+            }
+        }
+        return Ok(0);
+    }
     let text = args.query;
     let request = SearchRequest {
         query: text.clone(),

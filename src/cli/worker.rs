@@ -13,6 +13,7 @@ use crate::pipeline::{PipelineContext, worker};
 ///
 ///   trawl worker --concurrency 4
 ///   trawl worker --stages code_embeddings,enrich   # a node that only embeds
+///   trawl worker --queues references,history       # a node for the pipelines only
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stage jobs to run at once, 1 or more (default: worker.concurrency).
@@ -23,6 +24,11 @@ pub struct Args {
     /// stages wait in the queue until a worker that takes them is free.
     #[arg(long, value_delimiter = ',', value_parser = stage_name)]
     stages: Vec<Stage>,
+    /// Take jobs from these queues only, comma-separated: stages (the five stages and
+    /// batch jobs), references, history (default: worker.queues; empty means every queue).
+    /// A heavy pipeline can so scale on nodes of its own.
+    #[arg(long, value_delimiter = ',', value_parser = queue_name)]
+    queues: Vec<String>,
     /// Run every stage as a no-op that succeeds at once (for `trawl bench queue` only).
     #[arg(long, hide = true)]
     noop_stages: bool,
@@ -33,6 +39,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let mut config = crate::pipeline::worker::sized_for(config, concurrency, 0);
     if !args.stages.is_empty() {
         config.worker.stages = args.stages;
+    }
+    if !args.queues.is_empty() {
+        config.worker.queues = args.queues;
     }
     let config = &config;
     let store = database::open(config).await?;
@@ -65,6 +74,19 @@ fn stage_name(s: &str) -> Result<Stage, String> {
         let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
         format!("{s:?} is not a stage; the stages are {}", names.join(", "))
     })
+}
+
+/// A queue by its name.
+fn queue_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s == "stages" || crate::domain::pipelines::Pipeline::parse(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a queue; the queues are stages, {}",
+            crate::domain::pipelines::Pipeline::names()
+        ))
+    }
 }
 
 /// A count of slots: a whole number of at least 1.

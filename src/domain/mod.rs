@@ -3,6 +3,7 @@
 
 pub mod job;
 pub mod lifecycle;
+pub mod pipelines;
 pub mod retry;
 pub mod scope;
 pub mod settings;

@@ -15,6 +15,10 @@ pub struct RunSettings {
     pub max_file_size: u64,
     /// The deny rules: files never read.
     pub deny: Vec<String>,
+    /// The downstream pipelines on or off (`[pipelines.<name>] enabled`), by name; a
+    /// repository's own setting wins. Absent in runs recorded before pipelines: all on.
+    #[serde(default)]
+    pub pipelines: std::collections::BTreeMap<String, bool>,
 }
 
 impl RunSettings {
@@ -50,6 +54,7 @@ mod tests {
             vector_model: "all-MiniLM-L6-v2+static256".into(),
             max_file_size: 1,
             deny: vec![],
+            pipelines: Default::default(),
         };
         assert_eq!(
             s.embedder_mismatch(3, "local", "all-MiniLM-L6-v2+static256"),

@@ -8,6 +8,7 @@
 //! whole. Files without a grammar, or with no definitions, become line windows.
 
 pub mod languages;
+pub mod references;
 
 use sha2::{Digest, Sha256};
 use tree_sitter::{Node, Parser};

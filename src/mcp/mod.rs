@@ -88,6 +88,69 @@ fn yes() -> bool {
     true
 }
 
+/// A symbol to look up (find_references, callers, callees).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolArgs {
+    /// The name: `parse`, or qualified (`Config::parse`: the last part is looked up).
+    pub symbol: String,
+    /// Only these repositories: ids, or the paths or URLs they were indexed from.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Only files under this path prefix: where the references are (find_references,
+    /// callers) or where the function is defined (callees).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Only these kinds of reference (find_references only): call, import, type.
+    #[serde(default)]
+    pub kinds: Vec<crate::extract::references::RefKind>,
+    /// At most this many (1 to 1000, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl From<SymbolArgs> for crate::service::references::ReferencesRequest {
+    fn from(a: SymbolArgs) -> Self {
+        crate::service::references::ReferencesRequest {
+            symbol: a.symbol,
+            repositories: a.repositories,
+            path: a.path,
+            kinds: a.kinds,
+            limit: a.limit,
+        }
+    }
+}
+
+/// What history looks up.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryArgs {
+    /// A file relative to its repository's root, with `:LINE` or `:START-END` for lines of
+    /// it. Give this or snippet_id.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A snippet's id, from search results (snippet_id).
+    #[serde(default)]
+    pub snippet_id: Option<i64>,
+    /// The repository, when several have the file.
+    #[serde(default)]
+    pub repository: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Words to find in commit messages.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitSearchArgs {
+    /// Words of the message (stemmed; "a phrase", -word and OR work).
+    pub query: String,
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskArgs {
     /// The task id force_reindex returned (the run id).
@@ -233,6 +296,114 @@ impl TrawlMcp {
         Parameters(args): Parameters<TaskArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         reply(async { self.steer(RunAction::Resume, &args?.task_id).await }.await)
+    }
+
+    #[tool(
+        description = "Where a symbol is used: calls, imports and type uses with their file, line and enclosing function, each resolved to its definition (same file, or the one file that defines it) or marked ambiguous or unresolved; says when the answer lags behind the newest index version."
+    )]
+    async fn find_references(
+        &self,
+        Parameters(args): Parameters<SymbolArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                let req = args?.into();
+                Ok(json!(
+                    crate::service::references::references(&self.state.store, &req).await?
+                ))
+            }
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Who calls a function: every call of the name, with the function each call is in and where the callee resolves to."
+    )]
+    async fn callers(
+        &self,
+        Parameters(args): Parameters<SymbolArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                let mut req: crate::service::references::ReferencesRequest = args?.into();
+                req.kinds = vec![crate::extract::references::RefKind::Call];
+                Ok(json!(
+                    crate::service::references::references(&self.state.store, &req).await?
+                ))
+            }
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "What a function calls: for each definition of it, the calls inside it, resolved."
+    )]
+    async fn callees(
+        &self,
+        Parameters(args): Parameters<SymbolArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                let req = args?.into();
+                Ok(json!(
+                    crate::service::references::callees(&self.state.store, &req).await?
+                ))
+            }
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "When and why code changed: the commits of a git source that changed a file, lines of it (path:10-40) or a snippet (snippet_id), newest first, with author, date and message."
+    )]
+    async fn history(
+        &self,
+        Parameters(args): Parameters<HistoryArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                use crate::service::history::{Target, history};
+                let a = args?;
+                let target = match (a.snippet_id, a.path) {
+                    (Some(id), None) => Target::Snippet(id),
+                    (None, Some(p)) => Target::parse(&p),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_arguments",
+                            "give path or snippet_id, one of them",
+                        ));
+                    }
+                };
+                Ok(json!(
+                    history(&self.state.store, &target, a.repository.as_deref(), a.limit).await?
+                ))
+            }
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Search the commit messages of git sources by their words, best first: \"when was retry backoff added\"."
+    )]
+    async fn search_commits(
+        &self,
+        Parameters(args): Parameters<CommitSearchArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                let a = args?;
+                Ok(json!(
+                    crate::service::history::search_commits(
+                        &self.state.store,
+                        &a.query,
+                        &a.repositories,
+                        a.limit
+                    )
+                    .await?
+                ))
+            }
+            .await,
+        )
     }
 
     #[tool(

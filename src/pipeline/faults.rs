@@ -1,7 +1,8 @@
 //! Test-only fault injection, so tests can make a stage fail or stall on purpose. Read from
 //! `TRAWL_TEST_FAULTS` in debug builds only; release builds never inject anything.
 //!
-//! Format: `;`-separated rules `STAGE:KIND:N`, where KIND is `retryable` (fail with a
+//! Format: `;`-separated rules `TARGET:KIND:N`, where TARGET is a stage or a downstream
+//! pipeline (`references`, `history`: its attempts count), and KIND is `retryable` (fail with a
 //! retryable error on attempts 1..=N), `permanent` (fail for good on attempt N), `sleep`
 //! (sleep N milliseconds before the stage's work, on the first attempt only), or `gate`
 //! (before the stage's work, on every attempt, wait for the Postgres advisory lock N of the
@@ -9,7 +10,15 @@
 //! at a known point, running, until it lets go).
 
 use crate::domain::Stage;
+use crate::domain::pipelines::Pipeline;
 use crate::store::Store;
+
+/// What a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Stage(Stage),
+    Pipeline(Pipeline),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -21,7 +30,7 @@ pub enum Fault {
 
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    rules: Vec<(Stage, Fault)>,
+    rules: Vec<(Target, Fault)>,
 }
 
 impl Faults {
@@ -40,7 +49,10 @@ impl Faults {
             .split(';')
             .filter_map(|rule| {
                 let mut parts = rule.trim().split(':');
-                let stage = Stage::parse(parts.next()?)?;
+                let target = parts.next()?;
+                let stage = Stage::parse(target)
+                    .map(Target::Stage)
+                    .or_else(|| Pipeline::parse(target).map(Target::Pipeline))?;
                 let kind = parts.next()?;
                 let n: u64 = parts.next()?.parse().ok()?;
                 let fault = match kind {
@@ -67,8 +79,18 @@ impl Faults {
         stage: Stage,
         attempt: u32,
     ) -> Result<(), super::StageError> {
+        self.inject_into(store, Target::Stage(stage), attempt).await
+    }
+
+    /// Applies the rules for `target` on `attempt` (1-based).
+    pub async fn inject_into(
+        &self,
+        store: &Store,
+        target: Target,
+        attempt: u32,
+    ) -> Result<(), super::StageError> {
         for (s, fault) in &self.rules {
-            if *s != stage {
+            if *s != target {
                 continue;
             }
             match *fault {
@@ -103,15 +125,22 @@ mod tests {
     fn rules_parse_and_bad_ones_are_dropped() {
         let f = Faults::parse(
             "extract:retryable:2; sync:sleep:500;enrich:permanent:1;bogus:x:1;sync:nope:1;\
-             extract:gate:727001;sync:gate:-1",
+             extract:gate:727001;sync:gate:-1;history:permanent:2",
         );
         assert_eq!(
             f.rules,
             vec![
-                (Stage::Extract, Fault::Retryable { times: 2 }),
-                (Stage::Sync, Fault::Sleep { millis: 500 }),
-                (Stage::Enrich, Fault::Permanent { on_attempt: 1 }),
-                (Stage::Extract, Fault::Gate { key: 727001 }),
+                (Target::Stage(Stage::Extract), Fault::Retryable { times: 2 }),
+                (Target::Stage(Stage::Sync), Fault::Sleep { millis: 500 }),
+                (
+                    Target::Stage(Stage::Enrich),
+                    Fault::Permanent { on_attempt: 1 }
+                ),
+                (Target::Stage(Stage::Extract), Fault::Gate { key: 727001 }),
+                (
+                    Target::Pipeline(Pipeline::History),
+                    Fault::Permanent { on_attempt: 2 }
+                ),
             ]
         );
     }

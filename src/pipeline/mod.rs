@@ -4,6 +4,7 @@
 //! - [`worker`]: the apalis worker that takes stage jobs by priority and runs them.
 //! - [`backend`]: its apalis backend, claiming jobs for free slots in one statement.
 //! - [`stages`]: what each stage does; one module each.
+//! - [`wakeups`]: the one listener a worker process wakes its queues and router by.
 //! - [`faults`]: test-only fault injection (compiled out of release builds).
 //!
 //! Ordering: all five jobs of a run are enqueued at once; every stage but SYNC is parked
@@ -14,8 +15,10 @@
 
 pub mod backend;
 pub mod batch;
+pub mod downstream;
 pub mod faults;
 pub mod stages;
+pub mod wakeups;
 pub mod worker;
 
 use std::sync::{Arc, OnceLock};

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::*;
-use apalis_postgres::Pubsub;
 use futures::StreamExt as _;
 use rand::Rng as _;
 use serde_json::Value;
@@ -22,6 +21,7 @@ use tracing::Instrument as _;
 
 use super::backend::{ClaimedJob, JobBackend};
 use super::batch;
+use super::wakeups::Wakeups;
 use super::{PipelineContext, StageError, stages};
 use crate::config::Config;
 use crate::domain::job::StageJob;
@@ -35,10 +35,12 @@ pub struct WorkerError(String);
 
 /// Connections a worker of `concurrency` slots needs at once: two per slot (a stage keeps
 /// one for its work while it writes progress or a second page with another), plus the
-/// claim, the heartbeat, the wake-up listener and the completion writer. A smaller pool
-/// starved them all: claims and heartbeats timed out in a loop, and the run never ended.
+/// claim, the heartbeat, the wake-up listener and the completion writer; and one for each
+/// downstream pipeline's single job and one for the event router. A smaller pool starved
+/// them all: claims and heartbeats timed out in a loop, and the run never ended.
 pub fn connections_needed(concurrency: usize) -> u32 {
-    u32::try_from(concurrency.saturating_mul(2).saturating_add(4)).unwrap_or(u32::MAX)
+    let pipelines = crate::domain::pipelines::Pipeline::ALL.len();
+    u32::try_from(concurrency.saturating_mul(2).saturating_add(5 + pipelines)).unwrap_or(u32::MAX)
 }
 
 /// `config` with its pool at least [`connections_needed`] for `concurrency` slots (plus
@@ -85,47 +87,96 @@ pub async fn run(
     };
     tracing::info!(worker = %name, concurrency, stages = %taking, "stage worker starting");
 
-    let completions = Completions::start(store.clone());
-    let factory_ctx = ctx.clone();
-    let factory_name = name.clone();
-    let monitor = Monitor::new()
-        .register(move |restarts| {
+    let queues = Queues::of(&ctx.config.worker.queues);
+    let (wakeups_stop, wakeups_stopped) = tokio::sync::watch::channel(false);
+    let wakeups = Wakeups::start(store.pool().clone(), wakeups_stopped);
+    let mut monitor = Monitor::new();
+    if queues.stages {
+        let completions = Completions::start(store.clone());
+        let factory_ctx = ctx.clone();
+        let factory_name = name.clone();
+        let stage_wakeups = wakeups.clone();
+        let batch_wakeups = wakeups.clone();
+        monitor = monitor
+            .register(move |restarts| {
+                let backend = polled_backend(
+                    STAGE_QUEUE,
+                    &store,
+                    &stage_wakeups,
+                    concurrency,
+                    heartbeat,
+                    orphan,
+                    poll,
+                    &stages,
+                );
+                let name = if restarts == 0 {
+                    factory_name.clone()
+                } else {
+                    format!("{factory_name}-r{restarts}")
+                };
+                WorkerBuilder::new(name)
+                    .backend(backend)
+                    .data(factory_ctx.clone())
+                    .data(completions.clone())
+                    .concurrency(concurrency)
+                    .build(handle)
+            })
+            // The reindex.batch job type, on its own queue: one at a time per process.
+            .register({
+                let ctx = ctx.clone();
+                let name = name.clone();
+                move |restarts| {
+                    let backend = polled_backend(
+                        batch::QUEUE,
+                        &ctx.store,
+                        &batch_wakeups,
+                        1,
+                        heartbeat,
+                        orphan,
+                        poll,
+                        &[],
+                    );
+                    WorkerBuilder::new(format!("{name}-batch-r{restarts}"))
+                        .backend(backend)
+                        .data(ctx.clone())
+                        .concurrency(1)
+                        .build(handle_batch)
+                }
+            });
+    }
+    // Each downstream pipeline on its own queue: one job at a time per process.
+    for pipeline in queues.pipelines.iter().copied() {
+        let ctx = ctx.clone();
+        let name = name.clone();
+        let wakeups = wakeups.clone();
+        monitor = monitor.register(move |restarts| {
             let backend = polled_backend(
-                STAGE_QUEUE,
-                &store,
-                concurrency,
+                pipeline.queue(),
+                &ctx.store,
+                &wakeups,
+                1,
                 heartbeat,
                 orphan,
                 poll,
-                &stages,
+                &[],
             );
-            let name = if restarts == 0 {
-                factory_name.clone()
-            } else {
-                format!("{factory_name}-r{restarts}")
-            };
-            WorkerBuilder::new(name)
+            WorkerBuilder::new(format!("{name}-{pipeline}-r{restarts}"))
                 .backend(backend)
-                .data(factory_ctx.clone())
-                .data(completions.clone())
-                .concurrency(concurrency)
-                .build(handle)
-        })
-        // The reindex.batch job type, on its own queue: one at a time per process.
-        .register({
-            let ctx = ctx.clone();
-            let name = name.clone();
-            move |restarts| {
-                let backend =
-                    polled_backend(batch::QUEUE, &ctx.store, 1, heartbeat, orphan, poll, &[]);
-                WorkerBuilder::new(format!("{name}-batch-r{restarts}"))
-                    .backend(backend)
-                    .data(ctx.clone())
-                    .concurrency(1)
-                    .build(handle_batch)
-            }
-        })
-        .shutdown_timeout(shutdown_timeout);
+                .data(ctx.clone())
+                .data(pipeline)
+                .concurrency(1)
+                .build(handle_pipeline)
+        });
+    }
+    tracing::info!(worker = %name, queues = %queues.describe(), "taking jobs");
+    // Every worker routes events to the pipelines (each event once, whoever routes it).
+    let (router_stop, router_stopped) = tokio::sync::watch::channel(false);
+    let router = tokio::spawn(super::downstream::route_forever(
+        ctx.clone(),
+        wakeups.of_events(),
+        router_stopped,
+    ));
+    let monitor = monitor.shutdown_timeout(shutdown_timeout);
     // apalis sends no heartbeat while it drains: this process keeps them going itself, so
     // that no other worker takes its stages for orphans and runs them a second time. It is
     // stopped and awaited before the workers are marked gone, so no beat comes after.
@@ -147,6 +198,9 @@ pub async fn run(
         })
         .await;
     let _ = keeper_stop.send(true);
+    let _ = router_stop.send(true);
+    let _ = router.await;
+    let _ = wakeups_stop.send(true);
     let handle = keeper.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(handle) = handle {
         let _ = handle.await;
@@ -177,13 +231,15 @@ async fn keep_alive_while_draining(
 
 /// The backend of a worker with `slots` slots on `queue`, and how it is woken: at once by
 /// apalis' insert notifications (and the ones a completed stage sends for its successor),
-/// and at an interval for retries whose backoff passed. One listener per worker, and the
-/// notifications that arrived meanwhile wake one claim together: a claim takes jobs for
-/// every free slot anyway, and a backlog of notifications would otherwise be worked off as
-/// a string of empty claims.
+/// and at an interval for retries whose backoff passed. The notifications come from the
+/// process' one listener, and those that arrived meanwhile wake one claim together: a
+/// claim takes jobs for every free slot anyway, and a backlog of notifications would
+/// otherwise be worked off as a string of empty claims.
+#[allow(clippy::too_many_arguments)]
 fn polled_backend(
     queue: &'static str,
     store: &Store,
+    wakeups: &Wakeups,
     slots: usize,
     heartbeat: Duration,
     orphan_secs: u64,
@@ -205,23 +261,11 @@ fn polled_backend(
     );
     PollWith::new(
         backend,
-        StreamStrategy::new(wake_stream(store, queue, wakes)),
+        StreamStrategy::new(wakeups.of_queue(queue).inspect(move |_| {
+            wakes.fetch_add(1, Ordering::AcqRel);
+        })),
     )
     .poll_with_interval(poll)
-}
-
-/// The notifications of new and released jobs of `queue`, counted in `wakes`; those that
-/// arrived meanwhile come together, as one wake-up.
-fn wake_stream(
-    store: &Store,
-    queue: &'static str,
-    wakes: Arc<AtomicU64>,
-) -> impl futures::Stream<Item = Vec<Result<TaskId, apalis_postgres::Error>>> + Unpin + use<> {
-    Pubsub::new(store.pool().clone(), queue.into())
-        .inspect(move |_| {
-            wakes.fetch_add(1, Ordering::AcqRel);
-        })
-        .ready_chunks(4096)
 }
 
 /// A worker name unique across hosts and processes (apalis keys heartbeats by it).
@@ -337,6 +381,55 @@ async fn handle_batch(
     Ok(())
 }
 
+/// Runs one downstream pipeline job (see [`super::downstream`]), which records its own
+/// outcome.
+async fn handle_pipeline(
+    claimed: ClaimedJob,
+    ctx: Data<Arc<PipelineContext>>,
+    pipeline: Data<crate::domain::pipelines::Pipeline>,
+) -> Result<(), BoxDynError> {
+    let (Data(ctx), Data(pipeline)) = (ctx, pipeline);
+    super::downstream::handle(ctx, pipeline, claimed.job_id.clone()).await;
+    Ok(())
+}
+
+/// The queues a worker takes jobs from (`worker.queues`; empty: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queues {
+    /// The stage queue and the batch jobs'.
+    pub stages: bool,
+    pub pipelines: Vec<crate::domain::pipelines::Pipeline>,
+}
+
+impl Queues {
+    /// From the configured names (checked by `Config::validate`; an unknown one is left out).
+    pub fn of(names: &[String]) -> Queues {
+        use crate::domain::pipelines::Pipeline;
+        if names.is_empty() {
+            return Queues {
+                stages: true,
+                pipelines: Pipeline::ALL.to_vec(),
+            };
+        }
+        Queues {
+            stages: names.iter().any(|n| n == "stages"),
+            pipelines: Pipeline::ALL
+                .into_iter()
+                .filter(|p| names.iter().any(|n| n == p.as_str()))
+                .collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        if self.stages {
+            names.push("stages");
+        }
+        names.extend(self.pipelines.iter().map(|p| p.as_str()));
+        names.join(", ")
+    }
+}
+
 /// Stage successes, written in batches: what finishes while one batch is being written goes
 /// into the next, one statement and one commit for all. Under load that is most of the
 /// cost of a short stage; alone, a success is written at once.
@@ -406,7 +499,7 @@ impl Completions {
 
 /// Runs a store write of a stage transition, again after a retryable failure (a lost
 /// connection, a deadlock, a restarting server) for about half a minute.
-async fn recorded<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+pub(crate) async fn recorded<T, F, Fut>(mut write: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,

@@ -2,8 +2,11 @@
 //! HTTP API, the MCP server, the dashboard and the scheduler). No printing, no argument parsing.
 
 pub mod control;
+pub mod history;
 pub mod index;
+pub mod pipelines;
 pub mod progress;
+pub mod references;
 pub mod reindex;
 pub mod reingest;
 pub mod repositories;

@@ -26,6 +26,9 @@ pub struct ReingestRequest {
     pub priority: PriorityClass,
     /// Who asks: cli, api, mcp.
     pub origin: String,
+    /// Run only these downstream pipelines again, over every file (no base run); empty:
+    /// a full base run, whose events feed the pipelines anyway.
+    pub pipelines: Vec<crate::domain::pipelines::Pipeline>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum ReingestError {
     UnknownLanguage { language: String, known: String },
     #[error("the batch size must be at least 1")]
     BatchSize,
+    #[error("a pipelines-only reingest takes every file: languages do not apply to it")]
+    PipelinesWithLanguages,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -66,6 +71,8 @@ pub struct ReingestOutcome {
     pub already_pending: usize,
     pub batches: usize,
     pub run_ids: Vec<i64>,
+    /// Pipeline runs created by a pipelines-only reingest.
+    pub pipeline_run_ids: Vec<i64>,
 }
 
 pub async fn reingest(
@@ -86,6 +93,7 @@ pub async fn reingest(
                 "languages": request.languages,
                 "batch_size": request.batch_size,
                 "priority": request.priority,
+                "pipelines": request.pipelines,
             }),
             outcome: match &outcome {
                 Ok(o) => Ok(Some(format!(
@@ -114,6 +122,9 @@ async fn reingest_unaudited(
     }
     if request.all && !request.repositories.is_empty() {
         return Err(ReingestError::AllAndSome);
+    }
+    if !request.pipelines.is_empty() && !request.languages.is_empty() {
+        return Err(ReingestError::PipelinesWithLanguages);
     }
     let mut languages: Vec<String> = Vec::new();
     for l in &request.languages {
@@ -169,6 +180,28 @@ async fn reingest_unaudited(
             already_pending: 0,
             batches,
             run_ids: Vec::new(),
+            pipeline_run_ids: Vec::new(),
+        });
+    }
+    if !request.pipelines.is_empty() {
+        let attempts = config.worker.max_attempts.min(i32::MAX as u32) as i32;
+        let created = crate::service::pipelines::reingest(
+            store,
+            &request.origin,
+            &request.pipelines,
+            &ids,
+            attempts,
+        )
+        .await?;
+        return Ok(ReingestOutcome {
+            dry_run: false,
+            filters,
+            repository_ids: ids,
+            enqueued: 0,
+            already_pending: 0,
+            batches,
+            run_ids: Vec::new(),
+            pipeline_run_ids: created,
         });
     }
     let (mut enqueued, mut already_pending, mut run_ids) = (0, 0, Vec::new());
@@ -204,5 +237,6 @@ async fn reingest_unaudited(
         already_pending,
         batches,
         run_ids,
+        pipeline_run_ids: Vec::new(),
     })
 }

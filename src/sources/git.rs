@@ -389,16 +389,47 @@ pub fn update(
     dir: &Path,
 ) -> Result<String, GitError> {
     check_input(url, git_ref)?;
-    let limit = options.timeout;
-    let local = |action: &'static str, args: &[&str]| -> Result<String, GitError> {
-        let failed = |detail: String| GitError::Failed {
-            action,
-            dir: dir.display().to_string(),
-            detail,
-        };
-        match options.run(options.command(args, Some(dir), url), limit) {
+    if !dir.join(".git").is_dir() {
+        private_dir(dir)?;
+        options.local("init", &["init", "--quiet"], dir, url)?;
+    }
+    options.fetch(url, git_ref, 1, dir)?;
+    options.local(
+        "checkout",
+        &["checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"],
+        dir,
+        url,
+    )?;
+    options.local("clean", &["clean", "--quiet", "-ffdx"], dir, url)?;
+    let head = options.local("rev-parse", &["rev-parse", "HEAD"], dir, url)?;
+    Ok(head.trim().to_string())
+}
+
+fn private_dir(dir: &Path) -> Result<(), GitError> {
+    crate::sources::private_dir(dir).map_err(|e| GitError::Failed {
+        action: "init",
+        dir: dir.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+impl GitOptions {
+    /// Runs git `args` in `dir` (of the source `url`, for the credential's scope).
+    fn local(
+        &self,
+        action: &'static str,
+        args: &[&str],
+        dir: &Path,
+        url: &str,
+    ) -> Result<String, GitError> {
+        let limit = self.timeout;
+        match self.run(self.command(args, Some(dir), url), limit) {
             Ok(out) => Ok(out),
-            Err(Failure::Said(detail)) => Err(failed(detail)),
+            Err(Failure::Said(detail)) => Err(GitError::Failed {
+                action,
+                dir: dir.display().to_string(),
+                detail,
+            }),
             Err(Failure::NotRun(e)) => Err(GitError::NoGit(e)),
             Err(Failure::TimedOut) => Err(GitError::TimedOut {
                 action,
@@ -406,54 +437,249 @@ pub fn update(
                 secs: limit.as_secs(),
             }),
         }
-    };
-    if !dir.join(".git").is_dir() {
-        crate::sources::private_dir(dir).map_err(|e| GitError::Failed {
-            action: "init",
-            dir: dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
-        local("init", &["init", "--quiet"])?;
     }
-    let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    let fetch = options.command(
-        &[
-            "fetch",
-            "--quiet",
-            "--depth",
-            "1",
-            "--no-tags",
-            "--",
+
+    /// Fetches `git_ref` (the default branch when empty) of `url` into `dir`, `depth`
+    /// commits deep, as FETCH_HEAD.
+    fn fetch(&self, url: &str, git_ref: &str, depth: u32, dir: &Path) -> Result<(), GitError> {
+        let limit = self.timeout;
+        let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
+        let depth = depth.max(1).to_string();
+        let fetch = self.command(
+            &[
+                "fetch",
+                "--quiet",
+                "--depth",
+                &depth,
+                "--no-tags",
+                "--",
+                url,
+                want,
+            ],
+            Some(dir),
             url,
-            want,
-        ],
-        Some(dir),
-        url,
-    );
-    match options.run(fetch, limit) {
-        Ok(_) => {}
-        Err(Failure::Said(detail)) => {
-            return Err(GitError::Unreachable {
+        );
+        match self.run(fetch, limit) {
+            Ok(_) => Ok(()),
+            Err(Failure::Said(detail)) => Err(GitError::Unreachable {
                 url: redact::url(url),
                 detail,
-            });
-        }
-        Err(Failure::NotRun(e)) => return Err(GitError::NoGit(e)),
-        Err(Failure::TimedOut) => {
-            return Err(GitError::TimedOut {
+            }),
+            Err(Failure::NotRun(e)) => Err(GitError::NoGit(e)),
+            Err(Failure::TimedOut) => Err(GitError::TimedOut {
                 action: "fetch",
                 url: redact::url(url),
                 secs: limit.as_secs(),
-            });
+            }),
         }
     }
-    local(
-        "checkout",
-        &["checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"],
-    )?;
-    local("clean", &["clean", "--quiet", "-ffdx"])?;
-    let head = local("rev-parse", &["rev-parse", "HEAD"])?;
-    Ok(head.trim().to_string())
+}
+
+/// A git source's history, kept apart from its working copy (which stays a clone of depth
+/// 1 and may be at work for the next sync): a bare repository fetched `depth` commits deep.
+pub mod history {
+    use std::path::Path;
+
+    use super::{GitError, GitOptions, check_input, private_dir};
+    use crate::store::history::NewCommit;
+
+    /// Fetches `git_ref` of `url` into the bare repository `dir`, `depth` commits deep
+    /// (creating it); returns the commit fetched.
+    pub fn fetch(
+        options: &GitOptions,
+        url: &str,
+        git_ref: &str,
+        dir: &Path,
+        depth: u32,
+    ) -> Result<String, GitError> {
+        check_input(url, git_ref)?;
+        if !dir.join("HEAD").is_file() {
+            private_dir(dir)?;
+            options.local("init", &["init", "--quiet", "--bare"], dir, url)?;
+        }
+        options.fetch(url, git_ref, depth, dir)?;
+        let head = options.local("rev-parse", &["rev-parse", "FETCH_HEAD"], dir, url)?;
+        Ok(head.trim().to_string())
+    }
+
+    /// Whether `commit` is in the repository `dir`.
+    pub fn has(options: &GitOptions, dir: &Path, url: &str, commit: &str) -> bool {
+        is_hash(commit)
+            && options
+                .local(
+                    "cat-file",
+                    &["cat-file", "-e", &format!("{commit}^{{commit}}")],
+                    dir,
+                    url,
+                )
+                .is_ok()
+    }
+
+    fn is_hash(s: &str) -> bool {
+        (7..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// The commits reachable from `commit`, newest first, at most `max`, with the files each
+    /// touched.
+    pub fn log(
+        options: &GitOptions,
+        dir: &Path,
+        url: &str,
+        commit: &str,
+        max: u32,
+    ) -> Result<Vec<NewCommit>, GitError> {
+        if !is_hash(commit) {
+            return Err(GitError::BadInput {
+                what: "commit",
+                value: commit.into(),
+                why: "not a commit hash",
+            });
+        }
+        let out = options.local(
+            "log",
+            &[
+                "log",
+                &format!("--max-count={max}"),
+                "--no-renames",
+                "--format=%x1e%H%x1f%an%x1f%cI%x1f%B%x1f",
+                "--name-status",
+                "-z",
+                commit,
+                "--",
+            ],
+            dir,
+            url,
+        )?;
+        Ok(parse_log(&out))
+    }
+
+    /// Parses `git log --format=%x1e%H%x1f%an%x1f%cI%x1f%B%x1f --name-status -z`.
+    pub fn parse_log(out: &str) -> Vec<NewCommit> {
+        out.split('\x1e')
+            .filter(|r| !r.trim().is_empty())
+            .filter_map(|record| {
+                let mut fields = record.splitn(5, '\x1f');
+                let hash = fields.next()?.trim().to_string();
+                let author = fields.next()?.to_string();
+                let time = fields.next()?;
+                let message = fields.next()?.trim().to_string();
+                let committed_at = chrono::DateTime::parse_from_rfc3339(time.trim())
+                    .ok()?
+                    .with_timezone(&chrono::Utc);
+                let rest = fields.next().unwrap_or("");
+                let mut parts = rest.split('\0').map(|p| p.trim_start_matches('\n'));
+                let mut files = Vec::new();
+                while let Some(status) = parts.next() {
+                    if status.is_empty() {
+                        continue;
+                    }
+                    let Some(path) = parts.next() else { break };
+                    files.push((path.to_string(), status[..1].to_string()));
+                }
+                Some(NewCommit {
+                    hash,
+                    author,
+                    committed_at,
+                    message,
+                    files,
+                })
+            })
+            .collect()
+    }
+
+    /// The paths that differ between commits `from` and `to`.
+    pub fn changed(
+        options: &GitOptions,
+        dir: &Path,
+        url: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<String>, GitError> {
+        let out = options.local(
+            "diff",
+            &["diff", "--no-renames", "--name-only", "-z", from, to, "--"],
+            dir,
+            url,
+        )?;
+        Ok(out
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// Which commit last changed each line of `path` at `commit`: ranges (first line, last
+    /// line, commit), by line.
+    pub fn blame(
+        options: &GitOptions,
+        dir: &Path,
+        url: &str,
+        commit: &str,
+        path: &str,
+    ) -> Result<Vec<(i32, i32, String)>, GitError> {
+        let out = options.local(
+            "blame",
+            &["blame", "--incremental", commit, "--", path],
+            dir,
+            url,
+        )?;
+        Ok(parse_blame(&out))
+    }
+
+    /// Parses `git blame --incremental`: each group starts `<hash> <orig> <final> <count>`.
+    pub fn parse_blame(out: &str) -> Vec<(i32, i32, String)> {
+        let mut ranges: Vec<(i32, i32, String)> = out
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split(' ');
+                let hash = f.next()?;
+                if hash.len() < 40 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                let _orig: i32 = f.next()?.parse().ok()?;
+                let start: i32 = f.next()?.parse().ok()?;
+                let count: i32 = f.next()?.parse().ok()?;
+                Some((start, start + count - 1, hash.to_string()))
+            })
+            .collect();
+        ranges.sort();
+        ranges
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn log_and_blame_output_parse() {
+            // As git 2.x writes it (checked against a real repository).
+            let out = "\x1eaaaa111\x1fAda\x1f2026-01-02T03:04:05+01:00\x1fAdd retry backoff\n\nBody.\n\x1f\0\nM\0src/a.rs\0A\0b c.txt\0\x1ebbbb222\x1fBo\x1f2025-12-31T00:00:00Z\x1fInitial\n\x1f\0\nA\0src/a.rs\0";
+            let c = parse_log(out);
+            assert_eq!(c.len(), 2);
+            assert_eq!(c[0].hash, "aaaa111");
+            assert_eq!(c[0].author, "Ada");
+            assert_eq!(c[0].message, "Add retry backoff\n\nBody.");
+            assert_eq!(c[0].committed_at.to_rfc3339(), "2026-01-02T02:04:05+00:00");
+            assert_eq!(
+                c[0].files,
+                vec![
+                    ("src/a.rs".into(), "M".into()),
+                    ("b c.txt".into(), "A".into())
+                ]
+            );
+            assert_eq!(c[1].files, vec![("src/a.rs".into(), "A".into())]);
+
+            let h1 = "1".repeat(40);
+            let h2 = "2".repeat(40);
+            let blame = format!(
+                "{h2} 5 5 2\nauthor X\nfilename a.rs\n{h1} 1 1 4\nsummary y\nfilename a.rs\n"
+            );
+            assert_eq!(
+                parse_blame(&blame),
+                vec![(1, 4, h1.clone()), (5, 6, h2.clone())]
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,33 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// The current contents of repository `repository_id`'s indexed files with a language:
+    /// of `paths` (None: every file, a page of `limit` after `after`), by path, with the
+    /// language. A path missing from the answer has no such file (deleted since) or no
+    /// stored content.
+    pub async fn current_contents(
+        &self,
+        repository_id: i64,
+        paths: Option<&[String]>,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT f.path, f.language, c.content
+               FROM files f JOIN file_contents c ON c.hash = f.content_hash
+              WHERE f.repository_id = $1 AND f.skip_reason IS NULL AND f.language IS NOT NULL
+                AND ($2::text[] IS NULL OR f.path = ANY($2))
+                AND f.path > $3
+              ORDER BY f.path LIMIT $4",
+        )
+        .bind(repository_id)
+        .bind(paths)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Deletes the candidates no file references that are old enough (see the module doc).
     /// Returns how many contents were deleted.
     pub async fn sweep_contents(&self) -> Result<u64, StoreError> {

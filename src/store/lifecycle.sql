@@ -497,6 +497,10 @@ LANGUAGE sql AS $$
         UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
          WHERE starts_with(lock_by, p_worker) AND status IN ('Queued', 'Running')
            AND (p_ids IS NULL OR id = ANY(p_ids))
+        RETURNING id),
+    runs AS (
+        UPDATE pipeline_runs p SET status = 'pending'
+          FROM given WHERE p.job_id = given.id AND p.status = 'running'
         RETURNING 1)
     SELECT count(*) FROM given
 $$;
@@ -516,6 +520,10 @@ LANGUAGE sql AS $$
                lock_at = NULL, attempts = attempts + 1,
                last_result = '{"Err": "Re-enqueued due to worker heartbeat timeout."}'
           FROM stale WHERE j.id = stale.id
+        RETURNING j.id),
+    runs AS (
+        UPDATE pipeline_runs p SET status = 'pending'
+          FROM given WHERE p.job_id = given.id AND p.status = 'running'
         RETURNING 1)
     SELECT count(*) FROM given
 $$;
@@ -721,6 +729,135 @@ RETURNS VOID LANGUAGE sql AS $$
            attempts = attempts + 1, lock_by = NULL, lock_at = NULL,
            run_at = now() + make_interval(secs => p_delay_secs)
      WHERE id = p_job_id
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Pipeline runs (domain::pipelines: PipelineStatus::apply is their model): each event
+-- writes the run's row and its job's together
+-- ---------------------------------------------------------------------------------------
+
+-- Begin: a worker claimed job p_job_id. The pipeline run goes running with its attempt
+-- counted and is returned; a run that is over (cancelled, or succeeded before a rescue)
+-- closes its job instead and returns no row. A running run is begun again: its worker died
+-- or stopped and the job was given back.
+CREATE OR REPLACE FUNCTION trawl_pipeline_begin(p_job_id TEXT) RETURNS SETOF pipeline_runs
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pipeline_runs;
+BEGIN
+    SELECT * INTO r FROM pipeline_runs WHERE job_id = p_job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed',
+            jsonb_build_object('Err', 'no pipeline run has job ' || p_job_id), false);
+        RETURN;
+    END IF;
+    IF r.status NOT IN ('pending', 'running') THEN
+        PERFORM trawl_close_jobs(ARRAY[p_job_id],
+            CASE WHEN r.status = 'success' THEN 'Done' ELSE 'Killed' END,
+            jsonb_build_object('Err', 'the pipeline run is ' || r.status), false);
+        RETURN;
+    END IF;
+    UPDATE pipeline_runs SET status = 'running', attempt = attempt + 1, started_at = now(),
+           finished_at = NULL, retry_at = NULL
+     WHERE id = r.id RETURNING * INTO r;
+    RETURN NEXT r;
+END
+$$;
+
+-- Succeed: the run's data is written; the pipeline's version of the repository moves up to
+-- the run's (never down), and the job is done. Ignored unless the run is running.
+CREATE OR REPLACE FUNCTION trawl_pipeline_succeed(p_job_id TEXT, p_result JSONB) RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pipeline_runs;
+BEGIN
+    UPDATE pipeline_runs SET status = 'success', finished_at = now(), result = p_result,
+           error_message = NULL
+     WHERE job_id = p_job_id AND status = 'running' RETURNING * INTO r;
+    IF NOT FOUND THEN
+        PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed',
+            jsonb_build_object('Err', 'the pipeline run was no longer running'), true);
+        RETURN false;
+    END IF;
+    INSERT INTO pipeline_versions (pipeline, repository_id, index_version)
+    VALUES (r.pipeline, r.repository_id, r.index_version)
+    ON CONFLICT (pipeline, repository_id) DO UPDATE
+       SET index_version = GREATEST(pipeline_versions.index_version, EXCLUDED.index_version),
+           updated_at = now();
+    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Done', jsonb_build_object('Ok', p_result), true);
+    RETURN true;
+END
+$$;
+
+-- Retry: a retryable failure with attempts left; pending again, due after p_delay_secs.
+CREATE OR REPLACE FUNCTION trawl_pipeline_retry(p_job_id TEXT, p_error TEXT, p_delay_secs FLOAT8)
+RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pipeline_runs SET status = 'pending', error_message = p_error,
+           retry_at = now() + make_interval(secs => p_delay_secs)
+     WHERE job_id = p_job_id AND status = 'running';
+    IF FOUND THEN
+        PERFORM trawl_retry_job(p_job_id, p_error, p_delay_secs);
+    END IF;
+END
+$$;
+
+-- Fail: for good (a permanent error, or the last attempt's); the job is killed.
+CREATE OR REPLACE FUNCTION trawl_pipeline_fail(p_job_id TEXT, p_error TEXT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pipeline_runs SET status = 'failed', finished_at = now(), error_message = p_error,
+           retry_at = NULL
+     WHERE job_id = p_job_id AND status IN ('pending', 'running');
+    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed', jsonb_build_object('Err', p_error), true);
+END
+$$;
+
+-- An operator's cancel of pipeline run p_id (pending or running): its job is killed, and a
+-- worker at it finds the run cancelled when it reports. Returns (applied, status before).
+CREATE OR REPLACE FUNCTION trawl_pipeline_cancel(p_id BIGINT, p_reason TEXT)
+RETURNS TABLE (applied BOOLEAN, status TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    r pipeline_runs;
+BEGIN
+    SELECT * INTO r FROM pipeline_runs WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF r.status NOT IN ('pending', 'running') THEN
+        RETURN QUERY SELECT false, r.status;
+        RETURN;
+    END IF;
+    UPDATE pipeline_runs SET status = 'cancelled', finished_at = now(), error_message = p_reason,
+           retry_at = NULL
+     WHERE id = p_id;
+    PERFORM trawl_close_jobs(ARRAY[r.job_id], 'Killed', jsonb_build_object('Err', p_reason), false);
+    RETURN QUERY SELECT true, r.status;
+END
+$$;
+
+-- An operator's retry of pipeline run p_id (failed or cancelled): pending with fresh
+-- attempts, its job back in the queue. Returns (applied, status before).
+CREATE OR REPLACE FUNCTION trawl_pipeline_retry_run(p_id BIGINT)
+RETURNS TABLE (applied BOOLEAN, status TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    r pipeline_runs;
+BEGIN
+    SELECT * INTO r FROM pipeline_runs WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF r.status NOT IN ('failed', 'cancelled') THEN
+        RETURN QUERY SELECT false, r.status;
+        RETURN;
+    END IF;
+    UPDATE pipeline_runs SET status = 'pending', attempt = 0, finished_at = NULL, retry_at = NULL
+     WHERE id = p_id;
+    UPDATE apalis.jobs SET attempts = 0 WHERE id = r.job_id;
+    PERFORM trawl_release_jobs(ARRAY[r.job_id],
+        (SELECT job_type FROM apalis.jobs WHERE id = r.job_id));
+    RETURN QUERY SELECT true, r.status;
+END
 $$;
 
 -- ---------------------------------------------------------------------------------------

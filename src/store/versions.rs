@@ -19,7 +19,8 @@ pub struct IndexVersion {
 impl Store {
     /// Stamps the repository's next index version for `run_id` (once: a retry returns the
     /// version already stamped) and marks the run's items that were still in flight
-    /// completed. Returns the version number.
+    /// completed, and records the run's events (`store::events`) in the same transaction.
+    /// Returns the version number.
     pub async fn stamp_index_version(
         &self,
         run_id: i64,
@@ -37,6 +38,7 @@ impl Store {
                 .bind(run_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+        let fresh = existing.is_none();
         let version = match existing {
             Some(v) => v,
             None => {
@@ -66,6 +68,10 @@ impl Store {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
+        // The run's events, with the version they belong to: never one without the other.
+        if fresh {
+            super::events::emit(&mut tx, run_id, repository_id, version).await?;
+        }
         tx.commit().await?;
         Ok(version)
     }
