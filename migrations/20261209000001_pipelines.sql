@@ -56,15 +56,6 @@ CREATE INDEX pipeline_runs_event ON pipeline_runs (event_id);
 -- ({"history": false}).
 ALTER TABLE repositories ADD COLUMN pipelines JSONB NOT NULL DEFAULT '{}';
 
--- The index version each pipeline's data reflects, per repository.
-CREATE TABLE pipeline_versions (
-    pipeline      TEXT NOT NULL,
-    repository_id BIGINT NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
-    index_version INT NOT NULL,
-    updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (pipeline, repository_id)
-);
-
 -- The references pipeline: definitions and references of each file.
 CREATE TABLE symbol_defs (
     repository_id BIGINT NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,

@@ -841,7 +841,11 @@ async fn the_openapi_document_matches_the_routes_and_every_answer_its_schema() {
                     .as_array()
                     .and_then(|ps| ps.iter().find(|p| p["name"] == name && p["in"] == "path"))
                     .unwrap_or_else(|| panic!("{method} {path} declares {name}"));
-                let kind = if name == "run" { "integer" } else { "string" };
+                let kind = if matches!(name, "run" | "pipeline_run") {
+                    "integer"
+                } else {
+                    "string"
+                };
                 assert_eq!(declared["schema"]["type"], kind, "{method} {path} {name}");
             }
             // Every error it may answer is documented with the error schema.
@@ -861,6 +865,7 @@ async fn the_openapi_document_matches_the_routes_and_every_answer_its_schema() {
             let concrete = path
                 .replace("{repository}", "1")
                 .replace("{run}", "1")
+                .replace("{pipeline_run}", "1")
                 .replace("{task}", &task);
             let request = match method.as_str() {
                 "get" => http.get(served.url(&concrete)),
@@ -911,6 +916,7 @@ async fn the_openapi_document_matches_the_routes_and_every_answer_its_schema() {
         "get /api/v1/runs/{run} 200",
         "get /api/v1/tasks/{task} 200",
         "get /api/v1/dashboard 200",
+        "get /api/v1/pipelines 200",
         "post /api/v1/repositories/{repository}/reindex 202",
     ] {
         assert!(

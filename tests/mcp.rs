@@ -54,13 +54,18 @@ async fn exercise(client: &Client, repo: &str) {
     assert_eq!(
         names,
         [
+            "callees",
+            "callers",
             "cancel_reindex",
+            "find_references",
             "force_reindex",
             "get_reindex_status",
+            "history",
             "list_repositories",
             "pause_reindex",
             "resume_reindex",
-            "search"
+            "search",
+            "search_commits"
         ]
     );
     // force_reindex takes seed 001's arguments.
@@ -103,6 +108,21 @@ async fn exercise(client: &Client, repo: &str) {
     .await;
     assert!(!error, "{found}");
     assert_eq!(found["hits"][0]["name"], "save_snapshot", "{found}");
+    // The pipelines' tools answer, and refuse what is not a name.
+    let (error, refs) = call(
+        client,
+        "find_references",
+        json!({ "symbol": "save_snapshot" }),
+    )
+    .await;
+    assert!(!error, "{refs}");
+    assert!(
+        refs["references"].is_array() && refs["freshness"].is_array(),
+        "{refs}"
+    );
+    let (error, refused) = call(client, "callers", json!({ "symbol": "two words" })).await;
+    assert!(error, "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_symbol", "{refused}");
     let (error, refused) = call(client, "search", json!({ "query": "   " })).await;
     assert!(error, "{refused}");
     assert_eq!(refused["error"]["code"], "invalid_query", "{refused}");

@@ -551,3 +551,119 @@ async fn a_killed_pipeline_workers_job_is_taken_up_again() {
     assert_eq!(r.attempt, 2, "the killed attempt counts");
     second.stop();
 }
+
+/// The SQL of a pipeline run's life (`store/lifecycle.sql`) against its model
+/// (`PipelineStatus::apply`): random sequences of a worker's and operators' events, the
+/// stored status compared with the model's after each; an event the model refuses leaves
+/// the stored status as it was.
+#[tokio::test]
+async fn pipeline_runs_follow_their_model() {
+    use rand::{Rng as _, SeedableRng as _};
+    use trawl::domain::pipelines::PipelineEvent as E;
+    const WORKER: &str = "model-worker";
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let repo = store
+        .register_repository("directory", "/pipeline-model", "", "model")
+        .await
+        .unwrap()
+        .id;
+    let mut tx = store.pool().begin().await.unwrap();
+    trawl::store::workers::register_worker(&mut tx, WORKER, Pipeline::References.queue(), "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let events = [
+        E::Begin,
+        E::Succeed,
+        E::Retry,
+        E::Fail,
+        E::Abandon,
+        E::Cancel,
+        E::RetryRun,
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261207);
+    let mut seen = std::collections::HashSet::new();
+    for sequence in 0..60 {
+        let id = store
+            .enqueue_pipeline_run(Pipeline::References, repo, 3)
+            .await
+            .unwrap();
+        let job = store.pipeline_run(id).await.unwrap().unwrap().job_id;
+        let mut model = PipelineStatus::Pending;
+        let mut trail = Vec::new();
+        for _ in 0..rng.random_range(1..25) {
+            let event = events[rng.random_range(0..events.len())];
+            trail.push(event);
+            match event {
+                E::Begin => {
+                    // As a claim does: the job held by the worker (a running one's as if
+                    // it came back without a word and was claimed again).
+                    let claimed = sqlx::query(
+                        "UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now()
+                          WHERE id = $1 AND status IN ('Pending', 'Queued', 'Failed', 'Running')",
+                    )
+                    .bind(&job)
+                    .bind(WORKER)
+                    .execute(store.pool())
+                    .await
+                    .unwrap()
+                    .rows_affected();
+                    if claimed == 0 {
+                        trail.pop();
+                        continue;
+                    }
+                    store.begin_pipeline_run(&job).await.unwrap();
+                }
+                E::Succeed => {
+                    store
+                        .succeed_pipeline_run(&job, &serde_json::json!({}))
+                        .await
+                        .unwrap();
+                }
+                E::Retry => store
+                    .retry_pipeline_run(&job, "retryable", Duration::from_millis(1))
+                    .await
+                    .unwrap(),
+                E::Fail => store.fail_pipeline_run(&job, "permanent").await.unwrap(),
+                E::Abandon => {
+                    store
+                        .abandon_jobs(WORKER, Some(std::slice::from_ref(&job)))
+                        .await
+                        .unwrap();
+                }
+                E::Cancel => {
+                    let _ = store.cancel_pipeline_run(id, "test").await;
+                }
+                E::RetryRun => {
+                    let _ = store.retry_failed_pipeline_run(id).await;
+                }
+            }
+            if let Ok(next) = model.apply(event) {
+                model = next;
+            }
+            let stored = store.pipeline_run(id).await.unwrap().unwrap().status;
+            assert_eq!(stored, model, "sequence {sequence}: {trail:?}");
+            // The job goes with the run: a pending run's can be claimed, an ended run's is
+            // closed.
+            let job_status: String =
+                sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+                    .bind(&job)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            let expected: &[&str] = match model {
+                PipelineStatus::Pending => &["Pending", "Queued", "Failed"],
+                PipelineStatus::Running => &["Running"],
+                PipelineStatus::Success => &["Done"],
+                PipelineStatus::Failed | PipelineStatus::Cancelled => &["Killed"],
+            };
+            assert!(
+                expected.contains(&job_status.as_str()),
+                "sequence {sequence}: {trail:?}: a {model} run's job is {job_status}"
+            );
+            seen.insert(model);
+        }
+    }
+    assert_eq!(seen.len(), 5, "every status was reached: {seen:?}");
+}

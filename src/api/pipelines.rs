@@ -212,7 +212,7 @@ pub async fn list(
         pipeline,
         repository_id,
         status,
-        limit: p.limit.unwrap_or(50).clamp(1, 10_000),
+        limit: super::routes::limit(p.limit, 50)?,
     };
     Ok(Json(pipelines::overview(&state.store, &filter).await?))
 }

@@ -1131,7 +1131,8 @@ async fn repository_id(state: &AppState, selector: Option<&str>) -> Result<Optio
     Ok(crate::service::repositories::resolve_id(&state.store, selector).await?)
 }
 
-fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {
+/// A list's `limit`, or `default`; out of 1..=10000 refused.
+pub(super) fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {
     match value.unwrap_or(default) {
         n @ 1..=10_000 => Ok(n),
         n => Err(ApiError::bad_request(

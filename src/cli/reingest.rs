@@ -101,7 +101,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    if outcome.dry_run {
+    if outcome.dry_run && !outcome.filters.pipelines.is_empty() {
+        println!(
+            "dry run: {} would get a run of {} each, over every file (no base run): {:?}",
+            super::count(
+                outcome.repository_ids.len() as i64,
+                "repository",
+                "repositories"
+            ),
+            outcome.filters.pipelines.join(", "),
+            outcome.repository_ids
+        );
+    } else if outcome.dry_run {
         println!(
             "dry run: {} ({langs}) would get a full run, in {}: {:?}",
             super::count(

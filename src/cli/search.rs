@@ -25,7 +25,7 @@ use crate::service::search::{SearchRequest, SearchRequestError};
 ///
 ///   trawl search HTTPServer --mode keyword --json
 ///
-///   trawl search --commits "when was retry backoff added"
+///   trawl search --commits "retry backoff"   # commits whose messages hold both words
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to look for: words, identifiers, or a description of the code.

@@ -170,12 +170,16 @@ pub enum PipelineStatus {
 /// What happens to a pipeline run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipelineEvent {
-    /// A worker claimed its job.
+    /// A worker claimed its job. A running run's job claimed again (its worker died without
+    /// a word, and the job came back) is begun again: Abandon and Begin at once.
     Begin,
     Succeed,
     /// A retryable failure with attempts left: pending again after the backoff.
     Retry,
-    /// A permanent failure, or the last attempt's.
+    /// A permanent failure, or the last attempt's. (A worker's report, like Succeed and
+    /// Retry, applies to a running run only: one that comes late, after its run was given
+    /// back or ended, changes nothing, and a given-back run's job is left to its next
+    /// claim.)
     Fail,
     /// The worker stopped or died: the job goes back to the queue, the attempt spent.
     Abandon,
@@ -212,10 +216,10 @@ impl PipelineStatus {
         use PipelineEvent as E;
         use PipelineStatus::*;
         match (self, event) {
-            (Pending, E::Begin) => Ok(Running),
+            (Pending | Running, E::Begin) => Ok(Running),
             (Running, E::Succeed) => Ok(Success),
             (Running, E::Retry) | (Running, E::Abandon) => Ok(Pending),
-            (Running, E::Fail) | (Pending, E::Fail) => Ok(Failed),
+            (Running, E::Fail) => Ok(Failed),
             (Pending | Running, E::Cancel) => Ok(Cancelled),
             (Failed | Cancelled, E::RetryRun) => Ok(Pending),
             (s, E::Cancel) => Err(format!(
@@ -273,6 +277,7 @@ mod tests {
             }
         }
         assert_eq!(Running.apply(E::Abandon), Ok(Pending));
+        assert_eq!(Running.apply(E::Begin), Ok(Running));
         assert!(
             Success
                 .apply(E::Cancel)

@@ -383,7 +383,7 @@ impl TrawlMcp {
     }
 
     #[tool(
-        description = "Search the commit messages of git sources by their words, best first: \"when was retry backoff added\"."
+        description = "Search the commit messages of git sources by their words (every word must occur; \"a phrase\", -not and or as in web search), best first: \"retry backoff\"."
     )]
     async fn search_commits(
         &self,

@@ -206,7 +206,8 @@ pub mod references {
 }
 
 /// Pipeline 2: a git source's commits, the files they touched, and the blame of the files
-/// that changed since the commit it last reflected.
+/// that changed since the commit it last reflected (of every file, on its first run and an
+/// operator's reingest).
 pub mod history {
     use super::*;
     use crate::sources::git::{self, GitOptions};
@@ -223,7 +224,13 @@ pub mod history {
                 run.index_version, repo.id
             )));
         };
-        let previous = store.history_commit(repo.id).await?;
+        // An operator's reingest blames every file again; otherwise those changed since the
+        // commit the history last reflected.
+        let previous = if run.key.starts_with(crate::store::events::REINGEST_KEY) {
+            None
+        } else {
+            store.history_commit(repo.id).await?
+        };
         let indexed = store.indexed_paths(repo.id).await?;
         let dir = ctx.config.home.join("history").join(repo.id.to_string());
         let lock_path = dir.with_extension("lock");

@@ -50,6 +50,14 @@ impl Target {
     }
 }
 
+/// `limit`, or the default; out of 1..=[`MAX_LIMIT`] refused.
+fn checked_limit(limit: Option<u32>) -> Result<u32, HistoryError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(HistoryError::Limit(n)),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("no snippet {0}: search results give each snippet's id")]
@@ -67,6 +75,13 @@ pub enum HistoryError {
     },
     #[error("give words to search commit messages for")]
     NoQuery,
+    #[error(
+        "the query is {0} characters long, over the limit of {max}: search for fewer words",
+        max = crate::search::MAX_QUERY_CHARS
+    )]
+    QueryTooLong(usize),
+    #[error("limit {0} is out of range: give 1 to {MAX_LIMIT}")]
+    Limit(u32),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
     #[error(transparent)]
@@ -110,7 +125,7 @@ pub async fn history(
     repository: Option<&str>,
     limit: Option<u32>,
 ) -> Result<HistoryAnswer, HistoryError> {
-    let limit = i64::from(limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT));
+    let limit = i64::from(checked_limit(limit)?);
     let (repo_hint, path, lines) = match target {
         Target::Snippet(id) => {
             let s = store
@@ -192,6 +207,11 @@ pub async fn search_commits(
     if query.trim().is_empty() {
         return Err(HistoryError::NoQuery);
     }
+    let chars = query.chars().count();
+    if chars > crate::search::MAX_QUERY_CHARS {
+        return Err(HistoryError::QueryTooLong(chars));
+    }
+    let limit = i64::from(checked_limit(limit)?);
     let repos: Vec<(i64, String)> = if repositories.is_empty() {
         store
             .list_repositories()
@@ -208,7 +228,6 @@ pub async fn search_commits(
         v
     };
     let ids: Vec<i64> = repos.iter().map(|r| r.0).collect();
-    let limit = i64::from(limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT));
     Ok(store
         .search_commits(&ids, query, limit)
         .await?

@@ -28,12 +28,22 @@ pub struct ReferencesRequest {
     pub limit: Option<u32>,
 }
 
+/// `limit`, or the default; out of 1..=[`MAX_LIMIT`] refused.
+fn checked_limit(limit: Option<u32>) -> Result<u32, ReferencesError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(ReferencesError::Limit(n)),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReferencesError {
     #[error("give a symbol name")]
     NoSymbol,
     #[error("the symbol {0:?} is not a name (letters, digits, _ and the like; no spaces)")]
     BadSymbol(String),
+    #[error("limit {0} is out of range: give 1 to {MAX_LIMIT}")]
+    Limit(u32),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
     #[error(transparent)]
@@ -280,7 +290,7 @@ pub async fn references(
     let symbol = bare(&req.symbol)?;
     let repos = scope(store, &req.repositories).await?;
     let ids: Vec<i64> = repos.iter().map(|r| r.0).collect();
-    let limit = req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = checked_limit(req.limit)?;
     let kinds: Vec<&str> = if req.kinds.is_empty() {
         vec!["call", "import", "type"]
     } else {
@@ -330,7 +340,7 @@ pub async fn callees(
     let function = bare(&req.symbol)?;
     let repos = scope(store, &req.repositories).await?;
     let ids: Vec<i64> = repos.iter().map(|r| r.0).collect();
-    let limit = req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
+    let limit = checked_limit(req.limit)? as usize;
     let prefix = req.path.as_deref().unwrap_or("");
     let defs: Vec<DefRow> = store
         .definitions_named(&ids, &[function.as_str()])

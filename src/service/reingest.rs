@@ -57,6 +57,8 @@ pub struct ReingestFilters {
     pub languages: Vec<String>,
     pub priority: PriorityClass,
     pub batch_size: usize,
+    /// The downstream pipelines of a pipelines-only reingest; empty: a full base run.
+    pub pipelines: Vec<String>,
 }
 
 /// What a reingest did (or, dry, would do).
@@ -169,6 +171,7 @@ async fn reingest_unaudited(
         languages,
         priority: request.priority,
         batch_size: request.batch_size,
+        pipelines: request.pipelines.iter().map(|p| p.to_string()).collect(),
     };
     let batches = ids.len().div_ceil(request.batch_size);
     if request.dry_run {

@@ -8,6 +8,9 @@ use serde_json::Value;
 use super::{Store, StoreError};
 use crate::domain::pipelines::{self, EventName, Grain, Pipeline};
 
+/// How the key of an operator's reingest run starts.
+pub const REINGEST_KEY: &str = "reingest:";
+
 /// The channel a new event is announced on (delivered when its transaction commits).
 pub const CHANNEL: &str = "trawl_events";
 
@@ -210,7 +213,7 @@ impl Store {
             &mut tx,
             pipeline,
             repository_id,
-            &format!("reingest:{job_id}"),
+            &format!("{REINGEST_KEY}{job_id}"),
             None,
             version,
             None,

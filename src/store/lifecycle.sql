@@ -764,8 +764,18 @@ BEGIN
 END
 $$;
 
--- Succeed: the run's data is written; the pipeline's version of the repository moves up to
--- the run's (never down), and the job is done. Ignored unless the run is running.
+-- A worker's report on a run that is no longer running: one given back meanwhile
+-- (pending: its job is claimed again, and left alone) or ended (its job is closed).
+CREATE OR REPLACE FUNCTION trawl_pipeline_late(p_job_id TEXT) RETURNS VOID
+LANGUAGE sql AS $$
+    SELECT trawl_close_jobs(ARRAY[p_job_id], 'Killed',
+               jsonb_build_object('Err', 'the pipeline run was no longer running'), false)
+      FROM pipeline_runs
+     WHERE job_id = p_job_id AND status NOT IN ('pending', 'running')
+$$;
+
+-- Succeed: the run's data is written and the job is done. Ignored unless the run is
+-- running.
 CREATE OR REPLACE FUNCTION trawl_pipeline_succeed(p_job_id TEXT, p_result JSONB) RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -775,21 +785,16 @@ BEGIN
            error_message = NULL
      WHERE job_id = p_job_id AND status = 'running' RETURNING * INTO r;
     IF NOT FOUND THEN
-        PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed',
-            jsonb_build_object('Err', 'the pipeline run was no longer running'), true);
+        PERFORM trawl_pipeline_late(p_job_id);
         RETURN false;
     END IF;
-    INSERT INTO pipeline_versions (pipeline, repository_id, index_version)
-    VALUES (r.pipeline, r.repository_id, r.index_version)
-    ON CONFLICT (pipeline, repository_id) DO UPDATE
-       SET index_version = GREATEST(pipeline_versions.index_version, EXCLUDED.index_version),
-           updated_at = now();
     PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Done', jsonb_build_object('Ok', p_result), true);
     RETURN true;
 END
 $$;
 
 -- Retry: a retryable failure with attempts left; pending again, due after p_delay_secs.
+-- Ignored unless the run is running.
 CREATE OR REPLACE FUNCTION trawl_pipeline_retry(p_job_id TEXT, p_error TEXT, p_delay_secs FLOAT8)
 RETURNS VOID LANGUAGE plpgsql AS $$
 BEGIN
@@ -798,19 +803,48 @@ BEGIN
      WHERE job_id = p_job_id AND status = 'running';
     IF FOUND THEN
         PERFORM trawl_retry_job(p_job_id, p_error, p_delay_secs);
+    ELSE
+        PERFORM trawl_pipeline_late(p_job_id);
     END IF;
 END
 $$;
 
--- Fail: for good (a permanent error, or the last attempt's); the job is killed.
+-- Fail: for good (a permanent error, or the last attempt's); the job is killed. Ignored
+-- unless the run is running.
 CREATE OR REPLACE FUNCTION trawl_pipeline_fail(p_job_id TEXT, p_error TEXT) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE pipeline_runs SET status = 'failed', finished_at = now(), error_message = p_error,
            retry_at = NULL
-     WHERE job_id = p_job_id AND status IN ('pending', 'running');
-    PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed', jsonb_build_object('Err', p_error), true);
+     WHERE job_id = p_job_id AND status = 'running';
+    IF FOUND THEN
+        PERFORM trawl_close_jobs(ARRAY[p_job_id], 'Killed', jsonb_build_object('Err', p_error), true);
+    ELSE
+        PERFORM trawl_pipeline_late(p_job_id);
+    END IF;
 END
+$$;
+
+-- The index version pipeline p_pipeline's data of repository p_repo reflects (NULL: it
+-- never ran for it): the newest version up to which each of its runs succeeded. A run
+-- over every file (paths NULL: a first run, an operator's reingest, a history run)
+-- stands for the runs of its version and older ones; versions no run was made for
+-- (nothing the pipeline takes changed) are reflected when the ones before them are.
+CREATE OR REPLACE FUNCTION trawl_pipeline_reflects(p_pipeline TEXT, p_repo BIGINT) RETURNS INT
+LANGUAGE sql STABLE AS $$
+    WITH runs AS (
+        SELECT index_version, status, paths IS NULL AS whole
+          FROM pipeline_runs WHERE pipeline = p_pipeline AND repository_id = p_repo
+    ), covered AS (
+        SELECT COALESCE(max(index_version), 0) AS v FROM runs WHERE whole AND status = 'success'
+    )
+    SELECT CASE
+        WHEN NOT EXISTS (SELECT 1 FROM runs) THEN NULL
+        ELSE COALESCE(
+            (SELECT min(index_version) - 1 FROM runs, covered
+              WHERE status <> 'success' AND index_version > covered.v),
+            (SELECT COALESCE(max(version), 0) FROM index_versions WHERE repository_id = p_repo))
+    END
 $$;
 
 -- An operator's cancel of pipeline run p_id (pending or running): its job is killed, and a

@@ -227,8 +227,7 @@ impl Store {
             "SELECT p.pipeline, count(*) FILTER (WHERE p.behind > 0), COALESCE(max(p.behind), 0)::bigint
                FROM (SELECT pr.pipeline, pr.repository_id,
                             (SELECT max(version) FROM index_versions v WHERE v.repository_id = pr.repository_id)
-                              - COALESCE((SELECT pv.index_version FROM pipeline_versions pv
-                                           WHERE pv.pipeline = pr.pipeline AND pv.repository_id = pr.repository_id), 0)
+                              - COALESCE(trawl_pipeline_reflects(pr.pipeline, pr.repository_id), 0)
                               AS behind
                        FROM (SELECT DISTINCT pipeline, repository_id FROM pipeline_runs) pr) p
               GROUP BY p.pipeline",
@@ -263,7 +262,7 @@ impl Store {
         repository_id: i64,
     ) -> Result<(Option<i32>, Option<i32>), StoreError> {
         Ok(sqlx::query_as(
-            "SELECT (SELECT index_version FROM pipeline_versions WHERE pipeline = $1 AND repository_id = $2),
+            "SELECT trawl_pipeline_reflects($1, $2),
                     (SELECT max(version) FROM index_versions WHERE repository_id = $2)",
         )
         .bind(pipeline.as_str())
