@@ -71,6 +71,7 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
         "Failed tasks",
         "Recent runs",
         "Repositories",
+        "Pipelines",
     ] {
         assert!(
             sections.to_string().contains(section),
@@ -162,6 +163,81 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     .await
     .unwrap();
     assert_eq!(extract.0, "succeeded");
+
+    // The run's events fed the references pipeline: its run shows, succeeded.
+    page.wait_for(
+        "(() => {
+            const row = document.querySelector('#pipelines tr[data-pipeline=\"references\"]');
+            const run = [...document.querySelectorAll('#pipelines tr[data-pipeline-run]')]
+                .some(r => r.textContent.includes('references') && r.querySelector('.pipeline-status').textContent.trim() === 'success');
+            return !!row && row.querySelector('.lag').textContent === 'up to date' && run;
+        })()",
+        WAIT,
+    )
+    .await
+    .expect("the page shows the references run");
     let _ = stop.send(());
     worker.await.unwrap();
+
+    // With no worker, a reingest of the pipeline stays pending: Cancel, then Retry.
+    let repo = db.store.run(run).await.unwrap().repository_id;
+    let asked = trawl_cmd()
+        .envs(db.env())
+        .args([
+            "reingest",
+            "--pipelines",
+            "references",
+            "--repo",
+            &repo.to_string(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let asked: Value = serde_json::from_slice(&asked.stdout).unwrap();
+    let id = asked["pipeline_run_ids"][0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{asked}"));
+    let status_is = |status: &str| {
+        format!(
+            "document.querySelector('#pipelines tr[data-pipeline-run=\"{id}\"] .pipeline-status')?.textContent.trim() === '{status}'"
+        )
+    };
+    page.wait_for(&status_is("pending"), WAIT)
+        .await
+        .expect("the pending pipeline run shows");
+    page.click(&format!(
+        "#pipelines tr[data-pipeline-run=\"{id}\"] button.cancel-pipeline"
+    ))
+    .await
+    .unwrap();
+    page.wait_for(&status_is("cancelled"), WAIT)
+        .await
+        .expect("Cancel cancels it");
+    page.click(&format!(
+        "#pipelines tr[data-pipeline-run=\"{id}\"] button.retry-pipeline"
+    ))
+    .await
+    .unwrap();
+    page.wait_for(&status_is("pending"), WAIT)
+        .await
+        .expect("Retry makes it pending again");
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT actor, action FROM audit_log WHERE action IN ('cancel_pipeline_run', 'retry_pipeline_run') ORDER BY id",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        [
+            ("api".to_string(), "cancel_pipeline_run".to_string()),
+            ("api".to_string(), "retry_pipeline_run".to_string())
+        ],
+        "the clicks went through the API, audited"
+    );
 }

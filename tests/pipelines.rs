@@ -240,7 +240,35 @@ async fn events_feed_both_pipelines_which_answer_references_and_history() {
         "{}",
         first.stdout
     );
-    // websearch_to_tsquery ANDs the words: the words of the question must all be there.
+    // A question finds the commit holding most of its words (stemmed: "retries", "retry").
+    let found = trawl_in(
+        &db,
+        &[
+            "search",
+            "--commits",
+            "when were retries with backoff added?",
+        ],
+    );
+    assert_eq!(found.code, 0, "{}", found.stderr);
+    assert!(
+        found.stdout.contains("Add retry backoff"),
+        "{}",
+        found.stdout
+    );
+    // The web-search syntax means what it says: a phrase in its order.
+    let phrase = trawl_in(
+        &db,
+        &["search", "--commits", "\"retry backoff\" project", "--json"],
+    );
+    let hits: serde_json::Value = serde_json::from_str(&phrase.stdout).unwrap();
+    assert_eq!(
+        hits.as_array().map(Vec::len),
+        Some(0),
+        "every word must be there with the syntax: {hits}"
+    );
+    let phrase = trawl_in(&db, &["search", "--commits", "\"backoff retry\"", "--json"]);
+    let hits: serde_json::Value = serde_json::from_str(&phrase.stdout).unwrap();
+    assert_eq!(hits.as_array().map(Vec::len), Some(0), "{hits}");
     let found = trawl_in(&db, &["search", "--commits", "retries backoff"]);
     assert!(
         found.stdout.contains("Add retry backoff"),

@@ -118,4 +118,6 @@ pub struct Dashboard {
     /// The most recent runs, newest first.
     pub runs: Vec<RunWithStages>,
     pub repositories: Vec<RepositoryStatus>,
+    /// The downstream pipelines: counts and lag of each, their most recent runs.
+    pub pipelines: crate::service::pipelines::PipelinesOverview,
 }

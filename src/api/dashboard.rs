@@ -1,7 +1,8 @@
 //! The operator dashboard: one HTML page (`dashboard.html`, plain JavaScript, no build
 //! step) that polls [`state`] every second and renders the queue, the stages at work, the
-//! failed tasks with retry and cancel buttons, recent runs with their stage timelines, and
-//! the repositories.
+//! failed tasks with retry and cancel buttons, recent runs with their stage timelines, the
+//! repositories, and the downstream pipelines with their recent runs (retry and cancel
+//! buttons too).
 
 use super::AppState;
 use super::answers::{Dashboard, RunWithStages};
@@ -53,6 +54,14 @@ pub async fn state(State(state): State<AppState>) -> Result<Json<Dashboard>, Api
         })
         .collect();
     let repositories = status::status(store, None).await?;
+    let pipelines = crate::service::pipelines::overview(
+        store,
+        &crate::store::pipelines::PipelineRunFilter {
+            limit: RECENT,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(Json(Dashboard {
         now: chrono::Utc::now(),
         queue,
@@ -60,5 +69,6 @@ pub async fn state(State(state): State<AppState>) -> Result<Json<Dashboard>, Api
         failed,
         runs,
         repositories,
+        pipelines,
     }))
 }

@@ -93,29 +93,20 @@ fn worded(e: ReferencesError) -> anyhow::Error {
 }
 
 pub async fn refs(args: RefsArgs, config: &Config) -> anyhow::Result<i32> {
-    let store = database::open(config).await?;
-    let answer = service::references(&store, &request(&args.common, args.kinds))
-        .await
-        .map_err(worded)?;
-    if args.common.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(0);
-    }
-    print_references(
-        &answer.symbol,
-        &answer.references,
-        answer.truncated,
-        &answer.freshness,
-    );
-    Ok(0)
+    answer(config, &args.common, args.kinds).await
 }
 
 pub async fn callers(args: CallersArgs, config: &Config) -> anyhow::Result<i32> {
+    answer(config, &args.common, vec![RefKind::Call]).await
+}
+
+/// Prints the references of `kinds` to the symbol `common` names.
+async fn answer(config: &Config, common: &Args, kinds: Vec<RefKind>) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
-    let answer = service::references(&store, &request(&args.common, vec![RefKind::Call]))
+    let answer = service::references(&store, &request(common, kinds))
         .await
         .map_err(worded)?;
-    if args.common.json {
+    if common.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(0);
     }

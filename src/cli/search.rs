@@ -25,7 +25,7 @@ use crate::service::search::{SearchRequest, SearchRequestError};
 ///
 ///   trawl search HTTPServer --mode keyword --json
 ///
-///   trawl search --commits "retry backoff"   # commits whose messages hold both words
+///   trawl search --commits "when was retry backoff added"
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to look for: words, identifiers, or a description of the code.
@@ -52,9 +52,9 @@ pub struct Args {
     /// language, score, snippet).
     #[arg(long)]
     json: bool,
-    /// Search the commit messages of git sources instead (their words, stemmed: "retries"
-    /// finds "retry"; "a phrase", -word and OR work), best first. From the history
-    /// pipeline.
+    /// Search the commit messages of git sources instead, best first: the messages that
+    /// hold most of the words (stemmed: "retries" finds "retry"); with "a phrase", -word
+    /// or OR, exactly what the query says. From the history pipeline.
     #[arg(long)]
     commits: bool,
 }

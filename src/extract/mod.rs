@@ -206,14 +206,7 @@ impl<'a> Walk<'a> {
         let kind = self.spec.kind_of(node.kind())?;
         match node.kind() {
             // `const f = () => …`: only declarators bound to a function.
-            "variable_declarator" => {
-                let value = node.child_by_field_name("value")?;
-                matches!(
-                    value.kind(),
-                    "arrow_function" | "function_expression" | "function" | "generator_function"
-                )
-                .then_some(kind)
-            }
+            "variable_declarator" => binds_function(node).then_some(kind),
             // C and C++ types count when they have a body; a typedef covers its struct.
             "struct_specifier" | "union_specifier" | "enum_specifier" | "class_specifier" => {
                 let has_body = node.child_by_field_name("body").is_some();
@@ -232,11 +225,7 @@ impl<'a> Walk<'a> {
             }
             // Rust: only inline modules (`mod x { … }`), not `mod x;`.
             "mod_item" => node.child_by_field_name("body").map(|_| kind),
-            "type_spec" => Some(match node.child_by_field_name("type").map(|t| t.kind()) {
-                Some("struct_type") => "struct",
-                Some("interface_type") => "interface",
-                _ => "type",
-            }),
+            "type_spec" => Some(go_type_kind(node)),
             _ => Some(kind),
         }
     }
@@ -692,6 +681,25 @@ fn windows_of(lines: &[&str], first_row: usize, ordinal: i32) -> Vec<Snippet> {
             s
         })
         .collect()
+}
+
+/// Whether declarator `node` (`const f = …`) binds a function.
+pub(crate) fn binds_function(node: Node) -> bool {
+    node.child_by_field_name("value").is_some_and(|v| {
+        matches!(
+            v.kind(),
+            "arrow_function" | "function_expression" | "function" | "generator_function"
+        )
+    })
+}
+
+/// The kind of Go type declaration `node` (a `type_spec`).
+pub(crate) fn go_type_kind(node: Node) -> &'static str {
+    match node.child_by_field_name("type").map(|t| t.kind()) {
+        Some("struct_type") => "struct",
+        Some("interface_type") => "interface",
+        _ => "type",
+    }
 }
 
 #[cfg(test)]

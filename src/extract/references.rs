@@ -291,14 +291,7 @@ impl<'a> Walk<'a> {
     fn def_kind(&self, node: Node) -> Option<&'static str> {
         let kind = self.spec.kind_of(node.kind())?;
         match node.kind() {
-            "variable_declarator" => {
-                let value = node.child_by_field_name("value")?;
-                matches!(
-                    value.kind(),
-                    "arrow_function" | "function_expression" | "function" | "generator_function"
-                )
-                .then_some(kind)
-            }
+            "variable_declarator" => super::binds_function(node).then_some(kind),
             "struct_specifier" | "union_specifier" | "enum_specifier" | "class_specifier" => {
                 let has_body = node.child_by_field_name("body").is_some();
                 (has_body && self.parent_kind() != "type_definition").then_some(kind)
@@ -314,11 +307,7 @@ impl<'a> Walk<'a> {
                 })
             }
             "mod_item" => node.child_by_field_name("body").map(|_| kind),
-            "type_spec" => Some(match node.child_by_field_name("type").map(|t| t.kind()) {
-                Some("struct_type") => "struct",
-                Some("interface_type") => "interface",
-                _ => "type",
-            }),
+            "type_spec" => Some(super::go_type_kind(node)),
             _ => Some(kind),
         }
     }

@@ -383,7 +383,7 @@ impl TrawlMcp {
     }
 
     #[tool(
-        description = "Search the commit messages of git sources by their words (every word must occur; \"a phrase\", -not and or as in web search), best first: \"retry backoff\"."
+        description = "Search the commit messages of git sources by their words, best first (the messages holding most of them; \"a phrase\", -not and or as in web search): \"when was retry backoff added\"."
     )]
     async fn search_commits(
         &self,

@@ -52,10 +52,7 @@ impl Target {
 
 /// `limit`, or the default; out of 1..=[`MAX_LIMIT`] refused.
 fn checked_limit(limit: Option<u32>) -> Result<u32, HistoryError> {
-    match limit.unwrap_or(DEFAULT_LIMIT) {
-        n @ 1..=MAX_LIMIT => Ok(n),
-        n => Err(HistoryError::Limit(n)),
-    }
+    super::answers_limit(limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(HistoryError::Limit)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,3 +15,11 @@ pub mod scheduler;
 pub mod search;
 pub mod status;
 pub mod tasks;
+
+/// How many answers to give: `limit`, or `default`; out of 1..=`max`, `Err` with it.
+pub(crate) fn answers_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, u32> {
+    match limit.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n),
+        n => Err(n),
+    }
+}

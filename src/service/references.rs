@@ -30,10 +30,7 @@ pub struct ReferencesRequest {
 
 /// `limit`, or the default; out of 1..=[`MAX_LIMIT`] refused.
 fn checked_limit(limit: Option<u32>) -> Result<u32, ReferencesError> {
-    match limit.unwrap_or(DEFAULT_LIMIT) {
-        n @ 1..=MAX_LIMIT => Ok(n),
-        n => Err(ReferencesError::Limit(n)),
-    }
+    super::answers_limit(limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(ReferencesError::Limit)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -208,24 +208,33 @@ impl Store {
         .await?)
     }
 
-    /// Commits of the repositories `repos` whose messages match `query` (web-search syntax:
-    /// words, "phrases", -not, or), best first.
+    /// Commits of the repositories `repos` whose messages match `query`, best first. Plain
+    /// words match a message holding any of them, those holding more (and closer) first;
+    /// with web-search syntax ("a phrase", -not, or) the query means what it says.
     pub async fn search_commits(
         &self,
         repos: &[i64],
         query: &str,
         limit: i64,
     ) -> Result<Vec<CommitRow>, StoreError> {
+        let syntax = query.contains('"')
+            || query
+                .split_whitespace()
+                .any(|w| w.starts_with('-') || w.eq_ignore_ascii_case("or"));
         Ok(sqlx::query_as(
             "SELECT c.repository_id, c.hash, c.author, c.committed_at, c.message, NULL::text AS change,
                     ts_rank_cd(c.search, q) AS rank
-               FROM commits c, websearch_to_tsquery('english', $2) q
+               FROM commits c,
+                    (SELECT CASE WHEN $4 THEN websearch_to_tsquery('english', $2)
+                                 ELSE replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery
+                            END AS q) query
               WHERE c.repository_id = ANY($1) AND c.search @@ q
               ORDER BY rank DESC, c.committed_at DESC, c.seq DESC LIMIT $3",
         )
         .bind(repos)
         .bind(query)
         .bind(limit)
+        .bind(syntax)
         .fetch_all(&self.pool)
         .await?)
     }
