@@ -69,6 +69,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
+    let ctx_store = store.clone();
     let ctx = PipelineContext::new(store, config.clone());
     let json = args.json;
     let run = index::wait_for_run(ctx, run_id, |s| print_progress(s, json))
@@ -82,8 +83,39 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         for w in crate::pipeline::stages::results::RunResult::of(&run.result).warnings() {
             println!("warning: {}", super::for_terminal(&w));
         }
+        print_pipelines(&ctx_store, &run).await;
     }
     Ok(if run.status == "succeeded" { 0 } else { 1 })
+}
+
+/// One line per downstream pipeline that run `run`'s events fed: how its runs ended (or
+/// that they wait for a worker).
+async fn print_pipelines(store: &crate::store::Store, run: &crate::store::runs::Run) {
+    let filter = crate::store::pipelines::PipelineRunFilter {
+        repository_id: Some(run.repository_id),
+        limit: 1000,
+        ..Default::default()
+    };
+    let Ok(runs) = store.pipeline_runs(&filter).await else {
+        return;
+    };
+    let mut by: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for r in runs.iter().filter(|r| r.created_at >= run.created_at) {
+        by.entry(r.pipeline.as_str())
+            .or_default()
+            .push(r.status.to_string());
+    }
+    for (pipeline, statuses) in by {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for s in &statuses {
+            *counts.entry(s.as_str()).or_default() += 1;
+        }
+        let said: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        println!(
+            "pipeline {pipeline}: {} (`trawl pipelines list`)",
+            said.join(", ")
+        );
+    }
 }
 
 /// Prints a progress snapshot: one JSON line with `json`, else for people (see

@@ -166,7 +166,9 @@ fn resolution(r: &Resolution) -> String {
         Resolution::Imported { path, line } => {
             format!("→ {}:{line} (imported)", super::for_terminal(path))
         }
-        Resolution::Unique { path, line } => format!("→ {}:{line}", super::for_terminal(path)),
+        Resolution::Unique { path, line } | Resolution::Qualified { path, line } => {
+            format!("→ {}:{line}", super::for_terminal(path))
+        }
         Resolution::Ambiguous { candidates } => format!("? defined in {candidates} files"),
         Resolution::Unresolved => "(not defined here)".into(),
     }

@@ -277,6 +277,9 @@ impl<'a> Walk<'a> {
         if let Some((name, start)) = self.callee(node) {
             self.call(name, start);
         }
+        if self.lang == Lang::Rust && node.kind() == "token_tree" {
+            self.macro_calls(node);
+        }
         if node.kind() == "scoped_type_identifier" {
             self.type_path(node);
         }
@@ -491,6 +494,42 @@ impl<'a> Walk<'a> {
         .then(|| qualifier.to_string());
         self.excluded.insert(name.id());
         self.push_ref(name, RefKind::Call, qualifier);
+    }
+
+    /// Rust: the calls in a macro's arguments (`assert_eq!(f(x), …)`, `format!("{}",
+    /// a.b())`), which tree-sitter leaves as tokens: a name followed by a parenthesised
+    /// token tree (or by `!` and one: a macro), qualified by the `a::b::` or `a.b.` before it.
+    fn macro_calls(&mut self, tree: Node<'a>) {
+        let mut cursor = tree.walk();
+        let tokens: Vec<Node> = tree.children(&mut cursor).collect();
+        for (i, t) in tokens.iter().enumerate() {
+            if t.kind() != "identifier" {
+                continue;
+            }
+            let args = match tokens.get(i + 1) {
+                Some(n) if n.kind() == "!" => tokens.get(i + 2),
+                n => n,
+            };
+            let parenthesised = args.is_some_and(|a| {
+                a.kind() == "token_tree" && a.child(0).is_some_and(|open| open.kind() == "(")
+            });
+            // `fn f(…)` in a macro defines; `$f(…)` is a metavariable.
+            let defines = i > 0 && matches!(self.text(tokens[i - 1]), "fn" | "$");
+            if !parenthesised || defines {
+                continue;
+            }
+            let mut start = i;
+            while start >= 2
+                && matches!(tokens[start - 1].kind(), "::" | ".")
+                && matches!(
+                    tokens[start - 2].kind(),
+                    "identifier" | "self" | "super" | "crate"
+                )
+            {
+                start -= 2;
+            }
+            self.call(*t, tokens[start].start_byte());
+        }
     }
 
     // ----- imports -----
@@ -977,6 +1016,41 @@ mod tests {
         assert_eq!(call(&s, "println", 8).qualifier, None);
         assert_eq!(call(&s, "helper", 9).qualifier, None);
         assert_eq!(call(&s, "run", 12).from_line, Some(12));
+    }
+
+    #[test]
+    fn rust_calls_in_macro_arguments() {
+        let s = parse(
+            "rust",
+            &[
+                "fn t() {",
+                "    assert_eq!(Running.apply(E::Abandon), Ok(Pending));",
+                "    println!(\"{}\", super::for_terminal(&w), vec![x.y.len()]);",
+                "    m!(fn inner(a: u8) {}, $f(1), format!(\"{}\", g(2)));",
+                "}",
+            ],
+        );
+        let calls: Vec<(&str, i32, Option<&str>)> = s
+            .refs
+            .iter()
+            .filter(|r| r.kind == RefKind::Call)
+            .map(|r| (r.name.as_str(), r.line, r.qualifier.as_deref()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("assert_eq", 2, None),
+                ("apply", 2, Some("Running")),
+                ("Ok", 2, None),
+                ("println", 3, None),
+                ("for_terminal", 3, Some("super")),
+                ("len", 3, Some("x.y")),
+                ("m", 4, None),
+                ("format", 4, None),
+                ("g", 4, None),
+            ]
+        );
+        assert_eq!(call(&s, "apply", 2).from.as_deref(), Some("t"));
     }
 
     #[test]

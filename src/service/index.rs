@@ -288,6 +288,17 @@ pub async fn wait_for_run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     if let Some(handle) = local {
+        // The downstream pipelines the run's events feed are worked here too: with no
+        // worker alive, nobody else would route the events or take the pipeline runs.
+        if run.status == "succeeded" {
+            while !handle.is_finished() {
+                let (unrouted, open) = store.pipeline_work_left(run.id, run.repository_id).await?;
+                if unrouted == 0 && open == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let _ = stop_tx.send(true);
         let _ = handle.await;
     }

@@ -57,20 +57,50 @@ pub enum Resolution {
     Imported { path: String, line: i32 },
     /// One file of the repository defines it (no import seen).
     Unique { path: String, line: i32 },
+    /// What the name was reached through (`database::open`, `Store::open`) names the
+    /// module or type of one of its definitions.
+    Qualified { path: String, line: i32 },
     /// Several files define it: which one is meant is not known.
     Ambiguous { candidates: usize },
     /// No definition in the repository (a library's, a builtin).
     Unresolved,
 }
 
+/// The module a file is (`src/database.rs` → `database`, `pkg/util/__init__.py` →
+/// `util`, `a/mod.rs` → `a`).
+fn module_of(path: &str) -> &str {
+    let mut parts = path.rsplit('/');
+    let file = parts.next().unwrap_or(path);
+    let stem = file.split('.').next().unwrap_or(file);
+    match stem {
+        "mod" | "__init__" | "index" | "lib" => parts.next().unwrap_or(stem),
+        _ => stem,
+    }
+}
+
+/// The last name of a qualifier (`crate::database` → `database`, `self.store` → `store`).
+fn last_name(qualifier: &str) -> &str {
+    qualifier
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .find(|s| !s.is_empty())
+        .unwrap_or("")
+}
+
 /// Ties a reference in `path` of repository `repo` to one of `defs` (definitions of its
-/// name, any repository); `imported`: the file imports the name.
-pub fn resolve(repo: i64, path: &str, defs: &[DefRow], imported: bool) -> Resolution {
+/// name, any repository); `imported`: the file imports the name; `qualifier`: what the
+/// name was reached through.
+pub fn resolve(
+    repo: i64,
+    path: &str,
+    defs: &[DefRow],
+    imported: bool,
+    qualifier: Option<&str>,
+) -> Resolution {
     use crate::sources::directory::language_of;
     // A Python call means a Python definition: definitions in files of another language
     // are not candidates (when both languages are known).
     let language = language_of(path);
-    let mine: Vec<&DefRow> = defs
+    let mut mine: Vec<&DefRow> = defs
         .iter()
         .filter(|d| d.repository_id == repo)
         .filter(|d| match (language, language_of(&d.path)) {
@@ -78,6 +108,39 @@ pub fn resolve(repo: i64, path: &str, defs: &[DefRow], imported: bool) -> Resolu
             _ => true,
         })
         .collect();
+    // A qualifier naming a module or type: the definitions of that module or type.
+    let q = qualifier.map(last_name).unwrap_or("");
+    if !q.is_empty() && !matches!(q, "self" | "Self" | "this" | "super" | "crate" | "cls") {
+        let owner = |d: &&&DefRow| {
+            module_of(&d.path) == q
+                || d.qualified
+                    .as_deref()
+                    .and_then(|full| full.rsplit_once(['.', ':']))
+                    .is_some_and(|(owner, _)| last_name(owner) == q)
+        };
+        let matching: Vec<&&DefRow> = mine.iter().filter(owner).collect();
+        let mut files: Vec<&str> = matching.iter().map(|d| d.path.as_str()).collect();
+        files.dedup();
+        if files.len() == 1 {
+            let (p, line) = (matching[0].path.clone(), matching[0].line);
+            return if p == path {
+                Resolution::Local { path: p, line }
+            } else {
+                Resolution::Qualified { path: p, line }
+            };
+        }
+        // A type (capitalised, on a path) none of them belongs to: a library's
+        // (`fs::File::open`). A capitalised value (`Running.apply()`) says nothing.
+        let on_path = qualifier.is_some_and(|q| q.contains("::"));
+        if files.is_empty() && on_path && q.starts_with(char::is_uppercase) {
+            return Resolution::Unresolved;
+        }
+        // A value's method (`repo.label()`): not a free function, when methods of the
+        // name exist.
+        if !on_path && mine.iter().any(|d| d.qualified.is_some()) {
+            mine.retain(|d| d.qualified.is_some());
+        }
+    }
     if let Some(d) = mine.iter().find(|d| d.path == path) {
         return Resolution::Local {
             path: d.path.clone(),
@@ -260,9 +323,15 @@ async fn resolved(
                 repository: label_of(repos, r.repository_id),
                 resolution: if r.kind == "import" {
                     // An import is the reference itself; where it points is the question.
-                    resolve(r.repository_id, "", &named, true)
+                    resolve(r.repository_id, "", &named, true, None)
                 } else {
-                    resolve(r.repository_id, &r.path, &named, imported)
+                    resolve(
+                        r.repository_id,
+                        &r.path,
+                        &named,
+                        imported,
+                        r.qualifier.as_deref(),
+                    )
                 },
                 repository_id: r.repository_id,
                 path: r.path,
@@ -393,41 +462,104 @@ mod tests {
     fn references_resolve_by_file_import_and_uniqueness() {
         let one = [def(1, "a.rs", 3), def(2, "x.rs", 1)];
         assert_eq!(
-            resolve(1, "a.rs", &one, false),
+            resolve(1, "a.rs", &one, false, None),
             Resolution::Local {
                 path: "a.rs".into(),
                 line: 3
             }
         );
         assert_eq!(
-            resolve(1, "b.rs", &one, true),
+            resolve(1, "b.rs", &one, true, None),
             Resolution::Imported {
                 path: "a.rs".into(),
                 line: 3
             }
         );
         assert_eq!(
-            resolve(1, "b.rs", &one, false),
+            resolve(1, "b.rs", &one, false, None),
             Resolution::Unique {
                 path: "a.rs".into(),
                 line: 3
             }
         );
         // Another repository's definition is not this one's, nor another language's.
-        assert_eq!(resolve(3, "b.rs", &one, false), Resolution::Unresolved);
-        assert_eq!(resolve(1, "b.py", &one, true), Resolution::Unresolved);
+        assert_eq!(
+            resolve(3, "b.rs", &one, false, None),
+            Resolution::Unresolved
+        );
+        assert_eq!(resolve(1, "b.py", &one, true, None), Resolution::Unresolved);
         let two = [def(1, "a.rs", 3), def(1, "c.rs", 9), def(1, "c.rs", 20)];
         assert_eq!(
-            resolve(1, "b.rs", &two, true),
+            resolve(1, "b.rs", &two, true, None),
             Resolution::Ambiguous { candidates: 2 }
         );
         assert_eq!(
-            resolve(1, "c.rs", &two, false),
+            resolve(1, "c.rs", &two, false, None),
             Resolution::Local {
                 path: "c.rs".into(),
                 line: 9
             }
         );
+    }
+
+    #[test]
+    fn a_qualifier_picks_the_module_or_type() {
+        let mut store = def(1, "src/store/mod.rs", 61);
+        store.qualified = Some("Store::open".into());
+        let mut keyword = def(1, "src/search/keyword.rs", 156);
+        keyword.qualified = Some("KeywordIndex::open".into());
+        let defs = [def(1, "src/database.rs", 53), store, keyword];
+        let at = |path: &str, line: i32| Resolution::Qualified {
+            path: path.into(),
+            line,
+        };
+        let r = |from: &str, q: &str| resolve(1, from, &defs, false, Some(q));
+        assert_eq!(r("src/cli/a.rs", "database"), at("src/database.rs", 53));
+        assert_eq!(
+            r("src/cli/a.rs", "crate::database"),
+            at("src/database.rs", 53)
+        );
+        // Not the function of the same name in the calling file.
+        assert_eq!(r("src/database.rs", "Store"), at("src/store/mod.rs", 61));
+        assert_eq!(
+            r("src/search/keyword.rs", "KeywordIndex"),
+            Resolution::Local {
+                path: "src/search/keyword.rs".into(),
+                line: 156
+            }
+        );
+        // A type none of them belongs to is a library's.
+        assert_eq!(r("src/cli/a.rs", "std::fs::File"), Resolution::Unresolved);
+        // An enum variant's or a variable's method: one of the methods.
+        assert_eq!(
+            r("src/cli/a.rs", "Running"),
+            Resolution::Ambiguous { candidates: 2 }
+        );
+        assert_eq!(
+            r("src/cli/a.rs", "index"),
+            Resolution::Ambiguous { candidates: 2 }
+        );
+        let free_and_method = [defs[0].clone(), defs[1].clone()];
+        assert_eq!(
+            resolve(1, "src/cli/a.rs", &free_and_method, false, Some("repo")),
+            Resolution::Unique {
+                path: "src/store/mod.rs".into(),
+                line: 61
+            }
+        );
+        // A path to a module none of them is: the other rules decide.
+        assert_eq!(
+            resolve(
+                1,
+                "src/cli/a.rs",
+                &free_and_method,
+                false,
+                Some("other::module")
+            ),
+            Resolution::Ambiguous { candidates: 2 }
+        );
+        assert_eq!(module_of("pkg/util/__init__.py"), "util");
+        assert_eq!(module_of("src/a/mod.rs"), "a");
     }
 
     #[test]

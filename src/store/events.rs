@@ -231,6 +231,24 @@ impl Store {
     }
 
     /// The events of run `run_id`, oldest first.
+    /// What the downstream pipelines still have to do after run `run_id` of repository
+    /// `repository_id`: its events not routed yet, and the repository's open pipeline runs.
+    pub async fn pipeline_work_left(
+        &self,
+        run_id: i64,
+        repository_id: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events WHERE run_id = $1 AND routed_at IS NULL),
+                    (SELECT count(*) FROM pipeline_runs
+                      WHERE repository_id = $2 AND status IN ('pending', 'running'))",
+        )
+        .bind(run_id)
+        .bind(repository_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn events_of_run(&self, run_id: i64) -> Result<Vec<Event>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM events WHERE run_id = $1 ORDER BY id")
