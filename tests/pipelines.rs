@@ -695,3 +695,29 @@ async fn pipeline_runs_follow_their_model() {
     }
     assert_eq!(seen.len(), 5, "every status was reached: {seen:?}");
 }
+
+/// `trawl index --wait` with no worker alive works the pipelines its run fed too, before
+/// its own worker stops: their answers are there when it returns.
+#[tokio::test]
+async fn index_wait_works_the_pipelines_too() {
+    let db = TestDb::new().await;
+    let tree = tempfile::tempdir().unwrap();
+    let source = git_project(&tree.path().join("app"));
+    let indexed = trawl_in(&db, &["index", &source, "--wait"]);
+    assert_eq!(indexed.code, 0, "{}", indexed.stderr);
+    assert!(
+        indexed.stdout.contains("pipeline references: ")
+            && indexed.stdout.contains("pipeline history: 1 success"),
+        "{}",
+        indexed.stdout
+    );
+    assert!(!indexed.stdout.contains("pending"), "{}", indexed.stdout);
+    let callers = trawl_in(&db, &["callers", "helper"]);
+    assert!(callers.stdout.contains("main.py"), "{}", callers.stdout);
+    let history = trawl_in(&db, &["history", "util.py"]);
+    assert!(
+        history.stdout.contains("Add retry backoff"),
+        "{}",
+        history.stdout
+    );
+}
