@@ -19,7 +19,7 @@ pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 /// Files above this size are skipped by SYNC, with the reason recorded.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
 /// Connections per process; workers and the API share one pool.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// How long to wait for a database connection before saying it is unreachable.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Stage jobs one worker process runs at once.

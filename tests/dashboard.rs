@@ -176,6 +176,25 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     )
     .await
     .expect("the page shows the references run");
+    // And /metrics counts it, per pipeline.
+    let metrics = served
+        .client()
+        .get(served.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let success = metrics
+        .lines()
+        .find(|l| l.starts_with("trawl_pipeline_runs{pipeline=\"references\",status=\"success\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_ne!(success.rsplit(' ').next(), Some("0"), "{success}");
+    assert!(
+        metrics.contains("trawl_pipeline_lag_versions{pipeline=\"references\"} 0"),
+        "{metrics}"
+    );
     let _ = stop.send(());
     worker.await.unwrap();
 

@@ -234,6 +234,42 @@ async fn events_feed_both_pipelines_which_answer_references_and_history() {
         "{}",
         lines.stdout
     );
+    // A snippet's history: the commits that last changed its lines (`size` holds the
+    // retry commit's comment).
+    let found = trawl_in(&db, &["search", "size", "--mode", "keyword", "--json"]);
+    let hits: serde_json::Value = serde_json::from_str(&found.stdout).unwrap();
+    let size = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "Widget.size")
+        .unwrap_or_else(|| panic!("{hits}"));
+    let by_snippet = trawl_in(
+        &db,
+        &["history", "--snippet", &size["snippet_id"].to_string()],
+    );
+    assert_eq!(by_snippet.code, 0, "{}", by_snippet.stderr);
+    assert!(
+        by_snippet.stdout.contains("Add retry backoff"),
+        "{}",
+        by_snippet.stdout
+    );
+    let missing = trawl_in(&db, &["history", "--snippet", "999999"]);
+    assert_eq!(missing.code, 1, "{}", missing.stdout);
+    assert!(
+        missing.stderr.contains("no snippet 999999"),
+        "{}",
+        missing.stderr
+    );
+    // What `Widget.size` calls: `helper`, resolved to util.py's.
+    let callees = trawl_in(&db, &["callees", "size", "--json"]);
+    assert_eq!(callees.code, 0, "{}", callees.stderr);
+    let v: serde_json::Value = serde_json::from_str(&callees.stdout).unwrap();
+    let text = v.to_string();
+    assert!(
+        text.contains("\"helper\"") && text.contains("util.py"),
+        "{v}"
+    );
     let first = trawl_in(&db, &["history", "util.py:1-2"]);
     assert!(
         first.stdout.contains("Start the project") && !first.stdout.contains("retry"),

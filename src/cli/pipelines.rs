@@ -113,7 +113,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             println!(
-                "{:<11} {:>8} {:>8} {:>8} {:>7} {:>10}  behind",
+                "{:<11} {:>8} {:>8} {:>8} {:>7} {:>10}  LAG",
                 "PIPELINE", "PENDING", "RUNNING", "SUCCESS", "FAILED", "CANCELLED"
             );
             for p in &overview.pipelines {
@@ -136,19 +136,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             println!(
-                "\n{:>6}  {:<11} {:>5} {:>8}  {:<10} {:>7}  error",
+                "\n{:>6}  {:<11} {:>5} {:>8}  {:<10} {:>7}  ERROR",
                 "ID", "PIPELINE", "REPO", "VERSION", "STATUS", "ATTEMPT"
             );
             for r in &overview.runs {
                 println!(
-                    "{:>6}  {:<11} {:>5} {:>8}  {:<10} {:>3}/{:<3}  {}",
+                    "{:>6}  {:<11} {:>5} {:>8}  {:<10} {:>7}  {}",
                     r.id,
                     r.pipeline,
                     r.repository_id,
                     r.index_version,
                     r.status,
-                    r.attempt,
-                    r.max_attempts,
+                    format!("{}/{}", r.attempt, r.max_attempts),
                     super::for_terminal(r.error_message.as_deref().unwrap_or(""))
                 );
             }

@@ -306,6 +306,23 @@ impl Store {
     }
 
     /// Up to `limit` snippets of a repository without a summary of the current content.
+    /// How many of repository `repository_id`'s snippets want a summary (none, or one of
+    /// an older content): what ENRICH has to do.
+    pub async fn count_snippets_without_summary(
+        &self,
+        repository_id: i64,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM snippets s
+             LEFT JOIN snippet_summaries m ON m.snippet_id = s.id
+             WHERE s.repository_id = $1 AND s.part IS NULL
+               AND (m.snippet_id IS NULL OR m.source_hash <> s.content_hash)",
+        )
+        .bind(repository_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn snippets_without_summary(
         &self,
         repository_id: i64,

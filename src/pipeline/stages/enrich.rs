@@ -40,9 +40,13 @@ pub async fn run(ctx: &PipelineContext, run: &Run) -> Result<StageOutcome, Stage
     };
     let mut summarised = 0i64;
     let mut after = 0;
+    let total = ctx
+        .store
+        .count_snippets_without_summary(run.repository_id)
+        .await?;
     loop {
         ctx.store
-            .stage_progress(run.id, Stage::Enrich, 0, summarised, 0, None)
+            .stage_progress(run.id, Stage::Enrich, total, summarised.min(total), 0, None)
             .await?;
         let page = ctx
             .store
