@@ -924,6 +924,39 @@ async fn the_openapi_document_matches_the_routes_and_every_answer_its_schema() {
             "{answer}: {checked:#?}"
         );
     }
+    // The references answers with data (index --wait worked the references pipeline),
+    // checked against their schemas too.
+    for (path, query) in [
+        ("/api/v1/references/callers", "symbol=call"),
+        ("/api/v1/references/callees", "symbol=retry_with_backoff"),
+        ("/api/v1/references", "symbol=open&kind=call"),
+    ] {
+        let (status, answer) = ask(http.get(served.url(&format!("{path}?{query}")))).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+        assert!(
+            answer.to_string().contains("net.py") || answer.to_string().contains("config.py"),
+            "{path}: {answer}"
+        );
+        let schema =
+            &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        let wrong = schema::violations(&doc, schema, &answer);
+        assert!(wrong.is_empty(), "{path}: {wrong:#?}");
+    }
+    let (status, refused) =
+        ask(http.get(served.url("/api/v1/references?symbol=x&limit=5000"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit 5000"),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["code"], "invalid_query", "{refused}");
+    let long = "x".repeat(trawl::search::MAX_QUERY_CHARS + 1);
+    let (status, refused) = ask(http.get(served.url(&format!("/api/v1/commits?q={long}")))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_query", "{refused}");
     // A search with hits, checked against its schema too.
     let (status, found) = ask(http.get(served.url("/api/v1/search?q=parse+config&limit=3"))).await;
     assert_eq!(status, StatusCode::OK, "{found}");

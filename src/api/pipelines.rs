@@ -21,6 +21,7 @@ impl From<ReferencesError> for ApiError {
         match e {
             ReferencesError::Repository(e) => e.into(),
             ReferencesError::Store(e) => e.into(),
+            ReferencesError::Limit(_) => ApiError::bad_request("invalid_query", e.to_string()),
             _ => ApiError::bad_request("invalid_symbol", e.to_string()),
         }
     }
@@ -36,6 +37,9 @@ impl From<HistoryError> for ApiError {
             }
             HistoryError::AmbiguousFile { .. } => {
                 ApiError::conflict("ambiguous_file", e.to_string())
+            }
+            HistoryError::Limit(_) | HistoryError::QueryTooLong(_) => {
+                ApiError::bad_request("invalid_query", e.to_string())
             }
             _ => ApiError::bad_request("invalid_history", e.to_string()),
         }
