@@ -149,10 +149,11 @@ async fn events_feed_both_pipelines_which_answer_references_and_history() {
         ]
     );
 
-    // References: one run per event it wants (python and rust: not markdown); history: one
-    // for the version.
-    let refs = ended(&db, Pipeline::References, 2).await;
-    assert_eq!(refs.len(), 2, "{refs:?}");
+    // References: the repository's first run takes every file, and stands for the other
+    // events of the version (python and rust); history: one for the version.
+    let refs = ended(&db, Pipeline::References, 1).await;
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_eq!(refs[0].paths, None, "{refs:?}");
     assert!(
         refs.iter().all(|r| r.status == PipelineStatus::Success),
         "{refs:?}"

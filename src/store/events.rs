@@ -147,6 +147,13 @@ impl Store {
                     // indexed before the pipeline was switched on has files no event
                     // names again.
                     Grain::Event if has_run_for(&mut tx, p, e.id).await? => continue,
+                    // A pending run over every file, of this version or a newer one, takes
+                    // this event's files too.
+                    Grain::Event
+                        if has_whole_run(&mut tx, p, e.repository_id, e.index_version).await? =>
+                    {
+                        continue;
+                    }
                     Grain::Event if !has_runs(&mut tx, p, e.repository_id).await? => {
                         ("first".to_string(), Some(e.id), None, Vec::new())
                     }
@@ -270,6 +277,26 @@ async fn has_run_for(
     )
     .bind(pipeline.as_str())
     .bind(event)
+    .fetch_one(tx)
+    .await?)
+}
+
+/// Whether `pipeline` has a pending run over every file of repository `repository_id` at
+/// index version `version` or a newer one (it has not read the files yet).
+async fn has_whole_run(
+    tx: &mut sqlx::PgConnection,
+    pipeline: Pipeline,
+    repository_id: i64,
+    version: i32,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pipeline_runs
+                         WHERE pipeline = $1 AND repository_id = $2 AND paths IS NULL
+                           AND status = 'pending' AND index_version >= $3)",
+    )
+    .bind(pipeline.as_str())
+    .bind(repository_id)
+    .bind(version)
     .fetch_one(tx)
     .await?)
 }
