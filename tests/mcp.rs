@@ -63,6 +63,7 @@ async fn exercise(client: &Client, repo: &str) {
             "history",
             "list_repositories",
             "pause_reindex",
+            "remove_repository",
             "resume_reindex",
             "search",
             "search_commits"
@@ -108,6 +109,24 @@ async fn exercise(client: &Client, repo: &str) {
     .await;
     assert!(!error, "{found}");
     assert_eq!(found["hits"][0]["name"], "save_snapshot", "{found}");
+    // remove_repository says what would go (a dry run: the repository stays for the rest).
+    let (error, plan) = call(
+        client,
+        "remove_repository",
+        json!({ "repository": repo, "dry_run": true }),
+    )
+    .await;
+    assert!(!error, "{plan}");
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert!(plan["contents"]["snippets"].as_i64().unwrap() > 0, "{plan}");
+    let (error, refused) = call(
+        client,
+        "remove_repository",
+        json!({ "repository": "/nowhere" }),
+    )
+    .await;
+    assert!(error, "{refused}");
+    assert_eq!(refused["error"]["code"], "unknown_repository", "{refused}");
     // The pipelines' tools answer, and refuse what is not a name.
     let (error, refs) = call(
         client,

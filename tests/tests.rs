@@ -15,6 +15,7 @@ mod pipeline;
 mod pipelines;
 mod recovery;
 mod reindex;
+mod repos;
 mod scale_out;
 mod security;
 mod services;

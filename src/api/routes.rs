@@ -11,7 +11,7 @@ use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use futures::Stream;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -462,6 +462,25 @@ pub const ROUTES: &[Route] = &[
         handler: || get(show_repository),
     },
     Route {
+        method: "DELETE",
+        path: "/api/v1/repositories/{repository}",
+        answers: &[ok(
+            "What was removed (or, with dry_run, would be).",
+            schema::<crate::service::repositories::Removal>,
+        )],
+        summary: "Remove a repository: its unfinished runs are cancelled, and its files, snippets, vectors, summaries, runs, pipeline data and keyword documents deleted, with this server's working copy. Audited.",
+        tag: "repositories",
+        query: &[param(
+            "dry_run",
+            Kind::Boolean,
+            "Say what would be removed, and remove nothing.",
+        )],
+        body: None,
+        streams: false,
+        public: false,
+        handler: || delete(remove_repository),
+    },
+    Route {
         method: "POST",
         path: "/api/v1/repositories/{repository}/reindex",
         answers: &[
@@ -859,6 +878,30 @@ async fn show_repository(
 ) -> Result<Json<status::RepositoryStatus>, ApiError> {
     let mut one = status::status(&state.store, Some(&selector)).await?;
     Ok(Json(one.remove(0)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn remove_repository(
+    State(state): State<AppState>,
+    Id(selector): Id<String>,
+    Params(p): Params<RemoveParams>,
+) -> Result<Json<crate::service::repositories::Removal>, ApiError> {
+    Ok(Json(
+        crate::service::repositories::remove(
+            &state.store,
+            &state.config,
+            "api",
+            &selector,
+            p.dry_run,
+        )
+        .await?,
+    ))
 }
 
 /// `POST /api/v1/repositories/{repository}/reindex`: the options of `trawl reindex`.

@@ -18,6 +18,7 @@ mod queue;
 mod refs;
 mod reindex;
 mod reingest;
+mod repos;
 mod runs;
 mod scheduler;
 mod search;
@@ -72,6 +73,7 @@ pub enum Command {
     Index(index::Args),
     Reindex(reindex::Args),
     Status(status::Args),
+    Repos(repos::Args),
     Reingest(reingest::Args),
     Batch(batch::Args),
     Audit(audit::Args),
@@ -134,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Index(args) => index::run(args, &config).await,
         Command::Reindex(args) => reindex::run(args, &config).await,
         Command::Status(args) => status::run(args, &config).await,
+        Command::Repos(args) => repos::run(args, &config).await,
         Command::Reingest(args) => reingest::run(args, &config).await,
         Command::Batch(args) => batch::run(args, &config).await,
         Command::Audit(args) => audit::run(args, &config).await,

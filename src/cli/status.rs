@@ -65,7 +65,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn human_age(secs: i64) -> String {
+pub(super) fn human_age(secs: i64) -> String {
     match secs {
         s if s < 120 => format!("{s} s"),
         s if s < 7_200 => format!("{} min", s / 60),

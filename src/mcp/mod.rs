@@ -151,6 +151,18 @@ pub struct CommitSearchArgs {
     pub limit: Option<u32>,
 }
 
+/// A repository to remove.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveArgs {
+    /// The repository: its id, or the path or URL it was indexed from (`url@ref` when it
+    /// was added at several refs).
+    pub repository: String,
+    /// Say what would be removed, and remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskArgs {
     /// The task id force_reindex returned (the run id).
@@ -288,6 +300,31 @@ impl TrawlMcp {
         Parameters(args): Parameters<TaskArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         reply(async { self.steer(RunAction::Pause, &args?.task_id).await }.await)
+    }
+
+    #[tool(
+        description = "Remove a repository with everything it holds (files, snippets, vectors, runs, pipeline data, keyword documents); its unfinished runs are cancelled. dry_run says what would go. Audited."
+    )]
+    async fn remove_repository(
+        &self,
+        Parameters(args): Parameters<RemoveArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                let args = args?;
+                Ok(json!(
+                    crate::service::repositories::remove(
+                        &self.state.store,
+                        &self.state.config,
+                        "mcp",
+                        &args.repository,
+                        args.dry_run,
+                    )
+                    .await?
+                ))
+            }
+            .await,
+        )
     }
 
     #[tool(description = "Resume a paused reindex task where it stopped.")]

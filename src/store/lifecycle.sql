@@ -895,6 +895,47 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Removing a repository
+-- ---------------------------------------------------------------------------------------
+
+-- Removes repository p_repo and everything it has (files, snippets, vectors, summaries,
+-- runs, events, pipeline runs and their data, by the foreign keys' cascade) in one
+-- transaction: its unfinished runs and pipeline runs are cancelled first (their jobs
+-- killed, a worker at one finds so when it reports), the contents only it used go to the
+-- sweep, and one keyword change for the whole repository tells every node's keyword index
+-- to drop its documents. The audit keeps its entries (their repository id set to NULL).
+-- False when there is no such repository.
+CREATE OR REPLACE FUNCTION trawl_remove_repository(p_repo BIGINT, p_reason TEXT)
+RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+DECLARE
+    r BIGINT;
+BEGIN
+    PERFORM 1 FROM repositories WHERE id = p_repo FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    FOR r IN SELECT id FROM runs WHERE repository_id = p_repo
+                AND status IN ('queued', 'running', 'paused') ORDER BY id LOOP
+        PERFORM trawl_cancel_run(r, p_reason);
+    END LOOP;
+    FOR r IN SELECT id FROM pipeline_runs WHERE repository_id = p_repo
+                AND status IN ('pending', 'running') ORDER BY id LOOP
+        PERFORM trawl_pipeline_cancel(r, p_reason);
+    END LOOP;
+    INSERT INTO file_content_garbage (hash)
+    SELECT DISTINCT content_hash FROM files
+     WHERE repository_id = p_repo AND content_hash IS NOT NULL
+    ON CONFLICT DO NOTHING;
+    PERFORM pg_advisory_xact_lock(hashtext('trawl.keyword_changes'));
+    INSERT INTO keyword_changes (seq, repository_id, run_id, paths)
+    VALUES (nextval('keyword_changes_seq'), p_repo, NULL, NULL);
+    PERFORM pg_notify('trawl_keyword_changes', currval('keyword_changes_seq')::text);
+    DELETE FROM repositories WHERE id = p_repo;
+    RETURN true;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
 -- Consequences
 -- ---------------------------------------------------------------------------------------
 

@@ -124,3 +124,55 @@ impl Store {
         .await?)
     }
 }
+
+/// What a repository holds: what removing it deletes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, FromRow, schemars::JsonSchema)]
+pub struct RepositoryContents {
+    pub files: i64,
+    pub snippets: i64,
+    /// Semantic vectors of its snippets (code and summaries, every model).
+    pub vectors: i64,
+    pub summaries: i64,
+    pub runs: i64,
+    /// Runs not ended yet: removing the repository cancels them.
+    pub unfinished_runs: i64,
+    pub pipeline_runs: i64,
+    /// Definitions and references the references pipeline recorded.
+    pub symbols: i64,
+    /// Commits the history pipeline recorded.
+    pub commits: i64,
+}
+
+impl Store {
+    /// What repository `id` holds.
+    pub async fn repository_contents(&self, id: i64) -> Result<RepositoryContents, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT count(*) FROM files WHERE repository_id = $1) AS files,
+                    (SELECT count(*) FROM snippets WHERE repository_id = $1) AS snippets,
+                    (SELECT count(*) FROM snippet_vectors v JOIN snippets s ON s.id = v.snippet_id
+                      WHERE s.repository_id = $1) AS vectors,
+                    (SELECT count(*) FROM snippet_summaries m JOIN snippets s ON s.id = m.snippet_id
+                      WHERE s.repository_id = $1) AS summaries,
+                    (SELECT count(*) FROM runs WHERE repository_id = $1) AS runs,
+                    (SELECT count(*) FROM runs WHERE repository_id = $1
+                        AND status IN ('queued', 'running', 'paused')) AS unfinished_runs,
+                    (SELECT count(*) FROM pipeline_runs WHERE repository_id = $1) AS pipeline_runs,
+                    (SELECT count(*) FROM symbol_defs WHERE repository_id = $1)
+                      + (SELECT count(*) FROM symbol_refs WHERE repository_id = $1) AS symbols,
+                    (SELECT count(*) FROM commits WHERE repository_id = $1) AS commits",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Removes repository `id` and all it holds, cancelling its unfinished runs with
+    /// `reason` (`trawl_remove_repository`); false when there is no such repository.
+    pub async fn remove_repository(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT trawl_remove_repository($1, $2)")
+            .bind(id)
+            .bind(reason)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
