@@ -31,7 +31,11 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("trawl: error: {}", trawl::redact::text(&format!("{err:#}")));
-            1
+            if err.downcast_ref::<trawl::cli::Usage>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     };
     std::process::exit(code);

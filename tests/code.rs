@@ -360,7 +360,7 @@ async fn keyword_search_finds_identifiers_by_their_words_and_filters() {
     );
 
     let r = trawl_in(&db, &["search", "  ", "--json"]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "a usage error: {}", r.stderr);
     assert!(r.stderr.contains("the query is empty"), "{}", r.stderr);
 }
 

@@ -532,6 +532,13 @@ async fn routing_follows_rules_and_flags_and_is_idempotent() {
     let _ = stop.send(());
     worker.await.unwrap();
 
+    // Input the commands find wrong themselves is a usage error too (exit 2).
+    crate::support::assert_usage(&trawl_in(&db, &["callers", "two words"]), "is not a name");
+    crate::support::assert_usage(
+        &trawl_in(&db, &["search", "--commits", "   "]),
+        "give words",
+    );
+
     // Unknown names are refused with the list.
     let bad = trawl_in(&db, &["pipelines", "list", "--pipeline", "refs"]);
     assert_eq!(bad.code, 2);

@@ -229,6 +229,13 @@ async fn scopes_reindex_only_what_they_name_and_bad_paths_are_refused() {
             "does not exist",
         ),
         (vec!["--scope", "files", "--path", "src"], "is not a file"),
+    ] {
+        let mut all = vec!["reindex", repo.as_str()];
+        all.extend(args);
+        assert_refused(&trawl_in(&db, &all), message);
+    }
+    // Flags that do not go together: usage errors (exit 2).
+    for (args, message) in [
         (vec!["--scope", "directory"], "needs at least one --path"),
         (
             vec!["--scope", "project", "--path", "src"],
@@ -237,7 +244,7 @@ async fn scopes_reindex_only_what_they_name_and_bad_paths_are_refused() {
     ] {
         let mut all = vec!["reindex", repo.as_str()];
         all.extend(args);
-        assert_refused(&trawl_in(&db, &all), message);
+        crate::support::assert_usage(&trawl_in(&db, &all), message);
     }
     assert_refused(
         &trawl_in(&db, &["reindex", "/nowhere/registered"]),
@@ -735,15 +742,15 @@ async fn reingest_selects_repositories_and_languages_and_enqueues_in_batches() {
         let r = trawl_in(&db, &["index", &path_str(dir.path()), "--wait"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
-    assert_refused(
+    crate::support::assert_usage(
         &trawl_in(&db, &["reingest"]),
         "--repo R (repeatable) or --all",
     );
-    assert_refused(
+    crate::support::assert_usage(
         &trawl_in(&db, &["reingest", "--all", "--repo", "1"]),
         "exclude each other",
     );
-    assert_refused(
+    crate::support::assert_usage(
         &trawl_in(&db, &["reingest", "--all", "--lang", "cobol"]),
         "unknown language cobol",
     );

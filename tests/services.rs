@@ -118,11 +118,11 @@ async fn unknown_languages_and_kinds_are_refused_everywhere() {
     .unwrap_err();
     assert!(matches!(err, SearchRequestError::Limit(0)), "{err}");
 
-    assert_refused(
+    crate::support::assert_usage(
         &trawl_in(&db, &["search", "x", "--lang", "rustt"]),
         "unknown language rustt",
     );
-    assert_refused(
+    crate::support::assert_usage(
         &trawl_in(&db, &["search", "x", "--kind", "klass"]),
         "unknown kind klass",
     );

@@ -64,7 +64,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             json,
         } => {
             if repositories.is_empty() && snippets.is_empty() {
-                anyhow::bail!("give --repo REPO (repeatable) or --snippet ID (repeatable)");
+                return Err(super::usage(
+                    "give --repo REPO (repeatable) or --snippet ID (repeatable)",
+                ));
             }
             let mut items = Vec::new();
             for sel in &repositories {

@@ -193,7 +193,9 @@ async fn run_index(args: IndexArgs, config: &Config) -> anyhow::Result<i32> {
 
 async fn run_api(args: ApiArgs, config: &Config) -> anyhow::Result<i32> {
     if args.clients == 0 || args.seconds <= 0.0 || args.modes.is_empty() {
-        anyhow::bail!("--clients, --seconds and --modes must be at least 1");
+        return Err(super::usage(
+            "--clients, --seconds and --modes must be at least 1",
+        ));
     }
     let opts = api::ApiOptions {
         corpus: std::path::absolute(&args.corpus)
@@ -232,7 +234,9 @@ async fn run_api(args: ApiArgs, config: &Config) -> anyhow::Result<i32> {
 
 async fn run_queue(args: QueueArgs, config: &Config) -> anyhow::Result<i32> {
     if args.runs == 0 || args.processes.contains(&0) || args.concurrency == 0 {
-        anyhow::bail!("--runs, --processes and --concurrency must be at least 1");
+        return Err(super::usage(
+            "--runs, --processes and --concurrency must be at least 1",
+        ));
     }
     let exe = std::env::current_exe().context("locating the trawl binary")?;
     let opts = queue::QueueOptions {

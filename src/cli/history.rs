@@ -40,12 +40,13 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let target = match (&args.snippet, &args.target) {
         (Some(id), _) => Target::Snippet(*id),
         (None, Some(t)) => Target::parse(t),
-        (None, None) => anyhow::bail!("give a path, or --snippet ID"),
+        (None, None) => return Err(super::usage("give a path, or --snippet ID")),
     };
     let answer = service::history(&store, &target, args.repo.as_deref(), Some(args.limit))
         .await
         .map_err(|e| match e {
             e @ HistoryError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
+            e @ (HistoryError::NoPath | HistoryError::Limit(_)) => super::usage(e.to_string()),
             e => e.into(),
         })?;
     if args.json {

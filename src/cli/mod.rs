@@ -168,6 +168,17 @@ async fn repository_id(
         .map_err(|e| anyhow::anyhow!("{e} (`trawl status` lists them)"))
 }
 
+/// A usage error the command found itself (a flag missing, flags that exclude each other,
+/// a value out of place): the binary exits 2 for it, as clap does for its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// A [`Usage`] error, for `?` and `bail`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
+}
+
 /// `n` and the noun, singular for one: "1 file", "3 files", "2 repositories".
 pub fn count(n: impl Into<i64>, one: &str, many: &str) -> String {
     let n = n.into();

@@ -88,6 +88,9 @@ fn request(a: &Args, kinds: Vec<RefKind>) -> ReferencesRequest {
 fn worded(e: ReferencesError) -> anyhow::Error {
     match e {
         e @ ReferencesError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
+        e @ (ReferencesError::NoSymbol
+        | ReferencesError::BadSymbol(_)
+        | ReferencesError::Limit(_)) => super::usage(e.to_string()),
         e => e.into(),
     }
 }

@@ -62,14 +62,14 @@ pub struct Args {
 /// A refusal in the CLI's words: its flags, and where repositories are listed.
 fn in_flags(e: ReindexError) -> anyhow::Error {
     match e {
-        ReindexError::PathsNotTaken { scope, what } => {
-            anyhow::anyhow!("--scope {scope} takes no --path (it covers {what})")
-        }
-        ReindexError::NoPaths { scope } => {
-            anyhow::anyhow!("--scope {scope} needs at least one --path inside the repository")
-        }
+        ReindexError::PathsNotTaken { scope, what } => super::usage(format!(
+            "--scope {scope} takes no --path (it covers {what})"
+        )),
+        ReindexError::NoPaths { scope } => super::usage(format!(
+            "--scope {scope} needs at least one --path inside the repository"
+        )),
         ReindexError::RecursiveWithoutDirectory => {
-            anyhow::anyhow!("--recursive applies to --scope directory only")
+            super::usage("--recursive applies to --scope directory only")
         }
         ReindexError::WrongKind {
             path,

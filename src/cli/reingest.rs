@@ -63,15 +63,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     .await
     .map_err(|e| match e {
         ReingestError::NothingSelected => {
-            anyhow::anyhow!("say which repositories: --repo R (repeatable) or --all")
+            super::usage("say which repositories: --repo R (repeatable) or --all")
         }
-        ReingestError::AllAndSome => {
-            anyhow::anyhow!("--all and --repo exclude each other: give one")
-        }
-        ReingestError::BatchSize => anyhow::anyhow!("--batch-size must be at least 1"),
+        ReingestError::AllAndSome => super::usage("--all and --repo exclude each other: give one"),
+        ReingestError::BatchSize => super::usage("--batch-size must be at least 1"),
         ReingestError::PipelinesWithLanguages => {
-            anyhow::anyhow!("--pipelines runs over every file: --lang does not apply to it")
+            super::usage("--pipelines runs over every file: --lang does not apply to it")
         }
+        e @ ReingestError::UnknownLanguage { .. } => super::usage(format!("--lang: {e}")),
         e @ ReingestError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
         e => e.into(),
     })?;

@@ -1,5 +1,3 @@
-use anyhow::Context as _;
-
 use crate::config::Config;
 use crate::database;
 use crate::service::repositories::{self as service, RepositoryError};
@@ -94,8 +92,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                         anyhow::anyhow!("{e} (`trawl repos list` lists them)")
                     }
                     e => e.into(),
-                })
-                .with_context(|| format!("removing repository {repository}"))?;
+                })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&removal)?);
                 return Ok(0);

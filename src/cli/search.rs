@@ -3,7 +3,7 @@ use std::io::IsTerminal;
 
 use crate::config::Config;
 use crate::database;
-use crate::search::{Hit, Mode, Searcher, tokenizer};
+use crate::search::{Hit, Mode, SearchError, Searcher, tokenizer};
 use crate::service::search::{SearchRequest, SearchRequestError};
 
 /// Search indexed code.
@@ -73,6 +73,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             e @ crate::service::history::HistoryError::Repository(_) => {
                 anyhow::anyhow!("{e} (`trawl status` lists them)")
             }
+            e @ (crate::service::history::HistoryError::NoQuery
+            | crate::service::history::HistoryError::QueryTooLong(_)
+            | crate::service::history::HistoryError::Limit(_)) => super::usage(e.to_string()),
             e => e.into(),
         })?;
         if args.json {
@@ -111,6 +114,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         Err(e @ SearchRequestError::Repository(_)) => {
             anyhow::bail!("{e} (`trawl status` lists them)")
         }
+        // What the flags or the query say is at fault: a usage error.
+        Err(
+            e @ (SearchRequestError::Limit(_)
+            | SearchRequestError::UnknownLanguage { .. }
+            | SearchRequestError::UnknownKind { .. }
+            | SearchRequestError::Search(
+                SearchError::EmptyQuery
+                | SearchError::QueryTooLong { .. }
+                | SearchError::TooManyTerms { .. }
+                | SearchError::BadPath { .. },
+            )),
+        ) => return Err(super::usage(e.to_string())),
         Err(e) => return Err(e.into()),
     };
     for w in &results.warnings {

@@ -425,6 +425,16 @@ pub fn assert_refused(r: &Ran, message: &str) {
     );
 }
 
+/// The command refused its usage with exit 2 and said `message` on stderr.
+pub fn assert_usage(r: &Ran, message: &str) {
+    assert_eq!(r.code, 2, "expected a usage error: {}", r.stderr);
+    assert!(
+        r.stderr.contains(message),
+        "expected {message:?} in: {}",
+        r.stderr
+    );
+}
+
 /// A worker running in this process until the returned sender is dropped or fired.
 pub fn spawn_worker(
     ctx: std::sync::Arc<trawl::pipeline::PipelineContext>,
