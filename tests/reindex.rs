@@ -1042,7 +1042,36 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
     assert_eq!(job_state(&db, &garbage).await, ("Killed".to_string(), 1));
     assert_refused(
         &trawl_in(&db, &["batch", "show", "nope"]),
-        "no batch job nope",
+        "no batch job nope: `trawl batch list` lists them",
+    );
+    // batch list: every batch job, newest first, with its items.
+    let listed: serde_json::Value =
+        serde_json::from_str(&trawl_in(&db, &["batch", "list", "--json"]).stdout).unwrap();
+    let jobs: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    for j in [&job, &vectors_job, &bad, &garbage] {
+        assert!(jobs.contains(&j.as_str()), "{j} in {listed}");
+    }
+    let v = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == vectors_job.as_str())
+        .unwrap();
+    assert_eq!(
+        (v["items"].as_i64(), v["items_failed"].as_i64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
+    let text = trawl_in(&db, &["batch", "list"]);
+    assert!(
+        text.stdout.contains(&vectors_job) && text.stdout.contains("Killed"),
+        "{}",
+        text.stdout
     );
     let schema = trawl_in(&db, &["batch", "schema"]);
     assert!(schema.stdout.contains("\"title\": \"reindex.batch\""));

@@ -16,6 +16,8 @@ use crate::pipeline::batch::{self, BatchPayload, RepositoryItem};
 ///
 ///   trawl batch submit --snippet 10 --snippet 11
 ///
+///   trawl batch list
+///
 ///   trawl batch show JOB --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +38,16 @@ enum Action {
         /// The priority class of the runs the batch enqueues.
         #[arg(long, value_enum, default_value = "low")]
         priority: PriorityClass,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest batch jobs: id, status, attempts, items recorded (and failed), when due
+    /// or done.
+    List {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10000))]
+        limit: i64,
+        /// Print a JSON array.
         #[arg(long)]
         json: bool,
     },
@@ -97,9 +109,38 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 println!("batch job {job} queued; follow it with `trawl batch show {job}`");
             }
         }
+        Action::List { limit, json } => {
+            let jobs = store.batch_jobs(batch::QUEUE, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                return Ok(0);
+            }
+            if jobs.is_empty() {
+                println!("no batch job yet: submit one with `trawl batch submit`");
+                return Ok(0);
+            }
+            println!(
+                "{:<26}  {:<8} {:>8} {:>7} {:>7}  WHEN",
+                "JOB", "STATUS", "ATTEMPTS", "ITEMS", "FAILED"
+            );
+            for j in &jobs {
+                let when = match j.done_at {
+                    Some(t) => format!("done {}", t.format("%Y-%m-%d %H:%M:%S")),
+                    None => format!("due {}", j.run_at.format("%Y-%m-%d %H:%M:%S")),
+                };
+                println!(
+                    "{:<26}  {:<8} {:>8} {:>7} {:>7}  {when}",
+                    j.job_id,
+                    j.status,
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    j.items,
+                    j.items_failed
+                );
+            }
+        }
         Action::Show { job, json } => {
             let Some(status) = batch::status(&store, &job).await? else {
-                anyhow::bail!("no batch job {job}: see `trawl tasks list` for job ids");
+                anyhow::bail!("no batch job {job}: `trawl batch list` lists them");
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);

@@ -16,6 +16,21 @@ pub struct BatchJob {
     pub last_result: Option<Value>,
 }
 
+/// A batch job as `trawl batch list` shows it.
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
+pub struct BatchJobRow {
+    pub job_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// When it is (or was) due.
+    pub run_at: chrono::DateTime<chrono::Utc>,
+    pub done_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Items recorded so far, and of those the ones that failed.
+    pub items: i64,
+    pub items_failed: i64,
+}
+
 /// One item a batch job recorded.
 #[derive(Debug, Serialize, FromRow)]
 pub struct BatchItem {
@@ -101,6 +116,27 @@ impl Store {
         .bind(job_id)
         .bind(queue)
         .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The newest `limit` batch jobs of `queue`, newest first.
+    pub async fn batch_jobs(
+        &self,
+        queue: &str,
+        limit: i64,
+    ) -> Result<Vec<BatchJobRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id AS job_id, j.status, j.attempts, j.max_attempts, j.run_at, j.done_at,
+                    (SELECT count(*) FROM batch_items i WHERE i.job_id = j.id) AS items,
+                    (SELECT count(*) FROM batch_items i WHERE i.job_id = j.id AND i.status = 'failed')
+                      AS items_failed
+               FROM apalis.jobs j
+              WHERE j.job_type = $1
+              ORDER BY j.id DESC LIMIT $2",
+        )
+        .bind(queue)
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await?)
     }
 
