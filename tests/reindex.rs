@@ -807,10 +807,20 @@ async fn reingest_selects_repositories_and_languages_and_enqueues_in_batches() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let done: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    // Only the repository with Rust files is selected.
     assert_eq!(
         (done["enqueued"].clone(), done["batches"].clone()),
-        (2.into(), 2.into()),
+        (1.into(), 1.into()),
         "{done}"
+    );
+    // Asked again before it ran: nothing stacked, the pending one reported.
+    let again = trawl_in(&db, &["reingest", "--all", "--lang", "rust", "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let again: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(
+        (again["enqueued"].clone(), again["already_pending"].clone()),
+        (0.into(), 1.into()),
+        "{again}"
     );
     let run_ids: Vec<i64> = done["run_ids"]
         .as_array()

@@ -20,6 +20,7 @@ pub struct Args {
     since: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: i64,
+    /// Print the entries as JSON.
     #[arg(long)]
     json: bool,
 }

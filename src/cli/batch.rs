@@ -38,6 +38,7 @@ enum Action {
         /// The priority class of the runs the batch enqueues.
         #[arg(long, value_enum, default_value = "low")]
         priority: PriorityClass,
+        /// Print the job id and the payload submitted as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -31,6 +31,7 @@ pub struct Args {
     repo: Option<String>,
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
+    /// Print the answer as JSON (the commits, the file and lines, freshness).
     #[arg(long)]
     json: bool,
 }

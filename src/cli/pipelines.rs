@@ -42,14 +42,17 @@ enum Action {
         /// pending, running, success, failed or cancelled.
         #[arg(long, value_parser = status_name)]
         status: Option<PipelineStatus>,
+        /// How many pipeline runs to list, newest first.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10000))]
         limit: i64,
+        /// Print the overview (each pipeline's counts and lag, the runs) as JSON.
         #[arg(long)]
         json: bool,
     },
     /// One pipeline run: its files, attempts, error and report.
     Show {
         id: i64,
+        /// Print the pipeline run as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -40,6 +40,7 @@ pub struct Args {
     /// references, history. No base run is made; `trawl pipelines list` shows their runs.
     #[arg(long, value_delimiter = ',', value_parser = crate::domain::pipelines::Pipeline::parse_or_list)]
     pipelines: Vec<crate::domain::pipelines::Pipeline>,
+    /// Print what was (or, dry, would be) enqueued as JSON.
     #[arg(long)]
     json: bool,
 }

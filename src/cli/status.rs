@@ -11,6 +11,7 @@ use crate::service::status;
 pub struct Args {
     /// One repository (its id, or the path or URL it was indexed from); all by default.
     repository: Option<String>,
+    /// Print every repository's status as JSON.
     #[arg(long)]
     json: bool,
 }

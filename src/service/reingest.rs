@@ -158,6 +158,11 @@ async fn reingest_unaudited(
             ids.push(repo.id);
         }
     }
+    // With languages, only the repositories that have files in them.
+    if !languages.is_empty() {
+        let having = store.repositories_with_languages(&ids, &languages).await?;
+        ids.retain(|id| having.contains(id));
+    }
     let scope = if languages.is_empty() {
         Scope::Project
     } else {
@@ -207,8 +212,17 @@ async fn reingest_unaudited(
             pipeline_run_ids: created,
         });
     }
-    let (mut enqueued, mut already_pending, mut run_ids) = (0, 0, Vec::new());
-    for batch in ids.chunks(request.batch_size) {
+    // A repository whose reingest of the same scope has not run yet gets no second one.
+    let pending = store
+        .repositories_with_unfinished_full_run(&ids, &scope)
+        .await?;
+    let todo: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !pending.contains(id))
+        .collect();
+    let (mut enqueued, mut already_pending, mut run_ids) = (0, pending.len(), Vec::new());
+    for batch in todo.chunks(request.batch_size) {
         let runs: Vec<NewRun> = batch
             .iter()
             .map(|&repository_id| NewRun {

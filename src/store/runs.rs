@@ -109,6 +109,42 @@ impl Enqueued {
 }
 
 impl Store {
+    /// Those of `repository_ids` with an indexed file in one of `languages`.
+    pub async fn repositories_with_languages(
+        &self,
+        repository_ids: &[i64],
+        languages: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT repository_id FROM files
+              WHERE repository_id = ANY($1) AND language = ANY($2) AND skip_reason IS NULL
+              ORDER BY repository_id",
+        )
+        .bind(repository_ids)
+        .bind(languages)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Those of `repository_ids` with an unfinished full run of scope `scope` (a reingest
+    /// asked for again finds its first one still to do).
+    pub async fn repositories_with_unfinished_full_run(
+        &self,
+        repository_ids: &[i64],
+        scope: &crate::domain::scope::Scope,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT repository_id FROM runs
+              WHERE repository_id = ANY($1) AND full_reindex AND scope = $2
+                AND status IN ('queued', 'running', 'paused')
+              ORDER BY repository_id",
+        )
+        .bind(repository_ids)
+        .bind(sqlx::types::Json(scope))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Creates a run with its five stage runs and five stage jobs, in one transaction: SYNC
     /// ready to run, the rest parked until their predecessor succeeds.
     ///
