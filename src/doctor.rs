@@ -47,6 +47,7 @@ impl Check {
 /// Runs every check.
 pub async fn run(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
+    let mut opened = None;
     match database::open(config).await {
         Ok(store) => {
             let where_ = if config.uses_embedded_database() {
@@ -60,6 +61,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
             checks.push(Check::pass("database reachable", where_));
             database_checks(&store, &mut checks).await;
             checks.push(keyword_lag_check(&store, config).await);
+            opened = Some(store);
         }
         Err(e) => {
             let fix = if config.uses_embedded_database() {
@@ -74,7 +76,59 @@ pub async fn run(config: &Config) -> Vec<Check> {
     checks.push(index_dir_check(config));
     checks.extend(git_token_check(config));
     checks.extend(provider_checks(config).await);
+    checks.push(embed_check(config, opened.as_ref()).await);
     checks
+}
+
+/// Embeds one text with the configured model, and holds the vector's dimension to the
+/// vectors already stored under the model's name: a provider that changed its model
+/// behind the same name would otherwise fail every CODE_EMBEDDINGS stage.
+async fn embed_check(config: &Config, store: Option<&Store>) -> Check {
+    const NAME: &str = "embedding works";
+    let embedder = match crate::providers::Embedder::load(config.clone()).await {
+        Ok(e) => e,
+        Err(e) => {
+            return Check::fail(
+                NAME,
+                e.to_string(),
+                "run `trawl setup` for the local model, or fix the embedding provider settings",
+            );
+        }
+    };
+    let model = embedder.model().to_string();
+    let dimension = match embedder
+        .embed(vec!["fn parse_config(path: &str)".into()])
+        .await
+    {
+        Ok(v) => v.first().map_or(0, Vec::len),
+        Err(e) => {
+            return Check::fail(
+                NAME,
+                format!("{model}: {e}"),
+                "check the embedding provider (TRAWL_EMBEDDING_BASE_URL, the API key, the model name)",
+            );
+        }
+    };
+    if dimension == 0 {
+        return Check::fail(
+            NAME,
+            format!("{model} answered an empty vector"),
+            "check the embedding model name",
+        );
+    }
+    if let Some(store) = store
+        && let Ok(Some(stored)) = store.stored_dimension(&model).await
+        && stored as usize != dimension
+    {
+        return Check::fail(
+            NAME,
+            format!(
+                "{model} answers {dimension}-dimensional vectors; the vectors stored under that name are {stored}-dimensional"
+            ),
+            "configure the model those vectors were made with, or embed again under a new model name: `trawl reindex REPO --scope embeddings-only --full`",
+        );
+    }
+    Check::pass(NAME, format!("{model}: {dimension}-dimensional vectors"))
 }
 
 /// When a git token is configured: the hosts it goes to, or why it goes nowhere.

@@ -10,7 +10,7 @@ use trawl::search::{Mode, Query, Searcher};
 use trawl::store::runs::Run;
 
 use crate::support::git;
-use crate::support::{TestDb, trawl_in};
+use crate::support::{TestDb, trawl_cmd, trawl_in};
 
 const FILES: &[(&str, &str)] = &[
     (
@@ -764,7 +764,9 @@ async fn stub_with(
                 }
             };
             let Some(body) = body else { continue };
-            let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            // A GET (doctor's /models) has no body.
+            let request: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             let (status, answer) = answer(&request);
             log.lock().unwrap().push(request);
             let reply = format!(
@@ -843,6 +845,63 @@ async fn the_http_embedder_batches_retries_429_and_refuses_401() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 4);
+}
+
+/// `trawl doctor` embeds a text with the configured provider and holds the dimension to
+/// the vectors stored under the model's name. (Two threads: the stub answers while the
+/// test waits for the doctor process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_embeds_a_text_and_checks_the_stored_dimension() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dimension = Arc::new(AtomicUsize::new(3));
+    let d = dimension.clone();
+    let (url, _) = stub_with(move |r| {
+        let n = r["input"].as_array().map_or(0, Vec::len);
+        let data: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({ "index": i, "embedding": vec![0.5f32; d.load(Ordering::SeqCst)] }))
+            .collect();
+        (200, serde_json::json!({ "data": data }).to_string())
+    })
+    .await;
+    let db = TestDb::new().await;
+    let mut config = db.config();
+    config.embedding.provider = trawl::config::EmbeddingProvider::Http;
+    config.embedding.base_url = url.clone();
+    config.embedding.model = "stub-embed".into();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.py"), "def f():\n    return 1\n").unwrap();
+    let run = index(
+        &PipelineContext::new(db.store.clone(), config),
+        dir.path().to_str().unwrap(),
+    )
+    .await;
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    let doctor = || {
+        crate::support::run(
+            trawl_cmd()
+                .envs(db.env())
+                .env("TRAWL_EMBEDDING_PROVIDER", "http")
+                .env("TRAWL_EMBEDDING_BASE_URL", &url)
+                .env("TRAWL_EMBEDDING_MODEL", "stub-embed")
+                .args(["doctor"]),
+        )
+    };
+    let r = doctor();
+    assert!(
+        r.stdout.contains("ok   embedding works") && r.stdout.contains("stub-embed: 3-dimensional"),
+        "{}",
+        r.stdout
+    );
+    // The provider now answers another dimension under the same name.
+    dimension.store(4, Ordering::SeqCst);
+    let r = doctor();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL embedding works")
+            && r.stdout.contains("answers 4-dimensional vectors; the vectors stored under that name are 3-dimensional"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[tokio::test]

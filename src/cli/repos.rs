@@ -93,6 +93,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                     }
                     e => e.into(),
                 })?;
+            if !removal.dry_run {
+                // This node's keyword index drops the documents now, as a search would first.
+                let searcher = crate::search::Searcher::new(store.clone(), config.clone());
+                if let Err(e) = searcher.catch_up().await {
+                    eprintln!(
+                        "warning: this node's keyword index did not drop the documents yet ({e}); the next search does"
+                    );
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&removal)?);
                 return Ok(0);

@@ -306,6 +306,16 @@ impl Store {
     }
 
     /// Up to `limit` snippets of a repository without a summary of the current content.
+    /// The dimension of the vectors stored under `model` (None: none yet).
+    pub async fn stored_dimension(&self, model: &str) -> Result<Option<i32>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT dimension FROM snippet_vectors WHERE model = $1 LIMIT 1")
+                .bind(model)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// How many of repository `repository_id`'s snippets want a summary (none, or one of
     /// an older content): what ENRICH has to do.
     pub async fn count_snippets_without_summary(
