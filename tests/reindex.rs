@@ -1085,6 +1085,38 @@ async fn batch_jobs_skip_what_is_newer_record_failures_and_refuse_bad_payloads()
     );
     let schema = trawl_in(&db, &["batch", "schema"]);
     assert!(schema.stdout.contains("\"title\": \"reindex.batch\""));
+    // The schema and the payloads `batch submit` writes agree; what decode refuses, the
+    // schema refuses too.
+    let schema: serde_json::Value = serde_json::from_str(&schema.stdout).unwrap();
+    let fits = |v: &serde_json::Value| crate::support::schema::violations(&schema, &schema, v);
+    for args in [
+        vec!["--repo", "1"],
+        vec!["--snippet", "10", "--snippet", "11"],
+    ] {
+        let mut all = vec!["batch", "submit", "--json"];
+        all.extend(args);
+        let r = trawl_in(&db, &all);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let submitted: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let payload = &submitted["payload"];
+        assert!(fits(payload).is_empty(), "{payload}: {:?}", fits(payload));
+        let bytes = serde_json::to_vec(payload).unwrap();
+        assert!(trawl::pipeline::batch::BatchPayload::decode(&bytes).is_ok());
+    }
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({ "repositories": [], "snippets": [] }),
+        serde_json::json!({ "snippets": [] }),
+        serde_json::json!({ "repositories": [{ "repository_id": 1 }], "snippets": [2] }),
+        serde_json::json!({ "repos": [1] }),
+    ] {
+        assert!(!fits(&bad).is_empty(), "the schema takes {bad}");
+        let bytes = serde_json::to_vec(&bad).unwrap();
+        assert!(
+            trawl::pipeline::batch::BatchPayload::decode(&bytes).is_err(),
+            "decode takes {bad}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -46,10 +46,10 @@ pub const POLICY: BatchPolicy = BatchPolicy {
 pub struct BatchPayload {
     /// Repositories to reindex (an incremental project run each), with the index version
     /// each had when the batch was asked for: one already past it is skipped.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<RepositoryItem>,
     /// Snippets whose code vectors are computed again with the configured model.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snippets: Vec<i64>,
     /// The priority class of the runs it enqueues.
     #[serde(default = "low")]
@@ -78,6 +78,7 @@ pub const PAYLOAD_SCHEMA: &str = r#"{
   "properties": {
     "repositories": {
       "type": "array",
+      "minItems": 1,
       "items": {
         "type": "object",
         "additionalProperties": false,
@@ -88,7 +89,7 @@ pub const PAYLOAD_SCHEMA: &str = r#"{
         }
       }
     },
-    "snippets": { "type": "array", "items": { "type": "integer" } },
+    "snippets": { "type": "array", "minItems": 1, "items": { "type": "integer" } },
     "priority": { "enum": ["high", "normal", "low"] }
   },
   "oneOf": [

@@ -1,7 +1,7 @@
 //! Checks a JSON value against a schema of the OpenAPI document: the subset of JSON Schema
 //! 2020-12 that schemars writes (`$ref` into the document, `type`, `properties`, `required`,
-//! `additionalProperties`, `items`, `enum`, `const`, `oneOf`, `anyOf`, `allOf`, `minimum`,
-//! `maximum`, `minLength`, `maxLength`). Enough to hold every answer to what the document
+//! `additionalProperties`, `items`, `enum`, `const`, `oneOf`, `anyOf`, `allOf`, `not`,
+//! `minimum`, `maximum`, `minLength`, `maxLength`, `minItems`). Enough to hold every answer to what the document
 //! says of it; formats and patterns are not checked.
 
 use serde_json::Value;
@@ -109,6 +109,16 @@ fn check(document: &Value, schema: &Value, value: &Value, at: &str, out: &mut Ve
         for sub in all {
             check(document, sub, value, at, out);
         }
+    }
+    if let Some(sub) = rules.get("not")
+        && violations(document, sub, value).is_empty()
+    {
+        out.push(format!("{at}: {value} fits what `not` excludes"));
+    }
+    if let (Value::Array(items), Some(min)) = (value, rules.get("minItems").and_then(Value::as_u64))
+        && (items.len() as u64) < min
+    {
+        out.push(format!("{at}: fewer than {min} items"));
     }
     for (keyword, exactly_one) in [("oneOf", true), ("anyOf", false)] {
         if let Some(options) = rules.get(keyword).and_then(Value::as_array) {
