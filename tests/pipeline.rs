@@ -403,6 +403,18 @@ async fn background_runs_never_pile_up_and_user_runs_supersede_them() {
         assert_eq!(s.status, "cancelled");
         assert_eq!(job_row(&ctx, &s.job_id).await.0, "Killed");
     }
+    // The automatic cancellation is audited, with the run that superseded it.
+    let audited: (String, String, Option<i64>, serde_json::Value) =
+        sqlx::query_as("SELECT actor, action, run_id, parameters FROM audit_log WHERE run_id = $1")
+            .bind(bg)
+            .fetch_one(ctx.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (audited.0.as_str(), audited.1.as_str(), audited.2),
+        ("trawl", "cancel", Some(bg))
+    );
+    assert_eq!(audited.3["superseded_by"], user_id);
     // While the user run is pending, a background run is not added either.
     assert_eq!(
         ctx.store
@@ -558,6 +570,13 @@ async fn operators_list_retry_and_cancel_tasks() {
             "no {action} {outcome}: {entries:?}"
         );
     }
+    // A refused action names the task's run and repository too.
+    let refused = entries
+        .iter()
+        .find(|e| e["action"] == "cancel_task" && e["outcome"] == "refused")
+        .unwrap();
+    assert_eq!(refused["run_id"], queued, "{refused}");
+    assert!(refused["repository_id"].is_i64(), "{refused}");
 
     let r = run(trawl_cmd()
         .envs(db.env())
@@ -615,6 +634,14 @@ async fn the_scheduler_enqueues_due_repositories_once_across_restarts() {
     // With no interval, the synced one is due too; the pending one still is not doubled.
     assert_eq!(tick("0s"), [requested.repository.id]);
     assert_eq!(tick("0s"), Vec::<i64>::new());
+    // Each background run the scheduler enqueued is audited.
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE actor = 'scheduler' AND action = 'background_sync'",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 2);
     let background: Vec<(i64, i32, String)> = sqlx::query_as(
         "SELECT repository_id, priority_base, origin FROM runs WHERE trigger = 'background' ORDER BY repository_id",
     )

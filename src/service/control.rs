@@ -108,9 +108,10 @@ pub async fn control_task(
             _ => break outcome,
         }
     };
+    // A refused action names the task's run too, when the task exists.
     let run_id = match &outcome {
         Ok(t) => Some(t.run_id),
-        Err(_) => None,
+        Err(_) => store.task(job_id).await.ok().flatten().map(|t| t.run_id),
     };
     let repository_id = match run_id {
         Some(id) => store.run(id).await.ok().map(|r| r.repository_id),

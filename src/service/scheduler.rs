@@ -51,6 +51,17 @@ pub async fn tick(
             .await?;
         if let Enqueued::Created { run_id, .. } = enqueued {
             out.enqueued.push((repository_id, run_id));
+            let entry = crate::store::audit::NewAuditEntry {
+                actor: "scheduler",
+                action: "background_sync",
+                repository_id: Some(repository_id),
+                run_id: Some(run_id),
+                parameters: serde_json::json!({ "every_secs": every.as_secs() }),
+                outcome: Ok(None),
+            };
+            if let Err(e) = store.audit(&entry).await {
+                tracing::warn!(error = %e, "could not write the audit entry of a background sync");
+            }
         }
     }
     Ok(out)

@@ -76,29 +76,39 @@ fn bounded(v: &Value) -> Value {
     }
 }
 
+/// [`Store::audit`] on `conn`: in the caller's transaction, so the entry commits (or
+/// not) with what it records.
+pub(super) async fn audit_in(
+    conn: &mut sqlx::PgConnection,
+    e: &NewAuditEntry<'_>,
+) -> Result<(), StoreError> {
+    let (outcome, message) = match &e.outcome {
+        Ok(m) => ("ok", m.as_deref().map(bounded_text)),
+        Err(why) => ("refused", Some(bounded_text(why))),
+    };
+    let parameters = bounded(&e.parameters);
+    sqlx::query(
+        "INSERT INTO audit_log (actor, action, repository_id, run_id, parameters, outcome, message)
+         VALUES ($1, $2, (SELECT id FROM repositories WHERE id = $3), (SELECT id FROM runs WHERE id = $4), $5, $6, $7)",
+    )
+    .bind(e.actor)
+    .bind(e.action)
+    .bind(e.repository_id)
+    .bind(e.run_id)
+    .bind(&parameters)
+    .bind(outcome)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Writes an entry; parameters and message are bounded and escaped, so no input can
     /// make the write fail or the log grow without bound.
     pub async fn audit(&self, e: &NewAuditEntry<'_>) -> Result<(), StoreError> {
-        let (outcome, message) = match &e.outcome {
-            Ok(m) => ("ok", m.as_deref().map(bounded_text)),
-            Err(why) => ("refused", Some(bounded_text(why))),
-        };
-        let parameters = bounded(&e.parameters);
-        sqlx::query(
-            "INSERT INTO audit_log (actor, action, repository_id, run_id, parameters, outcome, message)
-             VALUES ($1, $2, (SELECT id FROM repositories WHERE id = $3), (SELECT id FROM runs WHERE id = $4), $5, $6, $7)",
-        )
-        .bind(e.actor)
-        .bind(e.action)
-        .bind(e.repository_id)
-        .bind(e.run_id)
-        .bind(&parameters)
-        .bind(outcome)
-        .bind(message)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        audit_in(&mut conn, e).await
     }
 
     /// Entries newest first, of one repository or all, since a time or ever.

@@ -365,7 +365,20 @@ async fn enqueue_in(
     .await?;
 
     for old in &superseded {
-        lifecycle::cancel_run_in(tx, *old, &format!("superseded by user run {run_id}")).await?;
+        let reason = format!("superseded by user run {run_id}");
+        lifecycle::cancel_run_in(tx, *old, &reason).await?;
+        super::audit::audit_in(
+            tx,
+            &super::audit::NewAuditEntry {
+                actor: "trawl",
+                action: "cancel",
+                repository_id: Some(new.repository_id),
+                run_id: Some(*old),
+                parameters: serde_json::json!({ "superseded_by": run_id }),
+                outcome: Ok(Some(reason)),
+            },
+        )
+        .await?;
     }
 
     let payloads = Stage::ALL.map(|stage| {
