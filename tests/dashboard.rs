@@ -124,6 +124,24 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
         "document.querySelector('#runs tr[data-run=\"{run}\"] .run-status').textContent.trim() === 'failed'"
     );
     page.wait_for(&run_row_failed, WAIT).await.unwrap();
+    // A task failed for good is a failure, not queue depth.
+    let metrics = served
+        .client()
+        .get(served.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("trawl_queue_depth{stage=\"extract\",status=\"failed\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("trawl_stage_failures{stage=\"extract\"} 1"),
+        "{metrics}"
+    );
 
     // Swap the faulty worker for a sound one, then click Retry.
     faulty.stop();
@@ -144,6 +162,19 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     )
     .await
     .expect("no failed task is left");
+    // What is over is one line of totals, not rows pushing the rest down; the failed
+    // tasks' panel comes first.
+    page.wait_for(
+        "(() => {
+            const ended = document.querySelector('#queue .ended');
+            const rows = [...document.querySelectorAll('#queue td')].some(td => td.textContent.trim() === 'succeeded');
+            return !!ended && ended.textContent.includes('succeeded') && !rows
+                && document.querySelector('section').id === 'failed';
+        })()",
+        WAIT,
+    )
+    .await
+    .expect("ended tasks are summed up");
     let retried: (String, i64) = sqlx::query_as(
         "SELECT actor, run_id FROM audit_log WHERE action = 'retry_task' ORDER BY id DESC LIMIT 1",
     )

@@ -38,7 +38,7 @@ impl Store {
     pub async fn queue_depth(&self) -> Result<Vec<super::tasks::QueueCell>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT stage, stage_status, priority_class, count(*) AS count FROM trawl_tasks
-             WHERE stage_status NOT IN ('succeeded', 'skipped', 'cancelled')
+             WHERE stage_status NOT IN ('succeeded', 'skipped', 'cancelled', 'failed')
              GROUP BY stage, stage_status, priority_class
              ORDER BY stage_ordinal_of(stage), stage_status, priority_class",
         )
