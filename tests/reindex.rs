@@ -317,9 +317,10 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
     assert_eq!(result["files_processed"], 0, "{result}");
     let run_id = result["run_id"].as_i64().unwrap();
     assert!(items_of(&db, run_id).await.is_empty());
-    // Watching a run that has ended: its terminal snapshot, exit 0.
+    // Watching a run that has ended: its terminal snapshot alone, exit 0.
     let r = trawl_in(&db, &["runs", "watch", &run_id.to_string(), "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim().lines().count(), 1, "{}", r.stdout);
     let last = json_of(&r.stdout);
     assert_eq!(
         (last["terminal"].clone(), last["status"].clone()),

@@ -192,9 +192,13 @@ pub async fn follow(
 ) -> Result<Snapshot, StoreError> {
     let mut follower = Follower::new(run_id);
     let run = store.run(run_id).await?;
-    if !run.status.is_finished() {
-        emit(follower.first());
+    if run.status.is_finished() {
+        // An ended run: its terminal snapshot alone, not its history replayed first.
+        let last = Snapshot::of(&run, &store.stage_runs(run_id).await?);
+        emit(&last);
+        return Ok(last);
     }
+    emit(follower.first());
     loop {
         for s in follower.next(store).await? {
             emit(&s);
