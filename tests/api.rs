@@ -671,9 +671,10 @@ async fn admin_reingest_plans_refuses_bad_requests_and_enqueues() {
             "{body}"
         );
     }
+    // An id as a number, as the repositories' answers give it.
     let (status, body) = ask(http
         .post(url("/api/v1/admin/reingest"))
-        .json(&json!({ "repositories": [repo_id.to_string()], "batch_size": 1 })))
+        .json(&json!({ "repositories": [repo_id], "batch_size": 1 })))
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["enqueued"], 1, "{body}");

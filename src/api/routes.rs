@@ -1354,13 +1354,31 @@ async fn audit(
     Ok(Json(answers::Audit { entries }))
 }
 
+/// A repository as a body names it: its id (a number, or the same as a string), or the
+/// path or URL it was indexed from.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Selector {
+    Id(i64),
+    Source(String),
+}
+
+impl Selector {
+    fn into_text(self) -> String {
+        match self {
+            Selector::Id(id) => id.to_string(),
+            Selector::Source(s) => s,
+        }
+    }
+}
+
 /// `POST /api/v1/admin/reingest`: seed 003's shape.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReingestBody {
-    /// Repositories: ids, or the paths or URLs they were indexed from.
+    /// Repositories: ids (numbers or strings), or the paths or URLs they were indexed from.
     #[serde(default)]
-    pub repositories: Vec<String>,
+    pub repositories: Vec<Selector>,
     /// Every registered repository (instead of `repositories`).
     #[serde(default)]
     pub all: bool,
@@ -1399,7 +1417,11 @@ async fn admin_reingest(
         &state.store,
         &state.config,
         &ReingestRequest {
-            repositories: body.repositories,
+            repositories: body
+                .repositories
+                .into_iter()
+                .map(Selector::into_text)
+                .collect(),
             all: body.all,
             languages: body.languages,
             dry_run: body.dry_run,
