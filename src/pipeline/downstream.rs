@@ -40,7 +40,12 @@ pub async fn route_forever(
         }
         route_all(&ctx).await;
         tokio::select! {
-            _ = announced.next() => {}
+            woke = announced.next() => {
+                // The wake-ups ended (the process is stopping): poll until told to stop.
+                if woke.is_none() {
+                    tokio::time::sleep(ROUTE_POLL).await;
+                }
+            }
             _ = tokio::time::sleep(ROUTE_POLL) => {}
             _ = stop.changed() => {}
         }
