@@ -1055,6 +1055,44 @@ async fn a_model_change_then_an_embeddings_only_reindex_moves_search_to_the_new_
     .await
     .unwrap();
     assert_eq!(minilm, snippets, "the old model's vectors are untouched");
+    // (A new searcher: one reads the repositories' models at most every 2 s.)
+    let fresh = Searcher::new(db.store.clone(), changed.clone())
+        .search(&query("temperature", Mode::Semantic))
+        .await
+        .unwrap();
+    assert!(
+        !fresh
+            .warnings
+            .iter()
+            .any(|w| w.contains("was indexed with model")),
+        "{:?}",
+        fresh.warnings
+    );
+
+    // A second repository indexed with the old model: search still answers from the first,
+    // and says the second is missing from semantic results, and how to fix it.
+    let second = tempfile::tempdir().unwrap();
+    std::fs::write(
+        second.path().join("heat.py"),
+        "def kelvin(c):\n    return c + 273.15\n",
+    )
+    .unwrap();
+    let old_run = index(&ctx, second.path().to_str().unwrap()).await;
+    let both = Searcher::new(db.store.clone(), changed.clone())
+        .search(&query("temperature", Mode::Semantic))
+        .await
+        .unwrap();
+    assert!(!both.hits.is_empty(), "{:?}", both.warnings);
+    let repo2 = old_run.repository_id;
+    assert!(
+        both.warnings
+            .iter()
+            .any(|w| w.contains(&format!(
+                "repository {repo2} was indexed with model all-MiniLM-L6-v2+static256"
+            )) && w.contains(&format!("trawl reindex {repo2} --scope embeddings-only"))),
+        "{:?}",
+        both.warnings
+    );
 }
 
 #[tokio::test]

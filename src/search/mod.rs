@@ -154,7 +154,16 @@ pub struct Searcher {
     config: Config,
     keyword: tokio::sync::OnceCell<Arc<KeywordIndex>>,
     embedder: tokio::sync::OnceCell<QueryEmbedder>,
+    /// Each repository's current model, read at most every [`MODELS_TTL`].
+    models: std::sync::Mutex<Option<(std::time::Instant, CurrentModels)>>,
 }
+
+/// (repository id, the model its current index version was built with), each repository.
+type CurrentModels = Arc<Vec<(i64, String)>>;
+
+/// How long the repositories' current models are taken as read: a model change is an
+/// embeddings-only run, seconds at the least.
+const MODELS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most queries one inference call embeds together.
 const QUERY_BATCH: usize = 32;
@@ -218,7 +227,40 @@ impl Searcher {
             config,
             keyword: tokio::sync::OnceCell::new(),
             embedder: tokio::sync::OnceCell::new(),
+            models: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The repositories searched whose current index was built with another model than
+    /// `model`: their snippets have no vectors of it, so semantic results miss them.
+    async fn stale_repositories(
+        &self,
+        q: &Query,
+        model: &str,
+    ) -> Result<Vec<(i64, String)>, SearchError> {
+        let cached = self
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < MODELS_TTL)
+            .map(|(_, m)| m.clone());
+        let models = match cached {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(self.store.current_models().await?);
+                *self.models.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), m.clone()));
+                m
+            }
+        };
+        Ok(models
+            .iter()
+            .filter(|(repo, m)| {
+                m != model && (q.repository_ids.is_empty() || q.repository_ids.contains(repo))
+            })
+            .cloned()
+            .collect())
     }
 
     /// The keyword index: opened as it is, or created (under the writers' lock, as
@@ -424,7 +466,16 @@ impl Searcher {
                 tracing::debug!(kind = kind.as_str(), ?ranking, "semantic ranking");
                 rankings.push((ranking, semantic * share));
             }
+            let stale = self.stale_repositories(q, &model).await?;
+            for (repo, other) in &stale {
+                warnings.push(format!(
+                    "repository {repo} was indexed with model {other}, not the configured {model}: its \
+                     snippets are missing from semantic results until `trawl reindex {repo} \
+                     --scope embeddings-only` embeds them with {model}"
+                ));
+            }
             if known
+                && stale.is_empty()
                 && rankings
                     .iter()
                     .skip(usize::from(q.mode == Mode::Hybrid))

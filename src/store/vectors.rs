@@ -306,6 +306,16 @@ impl Store {
     }
 
     /// Up to `limit` snippets of a repository without a summary of the current content.
+    /// Each repository's current index version's model (what its vectors were made with).
+    pub async fn current_models(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT ON (repository_id) repository_id, model FROM index_versions
+              ORDER BY repository_id, version DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The dimension of the vectors stored under `model` (None: none yet).
     pub async fn stored_dimension(&self, model: &str) -> Result<Option<i32>, StoreError> {
         Ok(
