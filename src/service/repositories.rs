@@ -102,7 +102,7 @@ pub async fn remove(
     let id = removal.repository.id;
     let reason = format!("repository {id} was removed");
     let removed = store.remove_repository(id, &reason).await?;
-    store
+    let audited = store
         .audit(&crate::store::audit::NewAuditEntry {
             actor,
             action: "remove_repository",
@@ -119,7 +119,11 @@ pub async fn remove(
                 Err("it was removed meanwhile".into())
             },
         })
-        .await?;
+        .await;
+    if let Err(e) = audited {
+        // The removal is done: a failed audit write is said, not made its failure.
+        tracing::warn!(error = %e, "could not write the audit entry of a repository removal");
+    }
     if !removed {
         // Removed meanwhile by someone else.
         return Err(RepositoryError::Unknown {
