@@ -48,6 +48,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         .map_err(|e| match e {
             e @ HistoryError::Repository(_) => anyhow::anyhow!("{e} (`trawl status` lists them)"),
             e @ (HistoryError::NoPath | HistoryError::Limit(_)) => super::usage(e.to_string()),
+            e @ HistoryError::AmbiguousFile { .. } => anyhow::anyhow!("{e}: give --repo"),
             e => e.into(),
         })?;
     if args.json {

@@ -65,7 +65,7 @@ pub enum HistoryError {
         "no indexed repository has a file {0}: give the path relative to the repository's root (`trawl status` lists them), and --repo when several have it"
     )]
     NoFile(String),
-    #[error("{path} is in {} repositories ({}): give --repo", .candidates.len(), .candidates.join(", "))]
+    #[error("{path} is in {} repositories ({}): say which repository", .candidates.len(), .candidates.join(", "))]
     AmbiguousFile {
         path: String,
         candidates: Vec<String>,

@@ -99,10 +99,10 @@ pub async fn reingest(
             }),
             outcome: match &outcome {
                 Ok(o) => Ok(Some(format!(
-                    "{} runs enqueued for {} repositories in {} batches",
-                    o.enqueued,
-                    o.repository_ids.len(),
-                    o.batches
+                    "{} enqueued for {} in {}",
+                    plural(o.enqueued, "run", "runs"),
+                    plural(o.repository_ids.len(), "repository", "repositories"),
+                    plural(o.batches, "batch", "batches")
                 ))),
                 Err(e) => Err(e.to_string()),
             },
@@ -256,4 +256,9 @@ async fn reingest_unaudited(
         run_ids,
         pipeline_run_ids: Vec::new(),
     })
+}
+
+/// `n` and the noun, singular for one.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
