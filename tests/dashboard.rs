@@ -15,6 +15,19 @@ use crate::support::{
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The server's /metrics text.
+async fn metrics_of(served: &Served) -> String {
+    served
+        .client()
+        .get(served.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task() {
     let db = TestDb::new().await;
@@ -125,15 +138,7 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     );
     page.wait_for(&run_row_failed, WAIT).await.unwrap();
     // A task failed for good is a failure, not queue depth.
-    let metrics = served
-        .client()
-        .get(served.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&served).await;
     assert!(
         !metrics.contains("trawl_queue_depth{stage=\"extract\",status=\"failed\""),
         "{metrics}"
@@ -208,15 +213,7 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     .await
     .expect("the page shows the references run");
     // And /metrics counts it, per pipeline.
-    let metrics = served
-        .client()
-        .get(served.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&served).await;
     let success = metrics
         .lines()
         .find(|l| l.starts_with("trawl_pipeline_runs{pipeline=\"references\",status=\"success\"}"))

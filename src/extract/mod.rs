@@ -263,31 +263,8 @@ impl<'a> Walk<'a> {
     }
 
     /// Follows C/C++ declarators (`*f(…)`, `&Foo::bar(…)`) down to the declared name.
-    fn declarator_name(&self, mut node: Node) -> Option<String> {
-        loop {
-            match node.kind() {
-                "identifier"
-                | "field_identifier"
-                | "type_identifier"
-                | "qualified_identifier"
-                | "destructor_name"
-                | "operator_name"
-                | "primitive_type" => {
-                    return Some(self.text(node).to_string());
-                }
-                _ => {
-                    node = match node.child_by_field_name("declarator") {
-                        Some(inner) => inner,
-                        None => {
-                            let mut cursor = node.walk();
-                            node.named_children(&mut cursor).find(|c| {
-                                c.kind().ends_with("declarator") || c.kind().ends_with("identifier")
-                            })?
-                        }
-                    };
-                }
-            }
-        }
+    fn declarator_name(&self, node: Node) -> Option<String> {
+        declarator_node(node).map(|n| self.text(n).to_string())
     }
 
     /// The node whose range the snippet takes: the definition, or the wrappers around it
@@ -681,6 +658,34 @@ fn windows_of(lines: &[&str], first_row: usize, ordinal: i32) -> Vec<Snippet> {
             s
         })
         .collect()
+}
+
+/// The name node C/C++ declarators (`*f(…)`, `&Foo::bar(…)`) lead down to (at most 256
+/// levels).
+pub(crate) fn declarator_node(mut node: Node) -> Option<Node> {
+    for _ in 0..256 {
+        match node.kind() {
+            "identifier"
+            | "field_identifier"
+            | "type_identifier"
+            | "qualified_identifier"
+            | "destructor_name"
+            | "operator_name"
+            | "primitive_type" => return Some(node),
+            _ => {
+                node = match node.child_by_field_name("declarator") {
+                    Some(inner) => inner,
+                    None => {
+                        let mut cursor = node.walk();
+                        node.named_children(&mut cursor).find(|c| {
+                            c.kind().ends_with("declarator") || c.kind().ends_with("identifier")
+                        })?
+                    }
+                };
+            }
+        }
+    }
+    None
 }
 
 /// Whether declarator `node` (`const f = …`) binds a function.

@@ -393,9 +393,9 @@ impl<'a> Walk<'a> {
                 None
             }
             "function_definition" if self.lang == Lang::C => {
-                declarator_name(node.child_by_field_name("declarator")?)
+                super::declarator_node(node.child_by_field_name("declarator")?)
             }
-            "type_definition" => declarator_name(node.child_by_field_name("declarator")?),
+            "type_definition" => super::declarator_node(node.child_by_field_name("declarator")?),
             _ => node.child_by_field_name("name"),
         }
     }
@@ -848,33 +848,6 @@ fn last_segment(node: Node) -> Option<Node> {
             _ => None,
         };
         node = next?;
-    }
-    None
-}
-
-/// Follows C/C++ declarators (`*f(…)`, `&Foo::bar(…)`) down to the declared name.
-fn declarator_name(mut node: Node) -> Option<Node> {
-    for _ in 0..256 {
-        match node.kind() {
-            "identifier"
-            | "field_identifier"
-            | "type_identifier"
-            | "qualified_identifier"
-            | "destructor_name"
-            | "operator_name"
-            | "primitive_type" => return Some(node),
-            _ => {
-                node = match node.child_by_field_name("declarator") {
-                    Some(inner) => inner,
-                    None => {
-                        let mut cursor = node.walk();
-                        node.named_children(&mut cursor).find(|c| {
-                            c.kind().ends_with("declarator") || c.kind().ends_with("identifier")
-                        })?
-                    }
-                };
-            }
-        }
     }
     None
 }

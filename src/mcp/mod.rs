@@ -342,15 +342,7 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<SymbolArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(
-            async {
-                let req = args?.into();
-                Ok(json!(
-                    crate::service::references::references(&self.state.store, &req).await?
-                ))
-            }
-            .await,
-        )
+        self.references(args, None).await
     }
 
     #[tool(
@@ -360,16 +352,8 @@ impl TrawlMcp {
         &self,
         Parameters(args): Parameters<SymbolArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(
-            async {
-                let mut req: crate::service::references::ReferencesRequest = args?.into();
-                req.kinds = vec![crate::extract::references::RefKind::Call];
-                Ok(json!(
-                    crate::service::references::references(&self.state.store, &req).await?
-                ))
-            }
-            .await,
-        )
+        self.references(args, Some(crate::extract::references::RefKind::Call))
+            .await
     }
 
     #[tool(
@@ -538,6 +522,26 @@ impl TrawlMcp {
             }
         }
         Ok(out)
+    }
+
+    /// The references to `args`' symbol (of kind `only`, when given), as a tool result.
+    async fn references(
+        &self,
+        args: Result<SymbolArgs, ApiError>,
+        only: Option<crate::extract::references::RefKind>,
+    ) -> Result<CallToolResult, ErrorData> {
+        reply(
+            async {
+                let mut req: crate::service::references::ReferencesRequest = args?.into();
+                if let Some(kind) = only {
+                    req.kinds = vec![kind];
+                }
+                Ok(json!(
+                    crate::service::references::references(&self.state.store, &req).await?
+                ))
+            }
+            .await,
+        )
     }
 
     async fn status_of(&self, task_id: &str) -> Result<Value, ApiError> {
