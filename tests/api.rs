@@ -961,6 +961,39 @@ async fn the_openapi_document_matches_the_routes_and_every_answer_its_schema() {
     let (status, refused) = ask(http.get(served.url(&format!("/api/v1/commits?q={long}")))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     assert_eq!(refused["error"]["code"], "invalid_query", "{refused}");
+    // Hostile input to the pipelines' and the removal's routes: refused, nothing read or
+    // deleted outside what trawl indexed.
+    let huge = "a".repeat(10_000);
+    let (status, refused) =
+        ask(http.get(served.url(&format!("/api/v1/references?symbol={huge}")))).await;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::BAD_REQUEST, "invalid_symbol"),
+        "{refused}"
+    );
+    let (status, refused) =
+        ask(http.get(served.url("/api/v1/history?path=..%2F..%2F..%2Fetc%2Fpasswd"))).await;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::NOT_FOUND, "unknown_file"),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("root:"), "{refused}");
+    let (status, refused) = ask(http.delete(served.url("/api/v1/repositories/%2Fetc"))).await;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::NOT_FOUND, "unknown_repository"),
+        "{refused}"
+    );
+    let (status, refused) =
+        ask(http.delete(served.url("/api/v1/repositories/1?dry_run=maybe"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, kept) = ask(http.get(served.url("/api/v1/repositories/1"))).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a refused removal removes nothing: {kept}"
+    );
     // A search with hits, checked against its schema too.
     let (status, found) = ask(http.get(served.url("/api/v1/search?q=parse+config&limit=3"))).await;
     assert_eq!(status, StatusCode::OK, "{found}");

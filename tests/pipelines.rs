@@ -747,6 +747,11 @@ async fn index_wait_works_the_pipelines_too() {
     let db = TestDb::new().await;
     let tree = tempfile::tempdir().unwrap();
     let source = git_project(&tree.path().join("app"));
+    // A file whose name git would take for an option: blamed as a path, not obeyed.
+    let app = tree.path().join("app");
+    std::fs::write(app.join("-n.py"), "def dash():\n    return helper(2)\n").unwrap();
+    git(&app, &["add", "--", "-n.py"]);
+    git(&app, &["commit", "-qm", "Add a file named like an option"]);
     let indexed = trawl_in(&db, &["index", &source, "--wait"]);
     assert_eq!(indexed.code, 0, "{}", indexed.stderr);
     assert!(
@@ -763,5 +768,12 @@ async fn index_wait_works_the_pipelines_too() {
         history.stdout.contains("Add retry backoff"),
         "{}",
         history.stdout
+    );
+    let dashed = trawl_in(&db, &["history", "--", "-n.py:1"]);
+    assert_eq!(dashed.code, 0, "{}", dashed.stderr);
+    assert!(
+        dashed.stdout.contains("named like an option"),
+        "{}",
+        dashed.stdout
     );
 }
