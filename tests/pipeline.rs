@@ -513,18 +513,34 @@ async fn operators_list_retry_and_cancel_tasks() {
         "no task NOSUCHTASK",
     );
 
-    // Retry the failed stage: it and the cancelled one after it run again, the run succeeds.
+    // Retry the failed stage: it and the cancelled one after it run again (the fault was a
+    // one-off: a worker without it), the run succeeds.
     let r = run(trawl_cmd()
         .envs(db.env())
         .args(["tasks", "retry", &failed_job]));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let (stop, handle) = spawn_worker(ctx.clone(), 1);
+    let healed =
+        PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let (stop, handle) = spawn_worker(healed, 1);
     let (again, stages) = wait_finished(&ctx, failed_run.id, 60).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     assert_eq!(again.status, "succeeded", "{again:?}");
     assert_eq!(stages[0].attempts, 1, "earlier stages did not run again");
     assert_eq!(stages[4].status, "succeeded");
+    // A retry is a fresh budget: the retried stage's count starts again (not "attempts 2/N"
+    // of a budget the worker would then judge spent), in `runs show` as in `tasks show`.
+    assert_eq!(stages[3].attempts, 1, "{:?}", stages[3]);
+    let r = trawl_in(&db, &["runs", "show", &failed_run.id.to_string()]);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("code_embeddings"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(
+        line.contains(&format!("attempts 1/{}", stages[3].max_attempts)),
+        "{line}"
+    );
 
     // Cancel a queued run's SYNC: the whole run is cancelled; cancelling again is refused.
     let dir = fixture();

@@ -314,6 +314,8 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
     let result = &json_of(&r.stdout)["result"];
     assert_eq!(result["status"], "succeeded", "{result}");
     assert_eq!(result["embeddings_generated"], snippets, "{result}");
+    // Its items are the snippets it embeds: as many completed as were queued.
+    assert_eq!(result["items_completed"], snippets, "{result}");
     assert_eq!(result["files_processed"], 0, "{result}");
     let run_id = result["run_id"].as_i64().unwrap();
     assert!(items_of(&db, run_id).await.is_empty());

@@ -272,10 +272,12 @@ async fn plan_and_enqueue(
         .await?;
     let run_id = enqueued.run_id();
     let items = plan.items();
-    let estimated_seconds = store
-        .seconds_per_item()
-        .await?
-        .map(|per| (per * items.max(1) as f64 * 10.0).round() / 10.0);
+    let per_item = if plan.scope == Scope::EmbeddingsOnly {
+        store.seconds_per_embedding().await?
+    } else {
+        store.seconds_per_item().await?
+    };
+    let estimated_seconds = per_item.map(|per| (per * items.max(1) as f64 * 10.0).round() / 10.0);
     let queued = ReindexQueued {
         run_id,
         repository_id: plan.repository.id,
@@ -315,9 +317,15 @@ pub struct ReindexResult {
 
 /// Sums up a finished run from its result and items.
 pub async fn result_of(store: &Store, run: &Run) -> Result<ReindexResult, StoreError> {
-    let (completed, failed) = store.item_counts(run.id).await?;
-    let failures = store.failed_items(run.id).await?;
     let stages = RunResult::of(&run.result);
+    let (completed, failed) = if *run.scope == Scope::EmbeddingsOnly {
+        // Its items are the snippets it embeds (as queued), not files: it records none.
+        let embedded = stages.code_embeddings.as_ref().map_or(0, |x| x.embedded);
+        (embedded as i64, 0)
+    } else {
+        store.item_counts(run.id).await?
+    };
+    let failures = store.failed_items(run.id).await?;
     Ok(ReindexResult {
         run_id: run.id,
         status: run.status,

@@ -666,10 +666,12 @@ BEGIN
 END
 $$;
 
--- Puts a failed or cancelled task back in the queue with a fresh budget of attempts. Its
--- run goes on from its first stage that did not succeed (this one, or an earlier one also
--- failed or cancelled: retrying a later stage alone would leave it waiting for ever); the
--- later failed or cancelled stages wait for it again.
+-- Puts a failed or cancelled task back in the queue with a fresh budget of attempts (the
+-- stage's attempt count starts again with its job's, which is what the worker's retry
+-- budget reads: a retried stage gets worker.max_attempts tries, not one). Its run goes on
+-- from its first stage that did not succeed (this one, or an earlier one also failed or
+-- cancelled: retrying a later stage alone would leave it waiting for ever); the later
+-- failed or cancelled stages wait for it again.
 CREATE OR REPLACE FUNCTION trawl_retry_task(p_job_id TEXT, p_queue TEXT)
 RETURNS TABLE (applied BOOLEAN, status TEXT)
 LANGUAGE plpgsql AS $$
@@ -692,7 +694,7 @@ BEGIN
     WITH reset AS (
         UPDATE stage_runs s
            SET status = CASE WHEN s.ordinal = first_open THEN 'queued' ELSE 'waiting' END,
-               finished_at = NULL, last_error = NULL, queued_at = now()
+               finished_at = NULL, last_error = NULL, queued_at = now(), attempts = 0
          WHERE s.run_id = sr.run_id AND s.ordinal >= first_open
            AND s.status IN ('failed', 'cancelled')
         RETURNING s.job_id, s.ordinal)

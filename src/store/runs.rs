@@ -297,6 +297,22 @@ impl Store {
         .await?)
     }
 
+    /// Seconds per snippet embedded by CODE_EMBEDDINGS over the last runs that embedded
+    /// any: what an embeddings-only run's duration is estimated from. None without such runs.
+    pub async fn seconds_per_embedding(&self) -> Result<Option<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT sum((e->>'seconds')::float8) / NULLIF(sum((e->>'embedded')::float8), 0)
+             FROM (SELECT result->'code_embeddings' AS e FROM runs
+                    WHERE status = 'succeeded'
+                      AND jsonb_typeof(result->'code_embeddings'->'embedded') = 'number'
+                      AND (result->'code_embeddings'->>'embedded')::float8 > 0
+                      AND jsonb_typeof(result->'code_embeddings'->'seconds') = 'number'
+                    ORDER BY id DESC LIMIT 20) r",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Seconds per item over the last runs that succeeded with items: the measured
     /// throughput a new run's duration is estimated from. None without such runs.
     pub async fn seconds_per_item(&self) -> Result<Option<f64>, StoreError> {
