@@ -26,6 +26,7 @@ mod serve;
 mod setup;
 mod status;
 mod tasks;
+mod watch;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -89,6 +90,7 @@ pub enum Command {
     Pipelines(pipelines::Args),
     Scheduler(scheduler::Args),
     Serve(serve::Args),
+    Watch(watch::Args),
     Mcp(mcp::Args),
     KeywordIndex(keyword_index::Args),
     Bench(bench::Args),
@@ -152,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pipelines(args) => pipelines::run(args, &config).await,
         Command::Scheduler(args) => scheduler::run(args, &config).await,
         Command::Serve(args) => serve::run(args, &config).await,
+        Command::Watch(args) => watch::run(args, &config).await,
         Command::Mcp(args) => mcp::run(args, &config).await,
         Command::KeywordIndex(args) => keyword_index::run(args, &config).await,
         Command::Bench(args) => bench::run(args, &config).await,

@@ -17,7 +17,8 @@ use crate::service::scheduler;
 /// dashboard opens at http://ADDR/?token=TOKEN. Each part can be turned off, so API nodes
 /// and worker nodes can run apart against one database. SIGTERM or SIGINT stops taking
 /// new requests and jobs, lets what runs finish (workers: up to
-/// worker.shutdown_timeout_secs), and exits 0.
+/// worker.shutdown_timeout_secs), and exits 0 (1 when a worker or the watch stopped
+/// abnormally). With --watch it also keeps directory sources fresh as `trawl watch` does.
 ///
 /// Examples:
 ///
@@ -46,6 +47,10 @@ pub struct Args {
     /// Serve no dashboard at /.
     #[arg(long)]
     no_dashboard: bool,
+    /// Also watch every directory source and reindex what changes, as `trawl watch` does
+    /// (its events go to the log).
+    #[arg(long)]
+    watch: bool,
     /// Print the address once listening, as JSON ({"listening": "127.0.0.1:7700"}).
     #[arg(long)]
     json: bool,
@@ -98,17 +103,31 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     });
     let scheduler = (!args.no_scheduler)
         .then(|| tokio::spawn(run_scheduler(store.clone(), config.clone(), stopped())));
+    let watcher = args.watch.then(|| {
+        let options = crate::service::watch::WatchOptions {
+            actor: "serve".into(),
+            ..Default::default()
+        };
+        tokio::spawn(crate::service::watch::watch(
+            store.clone(),
+            config.clone(),
+            options,
+            log_watch_event,
+            stopped(),
+        ))
+    });
 
     if args.json {
         println!("{}", serde_json::json!({ "listening": local.to_string() }));
     } else {
         println!(
-            "trawl serving on http://{local} (API {}, MCP {}, dashboard {}, {} worker slots, scheduler {})",
+            "trawl serving on http://{local} (API {}, MCP {}, dashboard {}, {} worker slots, scheduler {}, watch {})",
             on(parts.api),
             on(!args.no_mcp),
             on(parts.dashboard),
             concurrency,
-            on(!args.no_scheduler)
+            on(!args.no_scheduler),
+            on(args.watch)
         );
     }
     tracing::info!(%local, "listening");
@@ -134,6 +153,12 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }
+    if let Some(watcher) = watcher
+        && let Err(e) = watcher.await.context("the watch task")?
+    {
+        tracing::error!(error = %e, "the watch stopped abnormally");
+        failed = true;
+    }
     // Open streams end when they see the stop; a connection that still will not close is
     // not waited on for ever.
     match tokio::time::timeout(Duration::from_secs(10), &mut server).await {
@@ -146,6 +171,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// A watch event in the log: warnings as warnings, the rest as information.
+fn log_watch_event(e: crate::service::watch::WatchEvent) {
+    let json = serde_json::to_string(&e).unwrap_or_default();
+    match e {
+        crate::service::watch::WatchEvent::Warning { .. }
+        | crate::service::watch::WatchEvent::Gone { .. } => {
+            tracing::warn!(event = %json, "watch")
+        }
+        _ => tracing::info!(event = %json, "watch"),
+    }
 }
 
 fn on(enabled: bool) -> &'static str {

@@ -72,6 +72,23 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// The scope of a run asked for `self`, joined by a request for `other` while it waits
+    /// (a watch run): files make the union of both lists, sorted; anything else covers the
+    /// whole project.
+    pub fn joined(&self, other: &Scope) -> Scope {
+        match (self, other) {
+            (Scope::Files { paths: a }, Scope::Files { paths: b }) => {
+                let mut paths: Vec<String> = a.iter().chain(b).cloned().collect();
+                paths.sort();
+                paths.dedup();
+                Scope::Files { paths }
+            }
+            _ => Scope::Project,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

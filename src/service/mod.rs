@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod search;
 pub mod status;
 pub mod tasks;
+pub mod watch;
 
 /// How many answers to give: `limit`, or `default`; out of 1..=`max`, `Err` with it.
 pub(crate) fn answers_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, u32> {

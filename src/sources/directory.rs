@@ -31,6 +31,13 @@ const SKIPPED_DIRS: &[&str] = &[
     "build",
 ];
 
+/// Whether relative path `rel` ('/'-separated) lies in a directory no scan enters.
+pub fn in_skipped_dir(rel: &str) -> bool {
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    parts.pop();
+    parts.iter().any(|c| SKIPPED_DIRS.contains(c))
+}
+
 /// Files never read because they usually hold secrets (`sync.deny`, which the
 /// configuration can change): each a glob matched against a file's name, or against its
 /// path from the root when the pattern holds a `/`.
@@ -118,16 +125,7 @@ pub fn scan(root: &Path, deny: &DenyList) -> std::io::Result<Vec<ScannedFile>> {
         ));
     }
     let mut out = Vec::new();
-    let walker = ignore::WalkBuilder::new(root)
-        .hidden(false)
-        .follow_links(false)
-        .require_git(false)
-        .filter_entry(|e| {
-            !(e.file_type().is_some_and(|t| t.is_dir())
-                && SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref()))
-        })
-        .build();
-    for entry in walker {
+    for entry in walker(root).build() {
         let Ok(entry) = entry else { continue };
         let Some(file_type) = entry.file_type() else {
             continue;
@@ -173,6 +171,99 @@ pub fn scan(root: &Path, deny: &DenyList) -> std::io::Result<Vec<ScannedFile>> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// The walk of [`scan`] from `dir` (the root, or a directory inside it): ignore files of
+/// `dir` and its parents honoured, hidden files kept, links not followed, skipped
+/// directories left out.
+fn walker(dir: &Path) -> ignore::WalkBuilder {
+    let mut w = ignore::WalkBuilder::new(dir);
+    w.hidden(false)
+        .follow_links(false)
+        .require_git(false)
+        .filter_entry(|e| {
+            !(e.file_type().is_some_and(|t| t.is_dir())
+                && SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref()))
+        });
+    w
+}
+
+/// What of a set of changed paths a scan would look at: see [`changed_files`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Files a scan of the root finds, among the paths or below those that are directories.
+    pub files: Vec<String>,
+    /// Paths that no longer exist (deleted or renamed away, files or directories).
+    pub gone: Vec<String>,
+}
+
+/// Sorts changed paths (relative to `root`, '/'-separated) as SYNC's scan would see them:
+/// an existing path counts only if the scan finds it (not ignored by a .gitignore or
+/// .ignore on the way down, not in a skipped directory); an existing directory stands
+/// for every file the scan finds below it. Each directory on the way is listed once.
+pub fn changed_files(root: &Path, paths: &[String]) -> Changed {
+    let mut listed = std::collections::HashMap::new();
+    let mut out = Changed::default();
+    for rel in paths {
+        let rel = rel.trim_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+            continue;
+        }
+        let full = root.join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&full) else {
+            out.gone.push(rel.to_string());
+            continue;
+        };
+        // Visible when each step down is listed by the walk of its parent.
+        let mut parent = String::new();
+        let visible = rel.split('/').all(|name| {
+            let seen = listing(&mut listed, root, &parent).contains(name);
+            parent = if parent.is_empty() {
+                name.to_string()
+            } else {
+                format!("{parent}/{name}")
+            };
+            seen
+        });
+        if !visible {
+            continue;
+        }
+        if meta.is_dir() {
+            for e in walker(&full).build().flatten() {
+                if e.file_type().is_some_and(|t| !t.is_dir())
+                    && let Ok(below) = e.path().strip_prefix(root)
+                    && let Some(below) = below.to_str()
+                {
+                    out.files.push(below.replace('\\', "/"));
+                }
+            }
+        } else {
+            out.files.push(rel.to_string());
+        }
+    }
+    out.files.sort();
+    out.files.dedup();
+    out.gone.sort();
+    out.gone.dedup();
+    out
+}
+
+/// The names a walk of directory `dir` (relative to `root`) lists directly in it, listed
+/// once per `cache`.
+fn listing<'a>(
+    cache: &'a mut std::collections::HashMap<String, std::collections::HashSet<String>>,
+    root: &Path,
+    dir: &str,
+) -> &'a std::collections::HashSet<String> {
+    cache.entry(dir.to_string()).or_insert_with(|| {
+        walker(&root.join(dir))
+            .max_depth(Some(1))
+            .build()
+            .flatten()
+            .filter(|e| e.depth() == 1)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    })
 }
 
 /// What reading a file found.

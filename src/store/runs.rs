@@ -99,6 +99,25 @@ pub enum Enqueued {
     AlreadyPending { run_id: i64 },
 }
 
+/// What [`Store::enqueue_or_join`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Joined {
+    /// The changes joined queued run `run_id`, whose scope is now `scope`.
+    Joined { run_id: i64, scope: Scope },
+    /// No run to join: as [`Store::enqueue_run`] did.
+    Enqueued(Enqueued),
+}
+
+impl Joined {
+    pub fn run_id(&self) -> i64 {
+        match self {
+            Joined::Joined { run_id, .. } => *run_id,
+            Joined::Enqueued(e) => e.run_id(),
+        }
+    }
+}
+
 impl Enqueued {
     /// The run asked for: the new one, or the one already pending.
     pub fn run_id(&self) -> i64 {
@@ -155,6 +174,61 @@ impl Store {
         let enqueued = enqueue_in(&mut tx, new).await?;
         tx.commit().await?;
         Ok(enqueued)
+    }
+
+    /// Adds `new`'s scope to the repository's queued run of the same origin whose SYNC has
+    /// not begun (so changes that arrive while a watch run waits join it, one run however
+    /// many saves), or enqueues `new` when there is none. `new.scope` is a files or project
+    /// scope; files join as a union, a project scope takes the run over.
+    ///
+    /// The SYNC job is locked first, as a worker's claim locks it (SKIP LOCKED): a job being
+    /// claimed at that moment is not joined, and a new run is queued behind it instead.
+    pub async fn enqueue_or_join(&self, new: &NewRun) -> Result<Joined, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7001, $1::int)")
+            .bind(new.repository_id as i32)
+            .execute(&mut *tx)
+            .await?;
+        let open: Option<(i64, sqlx::types::Json<Scope>)> = sqlx::query_as(
+            "SELECT r.id, r.scope FROM runs r
+               JOIN stage_runs s ON s.run_id = r.id AND s.ordinal = 0
+               JOIN apalis.jobs j ON j.id = s.job_id
+              WHERE r.repository_id = $1 AND r.origin = $2 AND r.status = 'queued'
+                AND NOT r.full_reindex AND s.status IN ('queued', 'waiting')
+                AND j.status IN ('Pending', 'Waiting') AND j.lock_by IS NULL
+              ORDER BY r.id DESC LIMIT 1
+              FOR UPDATE OF j SKIP LOCKED",
+        )
+        .bind(new.repository_id)
+        .bind(&new.origin)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((run_id, scope)) = open {
+            // Re-read under locks: the SYNC stage, then the run (a claim's order).
+            let still: Option<i64> = sqlx::query_scalar(
+                "SELECT r.id FROM stage_runs s JOIN runs r ON r.id = s.run_id
+                  WHERE s.run_id = $1 AND s.ordinal = 0 AND s.status IN ('queued', 'waiting')
+                    AND r.status = 'queued'
+                  FOR UPDATE OF s, r",
+            )
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if still.is_some() {
+                let merged = scope.0.joined(&new.scope);
+                if merged != scope.0 {
+                    set_scope(&mut tx, run_id, new.repository_id, &merged).await?;
+                }
+                tx.commit().await?;
+                return Ok(Joined::Joined {
+                    run_id,
+                    scope: merged,
+                });
+            }
+        }
+        let enqueued = enqueue_in(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(Joined::Enqueued(enqueued))
     }
 
     /// Enqueues several runs in one transaction (all or none), as [`Store::enqueue_run`]
@@ -331,6 +405,41 @@ impl Store {
 }
 
 /// Creates a run with its five stage runs and jobs inside `tx` (see [`Store::enqueue_run`]).
+/// Gives queued run `run_id` a new scope: its row and its five jobs' payloads.
+async fn set_scope(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: i64,
+    repository_id: i64,
+    scope: &Scope,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET scope = $2 WHERE id = $1")
+        .bind(run_id)
+        .bind(sqlx::types::Json(scope))
+        .execute(&mut **tx)
+        .await?;
+    let jobs: Vec<(String, String)> =
+        sqlx::query_as("SELECT job_id, stage FROM stage_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    for (job_id, stage) in jobs {
+        let stage = Stage::parse(&stage)
+            .ok_or_else(|| StoreError::Invalid(format!("stage {stage:?} of run {run_id}")))?;
+        let job = crate::domain::job::StageJob {
+            run_id,
+            repository_id,
+            stage,
+            scope: scope.clone(),
+        };
+        sqlx::query("UPDATE apalis.jobs SET job = $2 WHERE id = $1")
+            .bind(&job_id)
+            .bind(serde_json::to_vec(&job).expect("stage job serialises"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn enqueue_in(
     tx: &mut Transaction<'_, Postgres>,
     new: &NewRun,
