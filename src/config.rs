@@ -286,8 +286,8 @@ pub struct ServeConfig {
     /// The bearer token every route but /healthz and the dashboard page / requires; empty
     /// means none (loopback only).
     pub token: String,
-    /// Directories under which HTTP and MCP clients may register directory sources
-    /// (absolute paths). Empty: none, so they may add git URLs only. The CLI, run by the
+    /// Directories under which HTTP clients (POST /api/v1/repositories) may register
+    /// directory sources (absolute paths). Empty: none, so they may add git URLs only. The CLI, run by the
     /// machine's own user, indexes any directory it can read.
     pub allowed_roots: Vec<PathBuf>,
 }

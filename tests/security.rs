@@ -308,7 +308,7 @@ async fn a_stalling_remote_fails_sync_as_retryable_naming_the_remote() {
         "the error names the remote and the limit: {shown}"
     );
     assert!(
-        shown.contains("gave up after 1 attempts"),
+        shown.contains("gave up after 1 attempt)"),
         "a stalled remote is a retryable failure: {shown}"
     );
 }

@@ -116,7 +116,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         &mut out,
         "trawl_queue_depth",
         "gauge",
-        "Stage tasks queued, waiting, running or paused, by stage, status and priority class (a task failed for good counts in trawl_stage_failures).",
+        "Stage tasks queued, waiting or running (a paused run's are waiting), by stage, status and priority class (a task failed for good counts in trawl_stage_failures).",
     );
     for c in &depth {
         let _ = writeln!(

@@ -1,8 +1,12 @@
 use crate::config::Config;
 use crate::database;
 
-/// Show the audit log: every reindex, reingest, pause, resume, cancel and retry, who asked
-/// (cli, api, mcp, scheduler), what was asked and how it ended. Newest first.
+/// Show the audit log: every index, reindex, reingest, pause, resume, cancel, retry,
+/// repository removal, pipeline action and background sync, who asked (cli, api, mcp,
+/// scheduler, or trawl itself), what was asked and how it ended. Newest first.
+///
+/// Actor trawl is what trawl does of itself: a background run cancelled because a user's
+/// run superseded it.
 ///
 /// Examples:
 ///
@@ -18,6 +22,7 @@ pub struct Args {
     /// time (2026-11-24T08:00:00Z).
     #[arg(long)]
     since: Option<String>,
+    /// At most this many entries, the newest.
     #[arg(long, default_value_t = 100)]
     limit: i64,
     /// Print the entries as JSON.

@@ -54,6 +54,7 @@ enum Action {
     },
     /// A batch job's status and what happened to each item.
     Show {
+        /// The batch job's id (`trawl batch list` lists them; `batch submit` prints it).
         job: String,
         /// Print the job's status and items as JSON.
         #[arg(long)]

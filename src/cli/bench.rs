@@ -5,7 +5,8 @@ use anyhow::Context as _;
 use crate::bench::{api, index, queue};
 use crate::config::Config;
 
-/// Measure trawl on this machine: the stage queue alone, or indexing a real corpus.
+/// Measure trawl on this machine: the stage queue alone, indexing a real corpus, or the
+/// HTTP API's search under concurrent clients.
 ///
 /// Benchmarks run against the configured database (the embedded cluster by default) in a
 /// scratch database of their own, which they drop afterwards; nothing indexed is touched.

@@ -3,9 +3,11 @@ use crate::doctor;
 
 /// Check that everything trawl needs is in place; each failed check says how to fix it.
 ///
-/// Checks: database reachable, server version, pgvector, migrations, queue tables, the
-/// embedding model, the index directory, and configured HTTP providers. Exit 1 when any
-/// check fails.
+/// Checks: database reachable, server version, pgvector, migrations, queue tables, that
+/// this node's keyword index follows the database (no lag over 10 s), the embedding model,
+/// the index directory, the hosts a configured git token is sent to (git.token_hosts),
+/// configured HTTP providers, and that the model embeds a text into vectors of the
+/// dimension already stored under its name. Exit 1 when any check fails.
 ///
 /// Example:
 ///

@@ -14,7 +14,9 @@ use crate::store::history::CommitRow;
 /// Examples:
 ///
 ///   trawl history src/config.rs
+///
 ///   trawl history src/config.rs:120-160 --repo https://github.com/org/app
+///
 ///   trawl history --snippet 4711
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +31,7 @@ pub struct Args {
     /// have the file.
     #[arg(long)]
     repo: Option<String>,
+    /// At most this many commits, the newest (1 to 1000).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
     /// Print the answer as JSON (the commits, the file and lines, freshness).

@@ -8,9 +8,10 @@ use crate::service::index;
 /// Index a directory or a git repository: register it (once) and enqueue a user-initiated
 /// run of the five stages. Prints the run id; with --wait, follows the run until it ends.
 ///
-/// A git URL (https://, ssh://, git@host:path, file://) is cloned under trawl's home and
-/// fetched again on every later sync; a token for private https remotes is read from
-/// TRAWL_GIT_TOKEN.
+/// A git URL (https://, http://, ssh://, git://, file://, or user@host:path) is cloned
+/// under trawl's home and fetched again on every later sync. A token for private https
+/// remotes is git.token (TRAWL_GIT_TOKEN), sent only to the hosts of git.token_hosts
+/// (TRAWL_GIT_TOKEN_HOSTS), only over https.
 ///
 /// With --wait and no worker alive, the run is worked in this process under the same queue
 /// rules; when workers are alive, they do the work.

@@ -19,8 +19,11 @@ use crate::store::pipelines::{PipelineControlError, PipelineRun, PipelineRunFilt
 /// Examples:
 ///
 ///   trawl pipelines list
+///
 ///   trawl pipelines list --pipeline history --status failed
+///
 ///   trawl pipelines retry 12
+///
 ///   trawl pipelines disable history --repo ~/src/app
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,34 +54,47 @@ enum Action {
     },
     /// One pipeline run: its files, attempts, error and report.
     Show {
+        /// The pipeline run's id (`trawl pipelines list` lists them).
         id: i64,
         /// Print the pipeline run as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Run a failed or cancelled pipeline run again, with a fresh budget of attempts.
-    Retry { id: i64 },
+    Retry {
+        /// The pipeline run's id (`trawl pipelines list` lists them).
+        id: i64,
+    },
     /// Cancel a pending or running pipeline run (one at work finishes its attempt, and its
     /// result is dropped).
-    Cancel { id: i64 },
+    Cancel {
+        /// The pipeline run's id (`trawl pipelines list` lists them).
+        id: i64,
+    },
     /// Switch a pipeline on for one repository, whatever the configuration says.
     Enable {
+        /// The pipeline: references or history.
         #[arg(value_parser = Pipeline::parse_or_list)]
         pipeline: Pipeline,
+        /// The repository: its id, or the path or URL it was indexed from.
         #[arg(long)]
         repo: String,
     },
     /// Switch a pipeline off for one repository: its events are no longer routed to it.
     Disable {
+        /// The pipeline: references or history.
         #[arg(value_parser = Pipeline::parse_or_list)]
         pipeline: Pipeline,
+        /// The repository: its id, or the path or URL it was indexed from.
         #[arg(long)]
         repo: String,
     },
     /// Let the configuration's flag decide again for one repository.
     Reset {
+        /// The pipeline: references or history.
         #[arg(value_parser = Pipeline::parse_or_list)]
         pipeline: Pipeline,
+        /// The repository: its id, or the path or URL it was indexed from.
         #[arg(long)]
         repo: String,
     },

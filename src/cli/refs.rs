@@ -37,6 +37,7 @@ pub struct Args {
 /// Examples:
 ///
 ///   trawl refs parse_config
+///
 ///   trawl refs Config --kind type --repo ~/src/app --json
 #[derive(Debug, clap::Args)]
 pub struct RefsArgs {
@@ -57,6 +58,7 @@ fn ref_kind(s: &str) -> Result<RefKind, String> {
 /// Examples:
 ///
 ///   trawl callers stamp_index_version
+///
 ///   trawl callers run --path src/pipeline
 #[derive(Debug, clap::Args)]
 pub struct CallersArgs {

@@ -41,6 +41,8 @@ pub struct Args {
     /// With --scope directory: the files below the directories too, not only in them.
     #[arg(long)]
     recursive: bool,
+    /// The priority class of the run's stages in the queue: high overtakes queued user
+    /// work, low waits with background work.
     #[arg(long, value_enum, default_value = "normal")]
     priority: PriorityClass,
     /// Reprocess every file (or, for embeddings-only, every snippet) in scope, changed or
@@ -109,7 +111,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
                 if plan.full { ", full" } else { "" }
             );
             match plan.snippets {
-                Some(n) => println!("{n} snippets would be embedded again"),
+                Some(n) => println!(
+                    "{} would be embedded again",
+                    super::count(n, "snippet", "snippets")
+                ),
                 None if plan.files.is_empty() => {
                     println!("no file changed in scope: the run would find it up to date")
                 }
@@ -140,10 +145,10 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             .map(|s| format!(", about {s:.0} s"))
             .unwrap_or_default();
         println!(
-            "run {run_id} {}: scope {}, {} items{estimate}",
+            "run {run_id} {}: scope {}, {}{estimate}",
             queued.status,
             queued.scope.kind(),
-            queued.items_total
+            super::count(queued.items_total, "item", "items")
         );
         if !args.wait {
             println!("{}", queued.message);

@@ -34,6 +34,8 @@ pub struct Args {
     /// Runs enqueued per transaction.
     #[arg(long, default_value_t = 50)]
     batch_size: usize,
+    /// The priority class of the runs' stages in the queue: low (with background work),
+    /// normal or high to hurry them.
     #[arg(long, value_enum, default_value = "low")]
     priority: PriorityClass,
     /// Run only these downstream pipelines again over every file, comma-separated:

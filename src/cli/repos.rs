@@ -8,7 +8,9 @@ use crate::service::status;
 /// Examples:
 ///
 ///   trawl repos list
+///
 ///   trawl repos remove ~/src/old-project --dry-run
+///
 ///   trawl repos remove 3
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -20,9 +20,10 @@ pub struct Args {
 enum Action {
     /// The most recent runs, newest first.
     List {
-        /// Only runs of this repository (id, or the path it was indexed from).
+        /// Only runs of this repository: its id, or the path or URL it was indexed from.
         #[arg(long)]
         repo: Option<String>,
+        /// At most this many runs, the newest.
         #[arg(long, default_value_t = 20)]
         limit: i64,
         /// Print the runs as a JSON array.
@@ -33,6 +34,7 @@ enum Action {
     /// first at once, one per stage change and per batch, the last terminal). Only
     /// watches: workers do the work. Exit 0 when the run succeeded, 1 when not.
     Watch {
+        /// The run id (`trawl runs list` lists them).
         run: i64,
         /// Print each progress snapshot as one JSON object per line.
         #[arg(long)]
@@ -40,14 +42,24 @@ enum Action {
     },
     /// Pause a queued or running run: no new stage or batch of it starts (a stage at work
     /// stops after its current batch). Kept across worker restarts.
-    Pause { run: i64 },
+    Pause {
+        /// The run id (`trawl runs list` lists them).
+        run: i64,
+    },
     /// Resume a paused run where it stopped; finished items are not done again.
-    Resume { run: i64 },
+    Resume {
+        /// The run id (`trawl runs list` lists them).
+        run: i64,
+    },
     /// Cancel a run that has not ended: what remains is cancelled, what it committed stays,
     /// and the repository's last index version stays the searchable one.
-    Cancel { run: i64 },
+    Cancel {
+        /// The run id (`trawl runs list` lists them).
+        run: i64,
+    },
     /// One run with its stage breakdown; with --items or --failures, its files too.
     Show {
+        /// The run id (`trawl runs list` lists them).
         run: i64,
         /// Every file the run touched: change, status, error or reason, duration.
         #[arg(long)]

@@ -50,10 +50,14 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
             for (repo, run) in &tick.enqueued {
                 println!("repository {repo}: background run {run} queued");
             }
-            if tick.enqueued.is_empty() {
+            if tick.due == 0 {
                 println!(
-                    "nothing due ({} repositories due but pending or none)",
-                    tick.due
+                    "nothing due: every repository was synced within the interval or has a run not ended"
+                );
+            } else if tick.enqueued.is_empty() {
+                println!(
+                    "nothing enqueued: {} due, but a run of each was already pending",
+                    super::count(tick.due as i64, "repository", "repositories")
                 );
             }
         }

@@ -30,6 +30,8 @@ use crate::service::search::{SearchRequest, SearchRequestError};
 pub struct Args {
     /// What to look for: words, identifiers, or a description of the code.
     query: String,
+    /// How to search: hybrid (keyword and vectors fused), keyword (BM25) or semantic
+    /// (vectors).
     #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
     mode: Mode,
     /// Only this repository (its id, or the path or URL it was indexed from); repeatable.
@@ -48,8 +50,8 @@ pub struct Args {
     /// How many results.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
     limit: u16,
-    /// Print a JSON array of hits (repository, path, start_line, end_line, kind, name,
-    /// language, score, snippet).
+    /// Print a JSON array of hits (repository, repository_id, path, start_line, end_line,
+    /// kind, name, language, score, snippet, snippet_id).
     #[arg(long)]
     json: bool,
     /// Search the commit messages of git sources instead, best first: the messages that

@@ -35,15 +35,15 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         let r = &s.repository;
         match &s.index_version {
             Some(v) => println!(
-                "repository {} {}: index version {} built {} ago by run {} ({} files, {} snippets, {} vectors, {})",
+                "repository {} {}: index version {} built {} ago by run {} ({}, {}, {}, {})",
                 r.id,
                 r.source,
                 v.version,
                 human_age(s.age_seconds.unwrap_or(0)),
                 v.run_id.map_or("?".into(), |id| id.to_string()),
-                v.files,
-                v.snippets,
-                v.vectors,
+                super::count(v.files, "file", "files"),
+                super::count(v.snippets, "snippet", "snippets"),
+                super::count(v.vectors, "vector", "vectors"),
                 v.model
             ),
             None => println!("repository {} {}: no index version yet", r.id, r.source),

@@ -27,12 +27,13 @@ enum Action {
         /// sync, extract, bm25_index, code_embeddings or enrich.
         #[arg(long)]
         stage: Option<String>,
-        /// A repository id, or the path it was indexed from.
+        /// Only tasks of this repository: its id, or the path or URL it was indexed from.
         #[arg(long)]
         repo: Option<String>,
         /// Only the tasks of this run.
         #[arg(long)]
         run: Option<i64>,
+        /// At most this many tasks.
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// Print the tasks as a JSON array.
@@ -41,6 +42,7 @@ enum Action {
     },
     /// One task with its job row and last result.
     Show {
+        /// The task id (its job id: the TASK column of `trawl tasks list`).
         id: String,
         /// Print the task as JSON.
         #[arg(long)]
@@ -51,10 +53,16 @@ enum Action {
     /// Its run goes on from its first stage that did not succeed: retrying a later stage
     /// of a run whose earlier stage was also cancelled starts that earlier one, and the
     /// later ones wait for it.
-    Retry { id: String },
+    Retry {
+        /// The task id (its job id: the TASK column of `trawl tasks list`).
+        id: String,
+    },
     /// Cancel a task that has not finished, and with it its run (every unfinished stage of
     /// it; a stage at work stops after its current batch).
-    Cancel { id: String },
+    Cancel {
+        /// The task id (its job id: the TASK column of `trawl tasks list`).
+        id: String,
+    },
 }
 
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {

@@ -6,13 +6,16 @@ use crate::pipeline::{PipelineContext, worker};
 /// Run stage jobs until stopped (SIGINT or SIGTERM).
 ///
 /// On a signal the worker stops taking jobs, lets running stages finish for up to
-/// worker.shutdown_timeout_secs, releases what still runs back to the queue, and exits 0.
+/// worker.shutdown_timeout_secs, releases what still runs back to the queue, and exits 0
+/// (1 when the worker stopped abnormally).
 /// Run as many workers, on as many machines, as you like against one database.
 ///
 /// Examples:
 ///
 ///   trawl worker --concurrency 4
+///
 ///   trawl worker --stages code_embeddings,enrich   # a node that only embeds
+///
 ///   trawl worker --queues references,history       # a node for the pipelines only
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -575,7 +575,7 @@ impl TrawlMcp {
 #[tool_handler(
     router = self.tool_router,
     name = "trawl",
-    instructions = "trawl indexes code repositories. Use `search` to find code (hybrid keyword + semantic), `list_repositories` to see what is indexed, and `force_reindex` with `get_reindex_status`, `pause_reindex`, `resume_reindex` and `cancel_reindex` to refresh an index."
+    instructions = "trawl indexes code repositories. Use `search` to find code (hybrid keyword + semantic), `list_repositories` to see what is indexed, `force_reindex` with `get_reindex_status`, `pause_reindex`, `resume_reindex` and `cancel_reindex` to refresh an index, and `remove_repository` to remove one with all it holds. Over the symbol graph and git history: `find_references` (where a symbol is used), `callers` and `callees` (who calls a function, what it calls), `history` (the commits that changed a file, lines of it or a snippet) and `search_commits` (commit messages by their words)."
 )]
 impl ServerHandler for TrawlMcp {}
 

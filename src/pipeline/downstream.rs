@@ -121,7 +121,11 @@ async fn work(ctx: &PipelineContext, pipeline: Pipeline, job_id: &str, run: &Pip
         }
         Err(e) => {
             let msg = if e.is_retryable() {
-                format!("{} (gave up after {attempt} attempts)", e.report())
+                format!(
+                    "{} (gave up after {attempt} {})",
+                    e.report(),
+                    if attempt == 1 { "attempt" } else { "attempts" }
+                )
             } else {
                 e.report()
             };

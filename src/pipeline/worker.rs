@@ -355,7 +355,11 @@ async fn handle(
             }
             Err(e) => {
                 let msg = if e.is_retryable() {
-                    format!("{} (gave up after {attempt} attempts)", e.report())
+                    format!(
+                        "{} (gave up after {attempt} {})",
+                        e.report(),
+                        if attempt == 1 { "attempt" } else { "attempts" }
+                    )
                 } else {
                     e.report()
                 };

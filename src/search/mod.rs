@@ -567,8 +567,13 @@ impl Searcher {
         let mut out = Vec::new();
         for (other, dim, n) in self.store.vector_models_of(&q.repository_ids).await? {
             if other != model {
+                let (snippets, have) = if n == 1 {
+                    ("snippet", "has")
+                } else {
+                    ("snippets", "have")
+                };
                 out.push(format!(
-                    "{n} snippets have {dim}-d vectors of model {other}, but the configured model is {model}: \
+                    "{n} {snippets} {have} {dim}-d vectors of model {other}, but the configured model is {model}: \
                      run `trawl reindex <REPO> --scope embeddings-only` to embed them with {model}"
                 ));
             }

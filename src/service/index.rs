@@ -26,7 +26,7 @@ pub enum IndexError {
     NoSuchPath { path: String },
     #[error(
         "{source_given} is not under a directory this server allows clients to index \
-         (serve.allowed_roots, TRAWL_ALLOWED_ROOTS{roots}): over HTTP and MCP, give a git URL, \
+         (serve.allowed_roots, TRAWL_ALLOWED_ROOTS{roots}): over HTTP, give a git URL, \
          or ask the operator to allow the directory"
     )]
     SourceNotAllowed { source_given: String, roots: String },
@@ -55,7 +55,7 @@ pub struct IndexRequested {
 pub enum SourceAccess {
     /// The machine's own user (the CLI, benchmarks): any directory it can read, any git URL.
     Local,
-    /// A client over HTTP or MCP: git URLs of remotes, and directories (or git URLs that
+    /// A client over HTTP: git URLs of remotes, and directories (or git URLs that
     /// read this machine's disk, `file://`) under `serve.allowed_roots` only; relative
     /// paths never.
     Remote,
@@ -150,7 +150,7 @@ async fn register_directory(store: &Store, source: &str) -> Result<Repository, I
         .await?)
 }
 
-/// Refuses, for a client over HTTP or MCP, a source on this machine's disk that lies
+/// Refuses, for a client over HTTP, a source on this machine's disk that lies
 /// outside every allowed root, and a relative one. Checked on the path as written (with
 /// `.` and `..` taken lexically) before anything is looked up, so the answer says nothing
 /// of what exists outside the roots; then again with symbolic links resolved.

@@ -240,8 +240,11 @@ pub async fn reindex(
         }),
         outcome: match &outcome {
             Ok((_, q)) => Ok(Some(format!(
-                "run {} {}, {} items",
-                q.run_id, q.status, q.items_total
+                "run {} {}, {} {}",
+                q.run_id,
+                q.status,
+                q.items_total,
+                if q.items_total == 1 { "item" } else { "items" }
             ))),
             Err(e) => Err(e.to_string()),
         },
@@ -321,7 +324,7 @@ pub async fn result_of(store: &Store, run: &Run) -> Result<ReindexResult, StoreE
     let (completed, failed) = if *run.scope == Scope::EmbeddingsOnly {
         // Its items are the snippets it embeds (as queued), not files: it records none.
         let embedded = stages.code_embeddings.as_ref().map_or(0, |x| x.embedded);
-        (embedded as i64, 0)
+        (embedded, 0)
     } else {
         store.item_counts(run.id).await?
     };

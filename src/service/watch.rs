@@ -201,10 +201,8 @@ pub async fn watch(
     let mut refreshed = Instant::now();
     loop {
         let next = watched.values().filter_map(|w| w.due(&options)).min();
-        let sleep = tokio::time::sleep_until(
-            next.map_or_else(|| Instant::now() + CHECK_EVERY, |t| t)
-                .into(),
-        );
+        let sleep =
+            tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + CHECK_EVERY).into());
         tokio::select! {
             _ = &mut stop => break,
             notice = rx.recv() => {

@@ -33,8 +33,8 @@ pub struct StageDurations {
 }
 
 impl Store {
-    /// Stage tasks not ended, plus the failed ones (which wait for an operator), by stage,
-    /// status and priority class.
+    /// Stage tasks not ended (queued, waiting, running), by stage, status and priority
+    /// class; failed ones, which wait for an operator, are left out.
     pub async fn queue_depth(&self) -> Result<Vec<super::tasks::QueueCell>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT stage, stage_status, priority_class, count(*) AS count FROM trawl_tasks
