@@ -19,3 +19,4 @@ mod repos;
 mod scale_out;
 mod security;
 mod services;
+mod watch;
