@@ -161,6 +161,22 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     page.wait_for(&succeeded, WAIT)
         .await
         .expect("the retried run succeeds on the page");
+    // The repository's freshness against the disk (its files, whose EXTRACT failed once,
+    // are marked to be read again by the next sync: they count as changed), then a file
+    // added on disk is counted.
+    page.wait_for(
+        "[...document.querySelectorAll('#repositories tr[data-repository] .freshness')].some(c => c.textContent.includes('0 added'))",
+        WAIT,
+    )
+    .await
+    .expect("the repository shows its freshness");
+    std::fs::write(dir.path().join("new.py"), "def new():\n    return 0\n").unwrap();
+    page.wait_for(
+        "[...document.querySelectorAll('#repositories .freshness')].some(c => c.textContent.includes('1 added'))",
+        WAIT,
+    )
+    .await
+    .expect("the repository shows the file added on disk");
     page.wait_for(
         "document.querySelectorAll('#failed tr[data-task]').length === 0",
         WAIT,

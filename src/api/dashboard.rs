@@ -53,7 +53,7 @@ pub async fn state(State(state): State<AppState>) -> Result<Json<Dashboard>, Api
             RunWithStages { run, stages: mine }
         })
         .collect();
-    let repositories = status::status(store, None).await?;
+    let repositories = status::status(store, &state.config, None, false).await?;
     let pipelines = crate::service::pipelines::overview(
         store,
         &crate::store::pipelines::PipelineRunFilter {

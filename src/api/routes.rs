@@ -868,7 +868,7 @@ async fn index_source(
 async fn list_repositories(
     State(state): State<AppState>,
 ) -> Result<Json<answers::Repositories>, ApiError> {
-    let repositories = status::status(&state.store, None).await?;
+    let repositories = status::status(&state.store, &state.config, None, false).await?;
     Ok(Json(answers::Repositories { repositories }))
 }
 
@@ -876,7 +876,7 @@ async fn show_repository(
     State(state): State<AppState>,
     Id(selector): Id<String>,
 ) -> Result<Json<status::RepositoryStatus>, ApiError> {
-    let mut one = status::status(&state.store, Some(&selector)).await?;
+    let mut one = status::status(&state.store, &state.config, Some(&selector), true).await?;
     Ok(Json(one.remove(0)))
 }
 
@@ -1235,8 +1235,7 @@ async fn run_progress(
         let follower = Follower::joining(&state.store, run_id).await?;
         return Ok(ndjson(progress_stream(&state, follower)));
     }
-    let stages = state.store.stage_runs(run_id).await?;
-    let snapshot = Snapshot::of(&run, &stages);
+    let snapshot = Snapshot::load(&state.store, &run).await?;
     if wants_ndjson(&headers) {
         // An ended run's stream is its terminal snapshot alone.
         let frame: Result<Bytes, Infallible> = Ok(line(&snapshot));

@@ -4,10 +4,12 @@
 //! - [`queue`]: the stage queue with no-op stage work; tasks/s and enqueue→start latency.
 //! - [`index`]: the five stages on a real corpus, incremental runs and query latency.
 //! - [`api`]: the HTTP API's search under concurrent clients.
+//! - [`watch`]: save → searchable under `trawl watch`.
 
 pub mod api;
 pub mod index;
 pub mod queue;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 
-use crate::bench::{api, index, queue};
+use crate::bench::{api, index, queue, watch};
 use crate::config::Config;
 
 /// Measure trawl on this machine: the stage queue alone, indexing a real corpus, or the
@@ -21,6 +21,42 @@ enum BenchCommand {
     Queue(QueueArgs),
     Index(IndexArgs),
     Api(ApiArgs),
+    Watch(WatchArgs),
+}
+
+/// Save → searchable under `trawl watch`: latency p50 / p99 of a one-file save until the
+/// new function is found by keyword and by semantic search, and of a deletion until the
+/// file is no longer found.
+///
+/// The corpus is copied and indexed into a scratch database first (removed afterwards);
+/// then a watch and --workers stage workers run in this process, as `trawl watch` runs
+/// them, and the benchmark saves into the largest Python files one at a time (an editor's
+/// atomic save: a temporary file renamed over the original) and searches every 10 ms.
+///
+/// Example:
+///
+///   trawl bench watch --corpus /usr/lib/python3.11 --saves 50
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    /// The directory to index and save into (with Python files, e.g. a Python standard
+    /// library).
+    #[arg(long, value_name = "PATH")]
+    corpus: std::path::PathBuf,
+    /// Saves measured.
+    #[arg(long, default_value_t = 30)]
+    saves: usize,
+    /// Deletions measured.
+    #[arg(long, default_value_t = 10)]
+    deletes: usize,
+    /// Stage workers in this process (default: worker.concurrency).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Pause after each probe, in ms (a person does not save continuously).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pause_ms: u64,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The HTTP API's search under concurrent clients: requests per second and latency p50 /
@@ -118,7 +154,44 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
         BenchCommand::Queue(a) => run_queue(a, config).await,
         BenchCommand::Index(a) => run_index(a, config).await,
         BenchCommand::Api(a) => run_api(a, config).await,
+        BenchCommand::Watch(a) => run_watch(a, config).await,
     }
+}
+
+async fn run_watch(args: WatchArgs, config: &Config) -> anyhow::Result<i32> {
+    let workers = args.workers.unwrap_or(config.worker.concurrency).max(1);
+    let config = &crate::pipeline::worker::sized_for(config, workers, 4);
+    let opts = watch::WatchBenchOptions {
+        corpus: std::path::absolute(&args.corpus)
+            .with_context(|| format!("--corpus {}", args.corpus.display()))?,
+        saves: args.saves.max(1),
+        deletes: args.deletes,
+        workers,
+        pause: std::time::Duration::from_millis(args.pause_ms),
+    };
+    let r = watch::run(config, &opts, |msg| eprintln!("bench watch: {msg}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    println!("corpus              {}", r.corpus);
+    println!(
+        "indexed             {} files, {} lines, {} snippets in {:.1} s; watched by {}",
+        r.files, r.lines, r.snippets, r.initial_index_seconds, r.backend
+    );
+    for (what, l) in [
+        ("save → keyword", r.save_to_keyword),
+        ("save → semantic", r.save_to_semantic),
+        ("save → searchable", r.save_to_searchable),
+        ("delete → gone", r.delete_to_gone),
+    ] {
+        println!(
+            "{what:<19} p50 {:>6.0} ms  p99 {:>6.0} ms  max {:>6.0} ms  ({} samples)",
+            l.p50_ms, l.p99_ms, l.max_ms, l.samples
+        );
+    }
+    println!("runs enqueued       {}", r.runs);
+    Ok(0)
 }
 
 async fn run_index(args: IndexArgs, config: &Config) -> anyhow::Result<i32> {

@@ -143,16 +143,25 @@ pub(super) fn show_progress(s: &crate::service::progress::Snapshot) {
         String::new()
     };
     let counts = format!("{}/{} items{failed}", s.items_done, s.items_total);
+    let pace = s
+        .items_per_second
+        .map(|r| format!(", {r:.0} items/s"))
+        .unwrap_or_default();
+    let eta = s
+        .eta_seconds
+        .map(|e| format!(", about {} left", seconds_for_people(e)))
+        .unwrap_or_default();
     if !err.is_terminal() {
         let _ = writeln!(
             err,
-            "run {} {} {} {:.1}% ({counts})",
-            s.run_id, s.status, s.stage, s.percent
+            "run {} {} {:.1}%: {} {:.1}% ({counts}{pace}){eta}",
+            s.run_id, s.status, s.overall_percent, s.stage, s.percent
         );
         return;
     }
+    // The bar is the whole run's; the stage's own figures follow it.
     const WIDTH: usize = 30;
-    let filled = ((s.percent / 100.0) * WIDTH as f64).round() as usize;
+    let filled = ((s.overall_percent / 100.0) * WIDTH as f64).round() as usize;
     let bar = format!(
         "{}{}",
         "#".repeat(filled.min(WIDTH)),
@@ -161,11 +170,21 @@ pub(super) fn show_progress(s: &crate::service::progress::Snapshot) {
     let item = s.current_item.as_deref().unwrap_or("");
     let _ = write!(
         err,
-        "\r\x1b[2Krun {} {:<16} [{bar}] {:>5.1}% {counts} {item}",
-        s.run_id, s.stage, s.percent
+        "\r\x1b[2Krun {} [{bar}] {:>5.1}%{eta} · {:<16} {counts}{pace} {item}",
+        s.run_id, s.overall_percent, s.stage
     );
     if s.terminal || s.percent >= 100.0 {
         let _ = writeln!(err);
     }
     let _ = err.flush();
+}
+
+/// "4 s", "2 min 5 s", "1 h 3 min".
+fn seconds_for_people(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
 }

@@ -47,7 +47,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let store = database::open(config).await?;
     match args.action {
         Action::List { json } => {
-            let all = status::status(&store, None).await?;
+            let all = status::status(&store, config, None, false).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(0);

@@ -94,6 +94,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_scope_joined_while_it_waits_covers_both() {
+        let files = |p: &[&str]| Scope::Files {
+            paths: p.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            files(&["b.py", "a.py"]).joined(&files(&["a.py", "c.py"])),
+            files(&["a.py", "b.py", "c.py"])
+        );
+        assert_eq!(files(&["a.py"]).joined(&Scope::Project), Scope::Project);
+        assert_eq!(Scope::Project.joined(&files(&["a.py"])), Scope::Project);
+    }
+
+    #[test]
     fn scopes_contain_what_they_name() {
         assert!(Scope::Project.contains("a/b.py", None));
         assert!(!Scope::EmbeddingsOnly.contains("a/b.py", Some("python")));

@@ -431,7 +431,7 @@ impl TrawlMcp {
         description = "The indexed repositories with their index version, its age, and the runs not yet ended."
     )]
     async fn list_repositories(&self) -> Result<CallToolResult, ErrorData> {
-        let all = status::status(&self.state.store, None)
+        let all = status::status(&self.state.store, &self.state.config, None, false)
             .await
             .map_err(ApiError::from);
         reply(all.map(|repositories| json!({ "repositories": repositories })))

@@ -2,6 +2,7 @@
 //! HTTP API, the MCP server, the dashboard and the scheduler). No printing, no argument parsing.
 
 pub mod control;
+pub mod freshness;
 pub mod history;
 pub mod index;
 pub mod pipelines;

@@ -30,6 +30,253 @@ pub struct Snapshot {
     /// The run's error, in a failed or cancelled snapshot.
     pub error: Option<String>,
     pub terminal: bool,
+    /// How far the whole run is, 0 to 100, in time: the time it has taken over that time
+    /// plus what its stages should still take, by their seconds per item in recent runs of
+    /// this repository (of any, when it has none; typical shares of the stages before any
+    /// run). Never lower than an earlier snapshot of the same follower; 100 when the run
+    /// succeeded.
+    pub overall_percent: f64,
+    /// Items of the stage at work done per second since it began (none before it did any).
+    pub items_per_second: Option<f64>,
+    /// Seconds the run should still take, by the same estimate.
+    pub eta_seconds: Option<f64>,
+}
+
+/// The share of a run's time each stage takes, SYNC..ENRICH, summing to 1: how far a run
+/// is when nothing has been measured yet (see [`StageCosts`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageWeights(pub [f64; 5]);
+
+impl StageWeights {
+    /// Typical shares of a first index on a small machine.
+    pub const TYPICAL: StageWeights = StageWeights([0.10, 0.30, 0.10, 0.25, 0.25]);
+
+    /// The run's percent when stage `ordinal` has done `done` of `total` (the earlier
+    /// stages done, the later ones not begun).
+    pub fn percent(&self, ordinal: usize, done: i64, total: i64) -> f64 {
+        let before: f64 = self.0.iter().take(ordinal).sum();
+        let within = if total > 0 {
+            done.clamp(0, total) as f64 / total as f64
+        } else {
+            0.0
+        };
+        let w = self.0.get(ordinal).copied().unwrap_or(0.0);
+        round1((before + w * within) * 100.0).clamp(0.0, 100.0)
+    }
+}
+
+/// What stages cost in recent runs: seconds and items per stage, summed, and how many
+/// runs. A stage's seconds run from its predecessor's end (the run's start for SYNC) to
+/// its own, so the five make the run's duration, hand-overs included.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StageCosts {
+    pub seconds: [f64; 5],
+    pub items: [f64; 5],
+    pub runs: f64,
+}
+
+/// A stage as progress reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct StageState {
+    pub ended: bool,
+    pub running: bool,
+    pub done: i64,
+    pub total: i64,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was first seen with items done, and how many: its pace is measured from
+    /// there, leaving out what it did before its first batch (loading a model, say).
+    pub pace_from: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+}
+
+impl StageState {
+    fn of(s: &StageRun) -> StageState {
+        StageState {
+            ended: s.status.is_finished() && s.finished_at.is_some(),
+            running: s.status == "running",
+            done: i64::from(s.items_done),
+            total: i64::from(s.items_total),
+            finished_at: s.finished_at,
+            pace_from: None,
+        }
+    }
+}
+
+impl StageCosts {
+    /// The costs of recent runs of `repository_id` with a scope like `scope` (the last
+    /// ten that succeeded), else of any repository's; empty when none ran.
+    pub async fn of(
+        store: &Store,
+        repository_id: i64,
+        scope: &crate::domain::scope::Scope,
+    ) -> Result<StageCosts, StoreError> {
+        // The kind as stored (the scope's serde tag).
+        let kind = scope.to_json()["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for repository in [Some(repository_id), None] {
+            let (seconds, items, runs) = store.stage_costs(repository, &kind).await?;
+            if runs > 0 && seconds.iter().sum::<f64>() > 0.0 {
+                return Ok(StageCosts {
+                    seconds,
+                    items,
+                    runs: runs as f64,
+                });
+            }
+        }
+        Ok(StageCosts::default())
+    }
+
+    /// Seconds stage `s` should take: by its seconds per item in recent runs and its items
+    /// (its own total once known; else EXTRACT's, scaled as in recent runs), or its mean
+    /// duration when items say nothing.
+    fn estimate(&self, s: usize, total: Option<i64>, files: Option<i64>) -> f64 {
+        let mean = self.seconds[s] / self.runs.max(1.0);
+        let rate = (self.items[s] > 0.0).then(|| self.seconds[s] / self.items[s]);
+        match (rate, total, files) {
+            (Some(r), Some(n), _) => r * n as f64,
+            (Some(r), None, Some(f)) if self.items[1] > 0.0 => {
+                r * f as f64 * self.items[s] / self.items[1]
+            }
+            _ => mean,
+        }
+    }
+
+    /// The run's overall percent and the seconds it should still take, at `now`: the time
+    /// it has taken over that time plus what its stages should still take (the stage at
+    /// work by its pace, blended with its estimate; those to come by their estimates).
+    /// None when nothing was measured yet.
+    pub fn progress(
+        &self,
+        run_started: Option<chrono::DateTime<chrono::Utc>>,
+        stages: &[StageState],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(f64, f64)> {
+        if self.runs <= 0.0 {
+            return None;
+        }
+        let started = run_started?;
+        let secs = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+            ((b - a).num_milliseconds() as f64 / 1000.0).max(0.0)
+        };
+        let elapsed = secs(started, now);
+        // EXTRACT's files, once it knows them: what later stages scale with.
+        let files = stages
+            .get(1)
+            .filter(|x| (x.running || x.ended) && x.total > 0)
+            .map(|x| x.total);
+        // This run against its estimates so far: the stages that ended, by their items,
+        // took `pace` times what recent runs foretold (a busier machine, heavier files),
+        // and so should those to come.
+        let (mut actual, mut foretold) = (0.0, 0.0);
+        let mut at = started;
+        for (i, st) in stages.iter().enumerate().take(5) {
+            let Some(end) = st.finished_at.filter(|_| st.ended) else {
+                break;
+            };
+            if i > 0 && st.total > 0 {
+                actual += secs(at, end);
+                foretold += self.estimate(i, Some(st.total), files);
+            }
+            at = end;
+        }
+        let pace = if foretold > 0.0 && actual > 0.0 {
+            (actual / foretold).clamp(0.25, 4.0)
+        } else {
+            1.0
+        };
+        let mut prev_end = started;
+        let mut remaining = 0.0;
+        for (i, st) in stages.iter().enumerate().take(5) {
+            if st.ended {
+                prev_end = st.finished_at.unwrap_or(prev_end);
+                continue;
+            }
+            let known = (st.running && st.total > 0).then_some(st.total);
+            let e = self.estimate(i, known, files) * pace;
+            if st.running {
+                let spent = secs(prev_end, now);
+                let frac = if st.total > 0 {
+                    (st.done.clamp(0, st.total) as f64) / st.total as f64
+                } else {
+                    0.0
+                };
+                // Its own pace takes over from the estimate as it gets under way: wholly
+                // once a fifth of its items are done. The pace is measured from its first
+                // batch seen when the follower saw one (a model loading before it is
+                // not the pace of the items), else over all its time.
+                let left = (st.total - st.done).max(0) as f64;
+                let by_pace = match st.pace_from {
+                    Some((t1, d1)) if st.done > d1 => {
+                        Some(secs(t1, now) * left / (st.done - d1) as f64)
+                    }
+                    Some(_) => None,
+                    None => (frac > 0.0).then(|| spent * (1.0 - frac) / frac),
+                };
+                let by_estimate = (e * (1.0 - frac)).max(e - spent).max(0.0);
+                remaining += match by_pace {
+                    Some(p) => {
+                        let trust = (frac / 0.2).min(1.0);
+                        trust * p + (1.0 - trust) * by_estimate
+                    }
+                    None => by_estimate.max(0.1 * e * (1.0 - frac)),
+                };
+            } else {
+                remaining += e;
+            }
+        }
+        let total = elapsed + remaining;
+        let percent = if total > 0.0 {
+            round1(100.0 * elapsed / total).clamp(0.0, 99.9)
+        } else {
+            0.0
+        };
+        Some((percent, round1(remaining)))
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The overall percent and ETA of `run` with stages `states` at `now`, by `costs`; by
+/// the typical weights of the stage at work, `current` (ordinal, done, total), before any
+/// run was measured.
+fn overall(
+    costs: &StageCosts,
+    run: &Run,
+    states: &[StageState],
+    current: (usize, i64, i64),
+    now: chrono::DateTime<chrono::Utc>,
+) -> (f64, Option<f64>) {
+    match costs.progress(run.started_at, states, now) {
+        Some((percent, left)) => (percent, Some(left)),
+        None => {
+            let p = StageWeights::TYPICAL.percent(current.0, current.1, current.2);
+            (p, eta(run.started_at, p, now))
+        }
+    }
+}
+
+/// Items per second of a stage that began at `started` and has done `done` by `now`.
+fn pace(
+    started: Option<chrono::DateTime<chrono::Utc>>,
+    done: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    let secs = (now - started?).num_milliseconds() as f64 / 1000.0;
+    (done > 0 && secs > 0.0).then(|| (done as f64 / secs * 10.0).round() / 10.0)
+}
+
+/// Seconds left of a run that began at `started` and is `overall` percent done by `now`.
+fn eta(
+    started: Option<chrono::DateTime<chrono::Utc>>,
+    overall: f64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    let secs = (now - started?).num_milliseconds() as f64 / 1000.0;
+    ((1.0..100.0).contains(&overall) && secs > 0.0)
+        .then(|| ((secs * (100.0 - overall) / overall) * 10.0).round() / 10.0)
 }
 
 impl Snapshot {
@@ -46,11 +293,23 @@ impl Snapshot {
             current_item: None,
             error: None,
             terminal: false,
+            overall_percent: 0.0,
+            items_per_second: None,
+            eta_seconds: None,
         }
     }
 
-    /// The snapshot of a run in the state `run` and `stages` show.
-    pub fn of(run: &Run, stages: &[StageRun]) -> Snapshot {
+    /// The snapshot of run `run` now, its stages and the costs of recent runs read from
+    /// `store`.
+    pub async fn load(store: &Store, run: &Run) -> Result<Snapshot, StoreError> {
+        let stages = store.stage_runs(run.id).await?;
+        let costs = StageCosts::of(store, run.repository_id, &run.scope).await?;
+        Ok(Snapshot::of(run, &stages, &costs))
+    }
+
+    /// The snapshot of a run in the state `run` and `stages` show, its overall percent and
+    /// ETA by `costs`.
+    pub fn of(run: &Run, stages: &[StageRun], costs: &StageCosts) -> Snapshot {
         let terminal = run.status.is_finished();
         // The stage at work; else the last one that did anything.
         let current = stages
@@ -75,10 +334,18 @@ impl Snapshot {
             };
         };
         let (done, total) = (i64::from(stage.items_done), i64::from(stage.items_total));
-        let percent = if run.status == "succeeded" {
-            100.0
+        let now = chrono::Utc::now();
+        let states: Vec<StageState> = stages.iter().map(StageState::of).collect();
+        let (percent, (overall, eta_seconds)) = if run.status == "succeeded" {
+            (100.0, (100.0, None))
         } else {
-            percent(done, total)
+            // A stage that succeeded or was skipped is whole, whatever its counts.
+            let whole = matches!(stage.status.as_str(), "succeeded" | "skipped");
+            let (d, t) = if whole { (1, 1) } else { (done, total) };
+            (
+                percent(done, total),
+                overall(costs, run, &states, (stage.ordinal as usize, d, t), now),
+            )
         };
         Snapshot {
             run_id: run.id,
@@ -91,6 +358,13 @@ impl Snapshot {
             current_item: stage.current_item.clone(),
             error: run.error.clone(),
             terminal,
+            overall_percent: overall,
+            items_per_second: if terminal {
+                None
+            } else {
+                pace(stage.started_at, done, now)
+            },
+            eta_seconds: if terminal { None } else { eta_seconds },
         }
     }
 }
@@ -102,6 +376,10 @@ pub struct Follower {
     run_id: i64,
     after_event: i64,
     last: Snapshot,
+    /// Loaded on the first look.
+    costs: Option<StageCosts>,
+    /// Per stage ordinal, when it was first seen with items done, and how many.
+    first_done: [Option<(chrono::DateTime<chrono::Utc>, i64)>; 5],
 }
 
 impl Follower {
@@ -111,6 +389,8 @@ impl Follower {
             run_id,
             after_event: 0,
             last: Snapshot::preparing(run_id),
+            costs: None,
+            first_done: [None; 5],
         }
     }
 
@@ -122,10 +402,13 @@ impl Follower {
         let after_event = store.last_progress_event(run_id).await?;
         let run = store.run(run_id).await?;
         let stages = store.stage_runs(run_id).await?;
+        let costs = StageCosts::of(store, run.repository_id, &run.scope).await?;
         Ok(Follower {
             run_id,
             after_event,
-            last: Snapshot::of(&run, &stages),
+            last: Snapshot::of(&run, &stages, &costs),
+            costs: Some(costs),
+            first_done: [None; 5],
         })
     }
 
@@ -140,10 +423,44 @@ impl Follower {
         // The run first: events read after it include every one it ended with.
         let run = store.run(self.run_id).await?;
         let stages = store.stage_runs(self.run_id).await?;
+        let costs = match self.costs {
+            Some(c) => c,
+            None => {
+                let c = StageCosts::of(store, run.repository_id, &run.scope).await?;
+                *self.costs.insert(c)
+            }
+        };
         let mut out = Vec::new();
+        let now = chrono::Utc::now();
         for e in store.progress_events(self.run_id, self.after_event).await? {
             self.after_event = e.id;
             let (done, total) = (i64::from(e.items_done), i64::from(e.items_total));
+            let stage = stages.iter().find(|s| s.stage == e.stage);
+            let ordinal = stage.map_or(0, |s| s.ordinal as usize);
+            if done > 0 && ordinal < 5 && self.first_done[ordinal].is_none() {
+                self.first_done[ordinal] = Some((now, done));
+            }
+            // The run as it stood at this event: the stages before done, this one at
+            // work with the event's counts, the later ones not begun.
+            let states: Vec<StageState> = stages
+                .iter()
+                .map(|s| {
+                    let mut st = StageState::of(s);
+                    st.pace_from = self.first_done.get(s.ordinal as usize).copied().flatten();
+                    match (s.ordinal as usize).cmp(&ordinal) {
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => {
+                            (st.ended, st.running, st.done, st.total) = (false, true, done, total)
+                        }
+                        std::cmp::Ordering::Greater => {
+                            (st.ended, st.running, st.done, st.total) = (false, false, 0, 0)
+                        }
+                    }
+                    st
+                })
+                .collect();
+            let (overall, eta_seconds) =
+                overall(&costs, &run, &states, (ordinal, done, total), now);
             let snapshot = Snapshot {
                 run_id: self.run_id,
                 status: "running".into(),
@@ -155,17 +472,26 @@ impl Follower {
                 current_item: e.current_item,
                 error: None,
                 terminal: false,
+                overall_percent: overall,
+                items_per_second: pace(stage.and_then(|s| s.started_at), done, now),
+                eta_seconds,
             };
             self.push(snapshot, &mut out);
         }
-        let now = Snapshot::of(&run, &stages);
+        let now = Snapshot::of(&run, &stages, &costs);
         if now.terminal || now.status != self.last.status {
             self.push(now, &mut out);
         }
         Ok(out)
     }
 
-    fn push(&mut self, snapshot: Snapshot, out: &mut Vec<Snapshot>) {
+    fn push(&mut self, mut snapshot: Snapshot, out: &mut Vec<Snapshot>) {
+        // The overall percent never goes back (a later stage's total may come out larger
+        // than the weights foresaw; a stage's start reads 0 of an unknown total).
+        if snapshot.overall_percent < self.last.overall_percent {
+            snapshot.overall_percent = self.last.overall_percent;
+            snapshot.eta_seconds = snapshot.eta_seconds.and(self.last.eta_seconds);
+        }
         if snapshot != self.last {
             self.last = snapshot.clone();
             out.push(snapshot);
@@ -194,7 +520,7 @@ pub async fn follow(
     let run = store.run(run_id).await?;
     if run.status.is_finished() {
         // An ended run: its terminal snapshot alone, not its history replayed first.
-        let last = Snapshot::of(&run, &store.stage_runs(run_id).await?);
+        let last = Snapshot::load(store, &run).await?;
         emit(&last);
         return Ok(last);
     }
@@ -218,5 +544,100 @@ pub async fn until_ended(store: &Store, run_id: i64) -> Result<Run, StoreError> 
             return Ok(run);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typical_weights_count_each_stage_by_its_share() {
+        let w = StageWeights([0.1, 0.3, 0.1, 0.4, 0.1]);
+        assert_eq!(w.percent(0, 0, 0), 0.0);
+        // Half of EXTRACT: SYNC's 10 and half of EXTRACT's 30.
+        assert_eq!(w.percent(1, 50, 100), 25.0);
+        // An unknown total counts as nothing of the stage done yet.
+        assert_eq!(w.percent(3, 7, 0), 50.0);
+        // A count past its total (a total that grew) is the whole stage, no more.
+        assert_eq!(w.percent(4, 12, 10), 100.0);
+        assert!((StageWeights::TYPICAL.0.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    fn state(ended: bool, running: bool, done: i64, total: i64, at: Option<i64>) -> StageState {
+        let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        StageState {
+            ended,
+            running,
+            done,
+            total,
+            finished_at: at.map(|s| t0 + chrono::Duration::seconds(s)),
+            pace_from: None,
+        }
+    }
+
+    #[test]
+    fn the_overall_percent_is_time_taken_over_time_taken_plus_time_left() {
+        let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        // Recent runs: 1 s SYNC, 0.01 s per file of EXTRACT and BM25, 0.002 s per snippet
+        // embedded and enriched, 10 snippets per file; two runs of 100 files.
+        let costs = StageCosts {
+            seconds: [2.0, 2.0, 2.0, 4.0, 4.0],
+            items: [0.0, 200.0, 200.0, 2000.0, 2000.0],
+            runs: 2.0,
+        };
+        assert_eq!(StageCosts::default().progress(Some(t0), &[], at(1)), None);
+        // A run of 300 files, SYNC done after 1 s, EXTRACT half done 1.5 s later: it
+        // should take 1 + 3 + 3 + 6 + 6 = 19 s.
+        let stages = [
+            state(true, false, 0, 0, Some(1)),
+            state(false, true, 150, 300, None),
+            state(false, false, 0, 0, None),
+            state(false, false, 0, 0, None),
+            state(false, false, 0, 0, None),
+        ];
+        let (percent, left) = costs
+            .progress(
+                Some(t0),
+                &stages,
+                at(2) + chrono::Duration::milliseconds(500),
+            )
+            .unwrap();
+        assert!((percent - 2.5 / 19.0 * 100.0).abs() < 0.2, "{percent}");
+        assert!((left - 16.5).abs() < 0.2, "{left}");
+        // CODE_EMBEDDINGS begun, its total not known yet: estimated from EXTRACT's files,
+        // as recent runs scale.
+        let stages = [
+            state(true, false, 0, 0, Some(1)),
+            state(true, false, 300, 300, Some(4)),
+            state(true, false, 300, 300, Some(7)),
+            state(false, true, 0, 0, None),
+            state(false, false, 0, 0, None),
+        ];
+        let (percent, _) = costs.progress(Some(t0), &stages, at(7)).unwrap();
+        assert!(percent > 30.0 && percent < 100.0, "{percent}");
+        // Never 100 before the run has ended.
+        let stages = [
+            state(true, false, 0, 0, Some(1)),
+            state(true, false, 1, 1, Some(2)),
+            state(true, false, 1, 1, Some(3)),
+            state(true, false, 1, 1, Some(4)),
+            state(false, true, 10, 10, None),
+        ];
+        assert!(costs.progress(Some(t0), &stages, at(60)).unwrap().0 < 100.0);
+    }
+
+    #[test]
+    fn the_eta_follows_the_pace_so_far() {
+        let start = chrono::Utc::now();
+        let now = start + chrono::Duration::seconds(10);
+        // A quarter done in 10 s: 30 s to go.
+        assert_eq!(eta(Some(start), 25.0, now), Some(30.0));
+        assert_eq!(eta(Some(start), 0.5, now), None, "too early to tell");
+        assert_eq!(eta(Some(start), 100.0, now), None);
+        assert_eq!(eta(None, 50.0, now), None);
+        assert_eq!(pace(Some(start), 250, now), Some(25.0));
+        assert_eq!(pace(Some(start), 0, now), None);
     }
 }

@@ -65,7 +65,7 @@ pub async fn items(
 pub async fn show(store: &Store, run_id: i64) -> Result<RunView, RunError> {
     let run = existing(store, run_id).await?;
     let stages = store.stage_runs(run_id).await?;
-    let progress = Snapshot::of(&run, &stages);
+    let progress = Snapshot::load(store, &run).await?;
     let result = if run.status.is_finished() {
         Some(reindex::result_of(store, &run).await?)
     } else {

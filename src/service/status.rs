@@ -24,6 +24,8 @@ pub struct RepositoryStatus {
     pub coverage: Option<f64>,
     pub lines_total: i64,
     pub lines_covered: i64,
+    /// What the index reflects against its source now.
+    pub freshness: crate::service::freshness::Freshness,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +37,13 @@ pub enum StatusError {
 }
 
 /// The status of one repository (`selector`: its id, or the path or URL it was indexed
-/// from), or of every repository.
+/// from), or of every repository; with `remote`, git sources' remotes are asked where
+/// their refs are (one `ls-remote` each).
 pub async fn status(
     store: &Store,
+    config: &crate::config::Config,
     selector: Option<&str>,
+    remote: bool,
 ) -> Result<Vec<RepositoryStatus>, StatusError> {
     let repositories = match selector {
         Some(sel) => vec![crate::service::repositories::resolve(store, sel).await?],
@@ -46,24 +51,29 @@ pub async fn status(
     };
     let mut out = Vec::with_capacity(repositories.len());
     for repository in repositories {
-        out.push(of(store, repository).await?);
+        out.push(of(store, config, repository, remote).await?);
     }
     Ok(out)
 }
 
 /// The status of `repository`.
-pub async fn of(store: &Store, repository: Repository) -> Result<RepositoryStatus, StoreError> {
+pub async fn of(
+    store: &Store,
+    config: &crate::config::Config,
+    repository: Repository,
+    remote: bool,
+) -> Result<RepositoryStatus, StoreError> {
     let now = chrono::Utc::now();
     let version = store.current_index_version(repository.id).await?;
     let mut unfinished = Vec::new();
     for run_id in store.unfinished_runs(repository.id).await? {
         let run = store.run(run_id).await?;
-        let stages = store.stage_runs(run_id).await?;
-        let mut snapshot = Snapshot::of(&run, &stages);
+        let mut snapshot = Snapshot::load(store, &run).await?;
         snapshot.status = run.status.to_string();
         unfinished.push(snapshot);
     }
     let (lines_total, lines_covered) = store.line_coverage(repository.id).await?;
+    let freshness = crate::service::freshness::of(store, config, &repository, remote).await?;
     Ok(RepositoryStatus {
         coverage: (lines_total > 0)
             .then(|| (lines_covered as f64 / lines_total as f64 * 1e4).round() / 1e4),
@@ -72,6 +82,7 @@ pub async fn of(store: &Store, repository: Repository) -> Result<RepositoryStatu
         age_seconds: version.as_ref().map(|v| (now - v.built_at).num_seconds()),
         synced_seconds_ago: repository.last_synced_at.map(|t| (now - t).num_seconds()),
         index_version: version,
+        freshness,
         repository,
         unfinished_runs: unfinished,
     })

@@ -450,6 +450,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn changed_paths_are_sorted_as_the_scan_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["src/deep", "out", "node_modules/pkg", "keep/build"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join(".gitignore"), "out/\n*.log\n").unwrap();
+        std::fs::write(root.join("src/.gitignore"), "secret.py\n").unwrap();
+        for f in [
+            "src/a.py",
+            "src/deep/b.py",
+            "src/secret.py",
+            "out/c.py",
+            "x.log",
+            "node_modules/pkg/i.js",
+        ] {
+            std::fs::write(root.join(f), "x = 1\n").unwrap();
+        }
+        let paths: Vec<String> = [
+            "src/a.py",
+            "src/secret.py",
+            "out/c.py",
+            "x.log",
+            "node_modules/pkg/i.js",
+            "src/deep",
+            "gone.py",
+            "src/old",
+            "../outside.py",
+        ]
+        .map(String::from)
+        .to_vec();
+        let changed = changed_files(root, &paths);
+        assert_eq!(
+            changed.files,
+            vec!["src/a.py".to_string(), "src/deep/b.py".to_string()],
+            "ignored by either .gitignore, in a skipped directory, or outside: left out; a \
+             directory stands for its files"
+        );
+        assert_eq!(
+            changed.gone,
+            vec!["gone.py".to_string(), "src/old".to_string()]
+        );
+        assert!(in_skipped_dir("node_modules/pkg/i.js") && in_skipped_dir("a/.git/HEAD"));
+        assert!(!in_skipped_dir("node_modules") && !in_skipped_dir("src/target.rs"));
+    }
+
+    #[test]
     fn scan_honours_gitignore_skips_vendored_and_never_follows_links() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();

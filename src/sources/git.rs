@@ -380,6 +380,89 @@ pub fn probe(options: &GitOptions, url: &str, git_ref: &str) -> Result<(), GitEr
     }
 }
 
+/// The commit `git_ref` (the default branch when empty) of `url` is at now, by one
+/// `ls-remote` (bounded like [`probe`]).
+pub fn remote_head(options: &GitOptions, url: &str, git_ref: &str) -> Result<String, GitError> {
+    check_input(url, git_ref)?;
+    let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
+    let cmd = options.command(&["ls-remote", "--exit-code", "--", url, want], None, url);
+    let limit = PROBE_TIMEOUT.min(options.timeout);
+    match run_bounded(cmd, limit) {
+        Err(e) => Err(GitError::NoGit(e.to_string())),
+        Ok(None) => Err(GitError::TimedOut {
+            action: "ls-remote",
+            url: redact::url(url),
+            secs: limit.as_secs(),
+        }),
+        Ok(Some(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .find(|sha| sha.len() >= 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .ok_or_else(|| GitError::Unreachable {
+                url: redact::url(url),
+                detail: format!("ls-remote listed no commit for {want}"),
+            }),
+        Ok(Some(out)) => Err(GitError::Unreachable {
+            url: redact::url(url),
+            detail: what_git_said(&out.stderr)
+                .unwrap_or_else(|| "git ls-remote failed".to_string()),
+        }),
+    }
+}
+
+/// How many commits `to` has that `from` has not, counted in the local repository `dir`
+/// (a working copy or a bare history clone); None when `dir` lacks either commit.
+pub fn commits_between(
+    options: &GitOptions,
+    dir: &Path,
+    url: &str,
+    from: &str,
+    to: &str,
+) -> Option<i64> {
+    let hex = |c: &str| c.len() >= 7 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    if !dir.is_dir() || !hex(from) || !hex(to) {
+        return None;
+    }
+    let range = format!("{from}..{to}");
+    options
+        .local("rev-list", &["rev-list", "--count", &range], dir, url)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Fetches `git_ref` (the default branch when empty) of `url` into the local repository
+/// `dir` as `refs/trawl/freshness`, leaving FETCH_HEAD and the checkout alone: only the
+/// commits after those `dir` has come, so counting them afterwards is cheap.
+pub fn fetch_for_count(
+    options: &GitOptions,
+    dir: &Path,
+    url: &str,
+    git_ref: &str,
+) -> Result<(), GitError> {
+    check_input(url, git_ref)?;
+    let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
+    let spec = format!("+{want}:refs/trawl/freshness");
+    options
+        .local(
+            "fetch",
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                url,
+                &spec,
+            ],
+            dir,
+            url,
+        )
+        .map(|_| ())
+}
+
 /// Brings the working copy in `dir` to the tip of `git_ref` (the remote's default branch
 /// when empty), cloning it first if needed. Returns the commit checked out.
 pub fn update(

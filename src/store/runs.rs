@@ -371,6 +371,81 @@ impl Store {
         .await?)
     }
 
+    /// What each stage cost, SYNC..ENRICH, over the last ten runs that succeeded with a
+    /// scope of `scope_kind` (of `repository_id`, or of any): seconds and items summed,
+    /// and how many runs. A stage's time runs from its predecessor's end (the run's start
+    /// for SYNC) to its own, so the hand-over between stages is counted and the five make
+    /// the run's duration.
+    pub async fn stage_costs(
+        &self,
+        repository_id: Option<i64>,
+        scope_kind: &str,
+    ) -> Result<([f64; 5], [f64; 5], i64), StoreError> {
+        let rows: Vec<(i16, f64, f64, i64)> = sqlx::query_as(
+            "WITH recent AS (
+                 SELECT id, started_at FROM runs
+                  WHERE status = 'succeeded' AND started_at IS NOT NULL
+                    AND ($1::bigint IS NULL OR repository_id = $1) AND scope->>'kind' = $2
+                  ORDER BY id DESC LIMIT 10)
+             SELECT s.ordinal,
+                    COALESCE(sum(extract(epoch FROM s.finished_at
+                                 - COALESCE(p.finished_at, r.started_at))), 0)::float8,
+                    COALESCE(sum(s.items_total), 0)::float8,
+                    count(*)
+               FROM recent r
+               JOIN stage_runs s ON s.run_id = r.id AND s.finished_at IS NOT NULL
+               LEFT JOIN stage_runs p ON p.run_id = s.run_id AND p.ordinal = s.ordinal - 1
+              GROUP BY s.ordinal",
+        )
+        .bind(repository_id)
+        .bind(scope_kind)
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut seconds, mut items, mut runs) = ([0.0; 5], [0.0; 5], 0);
+        for (ordinal, secs, n, count) in rows {
+            if let Some(i) = usize::try_from(ordinal).ok().filter(|i| *i < 5) {
+                seconds[i] = secs.max(0.0);
+                items[i] = n;
+                runs = runs.max(count);
+            }
+        }
+        Ok((seconds, items, runs))
+    }
+
+    /// The commit the last successful sync of repository `repository_id` checked out (a
+    /// git source's; none for a directory).
+    pub async fn last_synced_commit(
+        &self,
+        repository_id: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT result->'sync'->>'commit' FROM runs
+              WHERE repository_id = $1 AND status = 'succeeded'
+                AND jsonb_typeof(result->'sync'->'commit') = 'string'
+              ORDER BY id DESC LIMIT 1",
+        )
+        .bind(repository_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Runs of repository `repository_id` asked for by `origin` (the watch's, say).
+    pub async fn count_runs_of_origin(
+        &self,
+        repository_id: i64,
+        origin: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM runs WHERE repository_id = $1 AND origin = $2",
+            )
+            .bind(repository_id)
+            .bind(origin)
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+
     /// Seconds per snippet embedded by CODE_EMBEDDINGS over the last runs that embedded
     /// any: what an embeddings-only run's duration is estimated from. None without such runs.
     pub async fn seconds_per_embedding(&self) -> Result<Option<f64>, StoreError> {
