@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How well a run's overall percent tracks its time, for a trawl binary.
 
-Usage: benches/progress_accuracy.py [--files N] [--same | --different]
+Usage: benches/progress_accuracy.py [--files N] [--same | --different] [--verbose]
 
 Copies N modules (default 300) of this machine's CPython standard library into two
 temporary folders, indexes the first (so recent runs say what the stages cost), then
@@ -44,6 +44,7 @@ def copy(lib, files, to):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=300)
+    ap.add_argument("--verbose", action="store_true", help="print each snapshot against the time on stderr")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--same", action="store_true", default=True)
     g.add_argument("--different", action="store_true")
@@ -76,6 +77,10 @@ def main():
         t0, t1 = stamped[0][0], stamped[-1][0]
         devs = [s["overall_percent"] - 100 * (t - t0) / (t1 - t0) for t, s in stamped]
         worst = max(devs, key=abs)
+        if args.verbose:
+            for (t, s), d in zip(stamped, devs):
+                print(f"{100 * (t - t0) / (t1 - t0):5.1f} % of the time: {s['overall_percent']:5.1f} % "
+                      f"({s['stage']} {s['items_done']}/{s['items_total']}, {d:+.1f})", file=sys.stderr)
         print(json.dumps({
             "files": n,
             "content": "different" if args.different else "same",
