@@ -136,6 +136,21 @@ struct Watched {
 }
 
 impl Watched {
+    /// `repo`, not watched yet, nothing pending.
+    fn new(repo: Repository) -> Watched {
+        Watched {
+            root: PathBuf::from(&repo.source),
+            repo,
+            watcher: None,
+            pending: BTreeSet::new(),
+            project: false,
+            first: None,
+            last: None,
+            retry_at: None,
+            failing: false,
+        }
+    }
+
     fn changed(&mut self, now: Instant) {
         self.first.get_or_insert(now);
         self.last = Some(now);
@@ -281,17 +296,7 @@ async fn refresh(
         if watched.contains_key(&r.id) {
             continue;
         }
-        let mut w = Watched {
-            repo: r.clone(),
-            root: PathBuf::from(&r.source),
-            watcher: None,
-            pending: BTreeSet::new(),
-            project: false,
-            first: None,
-            last: None,
-            retry_at: None,
-            failing: false,
-        };
+        let mut w = Watched::new(r.clone());
         let entry = crate::store::audit::NewAuditEntry {
             actor: &options.actor,
             action: "watch",
@@ -621,25 +626,15 @@ mod tests {
     fn a_burst_is_due_after_its_quiet_time_or_its_cap() {
         let options = WatchOptions::default();
         let t0 = Instant::now();
-        let mut w = Watched {
-            repo: Repository {
-                id: 1,
-                source_kind: "directory".into(),
-                source: "/x".into(),
-                git_ref: String::new(),
-                name: "x".into(),
-                created_at: chrono::Utc::now(),
-                last_synced_at: None,
-            },
-            root: "/x".into(),
-            watcher: None,
-            pending: BTreeSet::new(),
-            project: false,
-            first: None,
-            last: None,
-            retry_at: None,
-            failing: false,
-        };
+        let mut w = Watched::new(Repository {
+            id: 1,
+            source_kind: "directory".into(),
+            source: "/x".into(),
+            git_ref: String::new(),
+            name: "x".into(),
+            created_at: chrono::Utc::now(),
+            last_synced_at: None,
+        });
         assert_eq!(w.due(&options), None);
         w.changed(t0);
         assert_eq!(w.due(&options), Some(t0 + options.debounce));

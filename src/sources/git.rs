@@ -355,34 +355,30 @@ pub fn check_input(url: &str, git_ref: &str) -> Result<(), GitError> {
 
 /// Checks that `url` answers and has `git_ref` (or a default branch), without cloning.
 pub fn probe(options: &GitOptions, url: &str, git_ref: &str) -> Result<(), GitError> {
-    check_input(url, git_ref)?;
-    let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    let cmd = options.command(&["ls-remote", "--exit-code", "--", url, want], None, url);
-    let limit = PROBE_TIMEOUT.min(options.timeout);
-    let unreachable = |detail: String| GitError::Unreachable {
-        url: redact::url(url),
-        detail,
-    };
-    match run_bounded(cmd, limit) {
-        Err(e) => Err(GitError::NoGit(e.to_string())),
-        Ok(None) => Err(GitError::TimedOut {
-            action: "ls-remote",
-            url: redact::url(url),
-            secs: limit.as_secs(),
-        }),
-        Ok(Some(out)) if out.status.success() => Ok(()),
-        Ok(Some(out)) => Err(unreachable(what_git_said(&out.stderr).unwrap_or_else(
-            || match out.status.code() {
-                Some(2) if !git_ref.is_empty() => format!("it has no ref {git_ref}"),
-                _ => "git ls-remote failed".to_string(),
-            },
-        ))),
-    }
+    ls_remote(options, url, git_ref).map(|_| ())
 }
 
 /// The commit `git_ref` (the default branch when empty) of `url` is at now, by one
 /// `ls-remote` (bounded like [`probe`]).
 pub fn remote_head(options: &GitOptions, url: &str, git_ref: &str) -> Result<String, GitError> {
+    let listed = ls_remote(options, url, git_ref)?;
+    listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|sha| sha.len() >= 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .ok_or_else(|| GitError::Unreachable {
+            url: redact::url(url),
+            detail: format!(
+                "ls-remote listed no commit for {}",
+                if git_ref.is_empty() { "HEAD" } else { git_ref }
+            ),
+        })
+}
+
+/// What `git ls-remote --exit-code URL REF` lists (REF: HEAD when empty), bounded by
+/// [`PROBE_TIMEOUT`]; a remote that does not answer, or lacks the ref, is unreachable.
+fn ls_remote(options: &GitOptions, url: &str, git_ref: &str) -> Result<String, GitError> {
     check_input(url, git_ref)?;
     let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
     let cmd = options.command(&["ls-remote", "--exit-code", "--", url, want], None, url);
@@ -394,19 +390,15 @@ pub fn remote_head(options: &GitOptions, url: &str, git_ref: &str) -> Result<Str
             url: redact::url(url),
             secs: limit.as_secs(),
         }),
-        Ok(Some(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .find(|sha| sha.len() >= 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_string)
-            .ok_or_else(|| GitError::Unreachable {
-                url: redact::url(url),
-                detail: format!("ls-remote listed no commit for {want}"),
-            }),
+        Ok(Some(out)) if out.status.success() => {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
         Ok(Some(out)) => Err(GitError::Unreachable {
             url: redact::url(url),
-            detail: what_git_said(&out.stderr)
-                .unwrap_or_else(|| "git ls-remote failed".to_string()),
+            detail: what_git_said(&out.stderr).unwrap_or_else(|| match out.status.code() {
+                Some(2) if !git_ref.is_empty() => format!("it has no ref {git_ref}"),
+                _ => "git ls-remote failed".to_string(),
+            }),
         }),
     }
 }
