@@ -161,6 +161,38 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
     page.wait_for(&succeeded, WAIT)
         .await
         .expect("the retried run succeeds on the page");
+    // The last hour: the run's five stage jobs and the run itself ended in it.
+    page.wait_for(
+        "Number(document.querySelector('#hour .t-stages')?.textContent) >= 5 && Number(document.querySelector('#hour .t-runs')?.textContent) >= 1 && document.querySelectorAll('#hour svg rect').length === 180",
+        WAIT,
+    )
+    .await
+    .expect("the last hour's chart counts the run");
+    // The run's page: its five stages on a time line with durations and items, no failed
+    // file, and the reports its stages made.
+    page.click(&format!("#runs tr[data-run=\"{run}\"] a.run-link"))
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!(
+            "(() => {{
+                const p = document.getElementById('run-page');
+                return !p.hidden && p.querySelector('.run-title').textContent.startsWith('{run} ')
+                    && p.querySelectorAll('.stage-row').length === 5
+                    && [...p.querySelectorAll('.stage-row .took')].every(t => t.textContent.endsWith(' s'))
+                    && p.querySelectorAll('.stage-row .track span.s-succeeded').length === 5
+                    && !!p.querySelector('.no-failures')
+                    && p.querySelectorAll('tr.report').length > 0;
+            }})()"
+        ),
+        WAIT,
+    )
+    .await
+    .expect("the run's page shows its stages, failures and reports");
+    page.click("#run-page a.close").await.unwrap();
+    page.wait_for("document.getElementById('run-page').hidden", WAIT)
+        .await
+        .expect("the run's page closes");
     // The repository's freshness against the disk (its files, whose EXTRACT failed once,
     // are marked to be read again by the next sync: they count as changed), then a file
     // added on disk is counted.
@@ -190,7 +222,7 @@ async fn the_dashboard_shows_a_run_progressing_and_retry_requeues_a_failed_task(
             const ended = document.querySelector('#queue .ended');
             const rows = [...document.querySelectorAll('#queue td')].some(td => td.textContent.trim() === 'succeeded');
             return !!ended && ended.textContent.includes('succeeded') && !rows
-                && document.querySelector('section').id === 'failed';
+                && document.querySelector('section:not([hidden])').id === 'failed';
         })()",
         WAIT,
     )

@@ -120,4 +120,6 @@ pub struct Dashboard {
     pub repositories: Vec<RepositoryStatus>,
     /// The downstream pipelines: counts and lag of each, their most recent runs.
     pub pipelines: crate::service::pipelines::PipelinesOverview,
+    /// The last hour, minute by minute: stage jobs and runs ended, queue depth.
+    pub last_hour: Vec<crate::store::metrics::MinuteFigures>,
 }

@@ -70,5 +70,6 @@ pub async fn state(State(state): State<AppState>) -> Result<Json<Dashboard>, Api
         runs,
         repositories,
         pipelines,
+        last_hour: store.last_hour().await?,
     }))
 }

@@ -17,6 +17,8 @@ pub struct RunView {
     pub progress: Snapshot,
     /// Once the run has ended.
     pub result: Option<ReindexResult>,
+    /// What its stages reported as they went (the last 500 reports), oldest first.
+    pub history: Vec<crate::store::snippets::ProgressPoint>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +73,13 @@ pub async fn show(store: &Store, run_id: i64) -> Result<RunView, RunError> {
     } else {
         None
     };
+    let history = store.progress_history(run_id, 500).await?;
     Ok(RunView {
         run,
         stages,
         progress,
         result,
+        history,
     })
 }
 

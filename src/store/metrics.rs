@@ -6,6 +6,18 @@ use sqlx::FromRow;
 
 use super::{Store, StoreError};
 
+/// One minute of the last hour: what ended in it, and the queue at its end.
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
+pub struct MinuteFigures {
+    pub minute: chrono::DateTime<chrono::Utc>,
+    /// Stage jobs that ended (succeeded, failed, cancelled or skipped) in the minute.
+    pub stages_done: i64,
+    /// Runs that ended in the minute.
+    pub runs_done: i64,
+    /// Stage jobs queued and not begun at the minute's end.
+    pub queue_depth: i64,
+}
+
 /// Upper bounds (seconds) of the stage duration histogram's buckets.
 pub const STAGE_SECONDS_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -33,6 +45,30 @@ pub struct StageDurations {
 }
 
 impl Store {
+    /// The last hour, minute by minute, oldest first (60 rows, the current minute last).
+    pub async fn last_hour(&self) -> Result<Vec<MinuteFigures>, StoreError> {
+        Ok(sqlx::query_as(
+            "WITH m AS (
+                 SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                                        date_trunc('minute', now()), interval '1 minute') AS minute)
+             SELECT m.minute,
+                    (SELECT count(*) FROM stage_runs s
+                      WHERE s.finished_at >= m.minute
+                        AND s.finished_at < m.minute + interval '1 minute') AS stages_done,
+                    (SELECT count(*) FROM runs r
+                      WHERE r.finished_at >= m.minute
+                        AND r.finished_at < m.minute + interval '1 minute') AS runs_done,
+                    (SELECT count(*) FROM stage_runs s
+                      WHERE s.queued_at < m.minute + interval '1 minute'
+                        AND s.queued_at > now() - interval '1 day'
+                        AND COALESCE(s.started_at, s.finished_at, 'infinity')
+                            >= LEAST(m.minute + interval '1 minute', now())) AS queue_depth
+               FROM m ORDER BY m.minute",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Stage tasks not ended (queued, waiting, running), by stage, status and priority
     /// class; failed ones, which wait for an operator, are left out.
     pub async fn queue_depth(&self) -> Result<Vec<super::tasks::QueueCell>, StoreError> {

@@ -270,6 +270,24 @@ impl Store {
         .await?)
     }
 
+    /// Run `run_id`'s progress events with their times, oldest first (at most `limit`,
+    /// the latest ones).
+    pub async fn progress_history(
+        &self,
+        run_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ProgressPoint>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM (SELECT stage, items_total, items_done, items_failed, at
+                              FROM run_progress WHERE run_id = $1 ORDER BY id DESC LIMIT $2) p
+              ORDER BY at",
+        )
+        .bind(run_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The id of run `run_id`'s latest progress event (0 when it has none).
     pub async fn last_progress_event(&self, run_id: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
@@ -328,6 +346,16 @@ pub struct ProgressEvent {
     pub items_done: i32,
     pub items_failed: i32,
     pub current_item: Option<String>,
+}
+
+/// A progress event as a run's page shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct ProgressPoint {
+    pub stage: String,
+    pub items_total: i32,
+    pub items_done: i32,
+    pub items_failed: i32,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Snippets that keep their id: only their position changes.
