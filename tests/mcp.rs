@@ -96,6 +96,14 @@ async fn exercise(client: &Client, repo: &str) {
         listed["repositories"][0]["repository"]["source"], repo,
         "{listed}"
     );
+    // Its freshness: nothing changed on disk since the index, and when it was built.
+    let fresh = &listed["repositories"][0]["freshness"];
+    assert_eq!(
+        fresh["changed_on_disk"],
+        json!({"added": 0, "changed": 0, "deleted": 0}),
+        "{listed}"
+    );
+    assert!(fresh["built_at"].is_string(), "{listed}");
     assert_eq!(
         listed["repositories"][0]["index_version"]["version"], 1,
         "{listed}"

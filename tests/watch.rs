@@ -425,3 +425,44 @@ async fn changes_saved_while_the_database_is_down_are_indexed_when_it_is_back() 
     watch.child.stop();
     let _ = run(trawl_cmd().envs(env.iter().cloned()).args(["db", "stop"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_watch_keeps_a_directory_fresh_for_the_api() {
+    let db = TestDb::new().await;
+    let env = db.env();
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    index(&env, dir.path());
+    let served = crate::support::server::Served::start(&db, &["--workers", "1", "--watch"], &[]);
+    let search = |q: &'static str| {
+        let (client, url) = (
+            served.client(),
+            served.url(&format!("/api/v1/search?q={q}&mode=keyword")),
+        );
+        async move {
+            let found: serde_json::Value =
+                client.get(url).send().await.unwrap().json().await.unwrap();
+            found["hits"]
+                .as_array()
+                .map(|h| h.iter().any(|x| x["name"] == q))
+                .unwrap_or(false)
+        }
+    };
+    // The watch is up once its catch-up run was enqueued (the serve log says so too).
+    poll_until(WAIT, "the server's watch catch-up run", async |seen| {
+        let n = watch_runs(&db).await;
+        *seen = format!("{n} watch runs");
+        (n >= 1).then_some(())
+    })
+    .await;
+    append(
+        &dir.path().join("pkg/report.py"),
+        "\ndef sandpiper_served(book):\n    return book\n",
+    );
+    poll_until(WAIT, "the saved function through the API", async |seen| {
+        let ok = search("sandpiper_served").await;
+        *seen = format!("found: {ok}");
+        ok.then_some(())
+    })
+    .await;
+}
