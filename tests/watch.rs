@@ -466,3 +466,70 @@ async fn serve_with_watch_keeps_a_directory_fresh_for_the_api() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn watch_refuses_what_it_cannot_watch_naming_it() {
+    let db = TestDb::new().await;
+    let env = db.env();
+    let r = run(trawl_cmd().envs(env.clone()).args(["watch"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no directory source to watch"),
+        "{}",
+        r.stderr
+    );
+    let r = run(trawl_cmd()
+        .envs(env.clone())
+        .args(["watch", "/no/such/dir"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no repository /no/such/dir"),
+        "{}",
+        r.stderr
+    );
+    // A git source is synced by the scheduler, not watched.
+    let repo = tempfile::tempdir().unwrap();
+    crate::support::git(repo.path(), &["init", "--quiet"]);
+    std::fs::write(repo.path().join("a.py"), "x = 1\n").unwrap();
+    crate::support::git(repo.path(), &["add", "."]);
+    crate::support::git(repo.path(), &["commit", "--quiet", "-m", "a"]);
+    let url = format!("file://{}", repo.path().display());
+    let r = run(trawl_cmd()
+        .envs(env.clone())
+        .args(["index", &url, "--wait"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(trawl_cmd().envs(env.clone()).args(["watch", &url]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("is a git source"), "{}", r.stderr);
+    // A polling interval too short to be sane is a usage error.
+    let r = run(trawl_cmd()
+        .envs(env.clone())
+        .args(["watch", "--poll-ms", "1"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--poll-ms"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_watch_finds_a_save_too() {
+    let db = TestDb::new().await;
+    let env = db.env();
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let id = index(&env, dir.path());
+    let mut watch = Watch::spawn(&env, &["--poll-ms", "100", &path_str(dir.path())]);
+    let e = watch.wait_for("watching", |e| event_is(e, "watching", id));
+    assert_eq!(e["backend"], "poll", "{e}");
+    append(
+        &dir.path().join("pkg/ledger.py"),
+        "\ndef turnstone_polled(book):\n    return book\n",
+    );
+    until_hits(
+        &env,
+        "turnstone_polled",
+        "keyword",
+        "the save seen by polling",
+        |f| has(f, "pkg/ledger.py", "turnstone_polled"),
+    )
+    .await;
+    watch.child.stop();
+}
