@@ -55,8 +55,9 @@ def main():
     lib = sysconfig.get_paths()["stdlib"]
     mods = modules(lib)
     n = args.files
-    if len(mods) < 2 * n:
-        sys.exit(f"progress_accuracy.py: {len(mods)} modules in {lib}, fewer than {2 * n}")
+    need = 2 * n if args.different else n
+    if len(mods) < need:
+        sys.exit(f"progress_accuracy.py: {len(mods)} modules in {lib}, fewer than {need}")
     tmp = tempfile.mkdtemp(prefix="trawl-progress-")
     a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
     copy(lib, mods[:n], a)
