@@ -13,6 +13,15 @@ fn freshness_of(db: &TestDb, source: &str, extra: &[&str]) -> serde_json::Value 
     all[0]["freshness"].clone()
 }
 
+/// `f` counts `[added, changed, deleted]` files on disk.
+fn assert_disk(f: &serde_json::Value, [added, changed, deleted]: [i64; 3]) {
+    assert_eq!(
+        f["changed_on_disk"],
+        serde_json::json!({ "added": added, "changed": changed, "deleted": deleted }),
+        "{f}"
+    );
+}
+
 #[tokio::test]
 async fn a_directory_counts_the_files_changed_on_disk_since_the_index() {
     let db = TestDb::new().await;
@@ -28,22 +37,14 @@ async fn a_directory_counts_the_files_changed_on_disk_since_the_index() {
     let r = trawl_in(&db, &["index", &source, "--wait"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let f = freshness_of(&db, &source, &[]);
-    assert_eq!(
-        f["changed_on_disk"],
-        serde_json::json!({"added": 0, "changed": 0, "deleted": 0}),
-        "{f}"
-    );
+    assert_disk(&f, [0, 0, 0]);
     assert!(f["built_at"].is_string(), "{f}");
 
     std::fs::write(dir.path().join("d.py"), "def d():\n    return 4\n").unwrap();
     std::fs::write(dir.path().join("a.py"), "def a():\n    return 10\n").unwrap();
     std::fs::remove_file(dir.path().join("c.py")).unwrap();
     let f = freshness_of(&db, &source, &[]);
-    assert_eq!(
-        f["changed_on_disk"],
-        serde_json::json!({"added": 1, "changed": 1, "deleted": 1}),
-        "{f}"
-    );
+    assert_disk(&f, [1, 1, 1]);
     let r = trawl_in(&db, &["status", &source]);
     assert!(
         r.stdout.contains("1 added, 1 changed, 1 deleted"),
@@ -55,11 +56,7 @@ async fn a_directory_counts_the_files_changed_on_disk_since_the_index() {
     let r = trawl_in(&db, &["reindex", &source, "--wait"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let f = freshness_of(&db, &source, &[]);
-    assert_eq!(
-        f["changed_on_disk"],
-        serde_json::json!({"added": 0, "changed": 0, "deleted": 0}),
-        "{f}"
-    );
+    assert_disk(&f, [0, 0, 0]);
     // The directory gone: said, not failed.
     let gone = dir.path().to_path_buf();
     drop(dir);
