@@ -214,6 +214,8 @@ pub async fn watch(
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refreshed = Instant::now();
+    // Whether the last look at the repositories failed: said once per outage.
+    let mut listing_failed = false;
     loop {
         let next = watched.values().filter_map(|w| w.due(&options)).min();
         let sleep =
@@ -238,14 +240,19 @@ pub async fn watch(
                 }
                 if refreshed.elapsed() >= REFRESH_EVERY {
                     refreshed = Instant::now();
-                    if let Err(e) = refresh(&store, &options, &mut watched, &tx, &mut on).await {
-                        on(WatchEvent::Warning {
-                            repository_id: None,
-                            message: format!(
-                                "cannot list the repositories ({e}); watching those known, \
-                                 trying again"
-                            ),
-                        });
+                    match refresh(&store, &options, &mut watched, &tx, &mut on).await {
+                        Err(e) if !listing_failed => {
+                            listing_failed = true;
+                            on(WatchEvent::Warning {
+                                repository_id: None,
+                                message: format!(
+                                    "cannot list the repositories ({e}); watching those known, \
+                                     trying again"
+                                ),
+                            });
+                        }
+                        Err(_) => {}
+                        Ok(()) => listing_failed = false,
                     }
                 }
             }
@@ -348,7 +355,8 @@ fn start(
                 backend,
             });
             w.project = true;
-            w.changed(Instant::now() - options.max_delay);
+            let now = Instant::now();
+            w.changed(now.checked_sub(options.max_delay).unwrap_or(now));
         }
         Err(e) => on(WatchEvent::Warning {
             repository_id: Some(w.repo.id),
