@@ -29,7 +29,12 @@ impl Watch {
     fn spawn(env: &[(String, String)], args: &[&str]) -> Watch {
         let mut child = trawl_cmd()
             .envs(env.iter().cloned())
-            .args(["watch", "--json", "--workers", "1"])
+            .args(["watch", "--json"])
+            .args(if args.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "1"][..]
+            })
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -532,4 +537,72 @@ async fn a_polling_watch_finds_a_save_too() {
     )
     .await;
     watch.child.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_arriving_while_a_watch_run_waits_join_it() {
+    let db = TestDb::new().await;
+    let env = db.env();
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let id = index(&env, dir.path());
+    // No worker: the watch's runs stay queued, so later changes find one to join.
+    let mut watch = Watch::spawn(&env, &["--workers", "0", &path_str(dir.path())]);
+    let catch_up = watch.wait_for("the catch-up run", |e| event_is(e, "queued", id));
+    assert_eq!(catch_up["scope"], "project", "{catch_up}");
+    let r = run(trawl_cmd().envs(env.clone()).args([
+        "runs",
+        "cancel",
+        &catch_up["run_id"].to_string(),
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // A save: a files run of its own. A second save, a burst later: joins it.
+    append(
+        &dir.path().join("pkg/ledger.py"),
+        "\ndef knot_one(b):\n    return b\n",
+    );
+    let first = watch.wait_for("the first save's run", |e| {
+        event_is(e, "queued", id) && e["scope"] == "files"
+    });
+    assert_eq!(first["joined"], false, "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    append(
+        &dir.path().join("pkg/report.py"),
+        "\ndef knot_two(b):\n    return b\n",
+    );
+    let second = watch.wait_for("the second save", |e| {
+        event_is(e, "queued", id) && e["run_id"] == first["run_id"]
+    });
+    assert_eq!(
+        (second["joined"].clone(), second["files"].clone()),
+        (true.into(), 2.into()),
+        "{second}"
+    );
+    let scope: serde_json::Value = sqlx::query_scalar("SELECT scope FROM runs WHERE id = $1")
+        .bind(first["run_id"].as_i64().unwrap())
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        scope,
+        serde_json::json!({"kind": "files", "paths": ["pkg/ledger.py", "pkg/report.py"]})
+    );
+    assert_eq!(
+        watch_runs(&db).await,
+        2,
+        "the cancelled catch-up and one run for both saves"
+    );
+    // A worker now runs the joined run: both saves are found.
+    watch.child.stop();
+    let ctx = trawl::pipeline::PipelineContext::new(db.store.clone(), db.config());
+    let (stop, worker) = crate::support::spawn_worker(ctx, 1);
+    for name in ["knot_one", "knot_two"] {
+        until_hits(&env, name, "keyword", "a joined save", |f| {
+            f.iter().any(|(_, n)| n == name)
+        })
+        .await;
+    }
+    stop.send(()).unwrap();
+    worker.await.unwrap();
 }
