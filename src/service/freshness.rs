@@ -45,9 +45,40 @@ impl DiskChanges {
     }
 }
 
+/// How long a process reuses a repository's freshness: the dashboard asks every second,
+/// and a directory's check is a scan of it.
+const REUSE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// By database (its configured URL), repository and whether the remote was asked.
+type Checked = std::collections::HashMap<(String, i64, bool), (std::time::Instant, Freshness)>;
+
+fn checked() -> &'static std::sync::Mutex<Checked> {
+    static CHECKED: std::sync::OnceLock<std::sync::Mutex<Checked>> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(Default::default)
+}
+
 /// The freshness of `repository`'s index; with `remote`, a git source's remote is asked
-/// where its ref is.
+/// where its ref is. A check made in this process in the last few seconds is reused.
 pub async fn of(
+    store: &Store,
+    config: &Config,
+    repository: &Repository,
+    remote: bool,
+) -> Result<Freshness, StoreError> {
+    let key = (config.database.url.clone(), repository.id, remote);
+    if let Some((at, f)) = checked().lock().expect("freshness cache").get(&key)
+        && at.elapsed() < REUSE_FOR
+    {
+        return Ok(f.clone());
+    }
+    let f = check(store, config, repository, remote).await?;
+    let mut all = checked().lock().expect("freshness cache");
+    all.retain(|_, (at, _)| at.elapsed() < REUSE_FOR);
+    all.insert(key, (std::time::Instant::now(), f.clone()));
+    Ok(f)
+}
+
+async fn check(
     store: &Store,
     config: &Config,
     repository: &Repository,
