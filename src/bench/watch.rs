@@ -209,18 +209,7 @@ async fn measure(
                     "deleted {rel} still found after {GIVE_UP:?}"
                 )));
             }
-            let q = Query {
-                text: name.clone(),
-                mode: Mode::Keyword,
-                repository_ids: vec![repo],
-                limit: 50,
-                ..Default::default()
-            };
-            let hits = searcher
-                .search(&q)
-                .await
-                .map_err(|e| BenchError::Input(format!("search: {e}")))?
-                .hits;
+            let hits = search(&searcher, repo, &name, Mode::Keyword, 50).await?;
             if !hits.iter().any(|h| h.path == rel) {
                 break;
             }
@@ -260,19 +249,30 @@ async fn found(
     mode: Mode,
     name: &str,
 ) -> Result<bool, BenchError> {
+    let hits = search(searcher, repo, text, mode, 10).await?;
+    Ok(hits.iter().any(|h| h.name.as_deref() == Some(name)))
+}
+
+/// The first `limit` hits of `text` in `mode` within repository `repo`.
+async fn search(
+    searcher: &Searcher,
+    repo: i64,
+    text: &str,
+    mode: Mode,
+    limit: usize,
+) -> Result<Vec<crate::search::Hit>, BenchError> {
     let q = Query {
         text: text.to_string(),
         mode,
         repository_ids: vec![repo],
-        limit: 10,
+        limit,
         ..Default::default()
     };
-    let hits = searcher
+    Ok(searcher
         .search(&q)
         .await
         .map_err(|e| BenchError::Input(format!("search {text:?}: {e}")))?
-        .hits;
-    Ok(hits.iter().any(|h| h.name.as_deref() == Some(name)))
+        .hits)
 }
 
 /// Files to save into and delete: the corpus' Python (or else any) files, largest first,

@@ -57,21 +57,29 @@ fn checked() -> &'static std::sync::Mutex<Checked> {
     CHECKED.get_or_init(Default::default)
 }
 
-/// The freshness of `repository`'s index; with `remote`, a git source's remote is asked
-/// where its ref is. A check made in this process in the last few seconds is reused.
+/// The freshness of `repository`'s index, built at `built_at` (its current version's);
+/// with `remote`, a git source's remote is asked where its ref is. A check made in this
+/// process in the last few seconds is reused.
 pub async fn of(
     store: &Store,
     config: &Config,
     repository: &Repository,
+    built_at: Option<chrono::DateTime<chrono::Utc>>,
     remote: bool,
 ) -> Result<Freshness, StoreError> {
     let key = (config.database.url.clone(), repository.id, remote);
     if let Some((at, f)) = checked().lock().expect("freshness cache").get(&key)
         && at.elapsed() < REUSE_FOR
     {
-        return Ok(f.clone());
+        return Ok(Freshness {
+            built_at,
+            ..f.clone()
+        });
     }
-    let f = check(store, config, repository, remote).await?;
+    let f = Freshness {
+        built_at,
+        ..check(store, config, repository, remote).await?
+    };
     let mut all = checked().lock().expect("freshness cache");
     all.retain(|_, (at, _)| at.elapsed() < REUSE_FOR);
     all.insert(key, (std::time::Instant::now(), f.clone()));
@@ -84,13 +92,7 @@ async fn check(
     repository: &Repository,
     remote: bool,
 ) -> Result<Freshness, StoreError> {
-    let mut f = Freshness {
-        built_at: store
-            .current_index_version(repository.id)
-            .await?
-            .map(|v| v.built_at),
-        ..Freshness::default()
-    };
+    let mut f = Freshness::default();
     match repository.source_kind.as_str() {
         "directory" => {
             let root = std::path::PathBuf::from(&repository.source);
@@ -106,8 +108,7 @@ async fn check(
                     seen.insert(s.path.as_str());
                     match known.get(&s.path) {
                         None => c.added += 1,
-                        Some(k) if k.size != s.size as i64 && s.skip.is_none() => c.changed += 1,
-                        Some(k) if k.mtime_ns != s.mtime_ns => c.changed += 1,
+                        Some(k) if !k.same_stat(s.size, s.mtime_ns) => c.changed += 1,
                         Some(_) => {}
                     }
                 }

@@ -73,7 +73,9 @@ pub async fn of(
         unfinished.push(snapshot);
     }
     let (lines_total, lines_covered) = store.line_coverage(repository.id).await?;
-    let freshness = crate::service::freshness::of(store, config, &repository, remote).await?;
+    let built_at = version.as_ref().map(|v| v.built_at);
+    let freshness =
+        crate::service::freshness::of(store, config, &repository, built_at, remote).await?;
     Ok(RepositoryStatus {
         coverage: (lines_total > 0)
             .then(|| (lines_covered as f64 / lines_total as f64 * 1e4).round() / 1e4),

@@ -14,6 +14,14 @@ pub struct KnownFile {
     pub skip_reason: Option<String>,
 }
 
+impl KnownFile {
+    /// Whether a scan finds it with the size and mtime the last sync recorded: SYNC's
+    /// pre-check, which keeps its hash without reading it.
+    pub fn same_stat(&self, size: u64, mtime_ns: i64) -> bool {
+        self.size == size as i64 && self.mtime_ns == mtime_ns
+    }
+}
+
 /// A file as this sync found it.
 #[derive(Debug, Clone)]
 pub struct FileRow {

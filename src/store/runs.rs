@@ -185,10 +185,7 @@ impl Store {
     /// claimed at that moment is not joined, and a new run is queued behind it instead.
     pub async fn enqueue_or_join(&self, new: &NewRun) -> Result<Joined, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7001, $1::int)")
-            .bind(new.repository_id as i32)
-            .execute(&mut *tx)
-            .await?;
+        lock_enqueues(&mut tx, new.repository_id).await?;
         let open: Option<(i64, sqlx::types::Json<Scope>)> = sqlx::query_as(
             "SELECT r.id, r.scope FROM runs r
                JOIN stage_runs s ON s.run_id = r.id AND s.ordinal = 0
@@ -480,6 +477,19 @@ impl Store {
 }
 
 /// Creates a run with its five stage runs and jobs inside `tx` (see [`Store::enqueue_run`]).
+/// Serialises enqueues of repository `repository_id` until `tx` ends: the pile-up,
+/// supersede and join rules read, then write.
+async fn lock_enqueues(
+    tx: &mut Transaction<'_, Postgres>,
+    repository_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(7001, $1::int)")
+        .bind(repository_id as i32)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Gives queued run `run_id` a new scope: its row and its five jobs' payloads.
 async fn set_scope(
     tx: &mut Transaction<'_, Postgres>,
@@ -519,11 +529,7 @@ async fn enqueue_in(
     tx: &mut Transaction<'_, Postgres>,
     new: &NewRun,
 ) -> Result<Enqueued, StoreError> {
-    // Serialise enqueues of one repository: the pile-up and supersede rules read, then write.
-    sqlx::query("SELECT pg_advisory_xact_lock(7001, $1::int)")
-        .bind(new.repository_id as i32)
-        .execute(&mut **tx)
-        .await?;
+    lock_enqueues(tx, new.repository_id).await?;
 
     let mut superseded = Vec::new();
     match new.trigger {

@@ -197,7 +197,7 @@ pub fn plan_sync(
         }
         seen.insert(path.clone());
         let prior = known.get(&path);
-        let unchanged_stat = prior.is_some_and(|k| k.size == size as i64 && k.mtime_ns == mtime_ns);
+        let unchanged_stat = prior.is_some_and(|k| k.same_stat(size, mtime_ns));
         // A file the last sync judged by other settings is read again although unchanged: a
         // raised size limit or a removed deny rule lets it in, a lowered limit keeps it out.
         let judged_otherwise = prior.is_some_and(|k| match k.skip_reason.as_deref() {
