@@ -770,6 +770,26 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_that_does_not_answer_is_named_without_its_credentials() {
+        // Loopback port 1: refused at once. The freshness check reports this error.
+        let url = "https://user:s3cr3t-pw@127.0.0.1:1/o/r.git";
+        let e = remote_head(&options(&[]), url, "main")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cr3t-pw"), "{e}");
+        assert!(e.contains("127.0.0.1:1"), "{e}");
+        // A ref that is an option is refused before git runs.
+        let e = remote_head(
+            &options(&[]),
+            "https://127.0.0.1:1/r.git",
+            "--upload-pack=x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ref"), "{e}");
+    }
+
+    #[test]
     fn the_token_goes_to_named_https_hosts_only() {
         let o = options(&["GitHub.com", "https://git.example.com:8443/"]);
         assert_eq!(
