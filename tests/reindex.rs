@@ -351,6 +351,47 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
     );
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(plan["snippets"], 0, "{}", r.stdout);
+
+    // A code vector's text starts with the snippet's name and the end of its path.
+    let (id, name, path): (i64, String, String) = sqlx::query_as(
+        "SELECT id, coalesce(qualified_name, name), path FROM snippets
+         WHERE name IS NOT NULL AND path LIKE '%/%' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    let texts = db.store.code_texts(&[id]).await.unwrap();
+    let tail: Vec<&str> = path.rsplit('/').take(2).collect();
+    let first = format!("{name} {}/{}", tail[1], tail[0]);
+    assert_eq!(
+        texts[0].text.lines().next(),
+        Some(first.as_str()),
+        "{}",
+        texts[0].text
+    );
+    // A vector computed by the earlier recipe (stored with the bare content hash) counts
+    // as lacking: the next embeddings pass replaces it.
+    sqlx::query(
+        "UPDATE snippet_vectors v SET source_hash = s.content_hash FROM snippets s
+         WHERE s.id = v.snippet_id AND s.id = $1 AND v.kind = 'code'",
+    )
+    .bind(id)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let r = trawl_in(
+        &db,
+        &[
+            "reindex",
+            &repo,
+            "--scope",
+            "embeddings-only",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(plan["snippets"], 1, "{}", r.stdout);
 }
 
 async fn stage_of(db: &TestDb, run_id: i64, stage: &str) -> (String, i32, String) {

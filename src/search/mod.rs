@@ -24,7 +24,11 @@ use crate::store::{Store, StoreError};
 use keyword::{Filters, KeywordError, KeywordIndex};
 
 /// Reciprocal rank fusion's constant: a hit at rank r in one ranking adds 1 / (K + r).
-const RRF_K: f64 = 60.0;
+/// A small K lets a ranking's first hits count for much more than its tenth (the usual 60
+/// makes ranks 1 and 10 worth almost the same, so the ranking rules' boosts decided
+/// alone). Measured, static tier, hybrid NDCG@10: semble benchmark 0.845 at 60, 0.842 at
+/// 30, 0.848 at 15, 0.853 at 5; the CodeSearchNet-style stdlib set 0.295 at 60, 0.352 at 5.
+const RRF_K: f64 = 5.0;
 /// The share of the summary vectors' ranking in the semantic side of a search (the code
 /// vectors' ranking has the rest).
 const SUMMARY_SHARE: f64 = 0.3;
@@ -703,7 +707,17 @@ mod tests {
         let fused = fuse(&[a, b]);
         let ids: Vec<i64> = fused.iter().map(|f| f.0).collect();
         assert_eq!(ids, [1, 3, 2]);
-        assert!((fused[0].1 - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
+        assert!((fused[0].1 - (1.0 / 6.0 + 1.0 / 7.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_rankings_first_hit_outweighs_one_both_put_eighth() {
+        // Snippet 1 leads the keyword ranking only; snippet 8 is eighth in both.
+        let keyword: Vec<(i64, f64)> = [1, 2, 3, 4, 5, 6, 7, 8].map(|id| (id, 1.0)).to_vec();
+        let semantic: Vec<(i64, f64)> = [9, 10, 11, 12, 13, 14, 15, 8].map(|id| (id, 1.0)).to_vec();
+        let fused = fuse(&[keyword, semantic]);
+        let place = |id: i64| fused.iter().position(|f| f.0 == id).unwrap();
+        assert!(place(1) < place(8), "{fused:?}");
     }
 
     #[test]

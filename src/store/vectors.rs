@@ -88,15 +88,28 @@ fn legacy_hnsw_index_name(model: &str, kind: VectorKind, dimension: usize) -> St
     format!("snippet_vectors_hnsw_{}", &h[..16])
 }
 
-/// The snippets of repository $1 without a current code vector of model $2.
-/// What a snippet's code vector is computed from: its doc comment (when the code does not
-/// hold it already) and its code.
-const CODE_TEXT: &str = "CASE WHEN s.doc IS NULL OR position(s.doc IN s.code) > 0 THEN s.code
+/// What a snippet's code vector is computed from: a first line of its name and the last
+/// two parts of its path (`Router binding/json.go`), then its doc comment (when the code
+/// does not hold it already) and its code. The first line was measured to earn its place
+/// (static tier, semantic NDCG@10: semble benchmark 0.827 -> 0.843, TypeScript 0.688 ->
+/// 0.781; CodeSearchNet-style stdlib set 0.219 -> 0.224): a short snippet's words alone
+/// seldom say which part of the program it is.
+const CODE_TEXT: &str =
+    "concat_ws(' ', coalesce(s.qualified_name, s.name), substring(s.path from '([^/]*/?[^/]+)$'))
+     || E'\\n' || CASE WHEN s.doc IS NULL OR position(s.doc IN s.code) > 0 THEN s.code
      ELSE s.doc || E'\\n' || s.code END";
 
+/// The source hash a current code vector is stored with: the snippet's content hash
+/// behind the version of [`CODE_TEXT`]'s recipe (`t2:`), so vectors computed by an
+/// earlier recipe (the bare content hash) count as lacking and the next embedding pass
+/// replaces them, searchable until then.
+const CODE_SOURCE: &str = "('t2:' || s.content_hash)";
+
+/// The snippets of repository $1 without a current code vector of model $2 (one stored
+/// with [`CODE_SOURCE`]).
 const CODE_WITHOUT_VECTOR: &str = "FROM snippets s
      LEFT JOIN snippet_vectors v ON v.snippet_id = s.id AND v.kind = 'code' AND v.model = $2
-     WHERE s.repository_id = $1 AND (v.snippet_id IS NULL OR v.source_hash <> s.content_hash)";
+     WHERE s.repository_id = $1 AND (v.snippet_id IS NULL OR v.source_hash <> ('t2:' || s.content_hash))";
 
 fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -123,7 +136,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PendingText>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT s.id AS snippet_id, {CODE_TEXT} AS text, s.content_hash AS source_hash
+            "SELECT s.id AS snippet_id, {CODE_TEXT} AS text, {CODE_SOURCE} AS source_hash
              {CODE_WITHOUT_VECTOR} AND s.id > $3
              ORDER BY s.id LIMIT $4"
         )))
@@ -165,7 +178,7 @@ impl Store {
     /// The code texts of these snippets (those that exist), as embedding takes them.
     pub async fn code_texts(&self, ids: &[i64]) -> Result<Vec<PendingText>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT s.id AS snippet_id, {CODE_TEXT} AS text, s.content_hash AS source_hash
+            "SELECT s.id AS snippet_id, {CODE_TEXT} AS text, {CODE_SOURCE} AS source_hash
              FROM snippets s WHERE s.id = ANY($1) ORDER BY s.id"
         )))
         .bind(ids)
