@@ -149,6 +149,41 @@ async fn finds(searcher: &Searcher, text: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A follower ends, without a warning loop, when whoever could stop it is gone or its
+/// pool is closed (a `bench api` run once logged 27k warnings after its server stopped).
+#[tokio::test]
+async fn a_follower_ends_when_its_stopper_or_pool_is_gone() {
+    let db = TestDb::new().await;
+    let home = temp_home();
+    let config = node(&db, home.path(), &[]);
+    for close_pool in [false, true] {
+        let store = pool_of(&db).await;
+        let follower = Arc::new(Searcher::new(store.clone(), config.clone()));
+        let (stopper, following) = tokio::sync::watch::channel(false);
+        let followed = tokio::spawn(follower.follow(following));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !followed.is_finished(),
+            "the follower follows while asked to"
+        );
+        if close_pool {
+            store.pool().close().await;
+            // The sender is kept: the closed pool alone must end it.
+            tokio::time::timeout(Duration::from_secs(30), followed)
+                .await
+                .expect("a follower of a closed pool ends")
+                .unwrap();
+            drop(stopper);
+        } else {
+            drop(stopper);
+            tokio::time::timeout(Duration::from_secs(30), followed)
+                .await
+                .expect("a follower whose stopper is gone ends")
+                .unwrap();
+        }
+    }
+}
+
 /// Stages alternate between two nodes (one takes SYNC, BM25_INDEX and ENRICH, the other
 /// EXTRACT and CODE_EMBEDDINGS): every source ends with the snippets and vectors one node
 /// alone makes, the git working copies exist on the SYNC node only, and a search on either

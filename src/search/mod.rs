@@ -314,11 +314,12 @@ impl Searcher {
     /// Follows the change log until `stop` turns true: applies each change as its
     /// notification arrives, and at least every [`FOLLOW_POLL`] (a notification lost with a
     /// connection is made up for by the poll). For a long-running process that searches
-    /// (`trawl serve`, `trawl mcp`).
+    /// (`trawl serve`, `trawl mcp`). It also ends when `stop`'s sender is gone or the
+    /// store's pool is closed: there is nobody left to follow for.
     pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut listener = None;
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || self.store.pool().is_closed() {
                 return;
             }
             if listener.is_none() {
@@ -362,7 +363,7 @@ impl Searcher {
             tokio::select! {
                 kept = wait => if !kept { listener = None },
                 _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                _ = stop.changed() => {}
+                changed = stop.changed() => if changed.is_err() { return },
             }
         }
     }
