@@ -338,19 +338,7 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
     .unwrap();
     assert_eq!(stale, 0, "every vector recomputed");
     // Incremental embeddings-only with nothing missing: nothing to embed.
-    let r = trawl_in(
-        &db,
-        &[
-            "reindex",
-            &repo,
-            "--scope",
-            "embeddings-only",
-            "--dry-run",
-            "--json",
-        ],
-    );
-    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(plan["snippets"], 0, "{}", r.stdout);
+    assert_eq!(embeddings_planned(&db, &repo), 0);
 
     // A code vector's text starts with the snippet's name and the end of its path.
     let (id, name, path): (i64, String, String) = sqlx::query_as(
@@ -379,11 +367,16 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
     .execute(db.store.pool())
     .await
     .unwrap();
+    assert_eq!(embeddings_planned(&db, &repo), 1);
+}
+
+/// The snippets an embeddings-only reindex of `repo` would embed (its dry run's plan).
+fn embeddings_planned(db: &TestDb, repo: &str) -> i64 {
     let r = trawl_in(
-        &db,
+        db,
         &[
             "reindex",
-            &repo,
+            repo,
             "--scope",
             "embeddings-only",
             "--dry-run",
@@ -391,7 +384,9 @@ async fn priority_classes_set_stage_priorities_and_embeddings_only_reembeds() {
         ],
     );
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(plan["snippets"], 1, "{}", r.stdout);
+    plan["snippets"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no snippet count in the plan: {}", r.stdout))
 }
 
 async fn stage_of(db: &TestDb, run_id: i64, stage: &str) -> (String, i32, String) {
