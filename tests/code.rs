@@ -1216,3 +1216,92 @@ async fn hybrid_search_falls_back_to_keyword_when_the_provider_is_down() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn one_vector_query_ranks_code_and_summary_vectors_apart_within_the_filter() {
+    use trawl::store::vectors::{SnippetFilter, VectorKind};
+    let db = TestDb::new().await;
+    let ctx = context(&db);
+    let repo = dir_fixture();
+    let run = index(&ctx, repo.path().to_str().unwrap()).await;
+    let other = dir_fixture();
+    index(&ctx, other.path().to_str().unwrap()).await;
+    // One snippet of the first repository gets a summary vector: its code vector, stored
+    // as its summary's.
+    let (model, id, vector): (String, i64, pgvector::Vector) = sqlx::query_as(
+        "SELECT v.model, v.snippet_id, v.embedding FROM snippet_vectors v
+         JOIN snippets s ON s.id = v.snippet_id
+         WHERE s.repository_id = $1 AND s.name = 'celsius_to_fahrenheit' AND v.kind = 'code'",
+    )
+    .bind(run.repository_id)
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO snippet_vectors (snippet_id, kind, model, dimension, embedding, source_hash)
+         SELECT snippet_id, 'summary', model, dimension, embedding, 'test'
+         FROM snippet_vectors WHERE snippet_id = $1 AND kind = 'code'",
+    )
+    .bind(id)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let vector = vector.to_vec();
+    let repos = [run.repository_id];
+    let filter = SnippetFilter {
+        repository_ids: &repos,
+        ..Default::default()
+    };
+    let in_repo: std::collections::HashSet<i64> =
+        sqlx::query_scalar("SELECT id FROM snippets WHERE repository_id = $1")
+            .bind(run.repository_id)
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let rankings = db
+        .store
+        .nearest_snippets(
+            &vector,
+            &model,
+            &[VectorKind::Code, VectorKind::Summary],
+            &filter,
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rankings.len(), 2);
+    let (code, summary) = (&rankings[0], &rankings[1]);
+    // The code ranking: five of the filtered repository's snippets, best first, the
+    // snippet itself (similarity 1) at the top.
+    assert_eq!(code.len(), 5, "{code:?}");
+    assert_eq!(code[0].0, id);
+    assert!((code[0].1 - 1.0).abs() < 1e-4, "{code:?}");
+    assert!(code.windows(2).all(|w| w[0].1 >= w[1].1), "{code:?}");
+    assert!(code.iter().all(|(s, _)| in_repo.contains(s)), "{code:?}");
+    // The summary ranking holds only the one snippet with a summary vector.
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0].0, id);
+    // Asked the other way round, the rankings come back in that order.
+    let swapped = db
+        .store
+        .nearest_snippets(
+            &vector,
+            &model,
+            &[VectorKind::Summary, VectorKind::Code],
+            &filter,
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(swapped, [summary.clone(), code.clone()]);
+    // No kinds asked: nothing, without a query.
+    assert!(
+        db.store
+            .nearest_snippets(&vector, &model, &[], &filter, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -446,28 +446,31 @@ impl Searcher {
                     }
                 ));
             }
-            for (kind, share) in [
+            // The code and the summary vectors' rankings, asked in one statement.
+            let searched: Vec<(VectorKind, f64)> = [
                 (VectorKind::Code, 1.0 - SUMMARY_SHARE),
                 (VectorKind::Summary, SUMMARY_SHARE),
-            ] {
-                if share == 0.0 || !known {
-                    continue;
-                }
-                let ranking = self
-                    .store
-                    .nearest_snippets(
-                        &vector,
-                        &model,
-                        kind,
-                        &SnippetFilter {
-                            repository_ids: &q.repository_ids,
-                            languages: &q.languages,
-                            kinds: &q.kinds,
-                            path_regex: path_re.as_ref().map(|r| r.sql.as_str()),
-                        },
-                        depth,
-                    )
-                    .await?;
+            ]
+            .into_iter()
+            .filter(|(_, share)| *share > 0.0 && known)
+            .collect();
+            let kinds: Vec<VectorKind> = searched.iter().map(|(kind, _)| *kind).collect();
+            let found = self
+                .store
+                .nearest_snippets(
+                    &vector,
+                    &model,
+                    &kinds,
+                    &SnippetFilter {
+                        repository_ids: &q.repository_ids,
+                        languages: &q.languages,
+                        kinds: &q.kinds,
+                        path_regex: path_re.as_ref().map(|r| r.sql.as_str()),
+                    },
+                    depth,
+                )
+                .await?;
+            for ((kind, share), ranking) in searched.into_iter().zip(found) {
                 tracing::debug!(kind = kind.as_str(), ?ranking, "semantic ranking");
                 rankings.push((ranking, semantic * share));
             }

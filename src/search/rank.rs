@@ -12,7 +12,8 @@
 //!   (× 1.5 more when its file is named after it); in a natural-language query, each
 //!   identifier written in it gives half that to its definition.
 //! - **File names.** When at least 10 % of a natural-language query's words name a
-//!   candidate's file or its directories, it gains the best score × that share.
+//!   candidate's file or its directories, it gains the best score × that share; a file
+//!   named like the symbol asked for gains the best score (a definition of it, 3 ×).
 //! - **Files as a whole.** The best snippet of each file gains 0.2 × the best score ×
 //!   its file's share of the summed candidate scores, so a file hit many times ranks up.
 //! - **Paths.** Tests, examples, docs and benchmarks × 0.3 (unless the query asks for
@@ -136,6 +137,8 @@ pub fn rerank(query: &str, candidates: Vec<Candidate>) -> Vec<Candidate> {
                     if defines(&symbol) {
                         let stem_bonus = if stem == symbol { STEM_BOOST } else { 1.0 };
                         s += DEFINITION_BOOST * best * stem_bonus;
+                    } else if stem == symbol {
+                        s += best;
                     }
                 }
                 QueryKind::Natural => {
@@ -400,6 +403,30 @@ mod tests {
                     c(2, 0.5, "mux.go", Some("Router"), "chunk"),
                 ],
                 vec![1, 2],
+            ),
+            (
+                "a file named like the symbol, with no definition of it",
+                "Tokenizer",
+                vec![
+                    c(1, 1.0, "utils.py", None, "chunk"),
+                    c(
+                        2,
+                        0.6,
+                        "tokenizer/tokenizer.py",
+                        Some("replace_vocabulary"),
+                        "function",
+                    ),
+                ],
+                vec![2, 1],
+            ),
+            (
+                "a definition still outranks a file named like the symbol",
+                "Tokenizer",
+                vec![
+                    c(1, 0.6, "tokenizer.py", Some("load"), "function"),
+                    c(2, 0.5, "base.py", Some("Tokenizer"), "class"),
+                ],
+                vec![2, 1],
             ),
             (
                 "an identifier inside a sentence",
