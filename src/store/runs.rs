@@ -369,10 +369,12 @@ impl Store {
     }
 
     /// What each stage cost, SYNC..ENRICH, over the last ten runs that succeeded with a
-    /// scope of `scope_kind` (of `repository_id`, or of any): seconds and items summed,
-    /// and how many runs. A stage's time runs from its predecessor's end (the run's start
-    /// for SYNC) to its own, so the hand-over between stages is counted and the five make
-    /// the run's duration.
+    /// scope of `scope_kind` (of `repository_id`, or of any) and had work after SYNC:
+    /// seconds and items summed, and how many runs. A stage's time runs from its
+    /// predecessor's end (the run's start for SYNC) to its own, so the hand-over between
+    /// stages is counted and the five make the run's duration. Runs that found nothing
+    /// changed are left out: a repository synced in the background is mostly those, and
+    /// they would say the next real run takes no time.
     pub async fn stage_costs(
         &self,
         repository_id: Option<i64>,
@@ -383,6 +385,8 @@ impl Store {
                  SELECT id, started_at FROM runs
                   WHERE status = 'succeeded' AND started_at IS NOT NULL
                     AND ($1::bigint IS NULL OR repository_id = $1) AND scope->>'kind' = $2
+                    AND EXISTS (SELECT 1 FROM stage_runs w
+                                 WHERE w.run_id = runs.id AND w.ordinal > 0 AND w.items_total > 0)
                   ORDER BY id DESC LIMIT 10)
              SELECT s.ordinal,
                     COALESCE(sum(extract(epoch FROM s.finished_at
