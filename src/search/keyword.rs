@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -362,13 +362,17 @@ impl KeywordIndex {
                     .collect(),
             ))
         };
-        if !filters.repository_ids.is_empty() {
-            let t = filters
-                .repository_ids
-                .iter()
-                .map(|&id| Term::from_field_u64(f.repository_id, id as u64))
-                .collect();
-            clauses.push((Occur::Must, any_of(t)));
+        let repositories = (!filters.repository_ids.is_empty()).then(|| {
+            any_of(
+                filters
+                    .repository_ids
+                    .iter()
+                    .map(|&id| Term::from_field_u64(f.repository_id, id as u64))
+                    .collect(),
+            )
+        });
+        if let Some(r) = &repositories {
+            clauses.push((Occur::Must, r.box_clone()));
         }
         if !filters.languages.is_empty() {
             let t = filters
@@ -388,7 +392,21 @@ impl KeywordIndex {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let collector = TopDocs::with_limit(limit).order_by_score();
+        // A search within some repositories weighs words by how rare they are there, not
+        // in everything indexed: "router" says little in a router library.
+        let top = match repositories {
+            Some(scope) => searcher.search_with_statistics_provider(
+                &query,
+                &collector,
+                &ScopedStatistics {
+                    searcher: &searcher,
+                    scope,
+                    docs: std::cell::OnceCell::new(),
+                },
+            )?,
+            None => searcher.search(&query, &collector)?,
+        };
         let mut out = Vec::with_capacity(top.len());
         let mut columns: Vec<Option<tantivy::columnar::Column<u64>>> =
             vec![None; searcher.segment_readers().len()];
@@ -407,6 +425,54 @@ impl KeywordIndex {
             }
         }
         Ok(out)
+    }
+}
+
+/// BM25's statistics over the documents a query `scope` matches (some repositories'):
+/// their count and each term's document frequency among them, counted at search time; the
+/// average field length stays the whole index's (the total tokens scaled by the share of
+/// documents in scope), which keeps the count to one query per term.
+struct ScopedStatistics<'a> {
+    searcher: &'a tantivy::Searcher,
+    scope: Box<dyn Query>,
+    /// The documents in scope, counted once (every term's weight asks).
+    docs: std::cell::OnceCell<u64>,
+}
+
+impl ScopedStatistics<'_> {
+    fn count(&self, also: Option<&Term>) -> tantivy::Result<u64> {
+        let query: Box<dyn Query> = match also {
+            None => self.scope.box_clone(),
+            Some(term) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, self.scope.box_clone()),
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)),
+                ),
+            ])),
+        };
+        Ok(self.searcher.search(&query, &Count)? as u64)
+    }
+}
+
+impl Bm25StatisticsProvider for ScopedStatistics<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        let all = Bm25StatisticsProvider::total_num_tokens(self.searcher, field)?;
+        let docs = Bm25StatisticsProvider::total_num_docs(self.searcher)?.max(1);
+        let scoped = self.total_num_docs()?;
+        Ok(((all as f64) * scoped as f64 / docs as f64).round() as u64)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        if let Some(n) = self.docs.get() {
+            return Ok(*n);
+        }
+        let n = self.count(None)?;
+        Ok(*self.docs.get_or_init(|| n))
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        self.count(Some(term))
     }
 }
 
@@ -497,6 +563,73 @@ mod tests {
                 content_hash: format!("{v}-{k}"),
             })
             .collect()
+    }
+
+    /// A snippet of repository `repo` in file `path` whose code is `code`.
+    fn snippet(id: i64, repo: i64, path: &str, code: &str) -> StoredSnippet {
+        StoredSnippet {
+            id,
+            repository_id: repo,
+            path: path.into(),
+            language: Some("python".into()),
+            kind: "chunk".into(),
+            name: None,
+            parent_name: None,
+            qualified_name: None,
+            start_line: 1,
+            end_line: 1,
+            doc: None,
+            signature: None,
+            code: code.into(),
+            part: None,
+            content_hash: id.to_string(),
+        }
+    }
+
+    /// Within one repository a word is weighed by how rare it is there: in a router
+    /// library, "router" says little and "timeout" much, however common "timeout" is in
+    /// another repository. Searching everything weighs by the whole index.
+    #[test]
+    fn a_repository_search_weighs_words_by_their_rarity_in_that_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = KeywordIndex::open(dir.path()).unwrap();
+        let routers: Vec<StoredSnippet> = (1..=3)
+            .map(|i| snippet(i, 1, &format!("r{i}.py"), "router dispatch"))
+            .chain([snippet(4, 1, "t.py", "timeout dispatch")])
+            .collect();
+        let paths: Vec<String> = routers.iter().map(|s| s.path.clone()).collect();
+        index.replace_files(1, &paths, &routers, 1).unwrap();
+        let timeouts: Vec<StoredSnippet> = (0..20)
+            .map(|i| snippet(100 + i, 2, &format!("o{i}.py"), "timeout wait"))
+            .collect();
+        let paths: Vec<String> = timeouts.iter().map(|s| s.path.clone()).collect();
+        index.replace_files(2, &paths, &timeouts, 2).unwrap();
+
+        let in_repo = Filters {
+            repository_ids: vec![1],
+            ..Filters::default()
+        };
+        let hits = index.search("router timeout", &in_repo, 10).unwrap();
+        assert_eq!(hits.first().map(|h| h.0), Some(4), "{hits:?}");
+        assert_eq!(hits.len(), 4, "{hits:?}");
+        // Over both repositories "timeout" is the common word and "router" the rare one.
+        let everywhere = index
+            .search("router timeout", &Filters::default(), 30)
+            .unwrap();
+        assert!(
+            [1, 2, 3].contains(&everywhere[0].0),
+            "{:?}",
+            &everywhere[..4]
+        );
+        // A repository filter with two repositories counts over both.
+        let both = Filters {
+            repository_ids: vec![1, 2],
+            ..Filters::default()
+        };
+        assert_eq!(
+            index.search("router timeout", &both, 30).unwrap()[0].0,
+            everywhere[0].0
+        );
     }
 
     /// A search while a file's documents are replaced commit after commit sees the old
