@@ -1260,17 +1260,16 @@ async fn one_vector_query_ranks_code_and_summary_vectors_apart_within_the_filter
             .unwrap()
             .into_iter()
             .collect();
-    let rankings = db
-        .store
-        .nearest_snippets(
-            &vector,
-            &model,
-            &[VectorKind::Code, VectorKind::Summary],
-            &filter,
-            5,
-        )
-        .await
-        .unwrap();
+    let nearest = |kinds: &'static [VectorKind]| {
+        let (store, vector, model, filter) = (&db.store, &vector, &model, &filter);
+        async move {
+            store
+                .nearest_snippets(vector, model, kinds, filter, 5)
+                .await
+                .unwrap()
+        }
+    };
+    let rankings = nearest(&[VectorKind::Code, VectorKind::Summary]).await;
     assert_eq!(rankings.len(), 2);
     let (code, summary) = (&rankings[0], &rankings[1]);
     // The code ranking: five of the filtered repository's snippets, best first, the
@@ -1284,24 +1283,8 @@ async fn one_vector_query_ranks_code_and_summary_vectors_apart_within_the_filter
     assert_eq!(summary.len(), 1, "{summary:?}");
     assert_eq!(summary[0].0, id);
     // Asked the other way round, the rankings come back in that order.
-    let swapped = db
-        .store
-        .nearest_snippets(
-            &vector,
-            &model,
-            &[VectorKind::Summary, VectorKind::Code],
-            &filter,
-            5,
-        )
-        .await
-        .unwrap();
+    let swapped = nearest(&[VectorKind::Summary, VectorKind::Code]).await;
     assert_eq!(swapped, [summary.clone(), code.clone()]);
     // No kinds asked: nothing, without a query.
-    assert!(
-        db.store
-            .nearest_snippets(&vector, &model, &[], &filter, 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nearest(&[]).await.is_empty());
 }
