@@ -630,6 +630,17 @@ mod tests {
             index.search("router timeout", &both, 30).unwrap()[0].0,
             everywhere[0].0
         );
+        // A repository with no documents: nothing, no error.
+        let none = Filters {
+            repository_ids: vec![99],
+            ..Filters::default()
+        };
+        assert!(
+            index
+                .search("router timeout", &none, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// A search while a file's documents are replaced commit after commit sees the old
