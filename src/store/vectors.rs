@@ -66,7 +66,7 @@ pub fn text_hash(text: &str) -> String {
 /// The HNSW graph's build parameters. Against pgvector's defaults (m 16,
 /// ef_construction 64) they make an insert about 2.8 times cheaper (6.4k real 256-d
 /// vectors: 1.3 s instead of 3.5 s), which is most of CODE_EMBEDDINGS with a static model.
-/// The graph is searched 100 wide (ef_search, in `nearest_snippets`). Against exact
+/// The graph is searched [`EF_SEARCH`] wide (in `nearest_snippets`). Against exact
 /// search, for 300 code vectors of other repositories as queries among the 76k of a
 /// 1M-line Python corpus (91k in the index), the exact ten nearest are among the 50
 /// returned 91.8 % of the time at ef_search 100, 93.1 % at 200 and 91.1 % at 80 (recall@50:
@@ -75,6 +75,10 @@ pub fn text_hash(text: &str) -> String {
 /// search quality of 200 and of exact search were measured the same within the noise of
 /// the graph's build order.
 const HNSW_WITH: &str = "m = 8, ef_construction = 32";
+
+/// `hnsw.ef_search` of a vector search: the candidate list the graph walk keeps (see
+/// [`HNSW_WITH`] for what it was chosen by).
+const EF_SEARCH: u32 = 100;
 
 /// The name of the HNSW index of one (model, kind), for the build parameters of
 /// [`HNSW_WITH`].
@@ -471,11 +475,12 @@ impl Store {
             .join(" UNION ALL ");
         let mut tx = self.pool.begin().await?;
         // Filters are applied while walking the graph, not after a fixed candidate list
-        // (iterative scan); the graph is searched 200 wide (see [`HNSW_WITH`]).
+        // (iterative scan); the graph is searched [`EF_SEARCH`] wide.
         sqlx::query(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
-                    set_config('hnsw.ef_search', '100', true)",
+                    set_config('hnsw.ef_search', $1, true)",
         )
+        .bind(EF_SEARCH.to_string())
         .execute(&mut *tx)
         .await?;
         let rows: Vec<(i32, i64, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
