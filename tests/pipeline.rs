@@ -709,3 +709,57 @@ async fn bench_queue_drains_its_backlog_with_worker_processes_and_reports_figure
         .unwrap();
     assert_eq!(runs, 0);
 }
+
+#[tokio::test]
+async fn a_user_run_superseding_a_background_run_being_claimed_never_fails() {
+    // A user run cancels the queued background run (locking the run, then its stages and
+    // jobs) while a worker claims that run's SYNC (the job, then the stage, then the run):
+    // they once locked in opposite orders and Postgres killed one of them now and then
+    // (after its one-second deadlock timeout). The enqueue now locks as the claim does:
+    // neither fails, and no deadlock is left for the retry to cover.
+    let db = TestDb::new().await;
+    let ctx = PipelineContext::with_faults(db.store.clone(), fast_config(&db), Faults::default());
+    let dir = fixture();
+    let repo_id = repo(&ctx, dir.path()).await;
+    let mut tx = ctx.store.pool().begin().await.unwrap();
+    trawl::store::workers::register_worker(&mut tx, "stress", STAGE_QUEUE, "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (mut claims_lost, mut superseded_rounds) = (0, 0);
+    for round in 0..150 {
+        let bg = ctx
+            .store
+            .enqueue_run(&new_run(repo_id, Trigger::Background))
+            .await
+            .unwrap()
+            .run_id();
+        let store = ctx.store.clone();
+        let claim = tokio::spawn(async move { store.claim_stages("stress", 1).await });
+        let user = ctx
+            .store
+            .enqueue_run(&new_run(repo_id, Trigger::User))
+            .await;
+        let user = user.unwrap_or_else(|e| panic!("round {round}: the user run failed: {e}"));
+        if matches!(&user, Enqueued::Created { superseded, .. } if superseded.contains(&bg)) {
+            superseded_rounds += 1;
+        }
+        match claim.await.unwrap() {
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => claims_lost += 1,
+            Err(e) => panic!("round {round}: the claim failed for good: {e}"),
+        }
+        // Whichever won, both runs end here so the next round starts from nothing.
+        assert_ne!(bg, user.run_id(), "round {round}");
+        for run in ctx.store.unfinished_runs(repo_id).await.unwrap() {
+            ctx.store.cancel_run(run, "test round over").await.unwrap();
+        }
+        let open = ctx.store.unfinished_runs(repo_id).await.unwrap();
+        assert!(open.is_empty(), "round {round}: runs left open: {open:?}");
+    }
+    eprintln!(
+        "of 150 rounds the user run superseded the background run in {superseded_rounds}, \
+         the claim began it first in the others"
+    );
+    assert_eq!(claims_lost, 0, "claims that lost a deadlock");
+}

@@ -50,6 +50,40 @@ impl StoreError {
     }
 }
 
+/// Whether the database rolled the transaction back because it collided with another:
+/// a deadlock or a serialisation failure. Nothing of it was written, so running the same
+/// transaction again is safe (unlike after a lost connection, where a commit may have
+/// landed).
+pub(super) fn is_conflict(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database { code: Some(c), .. } if c == "40P01" || c == "40001")
+}
+
+/// Times a transaction that collided with another is run again before its error is given.
+const CONFLICT_RETRIES: u32 = 4;
+
+/// Runs transaction `work` until it does not collide with another (see [`is_conflict`]),
+/// at most [`CONFLICT_RETRIES`] more times, a little longer apart each time. For writes
+/// whose rows a worker's claim locks in another order (a user run cancelling the queued
+/// background run whose SYNC a worker is claiming): the one Postgres picks as the
+/// deadlock's victim is done again instead of failing a user's request.
+pub(super) async fn retrying_conflicts<T, F, Fut>(mut work: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match work().await {
+            Err(e) if is_conflict(&e) && tries < CONFLICT_RETRIES => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "a transaction collided with another; running it again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(tries))).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// SQLSTATE classes and codes worth a retry: connection exceptions, serialisation failures
 /// and deadlocks, lock timeouts, too many connections, and a server shutting down or
 /// restarting.
@@ -105,5 +139,56 @@ mod tests {
         assert!(!is_retryable_sqlstate("23505"));
         assert!(!is_retryable_sqlstate("42601"));
         assert!(!is_retryable_sqlstate("22P02"));
+    }
+
+    fn database(code: &str) -> StoreError {
+        StoreError::Database {
+            message: format!("error {code}"),
+            code: Some(code.into()),
+            retryable: is_retryable_sqlstate(code),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_deadlocked_runs_again_and_others_fail_at_once() {
+        // Two deadlocks, then success: the work is done a third time and its value given.
+        let mut calls = 0;
+        let done = retrying_conflicts(|| {
+            calls += 1;
+            let n = calls;
+            async move { if n < 3 { Err(database("40P01")) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(done.unwrap(), 3);
+
+        // A lost connection may have committed: it is not run again here.
+        let mut calls = 0;
+        let lost = retrying_conflicts(|| {
+            calls += 1;
+            async { Err::<(), _>(StoreError::Connection("reset".into())) }
+        })
+        .await;
+        assert!(matches!(lost, Err(StoreError::Connection(_))));
+        assert_eq!(calls, 1);
+
+        // A constraint violation is permanent.
+        let mut calls = 0;
+        let refused = retrying_conflicts(|| {
+            calls += 1;
+            async { Err::<(), _>(database("23505")) }
+        })
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(calls, 1);
+
+        // Serialisation failures for ever: given up after the retries, with the error.
+        let mut calls = 0;
+        let endless = retrying_conflicts(|| {
+            calls += 1;
+            async { Err::<(), _>(database("40001")) }
+        })
+        .await;
+        assert!(matches!(endless, Err(ref e) if is_conflict(e)));
+        assert_eq!(calls, 1 + CONFLICT_RETRIES);
     }
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{FromRow, Postgres, Transaction};
 
+use super::error::retrying_conflicts;
 use super::{Store, StoreError, lifecycle};
 use crate::domain::scope::Scope;
 use crate::domain::{PriorityClass, RunStatus, Stage, StageStatus, Trigger};
@@ -169,11 +170,17 @@ impl Store {
     ///
     /// A background run is not created while the repository has an unfinished run. A user
     /// run cancels the repository's queued background runs (superseding them).
+    ///
+    /// A deadlock with another transaction (which the lock order below avoids with a
+    /// worker's claim) runs the enqueue again.
     pub async fn enqueue_run(&self, new: &NewRun) -> Result<Enqueued, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let enqueued = enqueue_in(&mut tx, new).await?;
-        tx.commit().await?;
-        Ok(enqueued)
+        retrying_conflicts(|| async {
+            let mut tx = self.pool.begin().await?;
+            let enqueued = enqueue_in(&mut tx, new).await?;
+            tx.commit().await?;
+            Ok(enqueued)
+        })
+        .await
     }
 
     /// Adds `new`'s scope to the repository's queued run of the same origin whose SYNC has
@@ -184,6 +191,10 @@ impl Store {
     /// The SYNC job is locked first, as a worker's claim locks it (SKIP LOCKED): a job being
     /// claimed at that moment is not joined, and a new run is queued behind it instead.
     pub async fn enqueue_or_join(&self, new: &NewRun) -> Result<Joined, StoreError> {
+        retrying_conflicts(|| self.enqueue_or_join_once(new)).await
+    }
+
+    async fn enqueue_or_join_once(&self, new: &NewRun) -> Result<Joined, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_enqueues(&mut tx, new.repository_id).await?;
         let open: Option<(i64, sqlx::types::Json<Scope>)> = sqlx::query_as(
@@ -234,13 +245,16 @@ impl Store {
         // Repositories' enqueue locks taken in one order, so two batches never deadlock.
         let mut order: Vec<usize> = (0..runs.len()).collect();
         order.sort_by_key(|&i| runs[i].repository_id);
-        let mut tx = self.pool.begin().await?;
-        let mut out = vec![None; runs.len()];
-        for i in order {
-            out[i] = Some(enqueue_in(&mut tx, &runs[i]).await?);
-        }
-        tx.commit().await?;
-        Ok(out.into_iter().flatten().collect())
+        retrying_conflicts(|| async {
+            let mut tx = self.pool.begin().await?;
+            let mut out = vec![None; runs.len()];
+            for &i in &order {
+                out[i] = Some(enqueue_in(&mut tx, &runs[i]).await?);
+            }
+            tx.commit().await?;
+            Ok(out.into_iter().flatten().collect())
+        })
+        .await
     }
 
     pub async fn run(&self, run_id: i64) -> Result<Run, StoreError> {
@@ -328,6 +342,15 @@ impl Store {
     /// Enqueues a run for item `item` of batch job `job_id` and records the item with it,
     /// in one transaction: a retried batch never enqueues the run twice.
     pub async fn enqueue_batch_item(
+        &self,
+        new: &NewRun,
+        job_id: &str,
+        item: &str,
+    ) -> Result<Enqueued, StoreError> {
+        retrying_conflicts(|| self.enqueue_batch_item_once(new, job_id, item)).await
+    }
+
+    async fn enqueue_batch_item_once(
         &self,
         new: &NewRun,
         job_id: &str,
@@ -549,6 +572,21 @@ async fn enqueue_in(
             }
         }
         Trigger::User => {
+            // The superseded runs' jobs first, as a worker's claim locks them (job, stage,
+            // run): a claim of their SYNC under way is waited for (its run is then no longer
+            // queued, so it is not superseded), and a claim after this skips them. Locking
+            // the runs first would deadlock with such a claim.
+            sqlx::query(
+                "SELECT j.id FROM runs r
+                   JOIN stage_runs s ON s.run_id = r.id
+                   JOIN apalis.jobs j ON j.id = s.job_id
+                  WHERE r.repository_id = $1 AND r.trigger = 'background' AND r.status = 'queued'
+                  ORDER BY j.id
+                    FOR UPDATE OF j",
+            )
+            .bind(new.repository_id)
+            .execute(&mut **tx)
+            .await?;
             superseded = sqlx::query_scalar(
                 "SELECT id FROM runs WHERE repository_id = $1 AND trigger = 'background' AND status = 'queued' FOR UPDATE",
             )
