@@ -499,3 +499,72 @@ fn worker_stages_refuses_an_unknown_stage() {
         r.stderr
     );
 }
+
+/// The change log is pruned: old changes go, the newest stay, and a node whose index is
+/// older than what the log keeps rebuilds it instead of applying only the changes left
+/// (which would lose the pruned ones' files).
+#[tokio::test]
+async fn a_node_behind_the_pruned_change_log_rebuilds_its_index() {
+    let db = TestDb::new().await;
+    let tree = tempfile::tempdir().unwrap();
+    let sources = sources(tree.path());
+    let home_b = temp_home();
+    let a = node(&db, db.home.path(), &[]);
+    let b = node(&db, home_b.path(), &[]);
+    let (stop, worker) = spawn_worker(PipelineContext::new(db.store.clone(), a.clone()), 2);
+    let first = enqueue_all(&db, &a, &sources[2..3]).await;
+    wait_all(&db, &first, 60).await;
+    // Node B's index catches up with the first change, then its node is switched off.
+    let on_b = Searcher::new(pool_of(&db).await, b.clone());
+    let seen = on_b.catch_up().await.unwrap().unwrap();
+    assert!(seen.applied > 0, "{seen:?}");
+    let later = enqueue_all(&db, &a, &sources[3..4]).await;
+    wait_all(&db, &later, 60).await;
+    let last = enqueue_all(&db, &a, &sources[1..2]).await;
+    wait_all(&db, &last, 60).await;
+    stop.send(()).unwrap();
+    worker.await.unwrap();
+
+    let head = db.store.keyword_head().await.unwrap();
+    assert!(
+        head > seen.applied + 1,
+        "head {head}, B applied {}",
+        seen.applied
+    );
+    // Nothing is old enough yet: a prune deletes nothing.
+    let none = db
+        .store
+        .prune_keyword_changes(Duration::from_secs(3600), 1)
+        .await
+        .unwrap();
+    assert_eq!((none.deleted, none.horizon), (0, 0));
+    // Two weeks later every change but the newest is pruned.
+    sqlx::query("UPDATE keyword_changes SET committed_at = now() - interval '15 days'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let pruned = db
+        .store
+        .prune_keyword_changes(Duration::from_secs(14 * 24 * 3600), 1)
+        .await
+        .unwrap();
+    assert_eq!(pruned.horizon, head - 1, "{pruned:?}");
+    assert!(pruned.deleted >= 2, "{pruned:?}");
+    let left: Vec<i64> = sqlx::query_scalar("SELECT seq FROM keyword_changes ORDER BY seq")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, vec![head]);
+    assert_eq!(db.store.keyword_horizon().await.unwrap(), head - 1);
+
+    // Node B comes back: applying the one change left would miss source 3, which only a
+    // pruned change carried; it rebuilds and finds it.
+    let back = on_b.catch_up().await.unwrap().unwrap();
+    assert!(back.rebuilt, "{back:?}");
+    assert_eq!(back.applied, head);
+    let marker = &sources[3].1;
+    assert!(finds(&on_b, marker).await.contains(marker), "{marker}");
+    // Caught up, it does not rebuild again.
+    let again = on_b.catch_up().await.unwrap().unwrap();
+    assert!(!again.rebuilt, "{again:?}");
+}

@@ -6,8 +6,9 @@
 //! of files per commit (a search never sees half a file), and the commit that ends a change
 //! records its number with the documents. Applying a change again is harmless (the files
 //! get their current snippets once more), so a crash between commits loses nothing. An
-//! index that is missing, of another schema, or without a recorded number is rebuilt from
-//! the snippets table first, as of the log's head read before the snippets.
+//! index that is missing, of another schema, without a recorded number, or whose number is
+//! below the log's horizon (the changes after it were pruned) is rebuilt from the snippets
+//! table first, as of the log's head read before the snippets.
 //!
 //! Writers of one index directory are serialised on this machine by a file lock beside it
 //! ([`lock`], [`try_lock`]): the processes sharing a home (a worker, a server, a CLI
@@ -107,7 +108,17 @@ fn prepare(config: &Config) -> Result<(), FollowError> {
 /// after the last one it applied, in order. The caller holds [`lock`].
 pub async fn catch_up(store: &Store, index: &Arc<KeywordIndex>) -> Result<CatchUp, FollowError> {
     let mut out = CatchUp::default();
-    if index.needs_rebuild() {
+    // An index behind the log's horizon missed changes that were pruned since: only a
+    // rebuild brings it up to date.
+    let behind_horizon = !index.needs_rebuild()
+        && index.applied_seq().unwrap_or(0) < store.keyword_horizon().await?;
+    if behind_horizon {
+        tracing::info!(
+            applied = index.applied_seq().unwrap_or(0),
+            "this node's keyword index is older than the change log keeps; rebuilding it"
+        );
+    }
+    if index.needs_rebuild() || behind_horizon {
         // The head first: a change published while the snippets are read is applied
         // afterwards (again, which is harmless).
         let head = store.keyword_head().await?;

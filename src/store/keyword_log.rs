@@ -4,11 +4,33 @@
 //!
 //! Changes are numbered under a transaction-scoped advisory lock, so they commit in the
 //! order of their numbers: a follower that has seen change N has seen every change below N.
+//!
+//! The log is pruned ([`Store::prune_keyword_changes`], every [`PRUNE_EVERY`]th change
+//! published): changes older than [`RETENTION`] go, except the newest [`KEEP`], and the
+//! highest number gone is the log's horizon. A follower that applied less than the horizon
+//! rebuilds its index from the snippets table (`search::follow`).
 
 use super::{Store, StoreError};
 
 /// The channel a published change is announced on (its number as the payload).
 pub const CHANNEL: &str = "trawl_keyword_changes";
+
+/// How long a change stays in the log: a node's index that has not caught up for longer
+/// (a machine switched off, a home nobody searched) rebuilds instead.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
+/// Changes always kept, however old: the newest.
+pub const KEEP: i64 = 1_000;
+/// The log is pruned when a change whose number is a multiple of this is published.
+pub const PRUNE_EVERY: i64 = 64;
+
+/// What a pruning of the log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Changes deleted.
+    pub deleted: u64,
+    /// The highest number deleted so far (0: none ever).
+    pub horizon: i64,
+}
 
 /// One published change: the files of a repository whose documents are to be replaced by
 /// their current snippets (None: every file of the repository, which was removed).
@@ -60,7 +82,73 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if seq % PRUNE_EVERY == 0 {
+            // Housekeeping: the change is published whatever becomes of it.
+            match self.prune_keyword_changes(RETENTION, KEEP).await {
+                Ok(p) if p.deleted > 0 => {
+                    tracing::info!(
+                        deleted = p.deleted,
+                        horizon = p.horizon,
+                        "pruned the keyword change log"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the keyword change log failed; the next prune tries again")
+                }
+            }
+        }
         Ok(seq)
+    }
+
+    /// Deletes the changes committed more than `older_than` ago, except the newest `keep`,
+    /// and moves the horizon (the highest number deleted) up to them. Under the lock that
+    /// numbers changes, so none is published meanwhile.
+    pub async fn prune_keyword_changes(
+        &self,
+        older_than: std::time::Duration,
+        keep: i64,
+    ) -> Result<Pruned, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.keyword_changes'))")
+            .execute(&mut *tx)
+            .await?;
+        let (deleted, horizon): (i64, i64) = sqlx::query_as(
+            "WITH cut AS (
+                 SELECT max(seq) AS through FROM keyword_changes
+                  WHERE committed_at < now() - make_interval(secs => $1)
+                    AND seq <= (SELECT max(seq) FROM keyword_changes) - $2),
+             gone AS (
+                 DELETE FROM keyword_changes WHERE seq <= (SELECT through FROM cut)
+                 RETURNING seq),
+             moved AS (
+                 UPDATE keyword_log_horizon
+                    SET pruned_through = GREATEST(pruned_through, (SELECT through FROM cut))
+                  WHERE (SELECT through FROM cut) IS NOT NULL
+                 RETURNING pruned_through)
+             SELECT (SELECT count(*) FROM gone),
+                    COALESCE((SELECT pruned_through FROM moved),
+                             (SELECT pruned_through FROM keyword_log_horizon), 0)",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(keep.max(0))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            deleted: deleted.max(0) as u64,
+            horizon,
+        })
+    }
+
+    /// The log's horizon: the highest number of a change pruned (0 when none was). An
+    /// index that applied less has missed changes for good.
+    pub async fn keyword_horizon(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT pruned_through FROM keyword_log_horizon), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// The number of the last change published (0 before the first).
