@@ -317,6 +317,80 @@ async fn saves_renames_and_deletes_reach_search_and_ignored_files_stay_out() {
     watch.child.stop();
 }
 
+/// The inotify watches process `pid` holds, from the kernel's own account of its
+/// descriptors (`/proc/<pid>/fdinfo`: a line `inotify wd:…` per watch).
+fn inotify_watches(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_directories_sync_reads_are_watched_and_new_ones_join() {
+    let db = TestDb::new().await;
+    let env = db.env();
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    // Trees SYNC never reads: skipped by name, and ignored by .gitignore ("ignored/").
+    for tree in ["node_modules", "target", "ignored"] {
+        for i in 0..30 {
+            std::fs::create_dir_all(dir.path().join(format!("{tree}/d{i}/e"))).unwrap();
+        }
+    }
+    let id = index(&env, dir.path());
+    let mut watch = Watch::spawn(&env, &[&path_str(dir.path())]);
+    let e = watch.wait_for("watching", |e| event_is(e, "watching", id));
+    assert_eq!(e["backend"], "notify", "{e}");
+    let pid = watch.child.child().id();
+    // The root and pkg/: two watches, not the 182 directories a recursive watch takes.
+    assert_eq!(inotify_watches(pid), 2);
+
+    // A directory made while watching is watched, and so is the one made inside it.
+    let fresh = dir.path().join("fresh/deeper");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(
+        fresh.join("tern.py"),
+        "def tern_migration_route():\n    return 1\n",
+    )
+    .unwrap();
+    until_hits(
+        &env,
+        "tern_migration_route",
+        "keyword",
+        "the new directory's file",
+        |f| has(f, "fresh/deeper/tern.py", "tern_migration_route"),
+    )
+    .await;
+    poll_until(WAIT, "the new directories' watches", async |seen| {
+        let n = inotify_watches(pid);
+        *seen = format!("{n} watches");
+        (n == 4).then_some(())
+    })
+    .await;
+    // A later save inside it is seen through its own watch.
+    append(
+        &fresh.join("tern.py"),
+        "\ndef tern_flock_census():\n    return 2\n",
+    );
+    until_hits(
+        &env,
+        "tern_flock_census",
+        "keyword",
+        "the later save",
+        |f| has(f, "fresh/deeper/tern.py", "tern_flock_census"),
+    )
+    .await;
+    watch.child.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_moved_away_is_reported_the_others_watched_on_and_it_is_watched_again_when_back()
  {

@@ -11,10 +11,11 @@ use crate::service::watch::{self, WatchEvent, WatchOptions};
 /// Follows the files through the operating system's notifications (inotify on Linux,
 /// FSEvents on macOS; polling with --poll-ms, or where notifications cannot be had),
 /// honours the ignore rules SYNC does (.gitignore, .ignore, skipped directories such as
-/// .git, node_modules and target), and waits for a burst to go quiet (--debounce-ms) so an
-/// editor's atomic save or a `git checkout` of many files is one run. Each burst becomes a
-/// files-scope run at the high class (origin "watch"); changes that arrive while such a
-/// run is still queued join it. A changed .gitignore, lost notifications, and every start
+/// .git, node_modules and target: with notifications only the directories SYNC reads are
+/// watched, so ignored trees use up no inotify watches), and waits for a burst to go quiet
+/// (--debounce-ms) so an editor's atomic save or a `git checkout` of many files is one
+/// run. Each burst becomes a files-scope run at the high class (origin "watch"); changes
+/// that arrive while such a run is still queued join it. A changed .gitignore, lost notifications, and every start
 /// make a project-scope run (incremental: unchanged files are not read).
 ///
 /// A watched directory that is moved or deleted is reported and looked for again (the

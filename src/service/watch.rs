@@ -125,6 +125,9 @@ struct Watched {
     root: PathBuf,
     /// None while the directory is gone.
     watcher: Option<Box<dyn notify::Watcher + Send + Sync>>,
+    /// The watcher watches each directory SYNC walks on its own (the OS notifications),
+    /// so a directory that appears is added to it; false for a recursive poller.
+    per_directory: bool,
     /// Changed paths, relative to the root, not enqueued yet.
     pending: BTreeSet<String>,
     /// The next run covers the whole project.
@@ -142,6 +145,7 @@ impl Watched {
             root: PathBuf::from(&repo.source),
             repo,
             watcher: None,
+            per_directory: false,
             pending: BTreeSet::new(),
             project: false,
             first: None,
@@ -338,6 +342,7 @@ fn start(
 ) {
     match watcher_of(&w.root, w.repo.id, tx, options) {
         Ok((watcher, backend, fallback)) => {
+            w.per_directory = backend == "notify";
             if let Some(reason) = fallback {
                 on(WatchEvent::Warning {
                     repository_id: Some(w.repo.id),
@@ -369,8 +374,10 @@ fn start(
     }
 }
 
-/// A recursive watcher of `root`: the OS notifications, or polling when asked for or when
-/// they fail (the reason comes back).
+/// A watcher of `root`: the OS notifications of each directory SYNC walks (not of ignored
+/// or skipped ones: a `target/` or `node_modules/` of thousands of directories would use
+/// up the system's watches for nothing), or a recursive poller when asked for or when they
+/// fail, as when the watches run out (the reason comes back).
 fn watcher_of(
     root: &Path,
     id: i64,
@@ -390,10 +397,13 @@ fn watcher_of(
     let mut fallback = None;
     if options.poll.is_none() {
         match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
-            Ok(mut w) => match w.watch(root, RecursiveMode::Recursive) {
-                Ok(()) => return Ok((Box::new(w), "notify", None)),
-                Err(e) => fallback = Some(e.to_string()),
-            },
+            Ok(w) => {
+                let mut w: Box<dyn notify::Watcher + Send + Sync> = Box::new(w);
+                match watch_dirs(w.as_mut(), root, "") {
+                    Ok(()) => return Ok((w, "notify", None)),
+                    Err(e) => fallback = Some(e.to_string()),
+                }
+            }
             Err(e) => fallback = Some(e.to_string()),
         }
     }
@@ -404,6 +414,18 @@ fn watcher_of(
     )?;
     w.watch(root, RecursiveMode::Recursive)?;
     Ok((Box::new(w), "poll", fallback))
+}
+
+/// Adds a watch of its own to `watcher` for each directory SYNC walks at `rel` and below
+/// (see [`directory::walked_dirs`]); the first failure stops it.
+fn watch_dirs(watcher: &mut dyn notify::Watcher, root: &Path, rel: &str) -> notify::Result<()> {
+    let mut outcome = Ok(());
+    directory::walked_dirs(root, rel, |dir| {
+        if outcome.is_ok() {
+            outcome = watcher.watch(dir, RecursiveMode::NonRecursive);
+        }
+    });
+    outcome
 }
 
 /// A watched directory that went is reported and its watcher dropped; one that came
@@ -484,8 +506,35 @@ fn noted(w: &mut Watched, event: notify::Result<Event>, on: &mut impl FnMut(Watc
             continue;
         }
         // A changed ignore file changes what every other file is.
-        if matches!(rel.rsplit('/').next(), Some(".gitignore" | ".ignore")) {
+        let ignore_file = matches!(rel.rsplit('/').next(), Some(".gitignore" | ".ignore"));
+        if ignore_file {
             w.project = true;
+        }
+        // A directory that appeared (made, or moved in) is watched with what is in it; so
+        // is every directory again when an ignore file changed (it may show new ones). Its
+        // files made before the watch are the pending directory's, which the run scans.
+        let appeared = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+        ) && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if w.per_directory
+            && (appeared || ignore_file)
+            && let Some(watcher) = w.watcher.as_mut()
+            && let Err(e) = watch_dirs(
+                watcher.as_mut(),
+                &w.root,
+                if ignore_file { "" } else { &rel },
+            )
+        {
+            on(WatchEvent::Warning {
+                repository_id: Some(w.repo.id),
+                message: format!(
+                    "cannot watch the directory {rel} of {}: {e}; changes in it are missed \
+                     until the watch starts again (raise fs.inotify.max_user_watches, or \
+                     watch with --poll-ms)",
+                    w.root.display()
+                ),
+            });
         }
         w.pending.insert(rel);
         any = true;

@@ -214,18 +214,7 @@ pub fn changed_files(root: &Path, paths: &[String]) -> Changed {
             out.gone.push(rel.to_string());
             continue;
         };
-        // Visible when each step down is listed by the walk of its parent.
-        let mut parent = String::new();
-        let visible = rel.split('/').all(|name| {
-            let seen = listing(&mut listed, root, &parent).contains(name);
-            parent = if parent.is_empty() {
-                name.to_string()
-            } else {
-                format!("{parent}/{name}")
-            };
-            seen
-        });
-        if !visible {
+        if !visible(&mut listed, root, rel) {
             continue;
         }
         if meta.is_dir() {
@@ -246,6 +235,53 @@ pub fn changed_files(root: &Path, paths: &[String]) -> Changed {
     out.gone.sort();
     out.gone.dedup();
     out
+}
+
+/// Whether a scan of `root` reaches `rel` (relative, '/'-separated): each step down is
+/// listed by the walk of its parent. The root itself always is.
+fn visible(
+    cache: &mut std::collections::HashMap<String, std::collections::HashSet<String>>,
+    root: &Path,
+    rel: &str,
+) -> bool {
+    let mut parent = String::new();
+    rel.split('/').filter(|n| !n.is_empty()).all(|name| {
+        let seen = listing(cache, root, &parent).contains(name);
+        parent = if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}/{name}")
+        };
+        seen
+    })
+}
+
+/// The directories a scan of `root` walks at `rel` (relative, '/'-separated; "" is the
+/// root) and below: none when the scan does not reach `rel` or it is not a directory.
+/// `visit` gets each as the walk reaches it, `rel` first and every directory before those
+/// inside it, and before its entries are read: a watch added there misses nothing made in
+/// it afterwards. Ignored and skipped directories (`target`, `node_modules`, ...) are not
+/// walked, so a watcher of these watches only what SYNC would read.
+pub fn walked_dirs(root: &Path, rel: &str, mut visit: impl FnMut(&Path)) {
+    let rel = rel.trim_matches('/');
+    if rel.split('/').any(|c| c == ".." || c == ".")
+        || !visible(&mut std::collections::HashMap::new(), root, rel)
+    {
+        return;
+    }
+    let from = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    for entry in walker(&from).build().flatten() {
+        if entry.file_type().is_some_and(|t| t.is_dir()) {
+            visit(entry.path());
+        }
+    }
 }
 
 /// The names a walk of directory `dir` (relative to `root`) lists directly in it, listed
