@@ -388,6 +388,32 @@ async fn only_the_directories_sync_reads_are_watched_and_new_ones_join() {
         |f| has(f, "fresh/deeper/tern.py", "tern_flock_census"),
     )
     .await;
+    // Renamed, its watches follow it: a save there is found at the new path.
+    std::fs::rename(dir.path().join("fresh"), dir.path().join("moved")).unwrap();
+    until_hits(
+        &env,
+        "tern_flock_census",
+        "keyword",
+        "the renamed directory",
+        |f| {
+            has(f, "moved/deeper/tern.py", "tern_flock_census")
+                && !f.iter().any(|(p, _)| p.starts_with("fresh/"))
+        },
+    )
+    .await;
+    append(
+        &dir.path().join("moved/deeper/tern.py"),
+        "\ndef tern_colony_atlas():\n    return 3\n",
+    );
+    until_hits(
+        &env,
+        "tern_colony_atlas",
+        "keyword",
+        "a save after the rename",
+        |f| has(f, "moved/deeper/tern.py", "tern_colony_atlas"),
+    )
+    .await;
+    assert_eq!(inotify_watches(pid), 4, "a rename adds no watches");
     watch.child.stop();
 }
 
