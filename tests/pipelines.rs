@@ -329,6 +329,27 @@ async fn events_feed_both_pipelines_which_answer_references_and_history() {
         list.stdout
     );
 
+    // --pipeline narrows the counts as well as the runs.
+    let only = trawl_in(
+        &db,
+        &["pipelines", "list", "--pipeline", "history", "--json"],
+    );
+    assert_eq!(only.code, 0, "{}", only.stderr);
+    let only: serde_json::Value = serde_json::from_str(&only.stdout).unwrap();
+    let names: Vec<&str> = only["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pipeline"].as_str())
+        .collect();
+    assert_eq!(names, ["history"], "{only}");
+    assert!(only["pipelines"][0]["success"].as_i64() > Some(0), "{only}");
+    let runs = only["runs"].as_array().unwrap();
+    assert!(
+        !runs.is_empty() && runs.iter().all(|r| r["pipeline"] == "history"),
+        "{only}"
+    );
+
     // A run that fails before its version is stamped records no event.
     let _ = stop.send(());
     worker.await.unwrap();

@@ -229,7 +229,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         lag.map_or(-1, |l| l.pending)
     );
 
-    let pipelines = store.pipeline_summaries().await?;
+    let pipelines = store.pipeline_summaries(None, None).await?;
     head(
         &mut out,
         "trawl_pipeline_runs",

@@ -149,8 +149,9 @@ async fn measure(
     for i in 0..opts.saves {
         let path = &targets[i % targets.len()];
         let name = format!("trawl_watch_probe_{i}_{}", std::process::id());
+        let (a, b) = probe_words(i);
         let text = format!(
-            "def {name}(ledger, entry):\n    \"\"\"Posts probe entry {i} to the ledger.\"\"\"\n    return ledger.post(entry, {i})\n"
+            "def {name}(ledger, entry):\n    \"\"\"Posts the {a} {b} entry to the ledger.\"\"\"\n    return ledger.post(entry, {i})\n"
         );
         save_appending(path, &text)
             .map_err(|e| BenchError::Input(format!("saving {}: {e}", path.display())))?;
@@ -304,6 +305,22 @@ fn corpus_files(corpus: &Path) -> Result<Vec<(u64, PathBuf)>, BenchError> {
         .collect())
 }
 
+/// Words that make probe `i`'s docstring its own. Probes told apart only by a number
+/// embed alike (a number is barely a token to a static model), so after a dozen saves a
+/// new probe tied with the earlier ones and fell out of the semantic top 10 for good.
+fn probe_words(i: usize) -> (&'static str, &'static str) {
+    const WORDS: &[&str] = &[
+        "amber", "basalt", "cedar", "dune", "ember", "fjord", "glacier", "harbor", "iris",
+        "juniper", "kelp", "lagoon", "meadow", "nectar", "orchid", "pebble", "quartz", "reef",
+        "saffron", "tundra", "umber", "violet", "willow", "yarrow", "zephyr", "birch", "coral",
+        "delta", "flint", "granite", "heron", "indigo",
+    ];
+    (
+        WORDS[i % WORDS.len()],
+        WORDS[(i / WORDS.len() + 7 * i + 3) % WORDS.len()],
+    )
+}
+
 /// Appends `text` to `path` as an editor's atomic save does: the new content written to a
 /// temporary file beside it, then renamed over it.
 fn save_appending(path: &Path, text: &str) -> std::io::Result<()> {
@@ -336,4 +353,13 @@ async fn settle(store: &Store, repo: i64) -> Result<(), BenchError> {
 
 async fn watch_runs(store: &Store, repo: i64) -> Result<i64, BenchError> {
     Ok(store.count_runs_of_origin(repo, watch::ORIGIN).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_probe_of_a_long_bench_has_words_of_its_own() {
+        let pairs: std::collections::HashSet<_> = (0..1024).map(super::probe_words).collect();
+        assert_eq!(pairs.len(), 1024);
+    }
 }

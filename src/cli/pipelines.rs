@@ -36,13 +36,14 @@ enum Action {
     /// Each pipeline's runs by status and how far behind the newest index versions it is,
     /// then its newest runs.
     List {
-        /// Only this pipeline: references or history.
+        /// Only this pipeline (its counts and its runs): references or history.
         #[arg(long, value_parser = Pipeline::parse_or_list)]
         pipeline: Option<Pipeline>,
-        /// A repository id, or the path or URL it was indexed from.
+        /// Only this repository's counts and runs: its id, or the path or URL it was
+        /// indexed from.
         #[arg(long)]
         repo: Option<String>,
-        /// pending, running, success, failed or cancelled.
+        /// Only the runs in this status: pending, running, success, failed or cancelled.
         #[arg(long, value_parser = status_name)]
         status: Option<PipelineStatus>,
         /// How many pipeline runs to list, newest first.

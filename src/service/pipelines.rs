@@ -13,7 +13,8 @@ use crate::store::pipelines::{
     PipelineControlError, PipelineRun, PipelineRunFilter, PipelineSummary,
 };
 
-/// `trawl pipelines list`: each pipeline's counts and lag, and the newest runs.
+/// `trawl pipelines list`: each pipeline's counts and lag, and the newest runs, as the
+/// filter narrows them (its pipeline and repository both, its status the runs).
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct PipelinesOverview {
     pub pipelines: Vec<PipelineSummary>,
@@ -25,7 +26,9 @@ pub async fn overview(
     filter: &PipelineRunFilter,
 ) -> Result<PipelinesOverview, StoreError> {
     Ok(PipelinesOverview {
-        pipelines: store.pipeline_summaries().await?,
+        pipelines: store
+            .pipeline_summaries(filter.pipeline, filter.repository_id)
+            .await?,
         runs: store.pipeline_runs(filter).await?,
     })
 }

@@ -64,9 +64,7 @@ impl Store {
         paths: Option<&[String]>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.keyword_changes'))")
-            .execute(&mut *tx)
-            .await?;
+        lock_numbering(&mut tx).await?;
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO keyword_changes (seq, repository_id, run_id, paths)
              VALUES (nextval('keyword_changes_seq'), $1, $2, $3) RETURNING seq",
@@ -110,9 +108,7 @@ impl Store {
         keep: i64,
     ) -> Result<Pruned, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.keyword_changes'))")
-            .execute(&mut *tx)
-            .await?;
+        lock_numbering(&mut tx).await?;
         let (deleted, horizon): (i64, i64) = sqlx::query_as(
             "WITH cut AS (
                  SELECT max(seq) AS through FROM keyword_changes
@@ -193,4 +189,13 @@ impl Store {
             seconds: seconds.max(0.0),
         })
     }
+}
+
+/// The lock under which changes are numbered (and the log pruned), held to `tx`'s end;
+/// `trawl_remove_repository` in lifecycle.sql takes the same one.
+async fn lock_numbering(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trawl.keyword_changes'))")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

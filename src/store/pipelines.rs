@@ -209,8 +209,13 @@ impl Store {
         .await?)
     }
 
-    /// Every pipeline's counts and lag.
-    pub async fn pipeline_summaries(&self) -> Result<Vec<PipelineSummary>, StoreError> {
+    /// Each pipeline's counts and lag: of `pipeline` only when given, and of repository
+    /// `repository_id`'s runs only when given.
+    pub async fn pipeline_summaries(
+        &self,
+        pipeline: Option<Pipeline>,
+        repository_id: Option<i64>,
+    ) -> Result<Vec<PipelineSummary>, StoreError> {
         type Row = (String, i64, i64, i64, i64, i64);
         let counts: Vec<Row> = sqlx::query_as(
             "SELECT pipeline,
@@ -219,8 +224,10 @@ impl Store {
                     count(*) FILTER (WHERE status = 'success'),
                     count(*) FILTER (WHERE status = 'failed'),
                     count(*) FILTER (WHERE status = 'cancelled')
-               FROM pipeline_runs GROUP BY pipeline",
+               FROM pipeline_runs WHERE ($1::bigint IS NULL OR repository_id = $1)
+              GROUP BY pipeline",
         )
+        .bind(repository_id)
         .fetch_all(&self.pool)
         .await?;
         let lags: Vec<(String, i64, i64)> = sqlx::query_as(
@@ -229,13 +236,16 @@ impl Store {
                             (SELECT max(version) FROM index_versions v WHERE v.repository_id = pr.repository_id)
                               - COALESCE(trawl_pipeline_reflects(pr.pipeline, pr.repository_id), 0)
                               AS behind
-                       FROM (SELECT DISTINCT pipeline, repository_id FROM pipeline_runs) pr) p
+                       FROM (SELECT DISTINCT pipeline, repository_id FROM pipeline_runs
+                              WHERE ($1::bigint IS NULL OR repository_id = $1)) pr) p
               GROUP BY p.pipeline",
         )
+        .bind(repository_id)
         .fetch_all(&self.pool)
         .await?;
         Ok(Pipeline::ALL
             .iter()
+            .filter(|p| pipeline.is_none_or(|only| only == **p))
             .map(|p| {
                 let name = p.as_str();
                 let c = counts.iter().find(|c| c.0 == name);
