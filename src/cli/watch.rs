@@ -15,8 +15,9 @@ use crate::service::watch::{self, WatchEvent, WatchOptions};
 /// watched, so ignored trees use up no inotify watches), and waits for a burst to go quiet
 /// (--debounce-ms) so an editor's atomic save or a `git checkout` of many files is one
 /// run. Each burst becomes a files-scope run at the high class (origin "watch"); changes
-/// that arrive while such a run is still queued join it. A changed .gitignore, lost notifications, and every start
-/// make a project-scope run (incremental: unchanged files are not read).
+/// that arrive while such a run is still queued join it. A changed .gitignore, lost
+/// notifications, and every start make a project-scope run (incremental: unchanged files
+/// are not read).
 ///
 /// A watched directory that is moved or deleted is reported and looked for again (the
 /// others are watched on); when it is back a run catches up. When the database cannot be

@@ -62,10 +62,10 @@ pub(super) fn is_conflict(error: &StoreError) -> bool {
 const CONFLICT_RETRIES: u32 = 4;
 
 /// Runs transaction `work` until it does not collide with another (see [`is_conflict`]),
-/// at most [`CONFLICT_RETRIES`] more times, a little longer apart each time. For writes
-/// whose rows a worker's claim locks in another order (a user run cancelling the queued
-/// background run whose SYNC a worker is claiming): the one Postgres picks as the
-/// deadlock's victim is done again instead of failing a user's request.
+/// at most [`CONFLICT_RETRIES`] more times, a little longer apart each time. The enqueues'
+/// safety net: they lock in a worker's claim order (so a user run superseding a background
+/// run being claimed no longer deadlocks), and a deadlock with anything else is done again
+/// instead of failing a user's request.
 pub(super) async fn retrying_conflicts<T, F, Fut>(mut work: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
