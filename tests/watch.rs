@@ -414,6 +414,28 @@ async fn only_the_directories_sync_reads_are_watched_and_new_ones_join() {
     )
     .await;
     assert_eq!(inotify_watches(pid), 4, "a rename adds no watches");
+    // The .gitignore no longer hides ignored/: its 61 directories are watched too, and a
+    // file made deep in it afterwards is found.
+    std::fs::write(dir.path().join(".gitignore"), "").unwrap();
+    poll_until(WAIT, "the un-ignored directories' watches", async |seen| {
+        let n = inotify_watches(pid);
+        *seen = format!("{n} watches");
+        (n == 65).then_some(())
+    })
+    .await;
+    std::fs::write(
+        dir.path().join("ignored/d7/e/kite.py"),
+        "def kite_updraft_gauge():\n    return 4\n",
+    )
+    .unwrap();
+    until_hits(
+        &env,
+        "kite_updraft_gauge",
+        "keyword",
+        "a file in the un-ignored tree",
+        |f| has(f, "ignored/d7/e/kite.py", "kite_updraft_gauge"),
+    )
+    .await;
     watch.child.stop();
 }
 

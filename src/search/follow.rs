@@ -110,11 +110,11 @@ pub async fn catch_up(store: &Store, index: &Arc<KeywordIndex>) -> Result<CatchU
     let mut out = CatchUp::default();
     // An index behind the log's horizon missed changes that were pruned since: only a
     // rebuild brings it up to date.
-    let behind_horizon = !index.needs_rebuild()
-        && index.applied_seq().unwrap_or(0) < store.keyword_horizon().await?;
+    let recorded = index.applied_seq().unwrap_or(0);
+    let behind_horizon = !index.needs_rebuild() && recorded < store.keyword_horizon().await?;
     if behind_horizon {
         tracing::info!(
-            applied = index.applied_seq().unwrap_or(0),
+            applied = recorded,
             "this node's keyword index is older than the change log keeps; rebuilding it"
         );
     }

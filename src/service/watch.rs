@@ -128,6 +128,9 @@ struct Watched {
     /// The watcher watches each directory SYNC walks on its own (the OS notifications),
     /// so a directory that appears is added to it; false for a recursive poller.
     per_directory: bool,
+    /// An ignore file changed: every directory is walked for watches again when the burst
+    /// is enqueued (once, however many ignore files it changed).
+    rewalk: bool,
     /// Changed paths, relative to the root, not enqueued yet.
     pending: BTreeSet<String>,
     /// The next run covers the whole project.
@@ -146,6 +149,7 @@ impl Watched {
             repo,
             watcher: None,
             per_directory: false,
+            rewalk: false,
             pending: BTreeSet::new(),
             project: false,
             first: None,
@@ -343,6 +347,7 @@ fn start(
     match watcher_of(&w.root, w.repo.id, tx, options) {
         Ok((watcher, backend, fallback)) => {
             w.per_directory = backend == "notify";
+            w.rewalk = false;
             if let Some(reason) = fallback {
                 on(WatchEvent::Warning {
                     repository_id: Some(w.repo.id),
@@ -428,6 +433,29 @@ fn watch_dirs(watcher: &mut dyn notify::Watcher, root: &Path, rel: &str) -> noti
     outcome
 }
 
+/// Adds watches to `w`'s watcher for the directories SYNC walks at `rel` and below, when
+/// it watches directory by directory; a failure is reported (the others stay watched).
+fn add_watches(w: &mut Watched, rel: &str, on: &mut impl FnMut(WatchEvent)) {
+    if !w.per_directory {
+        return;
+    }
+    let Some(watcher) = w.watcher.as_mut() else {
+        return;
+    };
+    if let Err(e) = watch_dirs(watcher.as_mut(), &w.root, rel) {
+        on(WatchEvent::Warning {
+            repository_id: Some(w.repo.id),
+            message: format!(
+                "cannot watch the directory {} of {}: {e}; changes in it are missed until \
+                 the watch starts again (raise fs.inotify.max_user_watches, or watch with \
+                 --poll-ms)",
+                if rel.is_empty() { "." } else { rel },
+                w.root.display()
+            ),
+        });
+    }
+}
+
 /// A watched directory that went is reported and its watcher dropped; one that came
 /// back is watched again.
 fn look_for_root(
@@ -508,33 +536,18 @@ fn noted(w: &mut Watched, event: notify::Result<Event>, on: &mut impl FnMut(Watc
         // A changed ignore file changes what every other file is.
         let ignore_file = matches!(rel.rsplit('/').next(), Some(".gitignore" | ".ignore"));
         if ignore_file {
+            // It may show directories it hid: walked for watches when the burst goes.
             w.project = true;
+            w.rewalk = w.per_directory;
         }
-        // A directory that appeared (made, or moved in) is watched with what is in it; so
-        // is every directory again when an ignore file changed (it may show new ones). Its
+        // A directory that appeared (made, or moved in) is watched with what is in it. Its
         // files made before the watch are the pending directory's, which the run scans.
         let appeared = matches!(
             event.kind,
             EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
         ) && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-        if w.per_directory
-            && (appeared || ignore_file)
-            && let Some(watcher) = w.watcher.as_mut()
-            && let Err(e) = watch_dirs(
-                watcher.as_mut(),
-                &w.root,
-                if ignore_file { "" } else { &rel },
-            )
-        {
-            on(WatchEvent::Warning {
-                repository_id: Some(w.repo.id),
-                message: format!(
-                    "cannot watch the directory {rel} of {}: {e}; changes in it are missed \
-                     until the watch starts again (raise fs.inotify.max_user_watches, or \
-                     watch with --poll-ms)",
-                    w.root.display()
-                ),
-            });
+        if appeared {
+            add_watches(w, &rel, on);
         }
         w.pending.insert(rel);
         any = true;
@@ -547,6 +560,11 @@ fn noted(w: &mut Watched, event: notify::Result<Event>, on: &mut impl FnMut(Watc
 /// Enqueues `w`'s pending changes (or joins them to its queued watch run). A failure keeps
 /// them pending for another try.
 async fn flush(store: &Store, config: &Config, w: &mut Watched, on: &mut impl FnMut(WatchEvent)) {
+    // Before the run is enqueued, so its scan comes after the new watches: a file made in
+    // between is the scan's or a watch's.
+    if std::mem::take(&mut w.rewalk) {
+        add_watches(w, "", on);
+    }
     match enqueue(store, config, w).await {
         Ok(event) => {
             if w.failing {
