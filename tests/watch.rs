@@ -345,13 +345,23 @@ async fn only_the_directories_sync_reads_are_watched_and_new_ones_join() {
             std::fs::create_dir_all(dir.path().join(format!("{tree}/d{i}/e"))).unwrap();
         }
     }
+    // A link to a directory outside the root is not followed: nothing out there is watched.
+    let outside = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        std::fs::create_dir_all(outside.path().join(format!("o{i}"))).unwrap();
+    }
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("elsewhere")).unwrap();
     let id = index(&env, dir.path());
     let mut watch = Watch::spawn(&env, &[&path_str(dir.path())]);
     let e = watch.wait_for("watching", |e| event_is(e, "watching", id));
     assert_eq!(e["backend"], "notify", "{e}");
     let pid = watch.child.child().id();
-    // The root and pkg/: two watches, not the 182 directories a recursive watch takes.
+    // The root and pkg/: two watches, not the 182 directories a recursive watch takes, nor
+    // any through the link.
     assert_eq!(inotify_watches(pid), 2);
+
+    // Nor one linked in while watching.
+    std::os::unix::fs::symlink(outside.path().join("o1"), dir.path().join("pkg/late")).unwrap();
 
     // A directory made while watching is watched, and so is the one made inside it.
     let fresh = dir.path().join("fresh/deeper");
