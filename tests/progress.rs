@@ -5,7 +5,6 @@
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Instant;
 
 use crate::support::{TestDb, path_str, run, trawl_cmd};
 
@@ -64,7 +63,9 @@ fn slice(from: &Path, to: &Path, skip: usize, take: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overall_percent_moves_through_the_run_never_goes_back_and_ends_at_100() {
-    let db = TestDb::new().await;
+    // Timed against the clock: no other test with a database runs beside it, so they do
+    // not change the run's pace under it.
+    let db = TestDb::alone().await;
     let env = db.env();
     let lib = stdlib();
     // Two repositories of the same 300 modules: the first run measures what the stages
@@ -93,13 +94,13 @@ async fn the_overall_percent_moves_through_the_run_never_goes_back_and_ends_at_1
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut stamped: Vec<(Instant, serde_json::Value)> = Vec::new();
+    let mut stamped: Vec<(chrono::DateTime<chrono::Utc>, serde_json::Value)> = Vec::new();
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
             && v.get("overall_percent").is_some()
         {
-            stamped.push((Instant::now(), v));
+            stamped.push((chrono::Utc::now(), v));
         }
     }
     assert!(child.wait().unwrap().success());
@@ -107,15 +108,75 @@ async fn the_overall_percent_moves_through_the_run_never_goes_back_and_ends_at_1
     let (last_snapshot, terminal) = (&stamped.last().unwrap().1, true);
     assert_eq!(last_snapshot["terminal"], terminal, "{last_snapshot}");
     assert_eq!(last_snapshot["overall_percent"], 100.0, "{last_snapshot}");
-    let seconds = (end - t0).as_secs_f64();
+    let seconds = (end - t0).as_seconds_f64();
     assert!(
         stamped.len() >= 10,
         "{} snapshots in {seconds:.1} s",
         stamped.len()
     );
-    // How well the percent tracks the time is measured by benches/progress_accuracy.py on
-    // a quiet machine, not asserted here: the suite's other tests share the two cores, so
-    // the run's pace changes under it in ways no estimate can foresee.
+    // The seed's rule, ±5 %: the overall percent against the share of the run's real time
+    // (from a worker taking it up to its end, as the database recorded them) gone by when
+    // each snapshot arrived. Those that came before a worker took the run up
+    // (preparing_index) say 0 and are left out. Nine in ten within 5 points and none
+    // beyond 10, not all within 5: a stage's pace varies by a tenth or more between two
+    // runs of the same files and along a run, more than an estimate can foresee in a run
+    // of a few seconds (benches/progress_accuracy.py measures how often all are within 5).
+    let measured = db
+        .store
+        .run(last_snapshot["run_id"].as_i64().unwrap())
+        .await
+        .unwrap();
+    let (start, finish) = (measured.started_at.unwrap(), measured.finished_at.unwrap());
+    let real = (finish - start).as_seconds_f64();
+    let off: Vec<(f64, f64, &serde_json::Value)> = stamped
+        .iter()
+        .filter(|(t, _)| *t >= start)
+        .map(|(t, s)| {
+            let share = (100.0 * (*t - start).as_seconds_f64() / real).min(100.0);
+            (s["overall_percent"].as_f64().unwrap() - share, share, s)
+        })
+        .collect();
+    let trail: Vec<String> = off
+        .iter()
+        .map(|(d, share, s)| {
+            format!(
+                "{share:.1}% of the time: {} ({} {}/{}, {d:+.1})",
+                s["overall_percent"], s["stage"], s["items_done"], s["items_total"]
+            )
+        })
+        .collect();
+    // What the stages took in the run that measured their costs and in this one, to read
+    // beside the trail when the rule fails.
+    let mut took = Vec::new();
+    for id in [1, measured.id] {
+        let stages = db.store.stage_runs(id).await.unwrap();
+        let mut at = db.store.run(id).await.unwrap().started_at.unwrap();
+        let secs: Vec<String> = stages
+            .iter()
+            .map(|s| {
+                let end = s.finished_at.unwrap();
+                let d = (end - at).as_seconds_f64();
+                at = end;
+                format!("{} {d:.2} s", s.stage)
+            })
+            .collect();
+        took.push(format!("run {id}: {}", secs.join(", ")));
+    }
+    let worst = off
+        .iter()
+        .max_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
+        .unwrap();
+    let within = off.iter().filter(|(d, _, _)| d.abs() <= 5.0).count() as f64 / off.len() as f64;
+    assert!(
+        within >= 0.9 && worst.0.abs() <= 10.0,
+        "{:.0} % of the snapshots within 5 points of the real time in a {real:.1} s run; the \
+         worst {:+.1}: {}\n{}\n{}",
+        100.0 * within,
+        worst.0,
+        worst.2,
+        took.join("\n"),
+        trail.join("\n")
+    );
     let mut previous = 0.0;
     for (_, s) in &stamped {
         let overall = s["overall_percent"].as_f64().unwrap();

@@ -65,14 +65,19 @@ impl StageWeights {
     }
 }
 
-/// What stages cost in recent runs: seconds and items per stage, summed, and how many
-/// runs. A stage's seconds run from its predecessor's end (the run's start for SYNC) to
-/// its own, so the five make the run's duration, hand-overs included.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// What stages cost in recent runs: per run, newest first, each stage's seconds and items.
+/// A stage's seconds run from its predecessor's end (the run's start for SYNC) to its own,
+/// so the five make the run's duration, hand-overs included.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StageCosts {
+    pub runs: Vec<StageCost>,
+}
+
+/// What one run's stages cost, SYNC..ENRICH.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StageCost {
     pub seconds: [f64; 5],
     pub items: [f64; 5],
-    pub runs: f64,
 }
 
 /// A stage as progress reads it.
@@ -83,9 +88,11 @@ pub struct StageState {
     pub done: i64,
     pub total: i64,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// When it was first seen with items done, and how many: its pace is measured from
-    /// there, leaving out what it did before its first batch (loading a model, say).
-    pub pace_from: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+    /// Whether a follower saw its reports, and then its items per second by them (see
+    /// [`rate`]; none until it can tell): measured from its first batch, leaving out what
+    /// it did before (loading a model, say).
+    pub followed: bool,
+    pub rate: Option<f64>,
 }
 
 impl StageState {
@@ -96,7 +103,8 @@ impl StageState {
             done: i64::from(s.items_done),
             total: i64::from(s.items_total),
             finished_at: s.finished_at,
-            pace_from: None,
+            followed: false,
+            rate: None,
         }
     }
 }
@@ -115,44 +123,78 @@ impl StageCosts {
             .unwrap_or_default()
             .to_string();
         for repository in [Some(repository_id), None] {
-            let (seconds, items, runs) = store.stage_costs(repository, &kind).await?;
-            if runs > 0 && seconds.iter().sum::<f64>() > 0.0 {
-                return Ok(StageCosts {
-                    seconds,
-                    items,
-                    runs: runs as f64,
-                });
+            let runs: Vec<StageCost> = store
+                .stage_costs(repository, &kind)
+                .await?
+                .into_iter()
+                .map(|(seconds, items)| StageCost { seconds, items })
+                .collect();
+            if runs.iter().any(|r| r.seconds.iter().sum::<f64>() > 0.0) {
+                return Ok(StageCosts { runs });
             }
         }
         Ok(StageCosts::default())
     }
 
-    /// Seconds stage `s` should take: by its seconds per item in recent runs and its items
-    /// (its own total once known; else EXTRACT's, scaled as in recent runs), or its mean
-    /// duration when items say nothing.
+    /// The mean over recent runs of what `of` says of a run (none where it says nothing),
+    /// each run weighted by how close its files are to `files` (this run's, once EXTRACT
+    /// knows them: the square of the smaller over the larger count, so a run ten times
+    /// larger or smaller counts a hundredth; all alike before).
+    fn mean(&self, files: Option<i64>, of: impl Fn(&StageCost) -> Option<f64>) -> Option<f64> {
+        let (mut sum, mut weights) = (0.0, 0.0);
+        for run in &self.runs {
+            let Some(x) = of(run) else { continue };
+            let w = match files {
+                Some(f) if f > 0 && run.items[1] > 0.0 => {
+                    let (a, b) = (f as f64, run.items[1]);
+                    (a.min(b) / a.max(b)).powi(2)
+                }
+                _ => 1.0,
+            };
+            sum += w * x;
+            weights += w;
+        }
+        (weights > 0.0).then(|| sum / weights)
+    }
+
+    /// Seconds stage `s` should take: by its seconds per item in recent runs (those of a
+    /// size like this run's counting most) and its items (its own total once known; else
+    /// EXTRACT's files times its items per file in recent runs), or its mean duration when
+    /// items say nothing.
     fn estimate(&self, s: usize, total: Option<i64>, files: Option<i64>) -> f64 {
-        let mean = self.seconds[s] / self.runs.max(1.0);
-        let rate = (self.items[s] > 0.0).then(|| self.seconds[s] / self.items[s]);
+        let rate = self.mean(files, |r| {
+            (r.items[s] > 0.0).then(|| r.seconds[s] / r.items[s])
+        });
+        let per_file = || {
+            self.mean(files, |r| {
+                (r.items[1] > 0.0).then(|| r.items[s] / r.items[1])
+            })
+        };
+        let mean = || self.mean(files, |r| Some(r.seconds[s])).unwrap_or(0.0);
         match (rate, total, files) {
             (Some(r), Some(n), _) => r * n as f64,
-            (Some(r), None, Some(f)) if self.items[1] > 0.0 => {
-                r * f as f64 * self.items[s] / self.items[1]
-            }
-            _ => mean,
+            (Some(r), None, Some(f)) => match per_file() {
+                Some(k) => r * f as f64 * k,
+                None => mean(),
+            },
+            _ => mean(),
         }
     }
 
-    /// The run's overall percent and the seconds it should still take, at `now`: the time
-    /// it has taken over that time plus what its stages should still take (the stage at
-    /// work by its pace, blended with its estimate; those to come by their estimates).
-    /// None when nothing was measured yet.
+    /// The run's overall percent and the seconds it should still take, at `now`, from
+    /// its stages as they stood at `seen` (when they reported it; `now` or a little
+    /// before): the time it has taken over that time plus what its stages should still
+    /// take (the stage at work by its pace, blended with its estimate; those to come by
+    /// their estimates), less what went by since `seen`. None when nothing was measured
+    /// yet.
     pub fn progress(
         &self,
         run_started: Option<chrono::DateTime<chrono::Utc>>,
         stages: &[StageState],
+        seen: chrono::DateTime<chrono::Utc>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<(f64, f64)> {
-        if self.runs <= 0.0 {
+        if self.runs.is_empty() {
             return None;
         }
         let started = run_started?;
@@ -167,21 +209,32 @@ impl StageCosts {
             .map(|x| x.total);
         // This run against its estimates so far: the stages that ended, by their items,
         // took `pace` times what recent runs foretold (a busier machine, heavier files),
-        // and so should those to come.
-        let (mut actual, mut foretold) = (0.0, 0.0);
+        // and so should those to come, the more so the more of the run they make: a
+        // short stage slowed by a passing load says little of a long one after it.
+        let (mut actual, mut foretold, mut to_come) = (0.0, 0.0, 0.0);
         let mut at = started;
+        let mut ended = true;
         for (i, st) in stages.iter().enumerate().take(5) {
-            let Some(end) = st.finished_at.filter(|_| st.ended) else {
-                break;
-            };
-            if i > 0 && st.total > 0 {
-                actual += secs(at, end);
-                foretold += self.estimate(i, Some(st.total), files);
+            let end = st.finished_at.filter(|_| st.ended && ended);
+            let known = (st.running && st.total > 0).then_some(st.total);
+            match end {
+                Some(end) => {
+                    if i > 0 && st.total > 0 {
+                        actual += secs(at, end);
+                        foretold += self.estimate(i, Some(st.total), files);
+                    }
+                    at = end;
+                }
+                None => {
+                    ended = false;
+                    to_come += self.estimate(i, known, files);
+                }
             }
-            at = end;
         }
         let pace = if foretold > 0.0 && actual > 0.0 {
-            (actual / foretold).clamp(0.25, 4.0)
+            (actual / foretold)
+                .clamp(0.25, 4.0)
+                .powf(foretold / (foretold + to_come))
         } else {
             1.0
         };
@@ -195,36 +248,39 @@ impl StageCosts {
             let known = (st.running && st.total > 0).then_some(st.total);
             let e = self.estimate(i, known, files) * pace;
             if st.running {
-                let spent = secs(prev_end, now);
+                let spent = secs(prev_end, seen);
                 let frac = if st.total > 0 {
                     (st.done.clamp(0, st.total) as f64) / st.total as f64
                 } else {
                     0.0
                 };
                 // Its own pace takes over from the estimate as it gets under way: wholly
-                // once a fifth of its items are done. The pace is measured from its first
-                // batch seen when the follower saw one (a model loading before it is
-                // not the pace of the items), else over all its time.
+                // once half of its items are done. The pace is its reports' when a
+                // follower saw them (a model loading before its first batch is not the
+                // pace of the items), else over all its time.
                 let left = (st.total - st.done).max(0) as f64;
-                let by_pace = match st.pace_from {
-                    Some((t1, d1)) if st.done > d1 => {
-                        Some(secs(t1, now) * left / (st.done - d1) as f64)
-                    }
-                    Some(_) => None,
-                    None => (frac > 0.0).then(|| spent * (1.0 - frac) / frac),
+                let by_pace = if st.followed {
+                    st.rate.map(|r| left / r)
+                } else {
+                    (frac > 0.0).then(|| spent * (1.0 - frac) / frac)
                 };
-                let by_estimate = (e * (1.0 - frac)).max(e - spent).max(0.0);
+                // By the estimate: what it should take less what it took (its time
+                // includes the hand-over and loading a model, before any item is done),
+                // but never less than a quarter of its share of the items left, for a
+                // stage behind its time.
+                let by_estimate = (e - spent).max(0.25 * e * (1.0 - frac));
                 remaining += match by_pace {
                     Some(p) => {
-                        let trust = (frac / 0.2).min(1.0);
+                        let trust = (frac / 0.5).min(1.0);
                         trust * p + (1.0 - trust) * by_estimate
                     }
-                    None => by_estimate.max(0.1 * e * (1.0 - frac)),
+                    None => by_estimate,
                 };
             } else {
                 remaining += e;
             }
         }
+        let remaining = (remaining - secs(seen, now)).max(0.0);
         let total = elapsed + remaining;
         let percent = if total > 0.0 {
             round1(100.0 * elapsed / total).clamp(0.0, 99.9)
@@ -239,17 +295,17 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// The overall percent and ETA of `run` with stages `states` at `now`, by `costs`; by
-/// the typical weights of the stage at work, `current` (ordinal, done, total), before any
-/// run was measured.
+/// The overall percent and ETA of `run` at `now` with stages as `states` showed them at
+/// `seen`, by `costs`; by the typical weights of the stage at work, `current` (ordinal,
+/// done, total), before any run was measured.
 fn overall(
     costs: &StageCosts,
     run: &Run,
     states: &[StageState],
     current: (usize, i64, i64),
-    now: chrono::DateTime<chrono::Utc>,
+    (seen, now): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
 ) -> (f64, Option<f64>) {
-    match costs.progress(run.started_at, states, now) {
+    match costs.progress(run.started_at, states, seen, now) {
         Some((percent, left)) => (percent, Some(left)),
         None => {
             let p = StageWeights::TYPICAL.percent(current.0, current.1, current.2);
@@ -344,7 +400,13 @@ impl Snapshot {
             let (d, t) = if whole { (1, 1) } else { (done, total) };
             (
                 percent(done, total),
-                overall(costs, run, &states, (stage.ordinal as usize, d, t), now),
+                overall(
+                    costs,
+                    run,
+                    &states,
+                    (stage.ordinal as usize, d, t),
+                    (now, now),
+                ),
             )
         };
         Snapshot {
@@ -378,8 +440,8 @@ pub struct Follower {
     last: Snapshot,
     /// Loaded on the first look.
     costs: Option<StageCosts>,
-    /// Per stage ordinal, when it was first seen with items done, and how many.
-    first_done: [Option<(chrono::DateTime<chrono::Utc>, i64)>; 5],
+    /// Per stage ordinal, when it reported items done, and how many, oldest first.
+    reported: [Vec<(chrono::DateTime<chrono::Utc>, i64)>; 5],
 }
 
 impl Follower {
@@ -390,7 +452,7 @@ impl Follower {
             after_event: 0,
             last: Snapshot::preparing(run_id),
             costs: None,
-            first_done: [None; 5],
+            reported: Default::default(),
         }
     }
 
@@ -408,7 +470,7 @@ impl Follower {
             after_event,
             last: Snapshot::of(&run, &stages, &costs),
             costs: Some(costs),
-            first_done: [None; 5],
+            reported: Default::default(),
         })
     }
 
@@ -423,11 +485,11 @@ impl Follower {
         // The run first: events read after it include every one it ended with.
         let run = store.run(self.run_id).await?;
         let stages = store.stage_runs(self.run_id).await?;
-        let costs = match self.costs {
-            Some(c) => c,
+        let costs = match &self.costs {
+            Some(c) => c.clone(),
             None => {
                 let c = StageCosts::of(store, run.repository_id, &run.scope).await?;
-                *self.costs.insert(c)
+                self.costs.insert(c).clone()
             }
         };
         let mut out = Vec::new();
@@ -437,8 +499,8 @@ impl Follower {
             let (done, total) = (i64::from(e.items_done), i64::from(e.items_total));
             let stage = stages.iter().find(|s| s.stage == e.stage);
             let ordinal = stage.map_or(0, |s| s.ordinal as usize);
-            if done > 0 && ordinal < 5 && self.first_done[ordinal].is_none() {
-                self.first_done[ordinal] = Some((now, done));
+            if done > 0 && ordinal < 5 {
+                self.reported[ordinal].push((e.at, done));
             }
             // The run as it stood at this event: the stages before done, this one at
             // work with the event's counts, the later ones not begun.
@@ -446,7 +508,8 @@ impl Follower {
                 .iter()
                 .map(|s| {
                     let mut st = StageState::of(s);
-                    st.pace_from = self.first_done.get(s.ordinal as usize).copied().flatten();
+                    st.followed = true;
+                    st.rate = self.reported.get(s.ordinal as usize).and_then(|r| rate(r));
                     match (s.ordinal as usize).cmp(&ordinal) {
                         std::cmp::Ordering::Less => {}
                         std::cmp::Ordering::Equal => {
@@ -460,7 +523,7 @@ impl Follower {
                 })
                 .collect();
             let (overall, eta_seconds) =
-                overall(&costs, &run, &states, (ordinal, done, total), now);
+                overall(&costs, &run, &states, (ordinal, done, total), (e.at, now));
             let snapshot = Snapshot {
                 run_id: self.run_id,
                 status: "running".into(),
@@ -473,7 +536,7 @@ impl Follower {
                 error: None,
                 terminal: false,
                 overall_percent: overall,
-                items_per_second: pace(stage.and_then(|s| s.started_at), done, now),
+                items_per_second: pace(stage.and_then(|s| s.started_at), done, e.at),
                 eta_seconds,
             };
             self.push(snapshot, &mut out);
@@ -497,6 +560,34 @@ impl Follower {
             out.push(snapshot);
         }
     }
+}
+
+/// A stage's items per second by what it `reported` (when, and its count then; oldest
+/// first): the slope of a least-squares line through its reports over the latter half of
+/// its count so far (from the last report at most half-way from its first count to its
+/// latest). The latter half, so the pace follows a stage that speeds up or slows down as
+/// it goes (its first pages waiting on a model or a busy database) rather than its mean
+/// since the start; a line through them all, not the two ends, so pages that land in
+/// pairs (two in flight at once) do not make it jump. None before two reports a moment
+/// apart.
+fn rate(reported: &[(chrono::DateTime<chrono::Utc>, i64)]) -> Option<f64> {
+    let (first, latest) = (reported.first()?.1, reported.last()?.1);
+    let half = first + (latest - first) / 2;
+    let from = reported.iter().rposition(|(_, d)| *d <= half)?;
+    let window = &reported[from..];
+    let t0 = window[0].0;
+    let points: Vec<(f64, f64)> = window
+        .iter()
+        .map(|(t, d)| ((*t - t0).as_seconds_f64(), *d as f64))
+        .collect();
+    let n = points.len() as f64;
+    let (mt, md) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let var: f64 = points.iter().map(|p| (p.0 - mt).powi(2)).sum();
+    let cov: f64 = points.iter().map(|p| (p.0 - mt) * (p.1 - md)).sum();
+    (var > 1e-6 && cov > 0.0).then(|| cov / var)
 }
 
 /// 100 × done / total, to a tenth; 0 while the total is unknown.
@@ -572,7 +663,8 @@ mod tests {
             done,
             total,
             finished_at: at.map(|s| t0 + chrono::Duration::seconds(s)),
-            pace_from: None,
+            followed: false,
+            rate: None,
         }
     }
 
@@ -582,12 +674,17 @@ mod tests {
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
         // Recent runs: 1 s SYNC, 0.01 s per file of EXTRACT and BM25, 0.002 s per snippet
         // embedded and enriched, 10 snippets per file; two runs of 100 files.
-        let costs = StageCosts {
-            seconds: [2.0, 2.0, 2.0, 4.0, 4.0],
-            items: [0.0, 200.0, 200.0, 2000.0, 2000.0],
-            runs: 2.0,
+        let run = StageCost {
+            seconds: [1.0, 1.0, 1.0, 2.0, 2.0],
+            items: [0.0, 100.0, 100.0, 1000.0, 1000.0],
         };
-        assert_eq!(StageCosts::default().progress(Some(t0), &[], at(1)), None);
+        let costs = StageCosts {
+            runs: vec![run, run],
+        };
+        assert_eq!(
+            StageCosts::default().progress(Some(t0), &[], at(1), at(1)),
+            None
+        );
         // A run of 300 files, SYNC done after 1 s, EXTRACT half done 1.5 s later: it
         // should take 1 + 3 + 3 + 6 + 6 = 19 s.
         let stages = [
@@ -597,15 +694,16 @@ mod tests {
             state(false, false, 0, 0, None),
             state(false, false, 0, 0, None),
         ];
-        let (percent, left) = costs
-            .progress(
-                Some(t0),
-                &stages,
-                at(2) + chrono::Duration::milliseconds(500),
-            )
-            .unwrap();
+        let seen = at(2) + chrono::Duration::milliseconds(500);
+        let (percent, left) = costs.progress(Some(t0), &stages, seen, seen).unwrap();
         assert!((percent - 2.5 / 19.0 * 100.0).abs() < 0.2, "{percent}");
         assert!((left - 16.5).abs() < 0.2, "{left}");
+        // The same state read half a second after it was reported: half a second less
+        // to go, and further along.
+        let later = seen + chrono::Duration::milliseconds(500);
+        let (further, less) = costs.progress(Some(t0), &stages, seen, later).unwrap();
+        assert!((less - 16.0).abs() < 0.2, "{less}");
+        assert!((further - 3.0 / 19.0 * 100.0).abs() < 0.2, "{further}");
         // CODE_EMBEDDINGS begun, its total not known yet: estimated from EXTRACT's files,
         // as recent runs scale.
         let stages = [
@@ -615,7 +713,7 @@ mod tests {
             state(false, true, 0, 0, None),
             state(false, false, 0, 0, None),
         ];
-        let (percent, _) = costs.progress(Some(t0), &stages, at(7)).unwrap();
+        let (percent, _) = costs.progress(Some(t0), &stages, at(7), at(7)).unwrap();
         assert!(percent > 30.0 && percent < 100.0, "{percent}");
         // Never 100 before the run has ended.
         let stages = [
@@ -625,7 +723,98 @@ mod tests {
             state(true, false, 1, 1, Some(4)),
             state(false, true, 10, 10, None),
         ];
-        assert!(costs.progress(Some(t0), &stages, at(60)).unwrap().0 < 100.0);
+        assert!(costs.progress(Some(t0), &stages, at(60), at(60)).unwrap().0 < 100.0);
+    }
+
+    #[test]
+    fn recent_runs_of_a_size_like_this_runs_count_most() {
+        let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        // A run of 300 files embedded at 1 ms a snippet; one of 3,000 (ten times larger)
+        // on a slower day at 3 ms. Summed alike, the large one would say 2.8 ms.
+        let small = StageCost {
+            seconds: [0.1, 0.3, 0.3, 7.5, 0.5],
+            items: [0.0, 300.0, 300.0, 7500.0, 7500.0],
+        };
+        let large = StageCost {
+            seconds: [1.0, 3.0, 3.0, 225.0, 5.0],
+            items: [0.0, 3000.0, 3000.0, 75000.0, 75000.0],
+        };
+        let costs = StageCosts {
+            runs: vec![small, large],
+        };
+        let e = costs.estimate(3, Some(7500), Some(300));
+        assert!((7.5..8.5).contains(&e), "{e}");
+        let e = costs.estimate(3, Some(75000), Some(3000));
+        assert!((200.0..226.0).contains(&e), "{e}");
+        // Before EXTRACT knows the files, all count alike.
+        assert!((costs.estimate(0, None, None) - 0.55).abs() < 1e-9);
+        // A stage whose first batches arrive in one look: its pace is not measured over
+        // no time (which would say it is done at once).
+        let mut embedding = state(false, true, 1024, 7500, None);
+        embedding.followed = true;
+        embedding.rate = rate(&[(at(2), 256), (at(2), 512), (at(2), 768), (at(2), 1024)]);
+        let stages = [
+            state(true, false, 0, 0, Some(0)),
+            state(true, false, 300, 300, Some(1)),
+            state(true, false, 300, 300, Some(2)),
+            embedding,
+            state(false, false, 0, 0, None),
+        ];
+        let (_, left) = costs.progress(Some(t0), &stages, at(2), at(2)).unwrap();
+        assert!(left > 5.0, "{left}");
+    }
+
+    #[test]
+    fn a_stages_pace_is_a_line_through_the_latter_half_of_what_it_reported() {
+        let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+        assert_eq!(rate(&[]), None);
+        assert_eq!(rate(&[(at(0), 256)]), None);
+        // A stage that waited 2 s on its second page, then did one every 100 ms.
+        let reported = [
+            (at(0), 256),
+            (at(2000), 512),
+            (at(2100), 768),
+            (at(2200), 1024),
+            (at(2300), 1280),
+        ];
+        let r = rate(&reported).unwrap();
+        assert!((r - 2560.0).abs() < 1.0, "{r}");
+        // Pages landing in pairs: the line through them, not the last pair's gap.
+        let paired = [
+            (at(0), 256),
+            (at(200), 512),
+            (at(201), 768),
+            (at(400), 1024),
+            (at(401), 1280),
+            (at(600), 1536),
+            (at(601), 1792),
+        ];
+        let r = rate(&paired).unwrap();
+        assert!((1900.0..3300.0).contains(&r), "{r}");
+        // Half of 2,560 items done, 1,280 left at 256 per 100 ms: 0.5 s, not the 2.9 s its
+        // mean since the first page would say.
+        let mut embedding = state(false, true, 1280, 2_560, None);
+        embedding.followed = true;
+        embedding.rate = rate(&reported);
+        let costs = StageCosts {
+            runs: vec![StageCost {
+                seconds: [0.0, 1.0, 1.0, 5.0, 0.0],
+                items: [0.0, 100.0, 100.0, 10_000.0, 0.0],
+            }],
+        };
+        let stages = [
+            state(true, false, 0, 0, Some(0)),
+            state(true, false, 100, 100, Some(0)),
+            state(true, false, 100, 100, Some(0)),
+            embedding,
+            state(false, false, 0, 0, None),
+        ];
+        let (_, left) = costs
+            .progress(Some(t0), &stages, at(2300), at(2300))
+            .unwrap();
+        assert!((left - 0.5).abs() < 0.1, "{left}");
     }
 
     #[test]

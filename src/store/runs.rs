@@ -391,19 +391,19 @@ impl Store {
         .await?)
     }
 
-    /// What each stage cost, SYNC..ENRICH, over the last ten runs that succeeded with a
-    /// scope of `scope_kind` (of `repository_id`, or of any) and had work after SYNC:
-    /// seconds and items summed, and how many runs. A stage's time runs from its
-    /// predecessor's end (the run's start for SYNC) to its own, so the hand-over between
-    /// stages is counted and the five make the run's duration. Runs that found nothing
-    /// changed are left out: a repository synced in the background is mostly those, and
-    /// they would say the next real run takes no time.
+    /// What each stage cost, SYNC..ENRICH, in each of the last ten runs that succeeded
+    /// with a scope of `scope_kind` (of `repository_id`, or of any) and had work after
+    /// SYNC: per run, newest first, its stages' seconds and items. A stage's time runs
+    /// from its predecessor's end (the run's start for SYNC) to its own, so the hand-over
+    /// between stages is counted and the five make the run's duration. Runs that found
+    /// nothing changed are left out: a repository synced in the background is mostly
+    /// those, and they would say the next real run takes no time.
     pub async fn stage_costs(
         &self,
         repository_id: Option<i64>,
         scope_kind: &str,
-    ) -> Result<([f64; 5], [f64; 5], i64), StoreError> {
-        let rows: Vec<(i16, f64, f64, i64)> = sqlx::query_as(
+    ) -> Result<Vec<([f64; 5], [f64; 5])>, StoreError> {
+        let rows: Vec<(i64, i16, f64, f64)> = sqlx::query_as(
             "WITH recent AS (
                  SELECT id, started_at FROM runs
                   WHERE status = 'succeeded' AND started_at IS NOT NULL
@@ -411,29 +411,31 @@ impl Store {
                     AND EXISTS (SELECT 1 FROM stage_runs w
                                  WHERE w.run_id = runs.id AND w.ordinal > 0 AND w.items_total > 0)
                   ORDER BY id DESC LIMIT 10)
-             SELECT s.ordinal,
-                    COALESCE(sum(extract(epoch FROM s.finished_at
-                                 - COALESCE(p.finished_at, r.started_at))), 0)::float8,
-                    COALESCE(sum(s.items_total), 0)::float8,
-                    count(*)
+             SELECT r.id, s.ordinal,
+                    GREATEST(extract(epoch FROM s.finished_at
+                                     - COALESCE(p.finished_at, r.started_at)), 0)::float8,
+                    s.items_total::float8
                FROM recent r
                JOIN stage_runs s ON s.run_id = r.id AND s.finished_at IS NOT NULL
                LEFT JOIN stage_runs p ON p.run_id = s.run_id AND p.ordinal = s.ordinal - 1
-              GROUP BY s.ordinal",
+              ORDER BY r.id DESC, s.ordinal",
         )
         .bind(repository_id)
         .bind(scope_kind)
         .fetch_all(&self.pool)
         .await?;
-        let (mut seconds, mut items, mut runs) = ([0.0; 5], [0.0; 5], 0);
-        for (ordinal, secs, n, count) in rows {
-            if let Some(i) = usize::try_from(ordinal).ok().filter(|i| *i < 5) {
-                seconds[i] = secs.max(0.0);
-                items[i] = n;
-                runs = runs.max(count);
+        let mut runs: Vec<(i64, [f64; 5], [f64; 5])> = Vec::new();
+        for (run, ordinal, secs, n) in rows {
+            let Some(i) = usize::try_from(ordinal).ok().filter(|i| *i < 5) else {
+                continue;
+            };
+            if runs.last().is_none_or(|(id, _, _)| *id != run) {
+                runs.push((run, [0.0; 5], [0.0; 5]));
             }
+            let (_, seconds, items) = runs.last_mut().expect("pushed above");
+            (seconds[i], items[i]) = (secs, n);
         }
-        Ok((seconds, items, runs))
+        Ok(runs.into_iter().map(|(_, s, i)| (s, i)).collect())
     }
 
     /// The commit the last successful sync of repository `repository_id` checked out (a

@@ -261,7 +261,7 @@ impl Store {
         after_id: i64,
     ) -> Result<Vec<ProgressEvent>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, stage, items_total, items_done, items_failed, current_item
+            "SELECT id, stage, items_total, items_done, items_failed, current_item, at
              FROM run_progress WHERE run_id = $1 AND id > $2 ORDER BY id",
         )
         .bind(run_id)
@@ -346,6 +346,8 @@ pub struct ProgressEvent {
     pub items_done: i32,
     pub items_failed: i32,
     pub current_item: Option<String>,
+    /// When the stage reported it.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A progress event as a run's page shows it.

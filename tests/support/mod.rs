@@ -198,6 +198,65 @@ pub fn db_url(admin_url: &str, db: &str) -> String {
     store::admin::url_with_database(admin_url, db).expect("a valid admin URL")
 }
 
+/// Who may run: every test with a database holds a shared turn, and a test that times a
+/// run against the clock ([`TestDb::alone`]) waits for a turn of its own, while no other
+/// test with a database runs, so the suite's other tests do not change the pace under it.
+/// Shared turns never wait for one that waits to be alone (a test may hold two
+/// databases); they wait only while it runs.
+struct Turns {
+    /// Shared turns held, and whether a test runs alone.
+    held: std::sync::Mutex<(usize, bool)>,
+    changed: tokio::sync::Notify,
+}
+
+static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(|| Turns {
+    held: std::sync::Mutex::new((0, false)),
+    changed: tokio::sync::Notify::new(),
+});
+
+/// A turn held until dropped.
+struct Turn {
+    alone: bool,
+}
+
+impl Turn {
+    async fn take(alone: bool) -> Turn {
+        loop {
+            // Made before looking, so a change in between still wakes it.
+            let changed = TURNS.changed.notified();
+            {
+                let mut held = TURNS.held.lock().unwrap_or_else(|e| e.into_inner());
+                match (alone, *held) {
+                    (false, (n, false)) => {
+                        *held = (n + 1, false);
+                        return Turn { alone };
+                    }
+                    (true, (0, false)) => {
+                        *held = (0, true);
+                        return Turn { alone };
+                    }
+                    _ => {}
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        {
+            let mut held = TURNS.held.lock().unwrap_or_else(|e| e.into_inner());
+            if self.alone {
+                held.1 = false;
+            } else {
+                held.0 -= 1;
+            }
+        }
+        TURNS.changed.notify_waiters();
+    }
+}
+
 /// A migrated database of the test's own, dropped on drop.
 pub struct TestDb {
     pub name: String,
@@ -206,10 +265,21 @@ pub struct TestDb {
     /// A home directory of the test's own.
     pub home: tempfile::TempDir,
     admin_url: String,
+    _turn: Turn,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        TestDb::with(Turn::take(false).await).await
+    }
+
+    /// A database for a test that times a run against the clock: it waits until no other
+    /// test with a database runs, and none starts until it is dropped.
+    pub async fn alone() -> TestDb {
+        TestDb::with(Turn::take(true).await).await
+    }
+
+    async fn with(turn: Turn) -> TestDb {
         let suite = suite().await;
         let name = format!(
             "{TEST_DB_PREFIX}{}",
@@ -226,6 +296,7 @@ impl TestDb {
             store,
             home: temp_home(),
             admin_url: suite.admin_url.clone(),
+            _turn: turn,
         }
     }
 
