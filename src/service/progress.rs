@@ -73,6 +73,9 @@ pub struct StageCosts {
     pub runs: Vec<StageCost>,
 }
 
+/// How much a recent run's costs count against the run after it's.
+const OLDER_RUN: f64 = 0.7;
+
 /// What one run's stages cost, SYNC..ENRICH.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StageCost {
@@ -136,25 +139,42 @@ impl StageCosts {
         Ok(StageCosts::default())
     }
 
-    /// The mean over recent runs of what `of` says of a run (none where it says nothing),
-    /// each run weighted by how close its files are to `files` (this run's, once EXTRACT
+    /// The weighted median over recent runs of what `of` says of a run (none where it
+    /// says nothing): a run slowed by a passing load (another job, a checkpoint) does not
+    /// move it. Each run is weighted by how recent it is (each run back counts
+    /// [`OLDER_RUN`] of the one after it: the machine's load and the size of the vector
+    /// index change) and by how close its files are to `files` (this run's, once EXTRACT
     /// knows them: the square of the smaller over the larger count, so a run ten times
     /// larger or smaller counts a hundredth; all alike before).
-    fn mean(&self, files: Option<i64>, of: impl Fn(&StageCost) -> Option<f64>) -> Option<f64> {
-        let (mut sum, mut weights) = (0.0, 0.0);
-        for run in &self.runs {
+    fn median(&self, files: Option<i64>, of: impl Fn(&StageCost) -> Option<f64>) -> Option<f64> {
+        let mut weighted: Vec<(f64, f64)> = Vec::new();
+        for (back, run) in self.runs.iter().enumerate() {
             let Some(x) = of(run) else { continue };
-            let w = match files {
-                Some(f) if f > 0 && run.items[1] > 0.0 => {
-                    let (a, b) = (f as f64, run.items[1]);
-                    (a.min(b) / a.max(b)).powi(2)
-                }
-                _ => 1.0,
-            };
-            sum += w * x;
-            weights += w;
+            let recent = OLDER_RUN.powi(back as i32);
+            let w = recent
+                * match files {
+                    Some(f) if f > 0 && run.items[1] > 0.0 => {
+                        let (a, b) = (f as f64, run.items[1]);
+                        (a.min(b) / a.max(b)).powi(2)
+                    }
+                    _ => 1.0,
+                };
+            weighted.push((x, w));
         }
-        (weights > 0.0).then(|| sum / weights)
+        weighted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let half = weighted.iter().map(|(_, w)| w).sum::<f64>() / 2.0;
+        let mut below = 0.0;
+        for (i, (x, w)) in weighted.iter().enumerate() {
+            below += w;
+            if (below - half).abs() < 1e-12 {
+                // Exactly half below: between this one and the next.
+                return Some(weighted.get(i + 1).map_or(*x, |next| (x + next.0) / 2.0));
+            }
+            if below > half {
+                return Some(*x);
+            }
+        }
+        None
     }
 
     /// Seconds stage `s` should take: by its seconds per item in recent runs (those of a
@@ -162,15 +182,15 @@ impl StageCosts {
     /// EXTRACT's files times its items per file in recent runs), or its mean duration when
     /// items say nothing.
     fn estimate(&self, s: usize, total: Option<i64>, files: Option<i64>) -> f64 {
-        let rate = self.mean(files, |r| {
+        let rate = self.median(files, |r| {
             (r.items[s] > 0.0).then(|| r.seconds[s] / r.items[s])
         });
         let per_file = || {
-            self.mean(files, |r| {
+            self.median(files, |r| {
                 (r.items[1] > 0.0).then(|| r.items[s] / r.items[1])
             })
         };
-        let mean = || self.mean(files, |r| Some(r.seconds[s])).unwrap_or(0.0);
+        let mean = || self.median(files, |r| Some(r.seconds[s])).unwrap_or(0.0);
         match (rate, total, files) {
             (Some(r), Some(n), _) => r * n as f64,
             (Some(r), None, Some(f)) => match per_file() {
@@ -727,7 +747,7 @@ mod tests {
     }
 
     #[test]
-    fn recent_runs_of_a_size_like_this_runs_count_most() {
+    fn recent_runs_of_a_size_like_this_runs_count_most_and_one_slowed_run_not_at_all() {
         let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
         // A run of 300 files embedded at 1 ms a snippet; one of 3,000 (ten times larger)
@@ -747,8 +767,18 @@ mod tests {
         assert!((7.5..8.5).contains(&e), "{e}");
         let e = costs.estimate(3, Some(75000), Some(3000));
         assert!((200.0..226.0).contains(&e), "{e}");
-        // Before EXTRACT knows the files, all count alike.
-        assert!((costs.estimate(0, None, None) - 0.55).abs() < 1e-9);
+        // Before EXTRACT knows the files, by recency alone: the newer run counts 1, the
+        // older 0.7, and the median is the newer one's.
+        assert_eq!(costs.estimate(0, None, None), 0.1);
+        // A run slowed four times over between two like it does not move the estimate.
+        let slowed = StageCost {
+            seconds: [0.1, 0.3, 0.3, 30.0, 0.5],
+            ..small
+        };
+        let costs = StageCosts {
+            runs: vec![small, slowed, small],
+        };
+        assert_eq!(costs.estimate(3, Some(7500), Some(300)), 7.5);
         // A stage whose first batches arrive in one look: its pace is not measured over
         // no time (which would say it is done at once).
         let mut embedding = state(false, true, 1024, 7500, None);
