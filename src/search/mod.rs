@@ -496,13 +496,27 @@ impl Searcher {
         // A ranking that found nothing (no summary vectors, say) takes no part: one left
         // alone keeps its own scores, which the ranking rules weigh against.
         rankings.retain(|(r, _)| !r.is_empty());
-        let ranked: Vec<(i64, f64)> = if rankings.len() == 1 {
-            rankings.pop().map(|(r, _)| r).unwrap_or_default()
+        // Fused, every candidate's snippet is read first (in the one statement that reads
+        // the hits' snippets anyway), so a ranking that found another snippet of a
+        // snippet's file still speaks for it.
+        let (ranked, fetched): (Vec<(i64, f64)>, Option<Snippets>) = if rankings.len() == 1 {
+            (rankings.pop().map(|(r, _)| r).unwrap_or_default(), None)
         } else {
-            fuse_weighted(&rankings)
+            let mut ids: Vec<i64> = rankings
+                .iter()
+                .flat_map(|(r, _)| r.iter().map(|h| h.0))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let snippets = self.snippets(&ids).await?;
+            let files: HashMap<i64, (i64, String)> = snippets
+                .values()
+                .map(|s| (s.id, (s.repository_id, s.path.clone())))
+                .collect();
+            (fuse_by_files(&rankings, &files), Some(snippets))
         };
         let ranked: Vec<(i64, f64)> = ranked.into_iter().take(depth).collect();
-        let mut hits = self.hydrate(&ranked).await?;
+        let mut hits = self.hydrate(&ranked, fetched).await?;
         let candidates = hits
             .iter()
             .map(|h| rank::Candidate {
@@ -589,15 +603,30 @@ impl Searcher {
         Ok(out)
     }
 
-    async fn hydrate(&self, ranked: &[(i64, f64)]) -> Result<Vec<Hit>, SearchError> {
-        let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
-        let mut snippets: HashMap<i64, StoredSnippet> = self
+    /// Snippets `ids` that exist, by id.
+    async fn snippets(&self, ids: &[i64]) -> Result<Snippets, SearchError> {
+        Ok(self
             .store
-            .snippets_by_id(&ids)
+            .snippets_by_id(ids)
             .await?
             .into_iter()
             .map(|s| (s.id, s))
-            .collect();
+            .collect())
+    }
+
+    /// The hits of `ranked`, from the snippets `fetched` already when given, else read.
+    async fn hydrate(
+        &self,
+        ranked: &[(i64, f64)],
+        fetched: Option<Snippets>,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let mut snippets = match fetched {
+            Some(s) => s,
+            None => {
+                let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+                self.snippets(&ids).await?
+            }
+        };
         let names: HashMap<i64, String> = self
             .store
             .list_repositories()
@@ -649,6 +678,43 @@ pub fn fuse_weighted(rankings: &[(Vec<(i64, f64)>, f64)]) -> Vec<(i64, f64)> {
         }
     }
     let mut fused: Vec<(i64, f64)> = order.into_iter().map(|id| (id, scores[&id])).collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+    fused
+}
+
+/// Snippets by id.
+type Snippets = HashMap<i64, StoredSnippet>;
+
+/// What a ranking gives a snippet it did not find when it found another of the snippet's
+/// file, as a share of what the file's best snippet got there. Measured, static tier,
+/// hybrid NDCG@10 (semble benchmark / CodeSearchNet-style stdlib set): 0.855 / 0.337
+/// without, 0.860 / 0.341 at 0.5, 0.866 / 0.348 at 0.8, 0.866 / 0.342 at 1.0.
+const FILE_CREDIT: f64 = 0.8;
+
+/// Weighted reciprocal rank fusion in which a ranking also speaks for the files it found:
+/// a snippet missing from a ranking that ranked another snippet of its file (`files`:
+/// snippet id to repository and path) gets [`FILE_CREDIT`] of what that file's best
+/// snippet got there. Two rankings that each found a different part of the same file then
+/// agree on the file, as a reader would, rather than each voting alone.
+pub fn fuse_by_files(
+    rankings: &[(Vec<(i64, f64)>, f64)],
+    files: &HashMap<i64, (i64, String)>,
+) -> Vec<(i64, f64)> {
+    let mut fused = fuse_weighted(rankings);
+    for (id, score) in &mut fused {
+        let Some(file) = files.get(id) else { continue };
+        for (ranking, weight) in rankings {
+            if ranking.iter().any(|(other, _)| other == id) {
+                continue;
+            }
+            if let Some(rank) = ranking
+                .iter()
+                .position(|(other, _)| files.get(other) == Some(file))
+            {
+                *score += FILE_CREDIT * weight / (RRF_K + rank as f64 + 1.0);
+            }
+        }
+    }
     fused.sort_by(|a, b| b.1.total_cmp(&a.1));
     fused
 }
@@ -722,6 +788,42 @@ mod tests {
         let fused = fuse(&[keyword, semantic]);
         let place = |id: i64| fused.iter().position(|f| f.0 == id).unwrap();
         assert!(place(1) < place(8), "{fused:?}");
+    }
+
+    #[test]
+    fn two_rankings_that_found_different_parts_of_one_file_agree_on_it() {
+        // Snippets 1 and 2 are two parts of validator.go; 3 is binding.go. The keyword
+        // ranking found part 1 first, the semantic one part 2; both found binding.go second.
+        let files: HashMap<i64, (i64, String)> = [
+            (1, (7, "validator.go".to_string())),
+            (2, (7, "validator.go".to_string())),
+            (3, (7, "binding.go".to_string())),
+            (4, (7, "other.go".to_string())),
+        ]
+        .into_iter()
+        .collect();
+        let keyword = vec![(1, 9.0), (3, 8.0), (4, 7.0)];
+        let semantic = vec![(2, 0.9), (3, 0.8), (4, 0.7)];
+        let rankings = [(keyword, 0.5), (semantic, 0.5)];
+        // By snippets alone, binding.go, second in both, comes first.
+        assert_eq!(fuse_weighted(&rankings)[0].0, 3);
+        // By files, each part of validator.go has its own first place and a share of the
+        // other's: both come before binding.go.
+        let fused = fuse_by_files(&rankings, &files);
+        let order: Vec<i64> = fused.iter().map(|f| f.0).collect();
+        assert_eq!(&order[..3], &[1, 2, 3], "{fused:?}");
+        let first = 0.5 / (RRF_K + 1.0);
+        assert!((fused[0].1 - first * (1.0 + FILE_CREDIT)).abs() < 1e-12);
+        // The same path in another repository is another file.
+        let mut elsewhere = files.clone();
+        elsewhere.insert(2, (8, "validator.go".to_string()));
+        assert_eq!(fuse_by_files(&rankings, &elsewhere)[0].0, 3);
+        // A snippet whose file is unknown keeps its own score.
+        let mut unknown = files.clone();
+        unknown.remove(&2);
+        let fused = fuse_by_files(&rankings, &unknown);
+        let two = fused.iter().find(|f| f.0 == 2).unwrap().1;
+        assert!((two - first).abs() < 1e-12);
     }
 
     #[test]
