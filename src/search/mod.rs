@@ -10,7 +10,7 @@ pub mod keyword;
 pub mod rank;
 pub mod tokenizer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -509,11 +509,12 @@ impl Searcher {
             ids.sort_unstable();
             ids.dedup();
             let snippets = self.snippets(&ids).await?;
-            let files: HashMap<i64, (i64, String)> = snippets
+            let files: HashMap<i64, (i64, &str)> = snippets
                 .values()
-                .map(|s| (s.id, (s.repository_id, s.path.clone())))
+                .map(|s| (s.id, (s.repository_id, s.path.as_str())))
                 .collect();
-            (fuse_by_files(&rankings, &files), Some(snippets))
+            let fused = fuse_by_files(&rankings, &files);
+            (fused, Some(snippets))
         };
         let ranked: Vec<(i64, f64)> = ranked.into_iter().take(depth).collect();
         let mut hits = self.hydrate(&ranked, fetched).await?;
@@ -698,20 +699,34 @@ const FILE_CREDIT: f64 = 0.8;
 /// agree on the file, as a reader would, rather than each voting alone.
 pub fn fuse_by_files(
     rankings: &[(Vec<(i64, f64)>, f64)],
-    files: &HashMap<i64, (i64, String)>,
+    files: &HashMap<i64, (i64, &str)>,
 ) -> Vec<(i64, f64)> {
+    // Per ranking, once: the snippets it found, and each file's best rank in it.
+    let found: Vec<HashSet<i64>> = rankings
+        .iter()
+        .map(|(ranking, _)| ranking.iter().map(|(id, _)| *id).collect())
+        .collect();
+    let best: Vec<HashMap<(i64, &str), usize>> = rankings
+        .iter()
+        .map(|(ranking, _)| {
+            let mut best = HashMap::new();
+            for (rank, (id, _)) in ranking.iter().enumerate() {
+                if let Some(file) = files.get(id) {
+                    best.entry(*file).or_insert(rank);
+                }
+            }
+            best
+        })
+        .collect();
     let mut fused = fuse_weighted(rankings);
     for (id, score) in &mut fused {
         let Some(file) = files.get(id) else { continue };
-        for (ranking, weight) in rankings {
-            if ranking.iter().any(|(other, _)| other == id) {
+        for ((ids, best), (_, weight)) in found.iter().zip(&best).zip(rankings) {
+            if ids.contains(id) {
                 continue;
             }
-            if let Some(rank) = ranking
-                .iter()
-                .position(|(other, _)| files.get(other) == Some(file))
-            {
-                *score += FILE_CREDIT * weight / (RRF_K + rank as f64 + 1.0);
+            if let Some(rank) = best.get(file) {
+                *score += FILE_CREDIT * weight / (RRF_K + *rank as f64 + 1.0);
             }
         }
     }
@@ -794,11 +809,11 @@ mod tests {
     fn two_rankings_that_found_different_parts_of_one_file_agree_on_it() {
         // Snippets 1 and 2 are two parts of validator.go; 3 is binding.go. The keyword
         // ranking found part 1 first, the semantic one part 2; both found binding.go second.
-        let files: HashMap<i64, (i64, String)> = [
-            (1, (7, "validator.go".to_string())),
-            (2, (7, "validator.go".to_string())),
-            (3, (7, "binding.go".to_string())),
-            (4, (7, "other.go".to_string())),
+        let files: HashMap<i64, (i64, &str)> = [
+            (1, (7, "validator.go")),
+            (2, (7, "validator.go")),
+            (3, (7, "binding.go")),
+            (4, (7, "other.go")),
         ]
         .into_iter()
         .collect();
@@ -816,7 +831,7 @@ mod tests {
         assert!((fused[0].1 - first * (1.0 + FILE_CREDIT)).abs() < 1e-12);
         // The same path in another repository is another file.
         let mut elsewhere = files.clone();
-        elsewhere.insert(2, (8, "validator.go".to_string()));
+        elsewhere.insert(2, (8, "validator.go"));
         assert_eq!(fuse_by_files(&rankings, &elsewhere)[0].0, 3);
         // A snippet whose file is unknown keeps its own score.
         let mut unknown = files.clone();
