@@ -179,8 +179,8 @@ impl StageCosts {
 
     /// Seconds stage `s` should take: by its seconds per item in recent runs (those of a
     /// size like this run's counting most) and its items (its own total once known; else
-    /// EXTRACT's files times its items per file in recent runs), or its mean duration when
-    /// items say nothing.
+    /// EXTRACT's files times its items per file in recent runs), or its median duration
+    /// when items say nothing.
     fn estimate(&self, s: usize, total: Option<i64>, files: Option<i64>) -> f64 {
         let rate = self.median(files, |r| {
             (r.items[s] > 0.0).then(|| r.seconds[s] / r.items[s])
@@ -190,14 +190,14 @@ impl StageCosts {
                 (r.items[1] > 0.0).then(|| r.items[s] / r.items[1])
             })
         };
-        let mean = || self.median(files, |r| Some(r.seconds[s])).unwrap_or(0.0);
+        let duration = || self.median(files, |r| Some(r.seconds[s])).unwrap_or(0.0);
         match (rate, total, files) {
             (Some(r), Some(n), _) => r * n as f64,
             (Some(r), None, Some(f)) => match per_file() {
                 Some(k) => r * f as f64 * k,
-                None => mean(),
+                None => duration(),
             },
-            _ => mean(),
+            _ => duration(),
         }
     }
 
@@ -231,12 +231,21 @@ impl StageCosts {
         // took `pace` times what recent runs foretold (a busier machine, heavier files),
         // and so should those to come, the more so the more of the run they make: a
         // short stage slowed by a passing load says little of a long one after it.
+        // Each stage not ended by its estimate, by its own total once it runs with one.
+        let estimates: Vec<f64> = stages
+            .iter()
+            .enumerate()
+            .take(5)
+            .map(|(i, st)| {
+                let known = (st.running && st.total > 0).then_some(st.total);
+                self.estimate(i, known, files)
+            })
+            .collect();
         let (mut actual, mut foretold, mut to_come) = (0.0, 0.0, 0.0);
         let mut at = started;
         let mut ended = true;
         for (i, st) in stages.iter().enumerate().take(5) {
             let end = st.finished_at.filter(|_| st.ended && ended);
-            let known = (st.running && st.total > 0).then_some(st.total);
             match end {
                 Some(end) => {
                     if i > 0 && st.total > 0 {
@@ -247,7 +256,7 @@ impl StageCosts {
                 }
                 None => {
                     ended = false;
-                    to_come += self.estimate(i, known, files);
+                    to_come += estimates[i];
                 }
             }
         }
@@ -265,8 +274,7 @@ impl StageCosts {
                 prev_end = st.finished_at.unwrap_or(prev_end);
                 continue;
             }
-            let known = (st.running && st.total > 0).then_some(st.total);
-            let e = self.estimate(i, known, files) * pace;
+            let e = estimates[i] * pace;
             if st.running {
                 let spent = secs(prev_end, seen);
                 let frac = if st.total > 0 {
@@ -529,11 +537,11 @@ impl Follower {
                 .map(|s| {
                     let mut st = StageState::of(s);
                     st.followed = true;
-                    st.rate = self.reported.get(s.ordinal as usize).and_then(|r| rate(r));
                     match (s.ordinal as usize).cmp(&ordinal) {
                         std::cmp::Ordering::Less => {}
                         std::cmp::Ordering::Equal => {
-                            (st.ended, st.running, st.done, st.total) = (false, true, done, total)
+                            (st.ended, st.running, st.done, st.total) = (false, true, done, total);
+                            st.rate = self.reported.get(ordinal).and_then(|r| rate(r));
                         }
                         std::cmp::Ordering::Greater => {
                             (st.ended, st.running, st.done, st.total) = (false, false, 0, 0)
